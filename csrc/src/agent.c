@@ -1,0 +1,319 @@
+/* Agent resources: fabric, domain, endpoint, CQ, AV, memory registrations. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "fabric_api.h"
+#include "fabric_info.h"
+#include "internal.h"
+
+#define FI_CHECK(call, what)                                                         \
+    do {                                                                             \
+        int ret_ = (call);                                                           \
+        if (ret_) {                                                                  \
+            rc = ixfer_fail(IXFER_ERR_BACKEND, "%s: %s", what, ixfer_fab.strerror(-ret_)); \
+            goto fail;                                                               \
+        }                                                                            \
+    } while (0)
+
+static void close_fid(void *fidp)
+{
+    struct fid *fid = fidp;
+    if (fid)
+        fi_close(fid);
+}
+
+static void agent_free(struct ixfer_agent *a)
+{
+    if (a->thread_started) {
+        atomic_store(&a->stop, 1);
+        fi_cq_signal(a->cq);
+        pthread_join(a->thread, NULL);
+    }
+    close_fid(a->ep);
+    /* Registrations the caller left behind. */
+    while (a->mrs) {
+        struct ixfer_mr *m = a->mrs;
+        a->mrs = m->next;
+        close_fid(m->mr);
+        free(m);
+    }
+    close_fid(a->av);
+    close_fid(a->cq);
+    close_fid(a->domain);
+    close_fid(a->fabric);
+    if (a->info)
+        ixfer_fab.freeinfo(a->info);
+    for (struct submission *s = a->submit_head, *n; s; s = n) {
+        n = s->next;
+        if (s->req)
+            free(s->req->ops);
+        free(s->req);
+        free(s);
+    }
+    for (struct xfer_request *r = a->live, *n; r; r = n) {
+        n = r->live_next;
+        free(r->ops);
+        free(r);
+    }
+    if (a->event_rd >= 0)
+        close(a->event_rd);
+    if (a->event_wr >= 0)
+        close(a->event_wr);
+    free(a->events);
+    pthread_mutex_destroy(&a->mr_lock);
+    pthread_mutex_destroy(&a->submit_lock);
+    pthread_mutex_destroy(&a->event_lock);
+    free(a);
+}
+
+int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
+{
+    if (!cfg || !out || !cfg->provider || !*cfg->provider)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "agent config needs a provider name");
+    int32_t rc = ixfer_fabric_load();
+    if (rc != IXFER_OK)
+        return rc;
+
+    struct ixfer_agent *a = calloc(1, sizeof *a);
+    if (!a)
+        return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
+    a->event_rd = a->event_wr = -1;
+    a->next_key = 1;
+    pthread_mutex_init(&a->mr_lock, NULL);
+    pthread_mutex_init(&a->submit_lock, NULL);
+    pthread_mutex_init(&a->event_lock, NULL);
+
+    struct fi_info *hints = ixfer_rdm_hints(cfg->provider, cfg->domain);
+    if (!hints) {
+        rc = ixfer_fail(IXFER_ERR_BACKEND, "fi_dupinfo failed");
+        goto fail;
+    }
+    int ret = ixfer_fab.getinfo(IXFER_FI_API_VERSION, cfg->node, NULL,
+                                cfg->node ? FI_SOURCE : 0, hints, &a->info);
+    ixfer_fab.freeinfo(hints);
+    if (ret == -FI_ENODATA) {
+        rc = ixfer_fail(IXFER_ERR_NOT_SUPPORTED,
+                        "provider '%s' offers no RDM endpoint with RMA for address '%s'%s%s",
+                        cfg->provider, cfg->node ? cfg->node : "(any)",
+                        cfg->domain ? " on domain " : "", cfg->domain ? cfg->domain : "");
+        goto fail;
+    }
+    FI_CHECK(ret, "fi_getinfo");
+
+    struct fi_info *fi = a->info;
+    ixfer_fill_provider_info(fi, &a->caps);
+    a->iov_limit = a->caps.iov_limit ? a->caps.iov_limit : 1;
+    a->max_msg_size = fi->ep_attr->max_msg_size ? fi->ep_attr->max_msg_size : (1ull << 30);
+
+    FI_CHECK(ixfer_fab.fabric(fi->fabric_attr, &a->fabric, NULL), "fi_fabric");
+    FI_CHECK(fi_domain(a->fabric, fi, &a->domain, NULL), "fi_domain");
+
+    struct fi_cq_attr cq_attr = {
+        .format = FI_CQ_FORMAT_DATA,
+        /* A thread blocked in fi_cq_sread on such a CQ also drives manual
+         * progress (tcp/rxm, fi_cq(3)). */
+        .wait_obj = FI_WAIT_UNSPEC,
+        .size = 0,
+    };
+    FI_CHECK(fi_cq_open(a->domain, &cq_attr, &a->cq, NULL), "fi_cq_open");
+    struct fi_av_attr av_attr = {.type = FI_AV_UNSPEC};
+    FI_CHECK(fi_av_open(a->domain, &av_attr, &a->av, NULL), "fi_av_open");
+    FI_CHECK(fi_endpoint(a->domain, fi, &a->ep, NULL), "fi_endpoint");
+    FI_CHECK(fi_ep_bind(a->ep, &a->cq->fid, FI_TRANSMIT | FI_RECV), "fi_ep_bind(cq)");
+    FI_CHECK(fi_ep_bind(a->ep, &a->av->fid, 0), "fi_ep_bind(av)");
+    FI_CHECK(fi_enable(a->ep), "fi_enable");
+
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC | O_NONBLOCK)) {
+        rc = ixfer_fail(IXFER_ERR_BACKEND, "pipe2: %s", strerror(errno));
+        goto fail;
+    }
+    a->event_rd = fds[0];
+    a->event_wr = fds[1];
+
+    if (pthread_create(&a->thread, NULL, ixfer_progress_main, a)) {
+        rc = ixfer_fail(IXFER_ERR_BACKEND, "cannot start the progress thread");
+        goto fail;
+    }
+    a->thread_started = 1;
+    *out = a;
+    return IXFER_OK;
+fail:
+    agent_free(a);
+    return rc;
+}
+
+void ixfer_agent_destroy(ixfer_agent *agent)
+{
+    if (agent)
+        agent_free(agent);
+}
+
+int32_t ixfer_agent_info(ixfer_agent *agent, ixfer_provider_info *out)
+{
+    if (!agent || !out)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
+    *out = agent->caps;
+    return IXFER_OK;
+}
+
+int32_t ixfer_agent_address(ixfer_agent *agent, uint8_t *buf, uint64_t *len)
+{
+    if (!agent || !len)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
+    size_t n = (size_t)*len;
+    int ret = fi_getname(&agent->ep->fid, buf, &n);
+    *len = n;
+    if (ret == -FI_ETOOSMALL)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "address needs %zu bytes", n);
+    if (ret)
+        return ixfer_fail(IXFER_ERR_BACKEND, "fi_getname: %s", ixfer_fab.strerror(-ret));
+    return IXFER_OK;
+}
+
+int32_t ixfer_agent_take_event_fd(ixfer_agent *agent, int32_t *fd)
+{
+    if (!agent || !fd)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
+    if (agent->event_rd < 0)
+        return ixfer_fail(IXFER_ERR_NOT_ALLOWED, "the event descriptor was already taken");
+    *fd = agent->event_rd;
+    agent->event_rd = -1;
+    return IXFER_OK;
+}
+
+int32_t ixfer_mr_register(ixfer_agent *agent, uint64_t addr, uint64_t len, uint64_t *key,
+                          ixfer_mr **out)
+{
+    if (!agent || !key || !out)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
+    if (!addr || !len)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "memory to register needs an address and a "
+                                                   "non-zero length");
+    struct ixfer_mr *m = calloc(1, sizeof *m);
+    if (!m)
+        return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
+    uint64_t access = FI_READ | FI_WRITE | FI_REMOTE_READ | FI_REMOTE_WRITE;
+
+    pthread_mutex_lock(&agent->mr_lock);
+    /* Without FI_MR_PROV_KEY the key is ours to choose, unique per domain. */
+    uint64_t requested = agent->next_key++;
+    int ret = fi_mr_reg(agent->domain, (void *)(uintptr_t)addr, (size_t)len, access, 0,
+                        requested, 0, &m->mr, NULL);
+    if (ret == 0 && (agent->caps.mr_mode & FI_MR_ENDPOINT)) {
+        ret = fi_mr_bind(m->mr, &agent->ep->fid, 0);
+        if (ret == 0)
+            ret = fi_mr_enable(m->mr);
+    }
+    if (ret) {
+        pthread_mutex_unlock(&agent->mr_lock);
+        if (m->mr)
+            fi_close(&m->mr->fid);
+        free(m);
+        return ixfer_fail(IXFER_ERR_BACKEND, "fi_mr_reg of %llu bytes at 0x%llx: %s",
+                          (unsigned long long)len, (unsigned long long)addr,
+                          ixfer_fab.strerror(-ret));
+    }
+    m->agent = agent;
+    m->key = (agent->caps.mr_mode & FI_MR_PROV_KEY) ? fi_mr_key(m->mr) : requested;
+    m->desc = fi_mr_desc(m->mr);
+    m->next = agent->mrs;
+    if (agent->mrs)
+        agent->mrs->prev = m;
+    agent->mrs = m;
+    pthread_mutex_unlock(&agent->mr_lock);
+    *key = m->key;
+    *out = m;
+    return IXFER_OK;
+}
+
+int32_t ixfer_mr_deregister(ixfer_mr *m)
+{
+    if (!m)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null registration");
+    struct ixfer_agent *a = m->agent;
+    pthread_mutex_lock(&a->mr_lock);
+    if (m->prev)
+        m->prev->next = m->next;
+    else
+        a->mrs = m->next;
+    if (m->next)
+        m->next->prev = m->prev;
+    pthread_mutex_unlock(&a->mr_lock);
+    int ret = fi_close(&m->mr->fid);
+    free(m);
+    if (ret)
+        return ixfer_fail(IXFER_ERR_BACKEND, "fi_close(mr): %s", ixfer_fab.strerror(-ret));
+    return IXFER_OK;
+}
+
+int32_t ixfer_peer_insert(ixfer_agent *agent, const uint8_t *addr, uint64_t len, uint64_t *peer)
+{
+    if (!agent || !addr || !peer)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
+    if (len == 0 || len > 4096)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "peer address of %llu bytes",
+                          (unsigned long long)len);
+    fi_addr_t fa = FI_ADDR_UNSPEC;
+    int ret = fi_av_insert(agent->av, addr, 1, &fa, 0, NULL);
+    if (ret != 1 || fa == FI_ADDR_UNSPEC)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "the provider rejected a peer address of "
+                                                   "%llu bytes", (unsigned long long)len);
+    *peer = fa;
+    return IXFER_OK;
+}
+
+int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer,
+                        const ixfer_iov_pair *pairs, uint32_t count, uint64_t user_id)
+{
+    if (!agent || (!pairs && count))
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
+    if (op != IXFER_OP_WRITE && op != IXFER_OP_READ)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "unknown operation %u", op);
+    /* Each op carries at least one segment; a pair longer than the provider's
+     * message size becomes several segments. */
+    uint64_t segments = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        if (!pairs[i].local_mr || pairs[i].local_mr->agent != agent)
+            return ixfer_fail(IXFER_ERR_NOT_FOUND, "pair %u has no local registration of "
+                                                   "this agent", i);
+        segments += (pairs[i].len + agent->max_msg_size - 1) / agent->max_msg_size;
+    }
+    if (segments > UINT32_MAX)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "transfer needs too many operations");
+    struct xfer_request *r = malloc(sizeof *r + (size_t)count * sizeof *pairs);
+    struct submission *s = malloc(sizeof *s);
+    struct xfer_op *ops = calloc(segments ? segments : 1, sizeof *ops);
+    if (!r || !s || !ops) {
+        free(r);
+        free(s);
+        free(ops);
+        return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
+    }
+    *r = (struct xfer_request){
+        .user_id = user_id, .op = op, .peer = peer, .count = count, .ops = ops};
+    if (count)
+        memcpy(r->pairs, pairs, (size_t)count * sizeof *pairs);
+    *s = (struct submission){.kind = SUBMIT_POST, .req = r};
+    ixfer_submit(agent, s);
+    return IXFER_OK;
+}
+
+int32_t ixfer_xfer_cancel(ixfer_agent *agent, uint64_t user_id, int32_t status)
+{
+    if (!agent)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
+    if (status >= 0)
+        status = IXFER_ERR_CANCELED;
+    struct submission *s = malloc(sizeof *s);
+    if (!s)
+        return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
+    *s = (struct submission){.kind = SUBMIT_CANCEL, .user_id = user_id, .cancel_status = status};
+    ixfer_submit(agent, s);
+    return IXFER_OK;
+}

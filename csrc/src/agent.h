@@ -1,0 +1,101 @@
+/* Agent internals shared by agent.c (resources), progress.c (the progress
+ * thread) and events.c (the queue JavaScript drains). */
+#ifndef IXFER_AGENT_H
+#define IXFER_AGENT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <rdma/fabric.h>
+#include <rdma/fi_domain.h>
+#include <rdma/fi_endpoint.h>
+#include <rdma/fi_eq.h>
+#include <rdma/fi_cm.h>
+#include <rdma/fi_rma.h>
+
+#include "ixfer.h"
+
+struct ixfer_mr {
+    struct ixfer_agent *agent;
+    struct fid_mr *mr;
+    void *desc; /* fi_mr_desc, passed with local iovs when FI_MR_LOCAL */
+    uint64_t key;
+    struct ixfer_mr *prev, *next;
+};
+
+/* Per provider operation; the fi_context2 must come first (op_context). */
+struct xfer_op {
+    struct fi_context2 ctx;
+    struct xfer_request *req;
+};
+
+/* A queued transfer, owned by the progress thread once submitted. */
+struct xfer_request {
+    struct xfer_request *live_prev, *live_next; /* all requests not yet reported */
+    struct xfer_request *post_next;             /* requests with parts left to post */
+    int queued;                                 /* on the post queue */
+    struct xfer_op *ops;  /* enough for every provider op this request can need */
+    uint32_t ops_used;
+    uint64_t user_id;
+    uint32_t op;
+    fi_addr_t peer;
+    uint32_t count;
+    uint32_t next_pair;   /* first pair not fully posted */
+    uint64_t next_offset; /* bytes of next_pair already posted */
+    uint32_t outstanding; /* provider ops posted and not yet completed */
+    int32_t status;       /* first failure, or IXFER_OK */
+    int32_t fi_errno;
+    int cancel_status;    /* nonzero once canceled: the status to report */
+    ixfer_iov_pair pairs[];
+};
+
+struct submission {
+    struct submission *next;
+    enum { SUBMIT_POST, SUBMIT_CANCEL } kind;
+    struct xfer_request *req; /* SUBMIT_POST */
+    uint64_t user_id;         /* SUBMIT_CANCEL */
+    int32_t cancel_status;
+};
+
+struct ixfer_agent {
+    struct fi_info *info;
+    struct fid_fabric *fabric;
+    struct fid_domain *domain;
+    struct fid_ep *ep;
+    struct fid_cq *cq;
+    struct fid_av *av;
+    ixfer_provider_info caps;
+    uint32_t iov_limit;      /* pairs per provider op */
+    uint64_t max_msg_size;
+
+    pthread_mutex_t mr_lock; /* registrations and key allocation */
+    struct ixfer_mr *mrs;
+    uint64_t next_key;
+
+    /* Owned by the progress thread. */
+    struct xfer_request *live;
+    struct xfer_request *postq_head, *postq_tail;
+
+    pthread_t thread;
+    int thread_started;
+    atomic_int stop;
+
+    pthread_mutex_t submit_lock;
+    struct submission *submit_head, *submit_tail;
+
+    pthread_mutex_t event_lock;
+    ixfer_event *events;
+    uint32_t event_count, event_cap;
+    int signaled;     /* a wake-up byte is in the pipe and not yet drained */
+    int event_rd, event_wr;
+};
+
+/* progress.c */
+void *ixfer_progress_main(void *arg);
+/* Queues a submission and wakes the progress thread. */
+void ixfer_submit(struct ixfer_agent *agent, struct submission *s);
+
+/* events.c: called by the progress thread. */
+void ixfer_push_event(struct ixfer_agent *agent, const ixfer_event *ev);
+
+#endif

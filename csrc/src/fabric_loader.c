@@ -1,0 +1,98 @@
+/* Opens libfabric at first use and resolves its exported functions. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fabric_api.h"
+#include "fabric_symvers.h"
+#include "internal.h"
+
+/* A custom-libfabric build (scripts/rebuild.sh) bakes in its own path. */
+#ifndef IXFER_LIBFABRIC_DEFAULT
+#define IXFER_LIBFABRIC_DEFAULT "libfabric.so.1"
+#endif
+
+struct ixfer_fabric_api ixfer_fab;
+
+static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
+static int load_state; /* 0 untried, 1 loaded, -1 failed */
+static char load_path[512];
+static char load_error[768];
+
+static int resolve(void *lib, void **slot, const char *name, const char *version)
+{
+    *slot = dlvsym(lib, name, version);
+    if (*slot)
+        return 0;
+    snprintf(load_error, sizeof load_error,
+             "%s has no symbol %s@%s; the shim was built against libfabric %d.%d headers, "
+             "rebuild it against this libfabric with scripts/rebuild.sh",
+             load_path, name, version, FI_MAJOR_VERSION, FI_MINOR_VERSION);
+    return -1;
+}
+
+#define RESOLVE(field, sym) resolve(lib, (void **)&ixfer_fab.field, #sym, IXFER_SYMVER_##sym)
+
+static int load_locked(void)
+{
+    const char *env = getenv("IXFER_LIBFABRIC_SO");
+    snprintf(load_path, sizeof load_path, "%s", env && *env ? env : IXFER_LIBFABRIC_DEFAULT);
+    void *lib = dlopen(load_path, RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        snprintf(load_error, sizeof load_error,
+                 "cannot open %s (%s); install libfabric (Debian/Ubuntu: apt-get install "
+                 "libfabric1) or set IXFER_LIBFABRIC_SO to the library's path",
+                 load_path, dlerror());
+        return -1;
+    }
+    if (RESOLVE(getinfo, fi_getinfo) || RESOLVE(freeinfo, fi_freeinfo) ||
+        RESOLVE(dupinfo, fi_dupinfo) || RESOLVE(fabric, fi_fabric) ||
+        RESOLVE(version, fi_version) || RESOLVE(strerror, fi_strerror)) {
+        dlclose(lib);
+        return -1;
+    }
+    /* Resolve the real path for reporting. */
+    char origin[PATH_MAX];
+    if (!strchr(load_path, '/') && dlinfo(lib, RTLD_DI_ORIGIN, origin) == 0 &&
+        strlen(origin) + strlen(load_path) + 2 <= sizeof load_path) {
+        char name[sizeof load_path];
+        memcpy(name, load_path, sizeof name);
+        snprintf(load_path, sizeof load_path, "%.*s/%.*s", 255, origin, 255, name);
+    }
+    uint32_t v = ixfer_fab.version();
+    if (FI_MAJOR(v) != FI_MAJOR_VERSION || v < IXFER_FI_API_VERSION) {
+        snprintf(load_error, sizeof load_error,
+                 "%s is libfabric %u.%u, older than the %d.%d headers this shim was built "
+                 "with; install a newer libfabric or rebuild with scripts/rebuild.sh",
+                 load_path, FI_MAJOR(v), FI_MINOR(v), FI_MAJOR_VERSION, FI_MINOR_VERSION);
+        memset(&ixfer_fab, 0, sizeof ixfer_fab);
+        dlclose(lib);
+        return -1;
+    }
+    return 0; /* the library stays open for the life of the process */
+}
+
+int32_t ixfer_fabric_load(void)
+{
+    pthread_mutex_lock(&load_lock);
+    if (load_state == 0)
+        load_state = load_locked() == 0 ? 1 : -1;
+    int state = load_state;
+    pthread_mutex_unlock(&load_lock);
+    if (state < 0)
+        return ixfer_fail(IXFER_ERR_LIBRARY_MISSING, "%s", load_error);
+    return IXFER_OK;
+}
+
+const char *ixfer_fabric_path(void) { return load_path[0] ? load_path : IXFER_LIBFABRIC_DEFAULT; }
+
+uint32_t ixfer_fabric_version(void)
+{
+    return ixfer_fabric_load() == IXFER_OK ? ixfer_fab.version() : 0;
+}
+
+uint32_t ixfer_fabric_header_version(void) { return IXFER_FI_API_VERSION; }

@@ -1,0 +1,12 @@
+/* Shared internals of the shim: error reporting and the dynamically loaded
+ * library tables. Not part of the ABI. */
+#ifndef IXFER_INTERNAL_H
+#define IXFER_INTERNAL_H
+
+#include "ixfer.h"
+
+/* Records a printf-style message for ixfer_last_error() and returns code. */
+int32_t ixfer_fail(int32_t code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void ixfer_clear_error(void);
+
+#endif

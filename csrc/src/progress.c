@@ -1,0 +1,283 @@
+/* The agent's progress thread. It alone posts operations and reads the CQ:
+ * data progress is manual on tcp, EFA and CXI, so a target that nobody
+ * progresses never receives a write. It sleeps in fi_cq_sread (which also
+ * drives the provider) and is woken by fi_cq_signal when work is submitted. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent.h"
+#include <rdma/fi_errno.h>
+
+#include "fabric_api.h"
+
+#define CQ_BATCH 64
+#define MAX_IOV 16          /* cap on pairs per op, whatever the provider says */
+#define IDLE_WAIT_MS 1000   /* bounded so that a lost wake-up costs a second */
+#define MAX_BLOCKED_PEERS 16
+
+void ixfer_submit(struct ixfer_agent *a, struct submission *s)
+{
+    s->next = NULL;
+    pthread_mutex_lock(&a->submit_lock);
+    if (a->submit_tail)
+        a->submit_tail->next = s;
+    else
+        a->submit_head = s;
+    a->submit_tail = s;
+    pthread_mutex_unlock(&a->submit_lock);
+    fi_cq_signal(a->cq);
+}
+
+static int32_t status_of(int fi_err)
+{
+    switch (fi_err) {
+    case FI_ECONNRESET:
+    case FI_ECONNREFUSED:
+    case FI_ECONNABORTED:
+    case FI_ENOTCONN:
+    case FI_EHOSTUNREACH:
+    case FI_ENETUNREACH:
+    case FI_ENETDOWN:
+    case FI_ESHUTDOWN:
+    case FI_EIO:
+        return IXFER_ERR_REMOTE_DISCONNECT;
+    case FI_ETIMEDOUT:
+        return IXFER_ERR_TIMEOUT;
+    case FI_ECANCELED:
+        return IXFER_ERR_CANCELED;
+    case FI_EACCES:
+    case FI_EPERM:
+        return IXFER_ERR_NOT_ALLOWED;
+    default:
+        return IXFER_ERR_BACKEND;
+    }
+}
+
+static void live_remove(struct ixfer_agent *a, struct xfer_request *r)
+{
+    if (r->live_prev)
+        r->live_prev->live_next = r->live_next;
+    else
+        a->live = r->live_next;
+    if (r->live_next)
+        r->live_next->live_prev = r->live_prev;
+}
+
+static int fully_posted(const struct xfer_request *r)
+{
+    return r->next_pair >= r->count || r->status != IXFER_OK || r->cancel_status;
+}
+
+/* Reports and frees a request once nothing of it is left with the provider. */
+static void maybe_finish(struct ixfer_agent *a, struct xfer_request *r)
+{
+    if (r->outstanding || !fully_posted(r) || r->queued)
+        return;
+    int32_t status = r->status;
+    if (status == IXFER_OK && r->cancel_status && r->next_pair < r->count)
+        status = r->cancel_status;
+    ixfer_event ev = {.user_id = r->user_id, .type = IXFER_EVENT_XFER_DONE,
+                      .status = status, .fi_errno = r->fi_errno};
+    live_remove(a, r);
+    free(r->ops);
+    free(r);
+    ixfer_push_event(a, &ev);
+}
+
+static void fail_request(struct xfer_request *r, int fi_err)
+{
+    if (r->status == IXFER_OK) {
+        r->status = status_of(fi_err);
+        r->fi_errno = fi_err;
+    }
+}
+
+/* Posts as much of r as the provider takes. Returns -FI_EAGAIN when it had to
+ * stop for lack of resources, 0 when r needs no more posting. */
+static int post_some(struct ixfer_agent *a, struct xfer_request *r)
+{
+    uint32_t limit = a->iov_limit < MAX_IOV ? a->iov_limit : MAX_IOV;
+    while (!fully_posted(r)) {
+        struct iovec iov[MAX_IOV];
+        void *desc[MAX_IOV];
+        struct fi_rma_iov rma[MAX_IOV];
+        size_t n = 0;
+        uint64_t total = 0;
+        uint32_t p = r->next_pair;
+        uint64_t off = r->next_offset;
+        while (n < limit && p < r->count && total < a->max_msg_size) {
+            const ixfer_iov_pair *pair = &r->pairs[p];
+            uint64_t left = pair->len - off;
+            uint64_t room = a->max_msg_size - total;
+            uint64_t seg = left < room ? left : room;
+            if (seg) {
+                iov[n].iov_base = (void *)(uintptr_t)(pair->local_addr + off);
+                iov[n].iov_len = seg;
+                desc[n] = pair->local_mr->desc;
+                rma[n].addr = pair->remote_addr + off;
+                rma[n].len = seg;
+                rma[n].key = pair->remote_key;
+                n++;
+                total += seg;
+                off += seg;
+            }
+            if (off == pair->len) {
+                p++;
+                off = 0;
+            }
+        }
+        if (n == 0) { /* only empty pairs were left */
+            r->next_pair = p;
+            r->next_offset = 0;
+            break;
+        }
+        struct xfer_op *op = &r->ops[r->ops_used];
+        op->req = r;
+        struct fi_msg_rma msg = {
+            .msg_iov = iov, .desc = desc, .iov_count = n, .addr = r->peer,
+            .rma_iov = rma, .rma_iov_count = n, .context = op, .data = 0,
+        };
+        ssize_t ret = r->op == IXFER_OP_WRITE ? fi_writemsg(a->ep, &msg, 0)
+                                              : fi_readmsg(a->ep, &msg, 0);
+        if (ret == -FI_EAGAIN)
+            return -FI_EAGAIN;
+        if (ret) {
+            fail_request(r, (int)-ret);
+            break;
+        }
+        r->ops_used++;
+        r->outstanding++;
+        r->next_pair = p;
+        r->next_offset = off;
+    }
+    return 0;
+}
+
+static void take_submissions(struct ixfer_agent *a)
+{
+    pthread_mutex_lock(&a->submit_lock);
+    struct submission *s = a->submit_head;
+    a->submit_head = a->submit_tail = NULL;
+    pthread_mutex_unlock(&a->submit_lock);
+    while (s) {
+        struct submission *next = s->next;
+        if (s->kind == SUBMIT_POST) {
+            struct xfer_request *r = s->req;
+            r->live_prev = NULL;
+            r->live_next = a->live;
+            if (a->live)
+                a->live->live_prev = r;
+            a->live = r;
+            r->post_next = NULL;
+            r->queued = 1;
+            if (a->postq_tail)
+                a->postq_tail->post_next = r;
+            else
+                a->postq_head = r;
+            a->postq_tail = r;
+        } else {
+            /* Canceled requests still in the post queue are finished when the
+             * post pass reaches them; the others once their ops complete. */
+            for (struct xfer_request *r = a->live; r; r = r->live_next)
+                if (r->user_id == s->user_id && !r->cancel_status) {
+                    r->cancel_status = s->cancel_status;
+                    break;
+                }
+        }
+        free(s);
+        s = next;
+    }
+}
+
+/* One pass over the post queue. A peer that returns -FI_EAGAIN is skipped for
+ * the rest of the pass, so that one unreachable peer does not hold up others.
+ * Returns whether anything was left unposted. */
+static int post_pass(struct ixfer_agent *a)
+{
+    fi_addr_t blocked[MAX_BLOCKED_PEERS];
+    int nblocked = 0;
+    struct xfer_request *prev = NULL, *r = a->postq_head;
+    while (r) {
+        struct xfer_request *next = r->post_next;
+        int skip = 0;
+        for (int i = 0; i < nblocked && !skip; i++)
+            skip = blocked[i] == r->peer;
+        if (!skip && !r->cancel_status && post_some(a, r) == -FI_EAGAIN) {
+            blocked[nblocked++] = r->peer;
+            skip = 1;
+        }
+        if (skip) {
+            prev = r;
+            if (nblocked == MAX_BLOCKED_PEERS)
+                break;
+        } else {
+            if (prev)
+                prev->post_next = next;
+            else
+                a->postq_head = next;
+            if (a->postq_tail == r)
+                a->postq_tail = prev;
+            r->queued = 0;
+            maybe_finish(a, r);
+        }
+        r = next;
+    }
+    return a->postq_head != NULL;
+}
+
+static void op_done(struct ixfer_agent *a, void *context, int fi_err)
+{
+    if (!context) /* remote events (CQ data) carry no context */
+        return;
+    struct xfer_request *r = ((struct xfer_op *)context)->req;
+    if (fi_err)
+        fail_request(r, fi_err);
+    r->outstanding--;
+    /* A request still on the post queue is finished when the queue lets go. */
+    maybe_finish(a, r);
+}
+
+/* Handles what fi_cq_read/sread returned; returns the number of entries. */
+static ssize_t handle_cq(struct ixfer_agent *a, struct fi_cq_data_entry *ents, ssize_t n)
+{
+    if (n > 0) {
+        for (ssize_t i = 0; i < n; i++)
+            op_done(a, ents[i].op_context, 0);
+        return n;
+    }
+    if (n == -FI_EAVAIL) {
+        struct fi_cq_err_entry err;
+        memset(&err, 0, sizeof err);
+        if (fi_cq_readerr(a->cq, &err, 0) == 1) {
+            op_done(a, err.op_context, err.err ? err.err : FI_EIO);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void *ixfer_progress_main(void *arg)
+{
+    struct ixfer_agent *a = arg;
+    struct fi_cq_data_entry ents[CQ_BATCH];
+    int backoff_ms = 0;
+    while (!atomic_load(&a->stop)) {
+        take_submissions(a);
+        int pending = post_pass(a);
+        if (handle_cq(a, ents, fi_cq_read(a->cq, ents, CQ_BATCH)) > 0) {
+            backoff_ms = 0;
+            continue;
+        }
+        /* Nothing completed. Sleep in the provider until something does, a
+         * submission signals us, or (when a peer refused more work) a short,
+         * growing back-off ends and posting is retried. */
+        int timeout = IDLE_WAIT_MS;
+        if (pending) {
+            backoff_ms = backoff_ms ? (backoff_ms < 16 ? backoff_ms * 2 : 16) : 1;
+            timeout = backoff_ms;
+        }
+        if (handle_cq(a, ents, fi_cq_sread(a->cq, ents, CQ_BATCH, NULL, timeout)) > 0)
+            backoff_ms = 0;
+    }
+    return NULL;
+}
