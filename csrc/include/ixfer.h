@@ -136,6 +136,12 @@ IXFER_API int32_t ixfer_mr_deregister(ixfer_mr *mr);
 IXFER_API int32_t ixfer_peer_insert(ixfer_agent *agent, const uint8_t *addr, uint64_t len,
                                     uint64_t *peer);
 
+/* Removes a peer from the address vector, closing its connection. Its
+ * transfers still waiting to be posted fail with IXFER_ERR_REMOTE_DISCONNECT.
+ * Inserting the address again gives a fresh connection: after a provider
+ * error the old one may be unusable (tcp 1.17 drops it on a bad remote key). */
+IXFER_API int32_t ixfer_peer_remove(ixfer_agent *agent, uint64_t peer);
+
 /* ---- transfers ---------------------------------------------------------- */
 
 enum { IXFER_OP_WRITE = 0, IXFER_OP_READ = 1 };

@@ -67,6 +67,7 @@ static void agent_free(struct ixfer_agent *a)
     free(a->events);
     pthread_mutex_destroy(&a->mr_lock);
     pthread_mutex_destroy(&a->submit_lock);
+    pthread_cond_destroy(&a->submit_done);
     pthread_mutex_destroy(&a->event_lock);
     free(a);
 }
@@ -86,6 +87,7 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
     a->next_key = 1;
     pthread_mutex_init(&a->mr_lock, NULL);
     pthread_mutex_init(&a->submit_lock, NULL);
+    pthread_cond_init(&a->submit_done, NULL);
     pthread_mutex_init(&a->event_lock, NULL);
 
     struct fi_info *hints = ixfer_rdm_hints(cfg->provider, cfg->domain);
@@ -268,6 +270,26 @@ int32_t ixfer_peer_insert(ixfer_agent *agent, const uint8_t *addr, uint64_t len,
     return IXFER_OK;
 }
 
+int32_t ixfer_peer_remove(ixfer_agent *agent, uint64_t peer)
+{
+    if (!agent)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
+    struct submission *s = malloc(sizeof *s);
+    if (!s)
+        return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
+    /* Done by the progress thread, which alone posts to the peer; waiting
+     * for it (briefly: it never blocks while submissions are queued) means
+     * that the handle can be reused as soon as this returns. */
+    int done = 0;
+    *s = (struct submission){.kind = SUBMIT_REMOVE_PEER, .peer = peer, .done = &done};
+    ixfer_submit(agent, s);
+    pthread_mutex_lock(&agent->submit_lock);
+    while (!done)
+        pthread_cond_wait(&agent->submit_done, &agent->submit_lock);
+    pthread_mutex_unlock(&agent->submit_lock);
+    return IXFER_OK;
+}
+
 int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer,
                         const ixfer_iov_pair *pairs, uint32_t count, uint64_t user_id)
 {
@@ -282,7 +304,8 @@ int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer,
         if (!pairs[i].local_mr || pairs[i].local_mr->agent != agent)
             return ixfer_fail(IXFER_ERR_NOT_FOUND, "pair %u has no local registration of "
                                                    "this agent", i);
-        segments += (pairs[i].len + agent->max_msg_size - 1) / agent->max_msg_size;
+        if (pairs[i].len)
+            segments += 1 + (pairs[i].len - 1) / agent->max_msg_size;
     }
     if (segments > UINT32_MAX)
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "transfer needs too many operations");

@@ -51,9 +51,11 @@ struct xfer_request {
 
 struct submission {
     struct submission *next;
-    enum { SUBMIT_POST, SUBMIT_CANCEL } kind;
+    enum { SUBMIT_POST, SUBMIT_CANCEL, SUBMIT_REMOVE_PEER } kind;
     struct xfer_request *req; /* SUBMIT_POST */
     uint64_t user_id;         /* SUBMIT_CANCEL */
+    fi_addr_t peer;           /* SUBMIT_REMOVE_PEER */
+    int *done;                /* SUBMIT_REMOVE_PEER: set under submit_lock */
     int32_t cancel_status;
 };
 
@@ -81,6 +83,7 @@ struct ixfer_agent {
     atomic_int stop;
 
     pthread_mutex_t submit_lock;
+    pthread_cond_t submit_done; /* signals SUBMIT_REMOVE_PEER completion */
     struct submission *submit_head, *submit_tail;
 
     pthread_mutex_t event_lock;

@@ -37,9 +37,11 @@ uint32_t ixfer_agent_drain(ixfer_agent *a, ixfer_event *out, uint32_t max)
         return 0;
     pthread_mutex_lock(&a->event_lock);
     uint32_t n = a->event_count < max ? a->event_count : max;
-    memcpy(out, a->events, (size_t)n * sizeof *out);
-    a->event_count -= n;
-    memmove(a->events, a->events + n, (size_t)a->event_count * sizeof *out);
+    if (n) {
+        memcpy(out, a->events, (size_t)n * sizeof *out);
+        a->event_count -= n;
+        memmove(a->events, a->events + n, (size_t)a->event_count * sizeof *out);
+    }
     if (a->event_count == 0)
         a->signaled = 0;
     pthread_mutex_unlock(&a->event_lock);

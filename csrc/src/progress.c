@@ -137,8 +137,12 @@ static int post_some(struct ixfer_agent *a, struct xfer_request *r)
             .msg_iov = iov, .desc = desc, .iov_count = n, .addr = r->peer,
             .rma_iov = rma, .rma_iov_count = n, .context = op, .data = 0,
         };
-        ssize_t ret = r->op == IXFER_OP_WRITE ? fi_writemsg(a->ep, &msg, 0)
-                                              : fi_readmsg(a->ep, &msg, 0);
+        /* A WRITE is complete only once the data is in the target's memory
+         * (fi_cq(3) FI_DELIVERY_COMPLETE), not merely handed to the network:
+         * done() promises the bytes are there. */
+        ssize_t ret = r->op == IXFER_OP_WRITE
+                          ? fi_writemsg(a->ep, &msg, FI_DELIVERY_COMPLETE)
+                          : fi_readmsg(a->ep, &msg, 0);
         if (ret == -FI_EAGAIN)
             return -FI_EAGAIN;
         if (ret) {
@@ -175,7 +179,7 @@ static void take_submissions(struct ixfer_agent *a)
             else
                 a->postq_head = r;
             a->postq_tail = r;
-        } else {
+        } else if (s->kind == SUBMIT_CANCEL) {
             /* Canceled requests still in the post queue are finished when the
              * post pass reaches them; the others once their ops complete. */
             for (struct xfer_request *r = a->live; r; r = r->live_next)
@@ -183,6 +187,15 @@ static void take_submissions(struct ixfer_agent *a)
                     r->cancel_status = s->cancel_status;
                     break;
                 }
+        } else {
+            for (struct xfer_request *r = a->live; r; r = r->live_next)
+                if (r->peer == s->peer && !r->cancel_status)
+                    r->cancel_status = IXFER_ERR_REMOTE_DISCONNECT;
+            fi_av_remove(a->av, &s->peer, 1, 0);
+            pthread_mutex_lock(&a->submit_lock);
+            *s->done = 1;
+            pthread_cond_broadcast(&a->submit_done);
+            pthread_mutex_unlock(&a->submit_lock);
         }
         free(s);
         s = next;

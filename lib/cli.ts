@@ -1,0 +1,46 @@
+#!/usr/bin/env node
+/** The `ixfer` command line. */
+import { parseArgs } from 'node:util';
+
+import { IxferError } from './errors.js';
+import { formatInfo, info } from './info.js';
+
+const USAGE = `usage: ixfer <command> [options]
+
+commands:
+  info [--json]    what this host offers: shim, libfabric providers, CUDA, cuFile
+  help             this text
+`;
+
+function runInfo(args: string[]): number {
+  const { values } = parseArgs({ args, options: { json: { type: 'boolean', default: false } } });
+  const report = info();
+  process.stdout.write(values.json ? JSON.stringify(report, null, 2) + '\n' : formatInfo(report));
+  return 0;
+}
+
+function main(argv: string[]): number {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'info':
+      return runInfo(rest);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      process.stderr.write(`ixfer: unknown command '${command}'\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+try {
+  process.exitCode = main(process.argv.slice(2));
+} catch (err) {
+  if (err instanceof IxferError) {
+    process.stderr.write(`ixfer: ${err.code}: ${err.message}\n`);
+    process.exitCode = 1;
+  } else throw err;
+}

@@ -1,0 +1,222 @@
+/**
+ * The only module that talks to koffi: it finds the prebuilt shim, checks its
+ * ABI version, and declares the C functions of csrc/include/ixfer.h. Everything
+ * above it sees plain TypeScript functions, branded handles and typed errors.
+ */
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import koffi from 'koffi';
+
+import { codeOfStatus, LibraryMissingError, makeError } from './errors.js';
+
+/** The ABI this TypeScript expects (IXFER_ABI_VERSION in ixfer.h). */
+export const EXPECTED_ABI_VERSION = 1;
+
+export const packageRoot = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+declare const brand: unique symbol;
+type Handle<B extends string> = bigint & { readonly [brand]: B };
+export type AgentHandle = Handle<'ixfer_agent'>;
+export type MrHandle = Handle<'ixfer_mr'>;
+
+/** Sizes of the C structs that cross as raw bytes. */
+export const IOV_PAIR_BYTES = 40; // ixfer_iov_pair: five uint64_t
+export const EVENT_BYTES = 24; // ixfer_event
+
+export const OP_WRITE = 0;
+export const OP_READ = 1;
+export const EVENT_XFER_DONE = 1;
+
+export interface ProviderInfoRaw {
+  provider: string;
+  fabric: string;
+  domain: string;
+  mr_mode: number | bigint;
+  max_msg_size: number | bigint;
+  inject_size: number | bigint;
+  cq_data_size: number | bigint;
+  caps: number | bigint;
+  iov_limit: number;
+  rma_iov_limit: number;
+  tx_size: number;
+  data_progress: number;
+  control_progress: number;
+  hmem: number;
+  addr_format: number;
+}
+
+const ProviderInfo = koffi.struct('ixfer_provider_info', {
+  provider: 'char[64]',
+  fabric: 'char[64]',
+  domain: 'char[64]',
+  mr_mode: 'uint64_t',
+  max_msg_size: 'uint64_t',
+  inject_size: 'uint64_t',
+  cq_data_size: 'uint64_t',
+  caps: 'uint64_t',
+  iov_limit: 'uint32_t',
+  rma_iov_limit: 'uint32_t',
+  tx_size: 'uint32_t',
+  data_progress: 'uint32_t',
+  control_progress: 'uint32_t',
+  hmem: 'uint32_t',
+  addr_format: 'uint32_t',
+  reserved: 'uint32_t',
+});
+const PROVIDER_INFO_BYTES = koffi.sizeof(ProviderInfo);
+
+koffi.struct('ixfer_agent_config', {
+  provider: 'const char *',
+  node: 'const char *',
+  domain: 'const char *',
+});
+koffi.opaque('ixfer_agent');
+koffi.opaque('ixfer_mr');
+
+/** Resolves the shim file: IXFER_SHIM if set, else what node-gyp-build finds. */
+export function shimPath(): string {
+  const override = process.env.IXFER_SHIM;
+  if (override) return override;
+  const require = createRequire(import.meta.url);
+  const nodeGypBuild = require('node-gyp-build') as { path(dir: string): string };
+  try {
+    return nodeGypBuild.path(packageRoot);
+  } catch (err) {
+    throw new LibraryMissingError(
+      `no ixfer shim for ${process.platform}-${process.arch}: reinstall the package, or build one ` +
+        `with 'npx node-gyp rebuild' in ${packageRoot}`,
+      { cause: err },
+    );
+  }
+}
+
+function declare(lib: ReturnType<typeof koffi.load>) {
+  const f = (sig: string) => lib.func(sig);
+  return {
+    abiVersion: f('int32_t ixfer_abi_version()') as () => number,
+    version: f('const char *ixfer_version()') as () => string,
+    buildHash: f('const char *ixfer_build_hash()') as () => string,
+    lastError: f('const char *ixfer_last_error()') as () => string,
+
+    fabricLoad: f('int32_t ixfer_fabric_load()') as () => number,
+    fabricPath: f('const char *ixfer_fabric_path()') as () => string,
+    fabricVersion: f('uint32_t ixfer_fabric_version()') as () => number,
+    fabricHeaderVersion: f('uint32_t ixfer_fabric_header_version()') as () => number,
+    fabricQuery: f(
+      'int32_t ixfer_fabric_query(const char *prov, _Out_ uint8_t *out, uint32_t max, _Out_ uint32_t *count)',
+    ) as (prov: string | null, out: Buffer, max: number, count: number[]) => number,
+
+    cudaLoad: f('int32_t ixfer_cuda_load()') as () => number,
+    cudaPath: f('const char *ixfer_cuda_path()') as () => string,
+    cudaDriverVersion: f('int32_t ixfer_cuda_driver_version(_Out_ int32_t *out)') as (o: number[]) => number,
+    cudaDeviceCount: f('int32_t ixfer_cuda_device_count(_Out_ int32_t *out)') as (o: number[]) => number,
+
+    cufileLoad: f('int32_t ixfer_cufile_load()') as () => number,
+    cufilePath: f('const char *ixfer_cufile_path()') as () => string,
+    cufileVersion: f('int32_t ixfer_cufile_version(_Out_ int32_t *out)') as (o: number[]) => number,
+
+    agentCreate: f('int32_t ixfer_agent_create(const ixfer_agent_config *cfg, _Out_ ixfer_agent **out)') as (
+      cfg: { provider: string; node: string | null; domain: string | null },
+      out: (bigint | null)[],
+    ) => number,
+    agentDestroy: f('void ixfer_agent_destroy(ixfer_agent *agent)') as (a: AgentHandle) => void,
+    agentInfo: f('int32_t ixfer_agent_info(ixfer_agent *agent, _Out_ uint8_t *out)') as (
+      a: AgentHandle,
+      out: Buffer,
+    ) => number,
+    agentAddress: f('int32_t ixfer_agent_address(ixfer_agent *agent, _Out_ uint8_t *buf, _Inout_ uint64_t *len)') as (
+      a: AgentHandle,
+      buf: Buffer,
+      len: (number | bigint)[],
+    ) => number,
+    agentTakeEventFd: f('int32_t ixfer_agent_take_event_fd(ixfer_agent *agent, _Out_ int32_t *fd)') as (
+      a: AgentHandle,
+      fd: number[],
+    ) => number,
+    agentDrain: f('uint32_t ixfer_agent_drain(ixfer_agent *agent, _Out_ uint8_t *out, uint32_t max)') as (
+      a: AgentHandle,
+      out: Buffer,
+      max: number,
+    ) => number,
+
+    mrRegister: f(
+      'int32_t ixfer_mr_register(ixfer_agent *agent, uint64_t addr, uint64_t len, _Out_ uint64_t *key, _Out_ ixfer_mr **out)',
+    ) as (a: AgentHandle, addr: number | bigint, len: number, key: (number | bigint)[], out: (bigint | null)[]) => number,
+    mrDeregister: f('int32_t ixfer_mr_deregister(ixfer_mr *mr)') as (m: MrHandle) => number,
+    peerInsert: f('int32_t ixfer_peer_insert(ixfer_agent *agent, const uint8_t *addr, uint64_t len, _Out_ uint64_t *peer)') as (
+      a: AgentHandle,
+      addr: Uint8Array,
+      len: number,
+      peer: (number | bigint)[],
+    ) => number,
+
+    xferPost: f(
+      'int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer, const uint8_t *pairs, uint32_t count, uint64_t user_id)',
+    ) as (a: AgentHandle, op: number, peer: number | bigint, pairs: Uint8Array, count: number, id: number) => number,
+    xferCancel: f('int32_t ixfer_xfer_cancel(ixfer_agent *agent, uint64_t user_id, int32_t status)') as (
+      a: AgentHandle,
+      id: number,
+      status: number,
+    ) => number,
+
+    memAlloc: f('int32_t ixfer_mem_alloc(uint64_t len, _Out_ uint64_t *addr)') as (
+      len: number,
+      out: (number | bigint)[],
+    ) => number,
+    memFree: f('void ixfer_mem_free(uint64_t addr)') as (addr: number | bigint) => void,
+    memAddress: f('uint64_t ixfer_mem_address(const void *ptr)') as (p: ArrayBufferView | ArrayBuffer) => number | bigint,
+  };
+}
+
+export type Shim = ReturnType<typeof declare> & { path: string };
+
+let loaded: Shim | undefined;
+
+/** Loads the shim once. Throws LibraryMissingError naming the file and the fix. */
+export function shim(): Shim {
+  if (loaded) return loaded;
+  const file = shimPath();
+  let lib: ReturnType<typeof koffi.load>;
+  try {
+    lib = koffi.load(file);
+  } catch (err) {
+    throw new LibraryMissingError(`cannot load the ixfer shim ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  const api = declare(lib);
+  const abi = api.abiVersion();
+  if (abi !== EXPECTED_ABI_VERSION) {
+    throw new LibraryMissingError(
+      `the ixfer shim ${file} has ABI version ${abi}, but this ixfer needs ABI version ` +
+        `${EXPECTED_ABI_VERSION}: rebuild it ('npx node-gyp rebuild') or reinstall ixfer`,
+    );
+  }
+  loaded = Object.assign(api, { path: file });
+  return loaded;
+}
+
+/** Throws the typed error for a failed shim call, with the shim's message. */
+export function check(status: number, context: string): void {
+  if (status === 0) return;
+  const native = shim().lastError();
+  throw makeError(codeOfStatus(status), native ? `${context}: ${native}` : context, { nativeMessage: native });
+}
+
+/** Normalises a uint64 from koffi (number when it fits in 2^53, else bigint). */
+export function toBigInt(v: number | bigint): bigint {
+  return typeof v === 'bigint' ? v : BigInt(v);
+}
+
+export function decodeProviderInfo(buf: Buffer, index = 0): ProviderInfoRaw {
+  return koffi.decode(buf, index * PROVIDER_INFO_BYTES, ProviderInfo) as ProviderInfoRaw;
+}
+
+export function providerInfoBuffer(count: number): Buffer {
+  return Buffer.alloc(PROVIDER_INFO_BYTES * count);
+}
+
+/** An ArrayBuffer over native memory; valid only while that memory is. */
+export function viewNative(addr: number | bigint, len: number): ArrayBuffer {
+  return koffi.view(addr, len);
+}
