@@ -184,15 +184,15 @@ export function shim(): Shim {
   } catch (err) {
     throw new LibraryMissingError(`cannot load the ixfer shim ${file}: ${(err as Error).message}`, { cause: err });
   }
-  const api = declare(lib);
-  const abi = api.abiVersion();
+  // Check the ABI before declaring anything else: a foreign shim may lack symbols.
+  const abi = (lib.func('int32_t ixfer_abi_version()') as () => number)();
   if (abi !== EXPECTED_ABI_VERSION) {
     throw new LibraryMissingError(
       `the ixfer shim ${file} has ABI version ${abi}, but this ixfer needs ABI version ` +
         `${EXPECTED_ABI_VERSION}: rebuild it ('npx node-gyp rebuild') or reinstall ixfer`,
     );
   }
-  loaded = Object.assign(api, { path: file });
+  loaded = Object.assign(declare(lib), { path: file });
   return loaded;
 }
 

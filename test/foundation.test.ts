@@ -1,0 +1,136 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+
+import koffi from 'koffi';
+import { describe, expect, it } from 'vitest';
+
+import { codeOfStatus, ErrorCodes, info, IxferError, makeError, TimeoutError } from '../lib/index.js';
+
+const root = path.join(import.meta.dirname, '..');
+const cli = path.join(root, 'dist', 'cli.js');
+const require = createRequire(import.meta.url);
+const { sourceHash } = require('../scripts/source-hash.cjs') as { sourceHash(root: string): string };
+
+function runCli(args: string[], env: NodeJS.ProcessEnv = {}) {
+  return spawnSync(process.execPath, [cli, ...args], { env: { ...process.env, ...env }, encoding: 'utf8' });
+}
+
+describe('ixfer info', () => {
+  it('lists tcp;ofi_rxm on loopback with the attributes that matter', () => {
+    const report = info();
+    expect(report.shim.abi).toBe(1);
+    expect(report.libfabric.available).toBe(true);
+    expect(report.libfabric.version).toMatch(/^1\.\d+$/);
+    const tcp = report.libfabric.providers.find((p) => p.name === 'tcp;ofi_rxm' && p.domain === 'lo');
+    expect(tcp).toBeDefined();
+    expect(tcp!.iovLimit).toBeGreaterThanOrEqual(1);
+    expect(tcp!.injectSize).toBeGreaterThan(0);
+    expect(tcp!.cqDataSize).toBeGreaterThanOrEqual(4);
+    expect(['manual', 'auto']).toContain(tcp!.dataProgress);
+    expect(tcp!.hmem).toBe(false);
+  });
+
+  it('prints a table, and JSON with --json', () => {
+    const table = runCli(['info']);
+    expect(table.status).toBe(0);
+    expect(table.stdout).toMatch(/tcp;ofi_rxm\s+lo\s/);
+    const json = runCli(['info', '--json']);
+    expect(json.status).toBe(0);
+    const parsed = JSON.parse(json.stdout);
+    expect(parsed.libfabric.providers.some((p: { name: string }) => p.name === 'tcp;ofi_rxm')).toBe(true);
+  });
+
+  it('explains a missing libfabric instead of failing', () => {
+    const r = runCli(['info', '--json'], { IXFER_LIBFABRIC_SO: '/nonexistent/libfabric.so.1' });
+    expect(r.status).toBe(0);
+    const parsed = JSON.parse(r.stdout);
+    expect(parsed.libfabric.available).toBe(false);
+    expect(parsed.libfabric.error).toContain('/nonexistent/libfabric.so.1');
+    expect(parsed.libfabric.error).toContain('apt-get install libfabric1');
+    expect(parsed.libfabric.disables).toMatch(/network transfers/);
+    const table = runCli(['info'], { IXFER_LIBFABRIC_SO: '/nonexistent/libfabric.so.1' });
+    expect(table.status).toBe(0);
+    expect(table.stdout).toContain('MISSING');
+  });
+
+  it('reports CUDA and cuFile as missing or present, never as a failure', () => {
+    const report = info();
+    for (const lib of [report.cuda, report.cufile]) {
+      if (!lib.available) {
+        expect(lib.error).toBeTruthy();
+        expect(lib.disables).toBeTruthy();
+      }
+    }
+  });
+
+  it('refuses an unknown command with usage', () => {
+    const r = runCli(['frobnicate']);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain('usage: ixfer');
+  });
+});
+
+describe('the shim', () => {
+  it('the committed prebuild was built from the committed csrc/ and binding.gyp', () => {
+    const file = path.join(root, 'prebuilds', 'linux-x64', 'ixfer.node');
+    const built = koffi.load(file).func('const char *ixfer_build_hash()')() as string;
+    expect(built).toBe(sourceHash(root));
+  });
+
+  it('the source hash changes when a byte of csrc/ changes', () => {
+    const copy = fs.mkdtempSync(path.join(os.tmpdir(), 'ixfer-hash-'));
+    fs.cpSync(path.join(root, 'csrc'), path.join(copy, 'csrc'), { recursive: true });
+    fs.copyFileSync(path.join(root, 'binding.gyp'), path.join(copy, 'binding.gyp'));
+    const before = sourceHash(copy);
+    const file = path.join(copy, 'csrc', 'src', 'error.c');
+    fs.appendFileSync(file, ' ');
+    expect(sourceHash(copy)).not.toBe(before);
+    fs.rmSync(copy, { recursive: true });
+  });
+
+  it('links only libc, libdl and pthread', () => {
+    const file = path.join(root, 'prebuilds', 'linux-x64', 'ixfer.node');
+    const needed = execFileSync('readelf', ['-d', file], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l.includes('(NEEDED)'))
+      .map((l) => /\[(.+)\]/.exec(l)![1]);
+    for (const lib of needed) expect(lib).toMatch(/^(libc|libdl|libpthread|ld-linux-x86-64)\.so/);
+  });
+
+  it('the loader refuses a shim of another ABI version, saying so', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ixfer-abi-'));
+    const src = path.join(dir, 'fake.c');
+    fs.writeFileSync(src, 'int ixfer_abi_version(void) { return 999; }\n');
+    const so = path.join(dir, 'fake.so');
+    execFileSync('cc', ['-shared', '-fPIC', '-o', so, src]);
+    const r = runCli(['info'], { IXFER_SHIM: so });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain('ERR_LIBRARY_MISSING');
+    expect(r.stderr).toContain('ABI version 999');
+    expect(r.stderr).toContain('needs ABI version 1');
+    fs.rmSync(dir, { recursive: true });
+  });
+});
+
+describe('errors', () => {
+  it('every code has a typed class carrying the native message', () => {
+    for (const code of ErrorCodes) {
+      const err = makeError(code, 'context', { nativeMessage: 'native words' });
+      expect(err).toBeInstanceOf(IxferError);
+      expect(err.code).toBe(code);
+      expect(err.nativeMessage).toBe('native words');
+      expect(err.name).toMatch(/Error$/);
+    }
+    expect(makeError('ERR_TIMEOUT', 'x')).toBeInstanceOf(TimeoutError);
+  });
+
+  it('maps the shim status codes in header order', () => {
+    const header = fs.readFileSync(path.join(root, 'csrc/include/ixfer.h'), 'utf8');
+    for (const m of header.matchAll(/IXFER_(ERR_[A-Z_]+) = (-\d+)/g)) {
+      expect(codeOfStatus(Number(m[2]))).toBe(m[1]);
+    }
+  });
+});

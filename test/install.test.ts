@@ -1,0 +1,61 @@
+// The packed package installs and runs with no compiler reachable: the
+// prebuilt shim is used as it is.
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import { expect, it } from 'vitest';
+
+const root = path.join(import.meta.dirname, '..');
+
+function which(cmd: string): string {
+  return execFileSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).trim();
+}
+
+it('npm pack, install with no cc/gcc/make on PATH, run ixfer info', () => {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'ixfer-install-'));
+  const packed = execFileSync('npm', ['pack', '--silent', '--pack-destination', work], {
+    cwd: root,
+    encoding: 'utf8',
+  })
+    .trim()
+    .split('\n')
+    .pop()!;
+  const tarball = path.join(work, packed);
+  const listing = execFileSync('tar', ['-tzf', tarball], { encoding: 'utf8' });
+  expect(listing).toContain('package/prebuilds/linux-x64/ixfer.node');
+  expect(listing).toContain('package/dist/cli.js');
+  expect(listing).toContain('package/csrc/include/ixfer.h');
+  expect(listing).not.toContain('package/test/');
+
+  // A PATH with only what npm needs: no compiler, no make.
+  const bin = path.join(work, 'bin');
+  fs.mkdirSync(bin);
+  for (const tool of ['node', 'npm', 'sh', 'env']) fs.symlinkSync(which(tool), path.join(bin, tool));
+  const env = { ...process.env, PATH: bin, npm_config_nodedir: '' };
+  for (const tool of ['cc', 'gcc', 'make']) {
+    expect(spawnSync('sh', ['-c', `command -v ${tool}`], { env }).status).not.toBe(0);
+  }
+
+  const project = path.join(work, 'app');
+  fs.mkdirSync(project);
+  fs.writeFileSync(path.join(project, 'package.json'), '{"name":"app","version":"1.0.0","private":true}\n');
+  const install = spawnSync('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', tarball], {
+    cwd: project,
+    env,
+    encoding: 'utf8',
+  });
+  expect(install.status, install.stderr).toBe(0);
+
+  const run = spawnSync(path.join(project, 'node_modules', '.bin', 'ixfer'), ['info', '--json'], {
+    cwd: project,
+    env,
+    encoding: 'utf8',
+  });
+  expect(run.status, run.stderr).toBe(0);
+  const report = JSON.parse(run.stdout);
+  expect(report.shim.path).toContain(path.join('node_modules', 'ixfer', 'prebuilds', 'linux-x64'));
+  expect(report.libfabric.providers.some((p: { name: string }) => p.name === 'tcp;ofi_rxm')).toBe(true);
+  fs.rmSync(work, { recursive: true, force: true });
+});
