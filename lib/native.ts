@@ -103,6 +103,7 @@ function declare(lib: ReturnType<typeof koffi.load>) {
     fabricLoad: f('int32_t ixfer_fabric_load()') as () => number,
     fabricPath: f('const char *ixfer_fabric_path()') as () => string,
     fabricVersion: f('uint32_t ixfer_fabric_version()') as () => number,
+    fabricStrerror: f('const char *ixfer_fabric_strerror(int32_t fi_errno)') as (e: number) => string,
     fabricHeaderVersion: f('uint32_t ixfer_fabric_header_version()') as () => number,
     fabricQuery: f(
       'int32_t ixfer_fabric_query(const char *prov, _Out_ uint8_t *out, uint32_t max, _Out_ uint32_t *count)',
@@ -145,6 +146,10 @@ function declare(lib: ReturnType<typeof koffi.load>) {
       'int32_t ixfer_mr_register(ixfer_agent *agent, uint64_t addr, uint64_t len, _Out_ uint64_t *key, _Out_ ixfer_mr **out)',
     ) as (a: AgentHandle, addr: number | bigint, len: number, key: (number | bigint)[], out: (bigint | null)[]) => number,
     mrDeregister: f('int32_t ixfer_mr_deregister(ixfer_mr *mr)') as (m: MrHandle) => number,
+    peerRemove: f('int32_t ixfer_peer_remove(ixfer_agent *agent, uint64_t peer)') as (
+      a: AgentHandle,
+      peer: number | bigint,
+    ) => number,
     peerInsert: f('int32_t ixfer_peer_insert(ixfer_agent *agent, const uint8_t *addr, uint64_t len, _Out_ uint64_t *peer)') as (
       a: AgentHandle,
       addr: Uint8Array,

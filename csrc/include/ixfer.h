@@ -58,6 +58,8 @@ IXFER_API int32_t ixfer_fabric_load(void);
 IXFER_API const char *ixfer_fabric_path(void);
 /* Runtime version as FI_VERSION(major, minor); 0 when not loaded. */
 IXFER_API uint32_t ixfer_fabric_version(void);
+/* libfabric's text for a provider error number (FI_E*, positive). */
+IXFER_API const char *ixfer_fabric_strerror(int32_t fi_errno);
 /* Version the shim was compiled against, FI_VERSION(major, minor). */
 IXFER_API uint32_t ixfer_fabric_header_version(void);
 

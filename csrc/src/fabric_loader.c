@@ -96,3 +96,8 @@ uint32_t ixfer_fabric_version(void)
 }
 
 uint32_t ixfer_fabric_header_version(void) { return IXFER_FI_API_VERSION; }
+
+const char *ixfer_fabric_strerror(int32_t fi_errno)
+{
+    return ixfer_fabric_load() == IXFER_OK ? ixfer_fab.strerror(fi_errno) : "libfabric not loaded";
+}

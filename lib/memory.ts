@@ -1,0 +1,129 @@
+/** Memory registered with an agent, and the descriptors that point into it. */
+import { InvalidParamError, NotAllowedError } from './errors.js';
+import type { MrHandle } from './native.js';
+import type { ParsedDescriptor } from './schemas.js';
+
+export type MemoryKind = 'DRAM';
+
+/** What registerMemory accepts: JavaScript memory, or native memory by address. */
+export type MemorySource = ArrayBuffer | ArrayBufferView | { addr: number | bigint; len: number };
+
+/** The agent-side operations a region needs; implemented by Agent. */
+export interface RegionOwner {
+  deregister(region: MemoryRegion): void;
+}
+
+export class MemoryRegion implements Disposable {
+  readonly addr: number;
+  readonly len: number;
+  readonly kind: MemoryKind = 'DRAM';
+  readonly devId = 0;
+  /** Remote key peers use to reach this region. */
+  readonly key: bigint;
+  /** @internal */ readonly handle: MrHandle;
+  /** Transfers in flight that use this region. */
+  #inUse = 0;
+  #registered = true;
+  readonly #owner: RegionOwner;
+  /** Keeps JavaScript memory alive (and unmoved) while registered. */
+  readonly #keepAlive: unknown;
+  /** For memory the agent allocated: a view of it. */
+  readonly #view: Uint8Array | undefined;
+
+  /** @internal */
+  constructor(init: {
+    owner: RegionOwner;
+    addr: number;
+    len: number;
+    key: bigint;
+    handle: MrHandle;
+    keepAlive?: unknown;
+    view?: Uint8Array;
+  }) {
+    this.#owner = init.owner;
+    this.addr = init.addr;
+    this.len = init.len;
+    this.key = init.key;
+    this.handle = init.handle;
+    this.#keepAlive = init.keepAlive;
+    this.#view = init.view;
+  }
+
+  get registered(): boolean {
+    return this.#registered;
+  }
+
+  /** Bytes of this region (for memory the agent allocated, or registered from JavaScript). */
+  get bytes(): Uint8Array {
+    if (this.#view) return this.#view;
+    const k = this.#keepAlive;
+    if (k instanceof ArrayBuffer) return new Uint8Array(k);
+    if (ArrayBuffer.isView(k)) return new Uint8Array(k.buffer, k.byteOffset, k.byteLength);
+    throw new NotAllowedError('this region was registered by address: its bytes belong to the code that owns it');
+  }
+
+  /** A descriptor of [offset, offset+len) of this region. */
+  desc(offset = 0, len = this.len - offset): ParsedDescriptor {
+    if (!Number.isInteger(offset) || !Number.isInteger(len) || offset < 0 || len < 0 || offset + len > this.len) {
+      throw new InvalidParamError(`descriptor [${offset}, ${offset}+${len}) is outside the region of ${this.len} bytes`);
+    }
+    return { addr: this.addr + offset, len, devId: this.devId };
+  }
+
+  /** Splits the region into `count` descriptors of `blockSize` bytes from `offset`. */
+  blocks(blockSize: number, count: number, offset = 0): ParsedDescriptor[] {
+    return Array.from({ length: count }, (_, i) => this.desc(offset + i * blockSize, blockSize));
+  }
+
+  /** Deregisters the region; refused with ERR_NOT_ALLOWED while a transfer uses it. */
+  deregister(): void {
+    if (!this.#registered) return;
+    this.#owner.deregister(this);
+  }
+
+  [Symbol.dispose](): void {
+    this.deregister();
+  }
+
+  /** @internal */ get inUse(): number {
+    return this.#inUse;
+  }
+  /** @internal */ acquire(): void {
+    this.#inUse++;
+  }
+  /** @internal */ releaseUse(): void {
+    this.#inUse--;
+  }
+  /** @internal */ markDeregistered(): void {
+    this.#registered = false;
+  }
+}
+
+/** Address and length of JavaScript memory, refusing detached or empty buffers. */
+export function describeSource(
+  source: MemorySource,
+  addressOf: (v: ArrayBuffer | ArrayBufferView) => number,
+): { addr: number; len: number; keepAlive?: unknown } {
+  if (source instanceof ArrayBuffer || ArrayBuffer.isView(source)) {
+    const ab = source instanceof ArrayBuffer ? source : source.buffer;
+    if ((ab as ArrayBuffer & { detached?: boolean }).detached) {
+      throw new InvalidParamError('cannot register a detached ArrayBuffer');
+    }
+    if (!(ab instanceof ArrayBuffer)) throw new InvalidParamError('SharedArrayBuffer memory cannot be registered');
+    if ((ab as ArrayBuffer & { resizable?: boolean }).resizable) {
+      throw new InvalidParamError('a resizable ArrayBuffer can move: register a fixed-length one');
+    }
+    const len = source.byteLength;
+    if (len === 0) throw new InvalidParamError('cannot register zero bytes');
+    return { addr: addressOf(source), len, keepAlive: source };
+  }
+  if (source && typeof source === 'object' && 'addr' in source && 'len' in source) {
+    const addr = typeof source.addr === 'bigint' ? Number(source.addr) : source.addr;
+    const len = source.len;
+    if (!Number.isSafeInteger(addr) || addr <= 0) throw new InvalidParamError('memory address must be a positive integer');
+    if (!Number.isSafeInteger(len) || len <= 0) throw new InvalidParamError('memory length must be a positive integer');
+    if (addr + len > Number.MAX_SAFE_INTEGER) throw new InvalidParamError('memory range overflows');
+    return { addr, len };
+  }
+  throw new InvalidParamError('registerMemory takes a Buffer, TypedArray, ArrayBuffer or {addr, len}');
+}

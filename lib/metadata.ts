@@ -1,0 +1,178 @@
+/**
+ * The metadata blob an agent publishes so that peers can reach its memory:
+ * name, instance, fabric address and registered regions. A remote blob is
+ * untrusted input: every length, count and range is checked before use.
+ *
+ * Layout (little-endian), version 1:
+ *   "IXMD" u16 version u16 flags
+ *   u8[16] instance id, u64 sequence
+ *   u16 nameLen, name (UTF-8)
+ *   u16 providerLen, provider (core provider name)
+ *   u32 mrModeBits
+ *   u16 addrLen, addr               (addrLen 0 unless FLAG_CONNECTION)
+ *   u32 regionCount, regionCount x { u64 addr, u64 len, u64 key, u16 devId, u16 kind, u32 reserved }
+ */
+import { InvalidParamError, type IxferError } from './errors.js';
+
+const MAGIC = 0x444d5849; // "IXMD" read as little-endian u32
+export const METADATA_VERSION = 1;
+export const FLAG_CONNECTION = 1;
+export const FLAG_COMPLETE = 2; // lists every region of the agent
+const REGION_BYTES = 32;
+const MAX_BLOB = 64 * 1024 * 1024;
+const MAX_ADDR = 4096;
+
+export interface RegionInfo {
+  addr: number;
+  len: number;
+  key: bigint;
+  devId: number;
+  kind: number; // 0 = DRAM
+}
+
+export interface Metadata {
+  name: string;
+  instance: string; // hex
+  sequence: bigint;
+  provider: string;
+  mrModeBits: number;
+  address?: Uint8Array;
+  complete: boolean;
+  regions: RegionInfo[];
+}
+
+export function encodeMetadata(md: Metadata): Uint8Array {
+  const name = Buffer.from(md.name);
+  const provider = Buffer.from(md.provider);
+  const addr = md.address ?? new Uint8Array(0);
+  const size = 4 + 4 + 16 + 8 + 2 + name.length + 2 + provider.length + 4 + 2 + addr.length + 4 + md.regions.length * REGION_BYTES;
+  const out = Buffer.alloc(size);
+  let o = 0;
+  o = out.writeUInt32LE(MAGIC, o);
+  o = out.writeUInt16LE(METADATA_VERSION, o);
+  o = out.writeUInt16LE((md.address ? FLAG_CONNECTION : 0) | (md.complete ? FLAG_COMPLETE : 0), o);
+  o += Buffer.from(md.instance, 'hex').copy(out, o);
+  o = out.writeBigUInt64LE(md.sequence, o);
+  o = out.writeUInt16LE(name.length, o);
+  o += name.copy(out, o);
+  o = out.writeUInt16LE(provider.length, o);
+  o += provider.copy(out, o);
+  o = out.writeUInt32LE(md.mrModeBits >>> 0, o);
+  o = out.writeUInt16LE(addr.length, o);
+  out.set(addr, o);
+  o += addr.length;
+  o = out.writeUInt32LE(md.regions.length, o);
+  for (const r of md.regions) {
+    o = out.writeBigUInt64LE(BigInt(r.addr), o);
+    o = out.writeBigUInt64LE(BigInt(r.len), o);
+    o = out.writeBigUInt64LE(r.key, o);
+    o = out.writeUInt16LE(r.devId, o);
+    o = out.writeUInt16LE(r.kind, o);
+    o = out.writeUInt32LE(0, o);
+  }
+  return new Uint8Array(out.buffer, out.byteOffset, out.length);
+}
+
+class Reader {
+  #o = 0;
+  readonly #b: Buffer;
+  constructor(b: Buffer) {
+    this.#b = b;
+  }
+  need(n: number, what: string): void {
+    if (this.#o + n > this.#b.length) throw bad(`truncated at ${what}`);
+  }
+  u16(what: string): number {
+    this.need(2, what);
+    const v = this.#b.readUInt16LE(this.#o);
+    this.#o += 2;
+    return v;
+  }
+  u32(what: string): number {
+    this.need(4, what);
+    const v = this.#b.readUInt32LE(this.#o);
+    this.#o += 4;
+    return v;
+  }
+  u64(what: string): bigint {
+    this.need(8, what);
+    const v = this.#b.readBigUInt64LE(this.#o);
+    this.#o += 8;
+    return v;
+  }
+  bytes(n: number, what: string): Buffer {
+    this.need(n, what);
+    const v = this.#b.subarray(this.#o, this.#o + n);
+    this.#o += n;
+    return v;
+  }
+  get remaining(): number {
+    return this.#b.length - this.#o;
+  }
+}
+
+function bad(why: string): IxferError {
+  return new InvalidParamError(`invalid metadata: ${why}`);
+}
+
+function utf8(b: Buffer, what: string): string {
+  const s = new TextDecoder('utf-8', { fatal: false }).decode(b);
+  if (s.includes('\ufffd') || /[\u0000-\u001f]/.test(s)) throw bad(`${what} is not clean UTF-8 text`);
+  return s;
+}
+
+const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+export function decodeMetadata(blob: Uint8Array): Metadata {
+  if (!(blob instanceof Uint8Array)) throw bad('expected a Uint8Array');
+  if (blob.length > MAX_BLOB) throw bad(`blob of ${blob.length} bytes exceeds ${MAX_BLOB}`);
+  const r = new Reader(Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength));
+  if (r.u32('magic') !== MAGIC) throw bad('not ixfer metadata (wrong magic)');
+  const version = r.u16('version');
+  if (version !== METADATA_VERSION) throw bad(`version ${version}, this ixfer reads version ${METADATA_VERSION}`);
+  const flags = r.u16('flags');
+  if (flags & ~(FLAG_CONNECTION | FLAG_COMPLETE)) throw bad(`unknown flags 0x${flags.toString(16)}`);
+  const instance = r.bytes(16, 'instance').toString('hex');
+  const sequence = r.u64('sequence');
+  const nameLen = r.u16('name length');
+  if (nameLen === 0 || nameLen > 255) throw bad(`name length ${nameLen}`);
+  const name = utf8(r.bytes(nameLen, 'name'), 'name');
+  const provLen = r.u16('provider length');
+  if (provLen === 0 || provLen > 64) throw bad(`provider name length ${provLen}`);
+  const provider = utf8(r.bytes(provLen, 'provider'), 'provider');
+  const mrModeBits = r.u32('mr_mode');
+  const addrLen = r.u16('address length');
+  if (addrLen > MAX_ADDR) throw bad(`address of ${addrLen} bytes`);
+  if (Boolean(flags & FLAG_CONNECTION) !== addrLen > 0) throw bad('connection flag and address length disagree');
+  const address = addrLen ? new Uint8Array(r.bytes(addrLen, 'address')) : undefined;
+  const count = r.u32('region count');
+  if (count * REGION_BYTES !== r.remaining) {
+    throw bad(`${count} regions need ${count * REGION_BYTES} bytes, ${r.remaining} remain`);
+  }
+  const regions: RegionInfo[] = [];
+  let end = 0;
+  for (let i = 0; i < count; i++) {
+    const addr = r.u64('region address');
+    const len = r.u64('region length');
+    const key = r.u64('region key');
+    const devId = r.u16('device id');
+    const kind = r.u16('region kind');
+    r.u32('reserved');
+    if (len === 0n) throw bad(`region ${i} is empty`);
+    if (addr + len > SAFE) throw bad(`region ${i} ends beyond 2^53`);
+    if (kind !== 0) throw bad(`region ${i} has unknown kind ${kind}`);
+    if (Number(addr) < end) throw bad(`region ${i} is out of order or overlaps the previous one`);
+    end = Number(addr + len);
+    regions.push({ addr: Number(addr), len: Number(len), key, devId, kind });
+  }
+  return {
+    name,
+    instance,
+    sequence,
+    provider,
+    mrModeBits,
+    ...(address ? { address } : {}),
+    complete: Boolean(flags & FLAG_COMPLETE),
+    regions,
+  };
+}

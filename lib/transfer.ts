@@ -1,0 +1,218 @@
+/** A READ or WRITE between local and remote descriptors, posted and awaited. */
+import {
+  CanceledError,
+  codeOfStatus,
+  makeError,
+  NotAllowedError,
+  NotFoundError,
+  RepostActiveError,
+  TimeoutError,
+  type IxferError,
+} from './errors.js';
+import type { MemoryRegion } from './memory.js';
+import { IOV_PAIR_BYTES } from './native.js';
+import type { Peer, RemoteRegion } from './peers.js';
+import { parse, WaitOptionsSchema, type Op, type WaitOptions } from './schemas.js';
+
+export type TransferStatus = 'idle' | 'pending' | 'done' | 'error';
+
+/** What a transfer needs from its agent; implemented by Agent. */
+export interface TransferHost {
+  readonly defaultTimeoutMs: number | undefined;
+  postNative(transfer: Transfer, op: Op, peer: Peer, pairs: Uint8Array, count: number): number;
+  cancelNative(id: number, code: 'ERR_TIMEOUT' | 'ERR_CANCELED'): void;
+  describeError(status: number, fiErrno: number): string;
+}
+
+/** Local and remote sides resolved to regions, and the pairs in the shim's layout. */
+export interface ResolvedTransfer {
+  op: Op;
+  peer: Peer;
+  generation: number;
+  localRegions: MemoryRegion[];
+  remoteRegions: RemoteRegion[];
+  pairs: Uint8Array;
+  count: number;
+  bytes: number;
+}
+
+interface Waiter {
+  resolve(): void;
+  reject(err: IxferError): void;
+}
+
+export class Transfer implements Disposable {
+  readonly op: Op;
+  readonly peer: string;
+  /** Descriptor pairs in this transfer. */
+  readonly count: number;
+  /** Total bytes moved by one post. */
+  readonly bytes: number;
+  #status: TransferStatus = 'idle';
+  #error: IxferError | undefined;
+  #released = false;
+  #id = 0;
+  #waiters: Waiter[] = [];
+  readonly #host: TransferHost;
+  readonly #r: ResolvedTransfer;
+
+  /** @internal */
+  constructor(host: TransferHost, resolved: ResolvedTransfer) {
+    this.#host = host;
+    this.#r = resolved;
+    this.op = resolved.op;
+    this.peer = resolved.peer.name;
+    this.count = resolved.count;
+    this.bytes = resolved.bytes;
+  }
+
+  get status(): TransferStatus {
+    return this.#status;
+  }
+
+  /** The failure of the last post, when status is 'error'. */
+  get error(): IxferError | undefined {
+    return this.#error;
+  }
+
+  /**
+   * Hands the transfer to the agent's progress thread. A transfer that has
+   * finished (done or error) can be posted again; one still in flight cannot
+   * (ERR_REPOST_ACTIVE).
+   */
+  post(): this {
+    if (this.#released) throw new NotAllowedError('this transfer was released');
+    if (this.#status === 'pending') throw new RepostActiveError('this transfer is still in flight');
+    const r = this.#r;
+    if (!r.peer.valid || r.peer.generation !== r.generation) {
+      throw new NotFoundError(`peer '${r.peer.name}' was invalidated or reloaded since this transfer was made`);
+    }
+    for (const region of r.remoteRegions) {
+      if (!region.valid) throw new NotFoundError(`a remote region of '${r.peer.name}' is no longer registered`);
+    }
+    for (const region of r.localRegions) {
+      if (!region.registered) throw new NotFoundError('a local region of this transfer was deregistered');
+    }
+    this.#id = this.#host.postNative(this, r.op, r.peer, r.pairs, r.count);
+    for (const region of r.localRegions) region.acquire();
+    this.#status = 'pending';
+    this.#error = undefined;
+    return this;
+  }
+
+  /**
+   * Resolves when the data has arrived (WRITE: in the target's memory; READ:
+   * in ours). Rejects with the transfer's error, or with ERR_TIMEOUT after
+   * timeoutMs or ERR_CANCELED when signal aborts; both also cancel what is not
+   * yet posted, and the transfer ends in 'error' (or 'done' if it finished).
+   */
+  done(options: WaitOptions = {}): Promise<void> {
+    const { timeoutMs = this.#host.defaultTimeoutMs, signal } = parse(WaitOptionsSchema, options, 'done options');
+    if (this.#status === 'done') return Promise.resolve();
+    if (this.#status === 'error') return Promise.reject(this.#error);
+    if (this.#status === 'idle') return Promise.reject(new NotAllowedError('this transfer was never posted'));
+    if (signal?.aborted) {
+      this.#cancel('ERR_CANCELED');
+      return Promise.reject(new CanceledError('aborted', { cause: signal.reason }));
+    }
+    return new Promise<void>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const onAbort = () => {
+        cleanup();
+        this.#cancel('ERR_CANCELED');
+        reject(new CanceledError(`${this.op} to '${this.peer}' aborted`, { cause: signal?.reason }));
+      };
+      const cleanup = () => {
+        if (timer) clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        const i = this.#waiters.indexOf(waiter);
+        if (i >= 0) this.#waiters.splice(i, 1);
+      };
+      const waiter: Waiter = {
+        resolve: () => {
+          cleanup();
+          resolve();
+        },
+        reject: (err) => {
+          cleanup();
+          reject(err);
+        },
+      };
+      this.#waiters.push(waiter);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          cleanup();
+          this.#cancel('ERR_TIMEOUT');
+          reject(new TimeoutError(`${this.op} of ${this.bytes} bytes to '${this.peer}' did not finish in ${timeoutMs} ms`));
+        }, timeoutMs);
+      }
+    });
+  }
+
+  /** Posts and waits: `await t.run()` is `t.post(); await t.done()`. */
+  run(options: WaitOptions = {}): Promise<void> {
+    this.post();
+    return this.done(options);
+  }
+
+  /**
+   * Gives the transfer up. One in flight is canceled (what the provider
+   * already has still lands); its memory stays in use until it ends.
+   */
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    if (this.#status === 'pending') this.#cancel('ERR_CANCELED');
+  }
+
+  [Symbol.dispose](): void {
+    this.release();
+  }
+
+  #cancel(code: 'ERR_TIMEOUT' | 'ERR_CANCELED'): void {
+    if (this.#status === 'pending') this.#host.cancelNative(this.#id, code);
+  }
+
+  /** @internal Called by the agent when the shim reports the end of post #id. */
+  complete(status: number, fiErrno: number): void {
+    for (const region of this.#r.localRegions) region.releaseUse();
+    if (status === 0) {
+      this.#status = 'done';
+    } else {
+      this.#status = 'error';
+      this.#error = makeError(
+        codeOfStatus(status),
+        `${this.op} of ${this.bytes} bytes to '${this.peer}' failed: ${this.#host.describeError(status, fiErrno)}`,
+        { nativeMessage: fiErrno ? this.#host.describeError(status, fiErrno) : undefined },
+      );
+    }
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) {
+      if (this.#status === 'done') w.resolve();
+      else w.reject(this.#error!);
+    }
+  }
+
+  /** @internal Called when the agent closes with this transfer in flight. */
+  abandon(): void {
+    this.complete(-9 /* IXFER_ERR_CANCELED */, 0);
+  }
+}
+
+/** Packs pairs in ixfer_iov_pair layout: local addr, len, local mr, remote addr, remote key. */
+export function packPairs(
+  entries: { laddr: number; len: number; mr: bigint; raddr: number; key: bigint }[],
+): Uint8Array {
+  const buf = new BigUint64Array((entries.length * IOV_PAIR_BYTES) / 8);
+  let i = 0;
+  for (const e of entries) {
+    buf[i++] = BigInt(e.laddr);
+    buf[i++] = BigInt(e.len);
+    buf[i++] = e.mr;
+    buf[i++] = BigInt(e.raddr);
+    buf[i++] = e.key;
+  }
+  return new Uint8Array(buf.buffer);
+}
