@@ -99,6 +99,16 @@ export class MemoryRegion implements Disposable {
   }
 }
 
+/** Node 20 has no ArrayBuffer.prototype.detached; viewing a detached buffer throws. */
+function isDetached(ab: ArrayBufferLike): boolean {
+  try {
+    new Uint8Array(ab, 0, 0);
+    return false;
+  } catch {
+    return true;
+  }
+}
+
 /** Address and length of JavaScript memory, refusing detached or empty buffers. */
 export function describeSource(
   source: MemorySource,
@@ -106,9 +116,7 @@ export function describeSource(
 ): { addr: number; len: number; keepAlive?: unknown } {
   if (source instanceof ArrayBuffer || ArrayBuffer.isView(source)) {
     const ab = source instanceof ArrayBuffer ? source : source.buffer;
-    if ((ab as ArrayBuffer & { detached?: boolean }).detached) {
-      throw new InvalidParamError('cannot register a detached ArrayBuffer');
-    }
+    if (isDetached(ab)) throw new InvalidParamError('cannot register a detached ArrayBuffer');
     if (!(ab instanceof ArrayBuffer)) throw new InvalidParamError('SharedArrayBuffer memory cannot be registered');
     if ((ab as ArrayBuffer & { resizable?: boolean }).resizable) {
       throw new InvalidParamError('a resizable ArrayBuffer can move: register a fixed-length one');

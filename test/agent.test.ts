@@ -1,0 +1,125 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { Agent, MemoryRegion } from '../lib/index.js';
+import { agents, expectCode } from './helpers.js';
+
+describe('Agent.create', () => {
+  it('binds tcp on loopback by default and reports what it uses', async () => {
+    const a = await Agent.create({ name: 'solo' });
+    expect(a.provider).toBe('tcp');
+    expect(a.providerInfo.name).toBe('tcp;ofi_rxm');
+    expect(a.providerInfo.domain).toBe('lo');
+    expect(a.address[0]).toBe(2); // AF_INET
+    expect([...a.address.subarray(4, 8)]).toEqual([127, 0, 0, 1]);
+    await a.close();
+    await a.close(); // idempotent
+    expect(a.closed).toBe(true);
+    await expectCode(() => a.allocate(10), 'ERR_NOT_ALLOWED');
+  });
+
+  it('binds an interface by name', async () => {
+    const a = await Agent.create({ name: 'lo-agent', provider: 'tcp', iface: 'lo' });
+    expect(a.providerInfo.domain).toBe('lo');
+    await a.close();
+  });
+
+  it('refuses bad options with the field named', async () => {
+    const e1 = await expectCode(() => Agent.create({ name: '' }), 'ERR_INVALID_PARAM');
+    expect(e1.message).toContain('agent options.name');
+    await expectCode(() => Agent.create({ name: 'x', bogus: 1 } as never), 'ERR_INVALID_PARAM');
+    await expectCode(() => Agent.create({ name: 'x\n' }), 'ERR_INVALID_PARAM');
+  });
+
+  it('an unavailable provider is ERR_NOT_SUPPORTED listing the available ones', async () => {
+    const e = await expectCode(() => Agent.create({ name: 'x', provider: 'cxi' }), 'ERR_NOT_SUPPORTED');
+    expect(e.message).toContain("'cxi'");
+    expect(e.message).toContain('tcp');
+  });
+
+  it('IXFER_PROVIDER overrides the option', async () => {
+    process.env.IXFER_PROVIDER = 'efa';
+    try {
+      await expectCode(() => Agent.create({ name: 'x', provider: 'tcp' }), 'ERR_NOT_SUPPORTED');
+    } finally {
+      delete process.env.IXFER_PROVIDER;
+    }
+    process.env.IXFER_PROVIDER = 'tcp';
+    try {
+      const a = await Agent.create({ name: 'x', provider: 'auto' });
+      expect(a.provider).toBe('tcp');
+      await a.close();
+    } finally {
+      delete process.env.IXFER_PROVIDER;
+    }
+  });
+});
+
+describe('memory registration', () => {
+  let a: Agent;
+  beforeAll(async () => {
+    [a] = await agents('mem');
+  });
+  afterAll(() => a.close());
+
+  it('registers Buffers, TypedArrays, ArrayBuffers and raw native memory', () => {
+    const buf = Buffer.alloc(4096);
+    const r1 = a.registerMemory(buf);
+    expect(r1.len).toBe(4096);
+    expect(r1.bytes.buffer).toBe(buf.buffer);
+    const f = new Float32Array(100);
+    const r2 = a.registerMemory(f);
+    expect(r2.len).toBe(400);
+    const ab = new ArrayBuffer(1000);
+    const r3 = a.registerMemory(ab);
+    expect(r3.len).toBe(1000);
+    const owned = a.allocate(8192);
+    expect(owned.addr % 4096).toBe(0);
+    expect(owned.bytes.every((b) => b === 0)).toBe(true);
+    for (const r of [r1, r2, r3, owned]) r.deregister();
+    expect(r1.registered).toBe(false);
+    // native memory by address (here the Buffer's, which this test keeps alive)
+    const r4 = a.registerMemory({ addr: r1.addr, len: 4096 });
+    expect(r4.len).toBe(4096);
+    expect(() => r4.bytes).toThrow(/registered by address/);
+    r4.deregister();
+  });
+
+  it('descriptors are made by the region and checked against it', async () => {
+    const r = a.allocate(1024);
+    expect(r.desc(16, 32)).toEqual({ addr: r.addr + 16, len: 32, devId: 0 });
+    expect(r.desc()).toEqual({ addr: r.addr, len: 1024, devId: 0 });
+    expect(r.blocks(256, 4).map((d) => d.addr - r.addr)).toEqual([0, 256, 512, 768]);
+    await expectCode(() => r.desc(1000, 100), 'ERR_INVALID_PARAM');
+    await expectCode(() => r.desc(-1, 1), 'ERR_INVALID_PARAM');
+    r.deregister();
+  });
+
+  it('refuses zero length, detached buffers, overlaps and junk, and keeps working', async () => {
+    await expectCode(() => a.registerMemory(Buffer.alloc(0)), 'ERR_INVALID_PARAM');
+    await expectCode(() => a.registerMemory({ addr: 4096, len: 0 }), 'ERR_INVALID_PARAM');
+    const ab = new ArrayBuffer(64);
+    structuredClone(ab, { transfer: [ab] }); // detaches ab
+    const e = await expectCode(() => a.registerMemory(ab), 'ERR_INVALID_PARAM');
+    expect(e.message).toContain('detached');
+    await expectCode(() => a.registerMemory('hello' as never), 'ERR_INVALID_PARAM');
+    const big = Buffer.alloc(4096);
+    const r = a.registerMemory(big);
+    const e2 = await expectCode(() => a.registerMemory(big.subarray(100, 200)), 'ERR_INVALID_PARAM');
+    expect(e2.message).toContain('overlaps');
+    r.deregister();
+    // after all of that, registration still works
+    const again = a.registerMemory(big.subarray(100, 200));
+    expect(again).toBeInstanceOf(MemoryRegion);
+    again.deregister();
+  });
+
+  it('is disposable', () => {
+    let addr = 0;
+    {
+      using r = a.allocate(4096);
+      addr = r.addr;
+      expect(a.regions.some((x) => x.addr === addr)).toBe(true);
+    }
+    expect(a.regions.some((x) => x.addr === addr)).toBe(false);
+  });
+});
