@@ -40,11 +40,13 @@ static int32_t status_of(int fi_err)
     case FI_ENETDOWN:
     case FI_ESHUTDOWN:
     case FI_EIO:
+    /* The shim never calls fi_cancel: a provider-canceled op is one flushed
+     * when its connection went down (tcp 1.17 does this when the peer dies
+     * or rejects a key). */
+    case FI_ECANCELED:
         return IXFER_ERR_REMOTE_DISCONNECT;
     case FI_ETIMEDOUT:
         return IXFER_ERR_TIMEOUT;
-    case FI_ECANCELED:
-        return IXFER_ERR_CANCELED;
     case FI_EACCES:
     case FI_EPERM:
         return IXFER_ERR_NOT_ALLOWED;

@@ -1,0 +1,179 @@
+import { fork, type ChildProcess } from 'node:child_process';
+import crypto from 'node:crypto';
+import path from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { Agent, type MemoryRegion } from '../lib/index.js';
+import { expectCode, random } from './helpers.js';
+
+const MiB = 1 << 20;
+const fixture = path.join(import.meta.dirname, 'fixtures', 'peer.mjs');
+const sha = (b: Uint8Array) => crypto.createHash('sha256').update(b).digest('hex');
+
+interface Child {
+  proc: ChildProcess;
+  metadata: Buffer;
+  addr: number;
+  len: number;
+  request(msg: Record<string, unknown>): Promise<{ hash: string }>;
+}
+
+async function spawnPeer(name: string, size = 64 * MiB): Promise<Child> {
+  const proc = fork(fixture, [name, String(size)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  let nextId = 1;
+  const pending = new Map<number, (m: { hash: string; error?: string }) => void>();
+  const ready = await new Promise<{ metadata: string; addr: number; len: number }>((resolve, reject) => {
+    proc.once('error', reject);
+    proc.once('exit', (code) => reject(new Error(`peer exited with ${code}`)));
+    proc.on('message', (m: { type?: string; id?: number; hash: string; error?: string; metadata: string; addr: number; len: number }) => {
+      if (m.type === 'ready') resolve(m);
+      else pending.get(m.id!)?.(m);
+    });
+  });
+  return {
+    proc,
+    metadata: Buffer.from(ready.metadata, 'base64'),
+    addr: ready.addr,
+    len: ready.len,
+    request(msg) {
+      const id = nextId++;
+      return new Promise((resolve, reject) => {
+        pending.set(id, (m) => (m.error ? reject(new Error(m.error)) : resolve(m)));
+        proc.send({ ...msg, id });
+      });
+    },
+  };
+}
+
+describe('two agents in two processes', () => {
+  let a: Agent;
+  let mem: MemoryRegion;
+  let child: Child;
+  let peer: string;
+  beforeAll(async () => {
+    a = await Agent.create({ name: 'parent' });
+    mem = a.allocate(64 * MiB);
+    child = await spawnPeer('child');
+    peer = a.loadRemoteMetadata(child.metadata);
+  });
+  afterAll(async () => {
+    child?.proc.kill();
+    await a?.close();
+  });
+
+  const remote = (offset: number, len: number) => ({ addr: child.addr + offset, len });
+
+  for (const size of [1, 4096, MiB + 5, 64 * MiB]) {
+    it(`WRITE and READ of ${size} bytes, checked in the other process`, async () => {
+      const data = random(size);
+      mem.bytes.set(data, 0);
+      await a.createTransfer({ op: 'WRITE', peer, local: [mem.desc(0, size)], remote: [remote(0, size)] }).run({ timeoutMs: 30_000 });
+      expect((await child.request({ type: 'hash', offset: 0, len: size })).hash).toBe(sha(data));
+
+      const { hash } = await child.request({ type: 'fill', offset: 0, len: size });
+      await a.createTransfer({ op: 'READ', peer, local: [mem.desc(0, size)], remote: [remote(0, size)] }).run({ timeoutMs: 30_000 });
+      expect(sha(mem.bytes.subarray(0, size))).toBe(hash);
+    });
+  }
+
+  it('4,096 descriptors and 256 transfers in flight', async () => {
+    const block = 2048;
+    const data = random(4096 * block);
+    mem.bytes.set(data, 0);
+    const descs = mem.blocks(block, 4096);
+    const rdescs = descs.map((_, i) => remote(i * block, block));
+    await a.createTransfer({ op: 'WRITE', peer, local: descs, remote: rdescs }).run({ timeoutMs: 30_000 });
+    expect((await child.request({ type: 'hash', offset: 0, len: 4096 * block })).hash).toBe(sha(data));
+
+    const more = random(256 * 65536);
+    mem.bytes.set(more, 0);
+    const ts = Array.from({ length: 256 }, (_, i) =>
+      a.createTransfer({ op: 'WRITE', peer, local: [mem.desc(i * 65536, 65536)], remote: [remote(i * 65536, 65536)] }).post(),
+    );
+    await Promise.all(ts.map((t) => t.done({ timeoutMs: 30_000 })));
+    expect((await child.request({ type: 'hash', offset: 0, len: 256 * 65536 })).hash).toBe(sha(more));
+  });
+
+  it('both directions at once', async () => {
+    const block = 65536;
+    const out = random(64 * block);
+    mem.bytes.set(out, 0);
+    const fromChild = child.request({ type: 'fill', offset: 32 * MiB, len: 64 * block }).then(() =>
+      child.request({
+        type: 'write',
+        metadata: Buffer.from(a.getLocalMetadata()).toString('base64'),
+        offset: 32 * MiB,
+        block,
+        count: 64,
+        remoteAddr: mem.addr + 32 * MiB,
+      }),
+    );
+    const ts = Array.from({ length: 64 }, (_, i) =>
+      a.createTransfer({ op: 'WRITE', peer, local: [mem.desc(i * block, block)], remote: [remote(i * block, block)] }).post(),
+    );
+    await Promise.all(ts.map((t) => t.done({ timeoutMs: 30_000 })));
+    const { hash } = await fromChild;
+    expect(sha(mem.bytes.subarray(32 * MiB, 32 * MiB + 64 * block))).toBe(hash);
+    expect((await child.request({ type: 'hash', offset: 0, len: 64 * block })).hash).toBe(sha(out));
+  });
+
+  it('a peer killed with SIGKILL fails its transfers; the agent serves others and the restarted peer', async () => {
+    const victim = await spawnPeer('victim', 16 * MiB);
+    const vpeer = a.loadRemoteMetadata(victim.metadata);
+    const other = await Agent.create({ name: 'bystander' });
+    const otherMem = other.allocate(MiB);
+    a.loadRemoteMetadata(other.getLocalMetadata());
+
+    const block = 4 * MiB;
+    const inflight = new Set<Promise<unknown>>();
+    const outcomes: string[] = [];
+    let killed = false;
+    setTimeout(() => {
+      killed = true;
+      victim.proc.kill('SIGKILL');
+    }, 300);
+    const started = Date.now();
+    // a stream: keep 8 writes in flight until the peer is dead and its writes have failed
+    while (Date.now() - started < 15_000) {
+      while (inflight.size < 8 && !killed) {
+        const t = a
+          .createTransfer({ op: 'WRITE', peer: vpeer, local: [mem.desc(0, block)], remote: [{ addr: victim.addr, len: block }] })
+          .post();
+        const p: Promise<unknown> = t
+          .done({ timeoutMs: 5000 })
+          .then(() => outcomes.push('done'))
+          .catch((e: { code: string }) => outcomes.push(e.code))
+          .finally(() => inflight.delete(p));
+        inflight.add(p);
+      }
+      if (killed && inflight.size === 0) break;
+      await Promise.race([...inflight, new Promise((r) => setTimeout(r, 50))]);
+    }
+    expect(inflight.size).toBe(0);
+    expect(outcomes).toContain('done');
+    const failures = outcomes.filter((o) => o !== 'done');
+    for (const f of failures) expect(['ERR_REMOTE_DISCONNECT', 'ERR_TIMEOUT']).toContain(f);
+    // After the kill, a new transfer to the dead peer fails too, within its timeout.
+    const late = a.createTransfer({ op: 'WRITE', peer: vpeer, local: [mem.desc(0, 64)], remote: [{ addr: victim.addr, len: 64 }] });
+    const lateErr = await late.run({ timeoutMs: 3000 }).catch((e: { code: string }) => e);
+    expect(['ERR_REMOTE_DISCONNECT', 'ERR_TIMEOUT']).toContain((lateErr as { code: string }).code);
+
+    // Other peers are still served.
+    const data = random(MiB);
+    mem.bytes.set(data, 0);
+    await a.createTransfer({ op: 'WRITE', peer: 'bystander', local: [mem.desc(0, MiB)], remote: [otherMem.desc()] }).run({ timeoutMs: 10_000 });
+    expect(Buffer.compare(otherMem.bytes, data)).toBe(0);
+
+    // The restarted peer works once its new metadata is loaded.
+    const reborn = await spawnPeer('victim', 16 * MiB);
+    expect(a.loadRemoteMetadata(reborn.metadata)).toBe('victim');
+    await expectCode(() => late.post(), 'ERR_NOT_FOUND'); // made against the dead instance
+    await a
+      .createTransfer({ op: 'WRITE', peer: 'victim', local: [mem.desc(0, MiB)], remote: [{ addr: reborn.addr, len: MiB }] })
+      .run({ timeoutMs: 10_000 });
+    expect((await reborn.request({ type: 'hash', offset: 0, len: MiB })).hash).toBe(sha(data));
+    reborn.proc.kill();
+    await other.close();
+  });
+});
