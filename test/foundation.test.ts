@@ -134,3 +134,33 @@ describe('errors', () => {
     }
   });
 });
+
+describe('scripts/rebuild.sh', () => {
+  it('builds against a libfabric under a prefix and defaults to that library', () => {
+    // A prefix laid out like a site's own install, pointing at the system libfabric.
+    const work = fs.mkdtempSync(path.join(os.tmpdir(), 'ixfer-rebuild-'));
+    const prefix = path.join(work, 'opt');
+    fs.mkdirSync(path.join(prefix, 'lib'), { recursive: true });
+    fs.symlinkSync('/usr/include', path.join(prefix, 'include'));
+    const system = execFileSync('sh', ['-c', 'ldconfig -p | awk \'/libfabric\\.so\\.1 /{print $NF; exit}\''], {
+      encoding: 'utf8',
+    }).trim();
+    fs.symlinkSync(system, path.join(prefix, 'lib', 'libfabric.so.1'));
+    // A copy of the project, so that its build/ does not shadow the prebuild here.
+    const copy = path.join(work, 'ixfer');
+    fs.mkdirSync(copy);
+    for (const item of ['csrc', 'scripts', 'binding.gyp', 'package.json']) {
+      fs.cpSync(path.join(root, item), path.join(copy, item), { recursive: true });
+    }
+    fs.symlinkSync(path.join(root, 'node_modules'), path.join(copy, 'node_modules'));
+    execFileSync('bash', [path.join(copy, 'scripts', 'rebuild.sh')], {
+      cwd: copy,
+      env: { ...process.env, LIBFABRIC_PREFIX: prefix },
+      stdio: 'pipe',
+    });
+    const lib = koffi.load(path.join(copy, 'build', 'Release', 'ixfer.node'));
+    expect(lib.func('int32_t ixfer_fabric_load()')()).toBe(0);
+    expect(lib.func('const char *ixfer_fabric_path()')()).toBe(path.join(prefix, 'lib', 'libfabric.so.1'));
+    fs.rmSync(work, { recursive: true, force: true });
+  });
+});
