@@ -16,6 +16,7 @@
         "csrc/src/fabric_loader.c",
         "csrc/src/identity.c",
         "csrc/src/memory.c",
+        "csrc/src/notify.c",
         "csrc/src/progress.c"
       ],
       "include_dirs": [

@@ -39,6 +39,8 @@ typedef enum ixfer_status {
     IXFER_ERR_CANCELED = -9,
     IXFER_ERR_TIMEOUT = -10,
     IXFER_ERR_LIBRARY_MISSING = -11,
+    IXFER_ERR_END_OF_FILE = -12, /* a file read reached the end of the file */
+    IXFER_ERR_NO_SPACE = -13,    /* a file write found the disk (or quota) full */
 } ixfer_status;
 
 /* ---- identity --------------------------------------------------------- */
@@ -112,6 +114,14 @@ typedef struct ixfer_agent_config {
     const char *provider; /* libfabric provider name, e.g. "tcp" (required) */
     const char *node;     /* address to bind, e.g. "127.0.0.1"; NULL: any */
     const char *domain;   /* domain (interface/device) name, e.g. "lo"; NULL: any */
+    const char *name;     /* agent name, sent with notifications (at most 255 bytes) */
+    /* Bytes of unfinished incoming notifications held per sender; past it a
+     * message is dropped and reported (IXFER_EVENT_NOTIF, IXFER_ERR_NOT_ALLOWED). */
+    uint64_t notif_pending_cap;
+    /* An incoming notification that makes no progress for this long is
+     * dropped and reported (IXFER_ERR_TIMEOUT); frees what a lost peer left. */
+    uint32_t notif_stale_ms;
+    uint32_t reserved;
 } ixfer_agent_config;
 
 /* Opens fabric, domain, endpoint, CQ and AV, and starts the progress thread. */
@@ -159,12 +169,21 @@ typedef struct ixfer_iov_pair {
     uint64_t remote_key;
 } ixfer_iov_pair;
 
-/* Queues a transfer for the progress thread. The pairs are copied; the
- * memory they describe must stay registered until its event arrives. The
- * event carries user_id. */
+/* ixfer_xfer_post flags */
+enum { IXFER_POST_NOTIFY = 1 }; /* send notif[0..notif_len) with the transfer */
+
+/* Queues a transfer for the progress thread. The pairs (and the notification)
+ * are copied; the memory they describe must stay registered until its event
+ * arrives. The event carries user_id.
+ * With IXFER_POST_NOTIFY the peer receives the notification only once every
+ * byte of a WRITE is in its memory (its remote-write completions are counted
+ * against the number of operations, carried in the message), or, for a READ,
+ * once the reads have completed. The event arrives when the notification has
+ * been sent as well. */
 IXFER_API int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer,
                                   const ixfer_iov_pair *pairs, uint32_t count,
-                                  uint64_t user_id);
+                                  uint64_t user_id, const uint8_t *notif,
+                                  uint64_t notif_len, uint32_t flags);
 
 /* Stops posting what is left of transfer user_id. Its event arrives once the
  * operations already handed to the provider have finished, with status
@@ -172,9 +191,43 @@ IXFER_API int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer
  * finished. Unknown ids are ignored. */
 IXFER_API int32_t ixfer_xfer_cancel(ixfer_agent *agent, uint64_t user_id, int32_t status);
 
+/* ---- notifications ------------------------------------------------------ */
+
+/* Sends data[0..len) to peer as one notification, fragmented to the
+ * provider's message size. The peer delivers the standalone notifications of
+ * one sender in seq order (seq: 1, 2, ... per receiving agent instance). An
+ * IXFER_EVENT_XFER_DONE event with user_id follows once it is sent;
+ * ixfer_xfer_cancel stops it. */
+IXFER_API int32_t ixfer_notify(ixfer_agent *agent, uint64_t peer, const uint8_t *data,
+                               uint64_t len, uint64_t seq, uint64_t user_id);
+
+/* Drops everything held for incoming notifications from the agent named
+ * name (partial messages, messages waiting for data or for their turn). */
+IXFER_API int32_t ixfer_notif_forget(ixfer_agent *agent, const char *name);
+
+/* Incoming fragments that were malformed or did not fit a receive buffer. */
+IXFER_API uint64_t ixfer_notif_malformed(ixfer_agent *agent);
+
+#define IXFER_SENDER_MAX 256
+
+/* An incoming notification (IXFER_EVENT_NOTIF). status IXFER_OK: data holds
+ * len bytes. Otherwise it was dropped (len: its announced size, no data):
+ * IXFER_ERR_NOT_ALLOWED over the pending cap, IXFER_ERR_TIMEOUT stale. */
+typedef struct ixfer_notification {
+    uint64_t len;
+    uint32_t name_len;
+    int32_t status;
+    char name[IXFER_SENDER_MAX]; /* sender's agent name, not NUL-terminated */
+    uint8_t data[];
+} ixfer_notification;
+
+IXFER_API void ixfer_notif_free(ixfer_notification *n);
+
 /* ---- events ------------------------------------------------------------- */
 
-enum { IXFER_EVENT_XFER_DONE = 1 };
+/* IXFER_EVENT_NOTIF: user_id is an ixfer_notification *, freed by the
+ * receiver with ixfer_notif_free. */
+enum { IXFER_EVENT_XFER_DONE = 1, IXFER_EVENT_NOTIF = 2 };
 
 typedef struct ixfer_event {
     uint64_t user_id;
@@ -195,6 +248,97 @@ IXFER_API void ixfer_mem_free(uint64_t addr);
 /* Address of a caller-supplied buffer (valid while the caller keeps it). */
 IXFER_API uint64_t ixfer_mem_address(const void *ptr);
 IXFER_API void ixfer_mem_copy(uint64_t dst, uint64_t src, uint64_t len);
+
+/* ==== CUDA memory ========================================================== */
+
+/* Synchronous helpers over the driver API, each in the primary context of the
+ * device concerned. */
+IXFER_API int32_t ixfer_cuda_alloc(int32_t dev, uint64_t len, uint64_t *addr);
+IXFER_API int32_t ixfer_cuda_free(uint64_t addr);
+IXFER_API int32_t ixfer_cuda_to_device(uint64_t dst, const void *src, uint64_t len);
+IXFER_API int32_t ixfer_cuda_from_device(void *dst, uint64_t src, uint64_t len);
+IXFER_API int32_t ixfer_cuda_fill(uint64_t addr, uint32_t value, uint64_t len);
+/* *dev receives the CUDA device holding addr, or -1 for host memory. */
+IXFER_API int32_t ixfer_cuda_pointer_device(uint64_t addr, int32_t *dev);
+
+/* ==== files: loopback transfers between memory and files =================== */
+
+typedef struct ixfer_file ixfer_file;
+typedef struct ixfer_file_engine ixfer_file_engine;
+
+/* How a file is opened (ixfer_file_open) or was opened (ixfer_file_adopt). */
+enum {
+    IXFER_FILE_READ = 1,
+    IXFER_FILE_WRITE = 2,
+    IXFER_FILE_CREATE = 4,   /* open only: create it (mode 0644) */
+    IXFER_FILE_TRUNCATE = 8, /* open only */
+    IXFER_FILE_DIRECT = 16,  /* O_DIRECT: no page cache, aligned I/O only */
+};
+
+typedef struct ixfer_file_info {
+    uint64_t size;         /* bytes, when asked */
+    uint32_t mem_align;    /* alignment O_DIRECT needs of memory addresses; 1 without it */
+    uint32_t offset_align; /* ... of file offsets and lengths */
+} ixfer_file_info;
+
+/* Opens path. Missing: IXFER_ERR_NOT_FOUND; permission: IXFER_ERR_NOT_ALLOWED;
+ * O_DIRECT refused by the filesystem: IXFER_ERR_NOT_SUPPORTED. */
+IXFER_API int32_t ixfer_file_open(const char *path, uint32_t flags, ixfer_file **out);
+/* Uses a descriptor the caller keeps open (and closes after ixfer_file_close).
+ * flags says how it was opened; IXFER_FILE_DIRECT is read from the descriptor. */
+IXFER_API int32_t ixfer_file_adopt(int32_t fd, uint32_t flags, ixfer_file **out);
+IXFER_API int32_t ixfer_file_stat(ixfer_file *file, ixfer_file_info *out);
+/* Registers the file with cuFile (opening its driver first), for the 'gds' and
+ * 'gds_mt' engines. Fails with cuFile's error in the message (5027 where udev
+ * has no record of the disk) and leaves the file usable by POSIX I/O. */
+IXFER_API int32_t ixfer_file_use_cufile(ixfer_file *file);
+/* No transfer may be using the file. */
+IXFER_API void ixfer_file_close(ixfer_file *file);
+
+/* cuFileBufRegister / cuFileBufDeregister of device memory. */
+IXFER_API int32_t ixfer_cufile_buf_register(uint64_t addr, uint64_t len);
+IXFER_API int32_t ixfer_cufile_buf_deregister(uint64_t addr);
+
+enum {
+    IXFER_FILE_ENGINE_POSIX = 0,  /* pread/pwrite from the pool; device memory staged */
+    IXFER_FILE_ENGINE_GDS = 1,    /* cuFile batch API for device memory */
+    IXFER_FILE_ENGINE_GDS_MT = 2, /* cuFileRead/cuFileWrite from the pool */
+};
+
+typedef struct ixfer_file_engine_config {
+    uint32_t threads;     /* worker threads; 0: 4 */
+    uint32_t gds_batch;   /* entries per cuFile batch; 0: 16 */
+    uint64_t chunk_bytes; /* largest single I/O, and staging buffer size; 0: 8 MiB */
+} ixfer_file_engine_config;
+
+/* A pool of I/O threads whose completions are events of agent (its event pipe,
+ * ixfer_agent_drain). Destroy the engine before the agent. */
+IXFER_API int32_t ixfer_file_engine_create(ixfer_agent *agent, const ixfer_file_engine_config *cfg,
+                                           ixfer_file_engine **out);
+/* Finishes the I/O calls under way, drops the rest: no events after this. */
+IXFER_API void ixfer_file_engine_destroy(ixfer_file_engine *engine);
+
+/* One memory range and the file range of the same length it moves to or from. */
+typedef struct ixfer_file_pair {
+    uint64_t mem_addr;
+    uint64_t len;
+    uint64_t mem_base; /* start of mem_addr's registration (cuFile's buffer base) */
+    ixfer_file *file;
+    uint64_t file_offset;
+    int32_t dev;       /* CUDA device of mem_addr, or -1 for host memory */
+    uint32_t reserved;
+} ixfer_file_pair;
+
+/* Queues a transfer (op IXFER_OP_WRITE: memory to file; IXFER_OP_READ: file
+ * to memory). Its IXFER_EVENT_XFER_DONE event, on the agent's queue, carries
+ * user_id, the status (IXFER_ERR_END_OF_FILE, IXFER_ERR_NO_SPACE, ...), the
+ * OS errno in fi_errno and the index of the failed pair in reserved. */
+IXFER_API int32_t ixfer_file_xfer_post(ixfer_file_engine *engine, uint32_t op, uint32_t engine_kind,
+                                       const ixfer_file_pair *pairs, uint32_t count,
+                                       uint64_t user_id);
+/* Like ixfer_xfer_cancel: I/O not yet started is dropped. */
+IXFER_API int32_t ixfer_file_xfer_cancel(ixfer_file_engine *engine, uint64_t user_id,
+                                         int32_t status);
 
 #ifdef __cplusplus
 }

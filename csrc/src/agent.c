@@ -10,6 +10,7 @@
 #include "fabric_api.h"
 #include "fabric_info.h"
 #include "internal.h"
+#include "notify.h"
 
 #define FI_CHECK(call, what)                                                         \
     do {                                                                             \
@@ -35,6 +36,7 @@ static void agent_free(struct ixfer_agent *a)
         pthread_join(a->thread, NULL);
     }
     close_fid(a->ep);
+    ixfer_notify_fini(a);
     /* Registrations the caller left behind. */
     while (a->mrs) {
         struct ixfer_mr *m = a->mrs;
@@ -50,16 +52,26 @@ static void agent_free(struct ixfer_agent *a)
         ixfer_fab.freeinfo(a->info);
     for (struct submission *s = a->submit_head, *n; s; s = n) {
         n = s->next;
-        if (s->req)
+        if (s->req) {
+            ixfer_notif_job_free(s->req->notif);
             free(s->req->ops);
+        }
         free(s->req);
+        ixfer_notif_job_free(s->job);
+        free(s->name);
         free(s);
     }
     for (struct xfer_request *r = a->live, *n; r; r = n) {
         n = r->live_next;
+        if (r->notif_state == NOTIF_WAITING) /* else notify.c owns it */
+            ixfer_notif_job_free(r->notif);
         free(r->ops);
         free(r);
     }
+    /* Notifications nobody drained. */
+    for (uint32_t i = 0; i < a->event_count; i++)
+        if (a->events[i].type == IXFER_EVENT_NOTIF)
+            ixfer_notif_free((ixfer_notification *)(uintptr_t)a->events[i].user_id);
     if (a->event_rd >= 0)
         close(a->event_rd);
     if (a->event_wr >= 0)
@@ -76,6 +88,10 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
 {
     if (!cfg || !out || !cfg->provider || !*cfg->provider)
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "agent config needs a provider name");
+    const char *name = cfg->name && *cfg->name ? cfg->name : "ixfer";
+    if (strlen(name) >= IXFER_SENDER_MAX)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "agent name longer than %d bytes",
+                          IXFER_SENDER_MAX - 1);
     int32_t rc = ixfer_fabric_load();
     if (rc != IXFER_OK)
         return rc;
@@ -85,6 +101,8 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
         return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
     a->event_rd = a->event_wr = -1;
     a->next_key = 1;
+    a->name_len = (uint32_t)strlen(name);
+    memcpy(a->name, name, a->name_len);
     pthread_mutex_init(&a->mr_lock, NULL);
     pthread_mutex_init(&a->submit_lock, NULL);
     pthread_cond_init(&a->submit_done, NULL);
@@ -129,6 +147,9 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
     FI_CHECK(fi_ep_bind(a->ep, &a->cq->fid, FI_TRANSMIT | FI_RECV), "fi_ep_bind(cq)");
     FI_CHECK(fi_ep_bind(a->ep, &a->av->fid, 0), "fi_ep_bind(av)");
     FI_CHECK(fi_enable(a->ep), "fi_enable");
+    rc = ixfer_notify_init(a, cfg);
+    if (rc != IXFER_OK)
+        goto fail;
 
     int fds[2];
     if (pipe2(fds, O_CLOEXEC | O_NONBLOCK)) {
@@ -291,9 +312,11 @@ int32_t ixfer_peer_remove(ixfer_agent *agent, uint64_t peer)
 }
 
 int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer,
-                        const ixfer_iov_pair *pairs, uint32_t count, uint64_t user_id)
+                        const ixfer_iov_pair *pairs, uint32_t count, uint64_t user_id,
+                        const uint8_t *notif, uint64_t notif_len, uint32_t flags)
 {
-    if (!agent || (!pairs && count))
+    int notify = (flags & IXFER_POST_NOTIFY) != 0;
+    if (!agent || (!pairs && count) || (notify && !notif && notif_len))
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
     if (op != IXFER_OP_WRITE && op != IXFER_OP_READ)
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "unknown operation %u", op);
@@ -312,14 +335,19 @@ int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer,
     struct xfer_request *r = malloc(sizeof *r + (size_t)count * sizeof *pairs);
     struct submission *s = malloc(sizeof *s);
     struct xfer_op *ops = calloc(segments ? segments : 1, sizeof *ops);
-    if (!r || !s || !ops) {
+    struct notif_job *job = notify ? ixfer_notif_job_new(peer, notif, notif_len, 0, 0, r) : NULL;
+    if (!r || !s || !ops || (notify && !job)) {
         free(r);
         free(s);
         free(ops);
+        ixfer_notif_job_free(job);
         return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
     }
     *r = (struct xfer_request){
-        .user_id = user_id, .op = op, .peer = peer, .count = count, .ops = ops};
+        .user_id = user_id, .op = op, .peer = peer, .count = count, .ops = ops,
+        .notif = job, .notif_state = job ? NOTIF_WAITING : NOTIF_NONE,
+        /* The receiver counts tagged writes when its provider has CQ data. */
+        .tagged = job && op == IXFER_OP_WRITE && agent->caps.cq_data_size > 0};
     if (count)
         memcpy(r->pairs, pairs, (size_t)count * sizeof *pairs);
     *s = (struct submission){.kind = SUBMIT_POST, .req = r};
@@ -337,6 +365,40 @@ int32_t ixfer_xfer_cancel(ixfer_agent *agent, uint64_t user_id, int32_t status)
     if (!s)
         return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
     *s = (struct submission){.kind = SUBMIT_CANCEL, .user_id = user_id, .cancel_status = status};
+    ixfer_submit(agent, s);
+    return IXFER_OK;
+}
+
+int32_t ixfer_notify(ixfer_agent *agent, uint64_t peer, const uint8_t *data, uint64_t len,
+                     uint64_t seq, uint64_t user_id)
+{
+    if (!agent || (!data && len))
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
+    struct submission *s = malloc(sizeof *s);
+    struct notif_job *job = ixfer_notif_job_new(peer, data, len, seq, user_id, NULL);
+    if (!s || !job) {
+        free(s);
+        ixfer_notif_job_free(job);
+        return ixfer_fail(IXFER_ERR_BACKEND, "out of memory for a notification of %llu bytes",
+                          (unsigned long long)len);
+    }
+    *s = (struct submission){.kind = SUBMIT_NOTIFY, .job = job};
+    ixfer_submit(agent, s);
+    return IXFER_OK;
+}
+
+int32_t ixfer_notif_forget(ixfer_agent *agent, const char *name)
+{
+    if (!agent || !name)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
+    struct submission *s = malloc(sizeof *s);
+    char *copy = strdup(name);
+    if (!s || !copy) {
+        free(s);
+        free(copy);
+        return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
+    }
+    *s = (struct submission){.kind = SUBMIT_FORGET, .name = copy};
     ixfer_submit(agent, s);
     return IXFER_OK;
 }

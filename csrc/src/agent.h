@@ -23,11 +23,20 @@ struct ixfer_mr {
     struct ixfer_mr *prev, *next;
 };
 
-/* Per provider operation; the fi_context2 must come first (op_context). */
+/* Every operation's context starts with this (op_context points at it); kind
+ * says which module owns the completion. */
+enum op_kind { OP_KIND_RMA = 1, OP_KIND_SEND, OP_KIND_RECV };
+struct op_ctx {
+    struct fi_context2 fi;
+    enum op_kind kind;
+};
+
 struct xfer_op {
-    struct fi_context2 ctx;
+    struct op_ctx ctx;
     struct xfer_request *req;
 };
+
+struct notif_job;
 
 /* A queued transfer, owned by the progress thread once submitted. */
 struct xfer_request {
@@ -46,13 +55,19 @@ struct xfer_request {
     int32_t status;       /* first failure, or IXFER_OK */
     int32_t fi_errno;
     int cancel_status;    /* nonzero once canceled: the status to report */
+    struct notif_job *notif; /* attached notification, or NULL */
+    enum { NOTIF_NONE, NOTIF_WAITING, NOTIF_SENDING, NOTIF_SENT } notif_state;
+    int tagged;              /* WRITE ops carry tag as remote CQ data */
+    uint64_t tag;
     ixfer_iov_pair pairs[];
 };
 
 struct submission {
     struct submission *next;
-    enum { SUBMIT_POST, SUBMIT_CANCEL, SUBMIT_REMOVE_PEER } kind;
+    enum { SUBMIT_POST, SUBMIT_CANCEL, SUBMIT_REMOVE_PEER, SUBMIT_NOTIFY, SUBMIT_FORGET } kind;
     struct xfer_request *req; /* SUBMIT_POST */
+    struct notif_job *job;    /* SUBMIT_NOTIFY */
+    char *name;               /* SUBMIT_FORGET */
     uint64_t user_id;         /* SUBMIT_CANCEL */
     fi_addr_t peer;           /* SUBMIT_REMOVE_PEER */
     int *done;                /* SUBMIT_REMOVE_PEER: set under submit_lock */
@@ -69,6 +84,9 @@ struct ixfer_agent {
     ixfer_provider_info caps;
     uint32_t iov_limit;      /* pairs per provider op */
     uint64_t max_msg_size;
+    char name[IXFER_SENDER_MAX];
+    uint32_t name_len;
+    struct notify_state *notify; /* notify.c; owned by the progress thread */
 
     pthread_mutex_t mr_lock; /* registrations and key allocation */
     struct ixfer_mr *mrs;
@@ -97,6 +115,12 @@ struct ixfer_agent {
 void *ixfer_progress_main(void *arg);
 /* Queues a submission and wakes the progress thread. */
 void ixfer_submit(struct ixfer_agent *agent, struct submission *s);
+
+/* progress.c: notify.c reports that the notification of r was sent (or not). */
+void ixfer_request_notified(struct ixfer_agent *agent, struct xfer_request *r, int32_t status,
+                            int32_t fi_errno);
+/* progress.c: maps a provider error to an ixfer status. */
+int32_t ixfer_status_of(int fi_err);
 
 /* events.c: called by the progress thread. */
 void ixfer_push_event(struct ixfer_agent *agent, const ixfer_event *ev);

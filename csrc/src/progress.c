@@ -9,6 +9,7 @@
 #include <rdma/fi_errno.h>
 
 #include "fabric_api.h"
+#include "notify.h"
 
 #define CQ_BATCH 64
 #define MAX_IOV 16          /* cap on pairs per op, whatever the provider says */
@@ -28,7 +29,7 @@ void ixfer_submit(struct ixfer_agent *a, struct submission *s)
     fi_cq_signal(a->cq);
 }
 
-static int32_t status_of(int fi_err)
+int32_t ixfer_status_of(int fi_err)
 {
     switch (fi_err) {
     case FI_ECONNRESET:
@@ -70,14 +71,39 @@ static int fully_posted(const struct xfer_request *r)
     return r->next_pair >= r->count || r->status != IXFER_OK || r->cancel_status;
 }
 
-/* Reports and frees a request once nothing of it is left with the provider. */
+/* The status a request ends with as things stand. */
+static int32_t outcome(const struct xfer_request *r)
+{
+    if (r->status == IXFER_OK && r->cancel_status && r->next_pair < r->count)
+        return r->cancel_status;
+    return r->status;
+}
+
+/* Hands r's notification to the sender. expected: tagged writes the receiver
+ * must count before delivering it. */
+static void send_notif(struct ixfer_agent *a, struct xfer_request *r, uint64_t expected)
+{
+    ixfer_notif_job_expect(r->notif, r->tag, expected);
+    r->notif_state = NOTIF_SENDING;
+    ixfer_notify_enqueue(a, r->notif);
+}
+
+/* Reports and frees a request once nothing of it is left with the provider
+ * and its notification, if any, is sent. */
 static void maybe_finish(struct ixfer_agent *a, struct xfer_request *r)
 {
     if (r->outstanding || !fully_posted(r) || r->queued)
         return;
-    int32_t status = r->status;
-    if (status == IXFER_OK && r->cancel_status && r->next_pair < r->count)
-        status = r->cancel_status;
+    int32_t status = outcome(r);
+    if (r->notif_state == NOTIF_WAITING && status == IXFER_OK) {
+        /* READ, or WRITE without CQ data: the data is in place now. */
+        send_notif(a, r, 0);
+        return;
+    }
+    if (r->notif_state == NOTIF_SENDING)
+        return;
+    if (r->notif_state == NOTIF_WAITING)
+        ixfer_notif_job_free(r->notif);
     ixfer_event ev = {.user_id = r->user_id, .type = IXFER_EVENT_XFER_DONE,
                       .status = status, .fi_errno = r->fi_errno};
     live_remove(a, r);
@@ -86,10 +112,22 @@ static void maybe_finish(struct ixfer_agent *a, struct xfer_request *r)
     ixfer_push_event(a, &ev);
 }
 
+void ixfer_request_notified(struct ixfer_agent *a, struct xfer_request *r, int32_t status,
+                            int32_t fi_errno)
+{
+    r->notif_state = NOTIF_SENT;
+    r->notif = NULL; /* freed by notify.c */
+    if (status != IXFER_OK && r->status == IXFER_OK) {
+        r->status = status;
+        r->fi_errno = fi_errno;
+    }
+    maybe_finish(a, r);
+}
+
 static void fail_request(struct xfer_request *r, int fi_err)
 {
     if (r->status == IXFER_OK) {
-        r->status = status_of(fi_err);
+        r->status = ixfer_status_of(fi_err);
         r->fi_errno = fi_err;
     }
 }
@@ -134,16 +172,18 @@ static int post_some(struct ixfer_agent *a, struct xfer_request *r)
             break;
         }
         struct xfer_op *op = &r->ops[r->ops_used];
+        op->ctx.kind = OP_KIND_RMA;
         op->req = r;
         struct fi_msg_rma msg = {
             .msg_iov = iov, .desc = desc, .iov_count = n, .addr = r->peer,
-            .rma_iov = rma, .rma_iov_count = n, .context = op, .data = 0,
+            .rma_iov = rma, .rma_iov_count = n, .context = op, .data = r->tag,
         };
         /* A WRITE is complete only once the data is in the target's memory
          * (fi_cq(3) FI_DELIVERY_COMPLETE), not merely handed to the network:
          * done() promises the bytes are there. */
         ssize_t ret = r->op == IXFER_OP_WRITE
-                          ? fi_writemsg(a->ep, &msg, FI_DELIVERY_COMPLETE)
+                          ? fi_writemsg(a->ep, &msg, FI_DELIVERY_COMPLETE |
+                                                         (r->tagged ? FI_REMOTE_CQ_DATA : 0))
                           : fi_readmsg(a->ep, &msg, 0);
         if (ret == -FI_EAGAIN)
             return -FI_EAGAIN;
@@ -169,6 +209,8 @@ static void take_submissions(struct ixfer_agent *a)
         struct submission *next = s->next;
         if (s->kind == SUBMIT_POST) {
             struct xfer_request *r = s->req;
+            if (r->notif && r->tagged)
+                r->tag = ixfer_notify_next_tag(a);
             r->live_prev = NULL;
             r->live_next = a->live;
             if (a->live)
@@ -184,15 +226,23 @@ static void take_submissions(struct ixfer_agent *a)
         } else if (s->kind == SUBMIT_CANCEL) {
             /* Canceled requests still in the post queue are finished when the
              * post pass reaches them; the others once their ops complete. */
-            for (struct xfer_request *r = a->live; r; r = r->live_next)
-                if (r->user_id == s->user_id && !r->cancel_status) {
-                    r->cancel_status = s->cancel_status;
-                    break;
-                }
+            struct xfer_request *r = a->live;
+            while (r && r->user_id != s->user_id)
+                r = r->live_next;
+            if (r && !r->cancel_status)
+                r->cancel_status = s->cancel_status;
+            else if (!r)
+                ixfer_notify_cancel(a, s->user_id, s->cancel_status);
+        } else if (s->kind == SUBMIT_NOTIFY) {
+            ixfer_notify_enqueue(a, s->job);
+        } else if (s->kind == SUBMIT_FORGET) {
+            ixfer_notify_forget(a, s->name);
+            free(s->name);
         } else {
             for (struct xfer_request *r = a->live; r; r = r->live_next)
                 if (r->peer == s->peer && !r->cancel_status)
                     r->cancel_status = IXFER_ERR_REMOTE_DISCONNECT;
+            ixfer_notify_remove_peer(a, s->peer);
             fi_av_remove(a->av, &s->peer, 1, 0);
             pthread_mutex_lock(&a->submit_lock);
             *s->done = 1;
@@ -233,6 +283,10 @@ static int post_pass(struct ixfer_agent *a)
             if (a->postq_tail == r)
                 a->postq_tail = prev;
             r->queued = 0;
+            /* Tagged WRITEs: the receiver holds the notification until it has
+             * counted them all, so it can go as soon as they are posted. */
+            if (r->tagged && r->notif_state == NOTIF_WAITING && outcome(r) == IXFER_OK)
+                send_notif(a, r, r->ops_used);
             maybe_finish(a, r);
         }
         r = next;
@@ -240,10 +294,18 @@ static int post_pass(struct ixfer_agent *a)
     return a->postq_head != NULL;
 }
 
-static void op_done(struct ixfer_agent *a, void *context, int fi_err)
+static void op_done(struct ixfer_agent *a, const struct fi_cq_data_entry *e, void *context,
+                    int fi_err)
 {
-    if (!context) /* remote events (CQ data) carry no context */
+    if (e && (e->flags & FI_REMOTE_CQ_DATA) && (e->flags & FI_REMOTE_WRITE))
+        ixfer_notify_remote_write(a, e->data);
+    if (!context) /* remote writes carry no context of ours */
         return;
+    struct op_ctx *ctx = context;
+    if (ctx->kind != OP_KIND_RMA) {
+        ixfer_notify_completion(a, ctx, e ? e->len : 0, fi_err);
+        return;
+    }
     struct xfer_request *r = ((struct xfer_op *)context)->req;
     if (fi_err)
         fail_request(r, fi_err);
@@ -257,14 +319,14 @@ static ssize_t handle_cq(struct ixfer_agent *a, struct fi_cq_data_entry *ents, s
 {
     if (n > 0) {
         for (ssize_t i = 0; i < n; i++)
-            op_done(a, ents[i].op_context, 0);
+            op_done(a, &ents[i], ents[i].op_context, 0);
         return n;
     }
     if (n == -FI_EAVAIL) {
         struct fi_cq_err_entry err;
         memset(&err, 0, sizeof err);
         if (fi_cq_readerr(a->cq, &err, 0) == 1) {
-            op_done(a, err.op_context, err.err ? err.err : FI_EIO);
+            op_done(a, NULL, err.op_context, err.err ? err.err : FI_EIO);
             return 1;
         }
     }
@@ -279,6 +341,7 @@ void *ixfer_progress_main(void *arg)
     while (!atomic_load(&a->stop)) {
         take_submissions(a);
         int pending = post_pass(a);
+        pending |= ixfer_notify_pass(a);
         if (handle_cq(a, ents, fi_cq_read(a->cq, ents, CQ_BATCH)) > 0) {
             backoff_ms = 0;
             continue;

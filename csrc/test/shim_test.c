@@ -113,7 +113,7 @@ static void test_transfers(void)
     for (int i = 0; i < 8; i++)
         pairs[i] = (ixfer_iov_pair){src + i * chunk, chunk, smr, rbase + i * chunk, dkey};
     pairs[8] = (ixfer_iov_pair){src, 0, smr, rbase, dkey};
-    EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, peer, pairs, 9, 42) == IXFER_OK);
+    EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, peer, pairs, 9, 42, NULL, 0, 0) == IXFER_OK);
     ixfer_event ev;
     EXPECT(wait_event(a, afd, &ev));
     EXPECT(ev.user_id == 42 && ev.status == IXFER_OK);
@@ -122,7 +122,7 @@ static void test_transfers(void)
     /* READ back into a cleared source. */
     memset((void *)(uintptr_t)src, 0, len);
     ixfer_iov_pair whole = {src, len, smr, rbase, dkey};
-    EXPECT(ixfer_xfer_post(a, IXFER_OP_READ, peer, &whole, 1, 43) == IXFER_OK);
+    EXPECT(ixfer_xfer_post(a, IXFER_OP_READ, peer, &whole, 1, 43, NULL, 0, 0) == IXFER_OK);
     EXPECT(wait_event(a, afd, &ev));
     EXPECT(ev.user_id == 43 && ev.status == IXFER_OK);
     EXPECT(memcmp((void *)(uintptr_t)src, (void *)(uintptr_t)dst, len) == 0);
@@ -130,7 +130,7 @@ static void test_transfers(void)
     /* A wrong remote key fails the transfer (tcp 1.17 then drops the
      * connection to that peer for good); the agent still serves other peers. */
     ixfer_iov_pair badkey = {src, 64, smr, rbase, dkey + 1000};
-    EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, peer, &badkey, 1, 44) == IXFER_OK);
+    EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, peer, &badkey, 1, 44, NULL, 0, 0) == IXFER_OK);
     EXPECT(wait_event(a, afd, &ev));
     EXPECT(ev.user_id == 44 && ev.status != IXFER_OK);
     EXPECT(ixfer_peer_remove(a, peer) == IXFER_OK);
@@ -147,29 +147,29 @@ static void test_transfers(void)
     for (int i = 0; i < 8; i++)
         pairs[i].remote_key = ckey;
     whole.remote_key = ckey;
-    EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, peer, &whole, 1, 45) == IXFER_OK);
+    EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, peer, &whole, 1, 45, NULL, 0, 0) == IXFER_OK);
     EXPECT(wait_event(a, afd, &ev));
     EXPECT(ev.user_id == 45 && ev.status == IXFER_OK);
 
     /* A registration of another agent is refused before anything is posted. */
     ixfer_iov_pair foreign = {dst, 64, dmr, rbase, dkey};
-    EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, peer, &foreign, 1, 46) == IXFER_ERR_NOT_FOUND);
+    EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, peer, &foreign, 1, 46, NULL, 0, 0) == IXFER_ERR_NOT_FOUND);
 
     /* Cancel of an unknown id is harmless; an empty transfer completes. */
     EXPECT(ixfer_xfer_cancel(a, 999, IXFER_ERR_TIMEOUT) == IXFER_OK);
-    EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, peer, NULL, 0, 47) == IXFER_OK);
+    EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, peer, NULL, 0, 47, NULL, 0, 0) == IXFER_OK);
     EXPECT(wait_event(a, afd, &ev));
     EXPECT(ev.user_id == 47 && ev.status == IXFER_OK);
 
     /* Many transfers in flight, then destroy with some still queued. */
     for (int i = 0; i < 300; i++)
-        EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, peer, pairs, 8, 1000 + i) == IXFER_OK);
+        EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, peer, pairs, 8, 1000 + i, NULL, 0, 0) == IXFER_OK);
     int seen = 0;
     while (seen < 300 && wait_event(a, afd, &ev))
         seen += ev.status == IXFER_OK;
     EXPECT(seen == 300);
     for (int i = 0; i < 50; i++)
-        EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, peer, pairs, 8, 2000 + i) == IXFER_OK);
+        EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, peer, pairs, 8, 2000 + i, NULL, 0, 0) == IXFER_OK);
 
     EXPECT(ixfer_mr_deregister(dmr) == IXFER_OK);
     ixfer_agent_destroy(a); /* also closes smr */
@@ -180,12 +180,104 @@ static void test_transfers(void)
     ixfer_mem_free(dst);
 }
 
+/* Waits for the next event of the given type, dropping others. */
+static int wait_type(ixfer_agent *a, int fd, uint32_t type, ixfer_event *ev)
+{
+    while (wait_event(a, fd, ev))
+        if (ev->type == type)
+            return 1;
+    return 0;
+}
+
+static void test_notifications(void)
+{
+    ixfer_agent_config ca = {.provider = "tcp", .node = "127.0.0.1", .name = "alpha"};
+    ixfer_agent_config cb = {.provider = "tcp", .node = "127.0.0.1", .name = "beta",
+                             .notif_pending_cap = 1 << 20};
+    ixfer_agent *a = NULL, *b = NULL;
+    EXPECT(ixfer_agent_create(&ca, &a) == IXFER_OK);
+    EXPECT(ixfer_agent_create(&cb, &b) == IXFER_OK);
+    if (!a || !b)
+        return;
+    int afd = -1, bfd = -1;
+    EXPECT(ixfer_agent_take_event_fd(a, &afd) == IXFER_OK);
+    EXPECT(ixfer_agent_take_event_fd(b, &bfd) == IXFER_OK);
+    uint8_t addr[256];
+    uint64_t alen = sizeof addr, peer = 0;
+    EXPECT(ixfer_agent_address(b, addr, &alen) == IXFER_OK);
+    EXPECT(ixfer_peer_insert(a, addr, alen, &peer) == IXFER_OK);
+    ixfer_provider_info caps;
+    EXPECT(ixfer_agent_info(b, &caps) == IXFER_OK);
+
+    const uint64_t len = 256 << 10;
+    uint64_t src = 0, dst = 0, skey = 0, dkey = 0;
+    EXPECT(ixfer_mem_alloc(len, &src) == IXFER_OK);
+    EXPECT(ixfer_mem_alloc(len, &dst) == IXFER_OK);
+    memset((void *)(uintptr_t)src, 0x5a, len);
+    ixfer_mr *smr = NULL, *dmr = NULL;
+    EXPECT(ixfer_mr_register(a, src, len, &skey, &smr) == IXFER_OK);
+    EXPECT(ixfer_mr_register(b, dst, len, &dkey, &dmr) == IXFER_OK);
+    uint64_t rbase = (caps.mr_mode & (1 << 4)) ? dst : 0;
+
+    /* A WRITE with a notification of several fragments: when it arrives, the
+     * data is there. */
+    static uint8_t msg[100000];
+    for (size_t i = 0; i < sizeof msg; i++)
+        msg[i] = (uint8_t)(i * 13 + 1);
+    ixfer_iov_pair pair = {src, len, smr, rbase, dkey};
+    EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, peer, &pair, 1, 7, msg, sizeof msg,
+                           IXFER_POST_NOTIFY) == IXFER_OK);
+    ixfer_event ev;
+    EXPECT(wait_type(b, bfd, IXFER_EVENT_NOTIF, &ev));
+    ixfer_notification *n = (ixfer_notification *)(uintptr_t)ev.user_id;
+    if (n) {
+        EXPECT(n->status == IXFER_OK && n->len == sizeof msg);
+        EXPECT(n->name_len == 5 && memcmp(n->name, "alpha", 5) == 0);
+        EXPECT(memcmp(n->data, msg, sizeof msg) == 0);
+        EXPECT(memcmp((void *)(uintptr_t)src, (void *)(uintptr_t)dst, len) == 0);
+        ixfer_notif_free(n);
+    }
+    EXPECT(wait_type(a, afd, IXFER_EVENT_XFER_DONE, &ev));
+    EXPECT(ev.user_id == 7 && ev.status == IXFER_OK);
+
+    /* Standalone, empty and in order; then one over the receiver's cap is
+     * dropped and reported, and the next one still arrives. */
+    EXPECT(ixfer_notify(a, peer, NULL, 0, 1, 8) == IXFER_OK);
+    EXPECT(ixfer_notify(a, peer, msg, 10, 2, 9) == IXFER_OK);
+    static uint8_t big[2 << 20];
+    EXPECT(ixfer_notify(a, peer, big, sizeof big, 3, 10) == IXFER_OK);
+    EXPECT(ixfer_notify(a, peer, msg, 3, 4, 11) == IXFER_OK);
+    uint64_t expect_len[] = {0, 10, sizeof big, 3};
+    int32_t expect_status[] = {IXFER_OK, IXFER_OK, IXFER_ERR_NOT_ALLOWED, IXFER_OK};
+    for (int i = 0; i < 4; i++) {
+        EXPECT(wait_type(b, bfd, IXFER_EVENT_NOTIF, &ev));
+        n = (ixfer_notification *)(uintptr_t)ev.user_id;
+        if (!n)
+            break;
+        EXPECT(n->len == expect_len[i] && n->status == expect_status[i]);
+        ixfer_notif_free(n);
+    }
+    EXPECT(ixfer_notif_malformed(b) == 0);
+    /* One left undrained is freed by destroy. */
+    EXPECT(ixfer_notify(a, peer, msg, 5, 5, 12) == IXFER_OK);
+    EXPECT(wait_type(a, afd, IXFER_EVENT_XFER_DONE, &ev));
+    EXPECT(ixfer_notif_forget(b, "alpha") == IXFER_OK);
+    usleep(100000);
+    ixfer_agent_destroy(a);
+    ixfer_agent_destroy(b);
+    close(afd);
+    close(bfd);
+    ixfer_mem_free(src);
+    ixfer_mem_free(dst);
+}
+
 int main(void)
 {
     test_identity();
     test_query();
     test_bad_input();
     test_transfers();
+    test_notifications();
     if (failures) {
         fprintf(stderr, "shim_test: %d failure(s)\n", failures);
         return 1;

@@ -1,0 +1,38 @@
+/* Notifications (notify.c): fragmenting, sending, receiving, reassembling,
+ * and holding a message back until the data it announces has landed. Every
+ * function but the job constructor runs on the progress thread. */
+#ifndef IXFER_NOTIFY_H
+#define IXFER_NOTIFY_H
+
+#include "agent.h"
+
+/* A notification to send. Built on the caller's thread, then owned by the
+ * progress thread. For an attached one, req is its transfer. */
+struct notif_job *ixfer_notif_job_new(fi_addr_t peer, const uint8_t *data, uint64_t len,
+                                      uint64_t seq, uint64_t user_id, struct xfer_request *req);
+void ixfer_notif_job_free(struct notif_job *job);
+/* Sets what the receiver must count first: expected writes carrying tag. */
+void ixfer_notif_job_expect(struct notif_job *job, uint64_t tag, uint64_t expected);
+
+/* Called from ixfer_agent_create after the endpoint is enabled (posts the
+ * receive pool) and from agent teardown after the endpoint is closed. */
+int32_t ixfer_notify_init(struct ixfer_agent *a, const ixfer_agent_config *cfg);
+void ixfer_notify_fini(struct ixfer_agent *a);
+
+/* Queues a job for sending, in order. */
+void ixfer_notify_enqueue(struct ixfer_agent *a, struct notif_job *job);
+/* One pass: send fragments, repost receives, drop stale messages. Returns
+ * whether sending had to stop for lack of provider resources. */
+int ixfer_notify_pass(struct ixfer_agent *a);
+/* Completion of a send or receive this module posted. */
+void ixfer_notify_completion(struct ixfer_agent *a, struct op_ctx *ctx, uint64_t len, int fi_err);
+/* A remote write carrying CQ data arrived. */
+void ixfer_notify_remote_write(struct ixfer_agent *a, uint64_t data);
+/* Standalone job user_id: stop sending. Returns whether it was found. */
+int ixfer_notify_cancel(struct ixfer_agent *a, uint64_t user_id, int32_t status);
+void ixfer_notify_remove_peer(struct ixfer_agent *a, fi_addr_t peer);
+void ixfer_notify_forget(struct ixfer_agent *a, const char *name);
+/* A fresh tag for the WRITE ops of an attached notification. */
+uint64_t ixfer_notify_next_tag(struct ixfer_agent *a);
+
+#endif
