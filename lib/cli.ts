@@ -2,6 +2,8 @@
 /** The `ixfer` command line. */
 import { parseArgs } from 'node:util';
 
+import { benchCommand } from './bench/command.js';
+import { planCommand } from './bench/plan.js';
 import { IxferError } from './errors.js';
 import { formatInfo, info } from './info.js';
 
@@ -9,6 +11,10 @@ const USAGE = `usage: ixfer <command> [options]
 
 commands:
   info [--json]    what this host offers: shim, libfabric providers, CUDA, cuFile
+  bench [options]  transfer benchmark between two processes (nixlbench's columns;
+                   --baseline adds C-on-libfabric and Node-socket baselines);
+                   'ixfer bench --help' for the options and column definitions
+  plan MODEL.json  KV block size and batch of a model; prints (or --run) the bench
   help             this text
 `;
 
@@ -19,11 +25,15 @@ function runInfo(args: string[]): number {
   return 0;
 }
 
-function main(argv: string[]): number {
+async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'info':
       return runInfo(rest);
+    case 'bench':
+      return benchCommand(rest);
+    case 'plan':
+      return planCommand(rest);
     case undefined:
     case 'help':
     case '--help':
@@ -37,7 +47,7 @@ function main(argv: string[]): number {
 }
 
 try {
-  process.exitCode = main(process.argv.slice(2));
+  process.exitCode = await main(process.argv.slice(2));
 } catch (err) {
   if (err instanceof IxferError) {
     process.stderr.write(`ixfer: ${err.code}: ${err.message}\n`);

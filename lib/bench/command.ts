@@ -1,0 +1,29 @@
+/** `ixfer bench`: parse options, run the sweep, print and plot the report. */
+import fs from 'node:fs';
+
+import { BENCH_HELP, parseBenchArgs, type BenchOptions } from './options.js';
+import { formatCsv, formatJson, formatTable } from './output.js';
+import { renderPlot } from './plot.js';
+import { runBench } from './runner.js';
+
+export async function runAndReport(options: BenchOptions): Promise<number> {
+  const report = await runBench(options);
+  const format = options.json ? formatJson : options.csv ? formatCsv : formatTable;
+  process.stdout.write(format(report));
+  if (options.plot) fs.writeFileSync(options.plot, renderPlot(report));
+  const failed = report.rows.filter((r) => r.results.ixfer.consistent === false);
+  if (failed.length) {
+    process.stderr.write(`ixfer bench: consistency check FAILED for ${failed.length} row(s)\n`);
+    return 1;
+  }
+  return 0;
+}
+
+export async function benchCommand(args: string[]): Promise<number> {
+  const { help, options } = parseBenchArgs(args);
+  if (help) {
+    process.stdout.write(BENCH_HELP);
+    return 0;
+  }
+  return runAndReport(options);
+}

@@ -1,0 +1,221 @@
+/**
+ * `ixfer bench` options: nixlbench's names (kebab-case), parsed from argv and
+ * validated with zod, plus the sweep they describe (one row per block size,
+ * batch size and iov count).
+ */
+import { parseArgs } from 'node:util';
+
+import { z } from 'zod';
+
+import { InvalidParamError } from '../errors.js';
+import { parse } from '../schemas.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+/** nixlbench's LARGE_BLOCK_SIZE: blocks above it run num-iter / large-blk-iter-ftr times. */
+export const LARGE_BLOCK = MiB;
+/** The block of `--preset iov-sweep` (the KV layout published for Slingshot). */
+export const IOV_SWEEP_BLOCK = 1_179_648;
+
+const UNITS: Record<string, number> = { '': 1, k: KiB, m: MiB, g: 1024 * MiB };
+
+/** "4096", "4K", "4KiB", "64M", "1G": binary units. */
+export function parseSize(text: string): number {
+  const m = /^(\d+)\s*([kmg]?)(?:i?b)?$/i.exec(text.trim());
+  if (!m) throw new InvalidParamError(`'${text}' is not a size (e.g. 4096, 4K, 64M, 1G)`);
+  return Number(m[1]) * UNITS[m[2]!.toLowerCase()]!;
+}
+
+export function formatSize(bytes: number): string {
+  for (const [unit, n] of [['G', 1024 * MiB], ['M', MiB], ['K', KiB]] as const) {
+    if (bytes >= n && bytes % n === 0) return `${bytes / n}${unit}`;
+  }
+  return String(bytes);
+}
+
+const size = z.union([z.number(), z.string().transform((s) => parseSize(s))]).pipe(z.number().int().positive());
+const count = z.union([z.number(), z.string().transform(Number)]).pipe(z.number().int().positive());
+const countOrZero = z.union([z.number(), z.string().transform(Number)]).pipe(z.number().int().nonnegative());
+
+/**
+ * Memory kinds a side can use. Only DRAM today; VRAM and FILE join here (and
+ * in segments.ts) when the engine has them.
+ */
+export const SegmentSchema = z.enum(['DRAM']);
+export type Segment = z.infer<typeof SegmentSchema>;
+
+export const BenchOptionsSchema = z
+  .object({
+    op: z.enum(['READ', 'WRITE']).default('WRITE'),
+    initiatorSeg: SegmentSchema.default('DRAM'),
+    targetSeg: SegmentSchema.default('DRAM'),
+    startBlockSize: size.default(4 * KiB),
+    maxBlockSize: size.default(64 * MiB),
+    startBatchSize: count.default(1),
+    maxBatchSize: count.default(1),
+    numIovs: count.default(1),
+    numIter: count.default(1000),
+    warmupIter: countOrZero.default(100),
+    largeBlkIterFtr: count.default(16),
+    prepared: z.boolean().default(false),
+    checkConsistency: z.boolean().default(false),
+    provider: z.string().min(1).default('tcp'),
+    /** Where both sides bind; loopback unless said otherwise. */
+    address: z.string().min(1).default('127.0.0.1'),
+    /** Registered per side; default: the largest batch of the sweep. */
+    totalBufferSize: size.optional(),
+    baseline: z.boolean().default(false),
+    preset: z.enum(['iov-sweep']).optional(),
+    json: z.boolean().default(false),
+    csv: z.boolean().default(false),
+    plot: z.string().min(1).optional(),
+  })
+  .strict()
+  .refine((o) => o.startBlockSize <= o.maxBlockSize, { message: 'start-block-size is above max-block-size', path: ['startBlockSize'] })
+  .refine((o) => o.startBatchSize <= o.maxBatchSize, { message: 'start-batch-size is above max-batch-size', path: ['startBatchSize'] })
+  .refine((o) => !(o.json && o.csv), { message: '--json and --csv exclude each other', path: ['csv'] });
+export type BenchOptions = z.output<typeof BenchOptionsSchema>;
+export type BenchOptionsInput = z.input<typeof BenchOptionsSchema>;
+
+/** One measurement point of the sweep. */
+export interface RowSpec {
+  op: 'READ' | 'WRITE';
+  blockSize: number;
+  batchSize: number;
+  numIovs: number;
+  iters: number;
+  warmup: number;
+}
+
+function doublings(from: number, to: number): number[] {
+  const out: number[] = [];
+  for (let v = from; v <= to; v *= 2) out.push(v);
+  return out;
+}
+
+/** The rows of the sweep, in order: block sizes outer, batch sizes inner. */
+export function sweep(o: BenchOptions): RowSpec[] {
+  const blocks = o.preset === 'iov-sweep' ? [IOV_SWEEP_BLOCK] : doublings(o.startBlockSize, o.maxBlockSize);
+  const iovs = o.preset === 'iov-sweep' ? doublings(1, 128) : [o.numIovs];
+  const rows: RowSpec[] = [];
+  for (const blockSize of blocks) {
+    for (const batchSize of doublings(o.startBatchSize, o.maxBatchSize)) {
+      for (const numIovs of iovs) {
+        if (numIovs > blockSize) throw new InvalidParamError(`num-iovs ${numIovs} is more than the block's ${blockSize} bytes`);
+        const ftr = blockSize > LARGE_BLOCK ? o.largeBlkIterFtr : 1;
+        rows.push({
+          op: o.op,
+          blockSize,
+          batchSize,
+          numIovs,
+          iters: Math.max(1, Math.floor(o.numIter / ftr)),
+          warmup: Math.floor(o.warmupIter / ftr),
+        });
+      }
+    }
+  }
+  return rows;
+}
+
+/** Bytes each side registers: --total-buffer-size, or the largest batch of the sweep. */
+export function bufferSize(o: BenchOptions, rows: RowSpec[]): number {
+  const need = Math.max(...rows.map((r) => r.blockSize * r.batchSize));
+  const size = o.totalBufferSize ?? need;
+  if (size < need) {
+    throw new InvalidParamError(`total-buffer-size ${size} is smaller than the largest batch (${need} bytes)`);
+  }
+  return size;
+}
+
+const FLAGS = {
+  op: { type: 'string' },
+  'initiator-seg': { type: 'string' },
+  'target-seg': { type: 'string' },
+  'start-block-size': { type: 'string' },
+  'max-block-size': { type: 'string' },
+  'start-batch-size': { type: 'string' },
+  'max-batch-size': { type: 'string' },
+  'num-iovs': { type: 'string' },
+  'num-iter': { type: 'string' },
+  'warmup-iter': { type: 'string' },
+  'large-blk-iter-ftr': { type: 'string' },
+  prepared: { type: 'boolean' },
+  'check-consistency': { type: 'boolean' },
+  provider: { type: 'string' },
+  address: { type: 'string' },
+  'total-buffer-size': { type: 'string' },
+  baseline: { type: 'boolean' },
+  preset: { type: 'string' },
+  json: { type: 'boolean' },
+  csv: { type: 'boolean' },
+  plot: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+const camel = (s: string) => s.replace(/-(\w)/g, (_, c: string) => c.toUpperCase());
+
+/** argv to options; `help: true` when --help was given. */
+export function parseBenchArgs(args: string[]): { help: boolean; options: BenchOptions } {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({ args, options: FLAGS, strict: true, allowPositionals: false }));
+  } catch (err) {
+    throw new InvalidParamError((err as Error).message);
+  }
+  const { help, ...rest } = values;
+  const input = Object.fromEntries(Object.entries(rest).map(([k, v]) => [camel(k), v]));
+  if (typeof input.op === 'string') input.op = input.op.toUpperCase();
+  if (typeof input.initiatorSeg === 'string') input.initiatorSeg = input.initiatorSeg.toUpperCase();
+  if (typeof input.targetSeg === 'string') input.targetSeg = input.targetSeg.toUpperCase();
+  return { help: help === true, options: parse(BenchOptionsSchema, input, 'bench options') };
+}
+
+export const BENCH_HELP = `usage: ixfer bench [options]
+
+Starts an initiator and a target agent in two processes (tcp on 127.0.0.1 by
+default), registers --total-buffer-size bytes on each side, and for each block
+size (doubling) and batch size (doubling) runs --warmup-iter, then --num-iter
+iterations. One iteration is one transfer of <batch> blocks (each block cut
+into --num-iovs descriptors), posted and awaited; one is in flight at a time.
+
+options (nixlbench's names):
+  --op READ|WRITE             operation, initiator's view (default WRITE)
+  --initiator-seg DRAM        memory of the initiator (DRAM; VRAM, FILE later)
+  --target-seg DRAM           memory of the target
+  --start-block-size N        first block size (default 4K; K, M, G suffixes)
+  --max-block-size N          last block size (default 64M)
+  --start-batch-size N        first batch size (default 1)
+  --max-batch-size N          last batch size (default 1)
+  --num-iovs N                descriptors per block (default 1)
+  --num-iter N                measured iterations per row (default 1000)
+  --warmup-iter N             unmeasured iterations before them (default 100)
+  --large-blk-iter-ftr N      blocks over 1M run num-iter/N, warmup-iter/N (default 16)
+  --prepared                  prepare descriptor lists once, make each iteration's
+                              transfer from indices (makeTransfer); default: one
+                              transfer per row (createTransfer), posted again and again
+  --check-consistency         fill the source with a pattern per row and compare
+                              SHA-256 of source and destination after the row
+  --provider NAME             libfabric provider (default tcp)
+  --address ADDR              address both sides bind (default 127.0.0.1)
+  --total-buffer-size N       bytes registered per side (default: largest batch)
+  --baseline                  also run, row by row, a C program doing the same RMA
+                              loop on libfabric, and a Node net socket stream; adds
+                              ixfer/baseline ratio columns
+  --preset iov-sweep          block 1179648 bytes, 1, 2, 4, ... 128 iovs per block
+  --json | --csv              machine-readable output on stdout (no progress bar)
+  --plot FILE.svg             GB/s against block size, one line per engine
+
+columns (nixlbench's definitions; times in microseconds):
+  GB/s        block * batch * iterations / measured time, 10^9 bytes
+  avg lat     measured time / (iterations * batch): time per block
+  prep        time to build the transfer: createTransfer, once per row (one
+              sample); with --prepared makeTransfer, every iteration
+  post        time of the post() call (handing the transfer to the engine)
+  tx          from post() returning to the transfer's completion
+  avg, p99    mean, and the sample at floor(n * 0.99) of the sorted samples
+  cpu s/GB    CPU seconds (user + system, all threads) per 10^9 bytes moved,
+              initiator (i) and target (t), measured iterations only
+  rss MB      peak resident memory of each process during the row (MiB)
+  C, net      the baselines' GB/s, and ixfer's ratio to them
+`;
