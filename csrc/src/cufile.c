@@ -1,6 +1,7 @@
 /* cuFile (GPUDirect Storage), opened on first use. Declared here so that
  * building needs no cufile.h. */
 #include "dynlib.h"
+#include "files.h"
 #include "internal.h"
 
 static struct ixfer_dynlib cufile_lib = IXFER_DYNLIB_INIT(
@@ -9,6 +10,8 @@ static struct ixfer_dynlib cufile_lib = IXFER_DYNLIB_INIT(
     "POSIX I/O instead");
 
 int32_t ixfer_cufile_load(void) { return ixfer_dynlib_open(&cufile_lib); }
+
+void *ixfer_cufile_sym(const char *name) { return ixfer_dynlib_sym(&cufile_lib, name); }
 
 const char *ixfer_cufile_path(void)
 {

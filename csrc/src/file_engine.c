@@ -1,0 +1,311 @@
+/* The file engine: a queue of memory<->file transfers served by a pool of
+ * worker threads. Each request is cut into chunks (at most chunk_bytes) that
+ * the workers take in turn, round-robin across requests so that a large one
+ * does not hold up the others. A request is reported on its agent's event
+ * queue once nothing of it is left in a worker, as network transfers are. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent.h"
+#include "files.h"
+#include "internal.h"
+
+#define DEFAULT_THREADS 4
+#define MAX_THREADS 256
+#define DEFAULT_CHUNK (8ull << 20)
+#define DEFAULT_GDS_BATCH 16
+#define MAX_GDS_BATCH 256
+
+struct file_request {
+    struct file_request *next;                  /* run queue */
+    struct file_request *live_prev, *live_next; /* every request not yet reported */
+    int queued;
+    uint64_t user_id;
+    uint32_t op, kind;
+    uint32_t count;
+    uint32_t next_pair;   /* first pair with bytes not handed to a worker */
+    uint64_t next_offset;
+    uint32_t busy;        /* workers moving a part of it */
+    struct file_result result;
+    int32_t cancel_status;
+    ixfer_file_pair pairs[];
+};
+
+struct ixfer_file_engine {
+    struct ixfer_agent *agent;
+    uint64_t chunk_bytes;
+    uint32_t gds_batch;
+    pthread_mutex_t lock;
+    pthread_cond_t work;
+    int stop;
+    struct file_request *head, *tail; /* requests with chunks to hand out */
+    struct file_request *live;
+    uint32_t nworkers;
+    struct file_worker *workers;
+};
+
+static int handed_out(const struct file_request *r)
+{
+    return r->next_pair >= r->count || r->result.status != IXFER_OK || r->cancel_status;
+}
+
+static void dequeue(struct ixfer_file_engine *e, struct file_request *r)
+{
+    struct file_request *prev = NULL;
+    for (struct file_request *q = e->head; q; prev = q, q = q->next) {
+        if (q != r)
+            continue;
+        if (prev)
+            prev->next = q->next;
+        else
+            e->head = q->next;
+        if (e->tail == q)
+            e->tail = prev;
+        break;
+    }
+    r->queued = 0;
+}
+
+/* Reports and frees r once no worker holds a part of it. Lock held. */
+static void maybe_finish(struct ixfer_file_engine *e, struct file_request *r)
+{
+    if (r->busy || r->queued || !handed_out(r))
+        return;
+    ixfer_event ev = {.user_id = r->user_id, .type = IXFER_EVENT_XFER_DONE,
+                      .status = r->result.status, .fi_errno = r->result.err,
+                      .reserved = r->result.pair};
+    if (ev.status == IXFER_OK && r->cancel_status && r->next_pair < r->count)
+        ev.status = r->cancel_status, ev.fi_errno = 0;
+    if (r->live_prev)
+        r->live_prev->live_next = r->live_next;
+    else
+        e->live = r->live_next;
+    if (r->live_next)
+        r->live_next->live_prev = r->live_prev;
+    free(r);
+    ixfer_push_event(e->agent, &ev);
+}
+
+/* Takes the next chunks of the head request: one, or for the gds engine a
+ * run of device-memory chunks up to the batch size. Lock held. */
+static struct file_request *take(struct ixfer_file_engine *e, struct file_chunk *chunks,
+                                 uint32_t *n)
+{
+    struct file_request *r = e->head;
+    while (r && handed_out(r)) { /* failed or canceled while queued */
+        dequeue(e, r);
+        maybe_finish(e, r);
+        r = e->head;
+    }
+    if (!r)
+        return NULL;
+    uint32_t max = 1;
+    if (r->kind == IXFER_FILE_ENGINE_GDS && r->pairs[r->next_pair].dev >= 0)
+        max = e->gds_batch;
+    *n = 0;
+    while (*n < max && r->next_pair < r->count) {
+        const ixfer_file_pair *p = &r->pairs[r->next_pair];
+        if (*n && p->dev < 0)
+            break;
+        uint64_t left = p->len - r->next_offset;
+        uint64_t len = left < e->chunk_bytes ? left : e->chunk_bytes;
+        if (len)
+            chunks[(*n)++] = (struct file_chunk){r->next_pair, r->next_offset, len};
+        r->next_offset += len;
+        if (r->next_offset == p->len) {
+            r->next_pair++;
+            r->next_offset = 0;
+        }
+    }
+    dequeue(e, r);
+    if (r->next_pair < r->count) { /* round robin: to the back of the queue */
+        r->queued = 1;
+        if (e->tail)
+            e->tail->next = r;
+        else
+            e->head = r;
+        e->tail = r;
+        r->next = NULL;
+    }
+    r->busy++;
+    return r;
+}
+
+static void run(struct file_worker *w, struct file_request *r, const struct file_chunk *chunks,
+                uint32_t n, struct file_result *res)
+{
+    struct ixfer_file_engine *e = w->engine;
+    *res = (struct file_result){IXFER_OK, 0, 0};
+    if (n > 1 || (n == 1 && r->kind == IXFER_FILE_ENGINE_GDS && r->pairs[chunks[0].pair].dev >= 0)) {
+        ixfer_gds_batch(w, r->op, r->pairs, chunks, n, e->gds_batch, res);
+        return;
+    }
+    for (uint32_t i = 0; i < n && res->status == IXFER_OK; i++) {
+        const ixfer_file_pair *p = &r->pairs[chunks[i].pair];
+        if (r->kind == IXFER_FILE_ENGINE_GDS_MT && p->dev >= 0)
+            ixfer_gds_chunk(r->op, p, &chunks[i], res);
+        else
+            ixfer_posix_chunk(w, r->op, p, &chunks[i], e->chunk_bytes, res);
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct file_worker *w = arg;
+    struct ixfer_file_engine *e = w->engine;
+    struct file_chunk *chunks = malloc(sizeof *chunks * e->gds_batch);
+    pthread_mutex_lock(&e->lock);
+    while (chunks && !e->stop) {
+        uint32_t n = 0;
+        struct file_request *r = take(e, chunks, &n);
+        if (!r) {
+            pthread_cond_wait(&e->work, &e->lock);
+            continue;
+        }
+        pthread_mutex_unlock(&e->lock);
+        struct file_result res;
+        run(w, r, chunks, n, &res);
+        pthread_mutex_lock(&e->lock);
+        if (res.status != IXFER_OK && r->result.status == IXFER_OK)
+            r->result = res;
+        r->busy--;
+        maybe_finish(e, r);
+    }
+    pthread_mutex_unlock(&e->lock);
+    free(chunks);
+    ixfer_posix_worker_free(w);
+    ixfer_gds_worker_free(w);
+    return NULL;
+}
+
+static void engine_free(struct ixfer_file_engine *e)
+{
+    pthread_mutex_lock(&e->lock);
+    e->stop = 1;
+    pthread_cond_broadcast(&e->work);
+    pthread_mutex_unlock(&e->lock);
+    for (uint32_t i = 0; i < e->nworkers; i++)
+        pthread_join(e->workers[i].thread, NULL);
+    for (struct file_request *r = e->live, *next; r; r = next) {
+        next = r->live_next;
+        free(r);
+    }
+    free(e->workers);
+    pthread_mutex_destroy(&e->lock);
+    pthread_cond_destroy(&e->work);
+    free(e);
+}
+
+int32_t ixfer_file_engine_create(ixfer_agent *agent, const ixfer_file_engine_config *cfg,
+                                 ixfer_file_engine **out)
+{
+    if (!agent || !out)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
+    ixfer_file_engine_config c = cfg ? *cfg : (ixfer_file_engine_config){0};
+    if (c.threads > MAX_THREADS || c.gds_batch > MAX_GDS_BATCH)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "file engine: at most %d threads and %d batch "
+                          "entries", MAX_THREADS, MAX_GDS_BATCH);
+    struct ixfer_file_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
+    e->agent = agent;
+    e->chunk_bytes = c.chunk_bytes ? c.chunk_bytes : DEFAULT_CHUNK;
+    e->gds_batch = c.gds_batch ? c.gds_batch : DEFAULT_GDS_BATCH;
+    pthread_mutex_init(&e->lock, NULL);
+    pthread_cond_init(&e->work, NULL);
+    uint32_t want = c.threads ? c.threads : DEFAULT_THREADS;
+    e->workers = calloc(want, sizeof *e->workers);
+    if (!e->workers) {
+        engine_free(e);
+        return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
+    }
+    for (; e->nworkers < want; e->nworkers++) {
+        struct file_worker *w = &e->workers[e->nworkers];
+        w->engine = e;
+        if (pthread_create(&w->thread, NULL, worker_main, w)) {
+            engine_free(e);
+            return ixfer_fail(IXFER_ERR_BACKEND, "cannot start file engine threads");
+        }
+    }
+    *out = e;
+    return IXFER_OK;
+}
+
+void ixfer_file_engine_destroy(ixfer_file_engine *e)
+{
+    if (e)
+        engine_free(e);
+}
+
+int32_t ixfer_file_xfer_post(ixfer_file_engine *e, uint32_t op, uint32_t kind,
+                             const ixfer_file_pair *pairs, uint32_t count, uint64_t user_id)
+{
+    if (!e || (count && !pairs))
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
+    if (op != IXFER_OP_WRITE && op != IXFER_OP_READ)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "unknown op %u", op);
+    if (kind > IXFER_FILE_ENGINE_GDS_MT)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "unknown file engine %u", kind);
+    for (uint32_t i = 0; i < count; i++) {
+        const ixfer_file_pair *p = &pairs[i];
+        if (!p->file)
+            return ixfer_fail(IXFER_ERR_INVALID_PARAM, "pair %u has no file", i);
+        if (!(p->file->flags & (op == IXFER_OP_WRITE ? IXFER_FILE_WRITE : IXFER_FILE_READ)))
+            return ixfer_fail(IXFER_ERR_NOT_ALLOWED, "pair %u: the file is not open for %s", i,
+                              op == IXFER_OP_WRITE ? "writing" : "reading");
+        if (p->len && !p->mem_addr)
+            return ixfer_fail(IXFER_ERR_INVALID_PARAM, "pair %u has no memory address", i);
+        if (kind != IXFER_FILE_ENGINE_POSIX && p->dev >= 0 && !p->file->cufile)
+            return ixfer_fail(IXFER_ERR_NOT_SUPPORTED, "pair %u: the file is not registered with "
+                              "cuFile", i);
+    }
+    struct file_request *r = calloc(1, sizeof *r + (size_t)count * sizeof *pairs);
+    if (!r)
+        return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
+    r->user_id = user_id;
+    r->op = op;
+    r->kind = kind;
+    r->count = count;
+    if (count)
+        memcpy(r->pairs, pairs, (size_t)count * sizeof *pairs);
+    pthread_mutex_lock(&e->lock);
+    r->live_next = e->live;
+    if (e->live)
+        e->live->live_prev = r;
+    e->live = r;
+    r->queued = 1;
+    if (e->tail)
+        e->tail->next = r;
+    else
+        e->head = r;
+    e->tail = r;
+    /* Skip empty pairs now so that an all-empty request finishes at once. */
+    while (r->next_pair < count && pairs[r->next_pair].len == 0)
+        r->next_pair++;
+    if (r->next_pair == count) {
+        dequeue(e, r);
+        maybe_finish(e, r);
+    } else {
+        pthread_cond_broadcast(&e->work);
+    }
+    pthread_mutex_unlock(&e->lock);
+    return IXFER_OK;
+}
+
+int32_t ixfer_file_xfer_cancel(ixfer_file_engine *e, uint64_t user_id, int32_t status)
+{
+    if (!e)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
+    pthread_mutex_lock(&e->lock);
+    for (struct file_request *r = e->live; r; r = r->live_next) {
+        if (r->user_id != user_id || r->cancel_status)
+            continue;
+        r->cancel_status = status ? status : IXFER_ERR_CANCELED;
+        if (r->queued)
+            dequeue(e, r);
+        maybe_finish(e, r);
+        break;
+    }
+    pthread_mutex_unlock(&e->lock);
+    return IXFER_OK;
+}
