@@ -14,9 +14,13 @@
         "csrc/src/events.c",
         "csrc/src/fabric_info.c",
         "csrc/src/fabric_loader.c",
+        "csrc/src/file.c",
+        "csrc/src/file_engine.c",
+        "csrc/src/gds.c",
         "csrc/src/identity.c",
         "csrc/src/memory.c",
         "csrc/src/notify.c",
+        "csrc/src/posix_io.c",
         "csrc/src/progress.c"
       ],
       "include_dirs": [
