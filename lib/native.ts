@@ -28,6 +28,10 @@ export const EVENT_BYTES = 24; // ixfer_event
 export const OP_WRITE = 0;
 export const OP_READ = 1;
 export const EVENT_XFER_DONE = 1;
+export const EVENT_NOTIF = 2;
+export const POST_NOTIFY = 1;
+/** ixfer_notification: len u64, name_len u32, status i32, name[256], then data. */
+const NOTIF_HEADER_BYTES = 272;
 
 export interface ProviderInfoRaw {
   provider: string;
@@ -71,7 +75,20 @@ koffi.struct('ixfer_agent_config', {
   provider: 'const char *',
   node: 'const char *',
   domain: 'const char *',
+  name: 'const char *',
+  notif_pending_cap: 'uint64_t',
+  notif_stale_ms: 'uint32_t',
+  reserved: 'uint32_t',
 });
+
+export interface AgentConfig {
+  provider: string;
+  node: string | null;
+  domain: string | null;
+  name: string;
+  notif_pending_cap: number;
+  notif_stale_ms: number;
+}
 koffi.opaque('ixfer_agent');
 koffi.opaque('ixfer_mr');
 
@@ -119,7 +136,7 @@ function declare(lib: ReturnType<typeof koffi.load>) {
     cufileVersion: f('int32_t ixfer_cufile_version(_Out_ int32_t *out)') as (o: number[]) => number,
 
     agentCreate: f('int32_t ixfer_agent_create(const ixfer_agent_config *cfg, _Out_ ixfer_agent **out)') as (
-      cfg: { provider: string; node: string | null; domain: string | null },
+      cfg: AgentConfig,
       out: (bigint | null)[],
     ) => number,
     agentDestroy: f('void ixfer_agent_destroy(ixfer_agent *agent)') as (a: AgentHandle) => void,
@@ -158,8 +175,28 @@ function declare(lib: ReturnType<typeof koffi.load>) {
     ) => number,
 
     xferPost: f(
-      'int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer, const uint8_t *pairs, uint32_t count, uint64_t user_id)',
-    ) as (a: AgentHandle, op: number, peer: number | bigint, pairs: Uint8Array, count: number, id: number) => number,
+      'int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer, const uint8_t *pairs, uint32_t count, ' +
+        'uint64_t user_id, const uint8_t *notif, uint64_t notif_len, uint32_t flags)',
+    ) as (
+      a: AgentHandle,
+      op: number,
+      peer: number | bigint,
+      pairs: Uint8Array,
+      count: number,
+      id: number,
+      notif: Uint8Array | null,
+      notifLen: number,
+      flags: number,
+    ) => number,
+    notify: f(
+      'int32_t ixfer_notify(ixfer_agent *agent, uint64_t peer, const uint8_t *data, uint64_t len, uint64_t seq, uint64_t user_id)',
+    ) as (a: AgentHandle, peer: number | bigint, data: Uint8Array, len: number, seq: number, id: number) => number,
+    notifForget: f('int32_t ixfer_notif_forget(ixfer_agent *agent, const char *name)') as (
+      a: AgentHandle,
+      name: string,
+    ) => number,
+    notifMalformed: f('uint64_t ixfer_notif_malformed(ixfer_agent *agent)') as (a: AgentHandle) => number | bigint,
+    notifFree: f('void ixfer_notif_free(uint64_t n)') as (n: number) => void,
     xferCancel: f('int32_t ixfer_xfer_cancel(ixfer_agent *agent, uint64_t user_id, int32_t status)') as (
       a: AgentHandle,
       id: number,
@@ -224,4 +261,28 @@ export function providerInfoBuffer(count: number): Buffer {
 /** An ArrayBuffer over native memory; valid only while that memory is. */
 export function viewNative(addr: number | bigint, len: number): ArrayBuffer {
   return koffi.view(addr, len);
+}
+
+export interface NativeNotification {
+  sender: string;
+  status: number;
+  /** Announced length (for a dropped message, no data came with it). */
+  len: number;
+  data: Uint8Array | undefined;
+}
+
+/** Copies an ixfer_notification out of native memory and frees it. */
+export function takeNotification(native: Shim, addr: number): NativeNotification {
+  const head = Buffer.from(viewNative(addr, NOTIF_HEADER_BYTES));
+  const len = Number(head.readBigUInt64LE(0));
+  const nameLen = Math.min(head.readUInt32LE(8), NOTIF_HEADER_BYTES - 16);
+  const status = head.readInt32LE(12);
+  const sender = head.toString('utf8', 16, 16 + nameLen);
+  let data: Uint8Array | undefined;
+  if (status === 0) {
+    data = new Uint8Array(len);
+    if (len) data.set(new Uint8Array(viewNative(addr + NOTIF_HEADER_BYTES, len)));
+  }
+  native.notifFree(addr);
+  return { sender, status, len, data };
 }

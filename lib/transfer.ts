@@ -12,14 +12,21 @@ import {
 import type { MemoryRegion } from './memory.js';
 import { IOV_PAIR_BYTES } from './native.js';
 import type { Peer, RemoteRegion } from './peers.js';
-import { parse, WaitOptionsSchema, type Op, type WaitOptions } from './schemas.js';
+import { NotificationBodySchema, parse, WaitOptionsSchema, type NotificationBody, type Op, type WaitOptions } from './schemas.js';
 
 export type TransferStatus = 'idle' | 'pending' | 'done' | 'error';
 
 /** What a transfer needs from its agent; implemented by Agent. */
 export interface TransferHost {
   readonly defaultTimeoutMs: number | undefined;
-  postNative(transfer: Transfer, op: Op, peer: Peer, pairs: Uint8Array, count: number): number;
+  postNative(
+    transfer: Transfer,
+    op: Op,
+    peer: Peer,
+    pairs: Uint8Array,
+    count: number,
+    notification: Uint8Array | undefined,
+  ): number;
   cancelNative(id: number, code: 'ERR_TIMEOUT' | 'ERR_CANCELED'): void;
   describeError(status: number, fiErrno: number): string;
 }
@@ -34,6 +41,15 @@ export interface ResolvedTransfer {
   pairs: Uint8Array;
   count: number;
   bytes: number;
+  /** Sent with every post unless post() is given another. */
+  notification: Uint8Array | undefined;
+}
+
+const encoder = new TextEncoder();
+
+/** A notification's bytes: text goes as UTF-8. */
+export function encodeNotification(body: NotificationBody): Uint8Array {
+  return typeof body === 'string' ? encoder.encode(body) : body;
 }
 
 interface Waiter {
@@ -78,9 +94,11 @@ export class Transfer implements Disposable {
   /**
    * Hands the transfer to the agent's progress thread. A transfer that has
    * finished (done or error) can be posted again; one still in flight cannot
-   * (ERR_REPOST_ACTIVE).
+   * (ERR_REPOST_ACTIVE). A notification given here replaces the one the
+   * transfer was made with, for this post; the peer receives it once the
+   * data is in place.
    */
-  post(): this {
+  post(notification?: NotificationBody): this {
     if (this.#released) throw new NotAllowedError('this transfer was released');
     if (this.#status === 'pending') throw new RepostActiveError('this transfer is still in flight');
     const r = this.#r;
@@ -93,7 +111,11 @@ export class Transfer implements Disposable {
     for (const region of r.localRegions) {
       if (!region.registered) throw new NotFoundError('a local region of this transfer was deregistered');
     }
-    this.#id = this.#host.postNative(this, r.op, r.peer, r.pairs, r.count);
+    const notif =
+      notification === undefined
+        ? r.notification
+        : encodeNotification(parse(NotificationBodySchema, notification, 'notification'));
+    this.#id = this.#host.postNative(this, r.op, r.peer, r.pairs, r.count, notif);
     for (const region of r.localRegions) region.acquire();
     this.#status = 'pending';
     this.#error = undefined;

@@ -1,0 +1,174 @@
+/**
+ * Incoming notifications of an agent: a queue that the shim's events fill,
+ * consumed by waiters (waitForNotification), async iterators
+ * (notifications()) or a drain grouped by peer (getNotifications). Each
+ * notification goes to exactly one consumer, in arrival order.
+ */
+import { CanceledError, TimeoutError } from './errors.js';
+import { parse, WaitForNotificationSchema, type WaitForNotificationOptions } from './schemas.js';
+
+const decoder = new TextDecoder();
+
+export class Notification {
+  /** @internal */
+  constructor(
+    /** Name of the agent that sent it. */
+    readonly peer: string,
+    readonly bytes: Uint8Array,
+  ) {}
+
+  /** The bytes as UTF-8 text. */
+  get text(): string {
+    return decoder.decode(this.bytes);
+  }
+}
+
+export type NotificationMatch = string | Uint8Array | ((n: Notification) => boolean);
+
+function matcher(match: NotificationMatch | undefined, peer: string | undefined): (n: Notification) => boolean {
+  const test =
+    match === undefined
+      ? () => true
+      : typeof match === 'function'
+        ? match
+        : (() => {
+            const prefix = typeof match === 'string' ? new TextEncoder().encode(match) : match;
+            return (n: Notification) =>
+              n.bytes.length >= prefix.length && prefix.every((b, i) => n.bytes[i] === b);
+          })();
+  return peer === undefined ? test : (n) => n.peer === peer && test(n);
+}
+
+interface Consumer {
+  accepts(n: Notification): boolean;
+  take(n: Notification): void;
+  /** The agent closed. */
+  fail(err: Error): void;
+}
+
+export class NotificationInbox {
+  #queue: Notification[] = [];
+  #consumers: Consumer[] = [];
+  /** Called when the number of waiting consumers changes (to hold the process open). */
+  readonly #onWaitingChange: () => void;
+  #closedError: Error | undefined;
+
+  constructor(onWaitingChange: () => void) {
+    this.#onWaitingChange = onWaitingChange;
+  }
+
+  /** Consumers currently waiting. */
+  get waiting(): number {
+    return this.#consumers.length;
+  }
+
+  /** Notifications received and not yet consumed. */
+  get queued(): number {
+    return this.#queue.length;
+  }
+
+  push(n: Notification): void {
+    const i = this.#consumers.findIndex((c) => c.accepts(n));
+    if (i < 0) {
+      this.#queue.push(n);
+      return;
+    }
+    const [consumer] = this.#consumers.splice(i, 1);
+    this.#onWaitingChange();
+    consumer!.take(n);
+  }
+
+  /** Everything queued, grouped by peer, in arrival order (like NIXL's getNotifs). */
+  drain(): Map<string, Notification[]> {
+    const out = new Map<string, Notification[]>();
+    for (const n of this.#queue) {
+      const list = out.get(n.peer);
+      if (list) list.push(n);
+      else out.set(n.peer, [n]);
+    }
+    this.#queue = [];
+    return out;
+  }
+
+  /** The first queued notification that matches, removed; else waits for one. */
+  wait(options: WaitForNotificationOptions, defaultTimeoutMs: number | undefined): Promise<Notification> {
+    const { peer, match, timeoutMs = defaultTimeoutMs, signal } = parse(
+      WaitForNotificationSchema,
+      options,
+      'waitForNotification options',
+    );
+    const accepts = matcher(match, peer);
+    const i = this.#queue.findIndex(accepts);
+    if (i >= 0) return Promise.resolve(this.#queue.splice(i, 1)[0]!);
+    if (this.#closedError) return Promise.reject(this.#closedError);
+    const what = `a notification${peer === undefined ? '' : ` from '${peer}'`}`;
+    if (signal?.aborted) return Promise.reject(new CanceledError(`waiting for ${what} aborted`, { cause: signal.reason }));
+    return new Promise((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const finish = () => {
+        if (timer) clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const consumer: Consumer = {
+        accepts,
+        take: (n) => {
+          finish();
+          resolve(n);
+        },
+        fail: (err) => {
+          finish();
+          reject(err);
+        },
+      };
+      const giveUp = (err: Error) => {
+        this.#remove(consumer);
+        consumer.fail(err);
+      };
+      const onAbort = () => giveUp(new CanceledError(`waiting for ${what} aborted`, { cause: signal?.reason }));
+      signal?.addEventListener('abort', onAbort, { once: true });
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => giveUp(new TimeoutError(`no ${what.slice(2)} arrived in ${timeoutMs} ms`)), timeoutMs);
+      }
+      this.#add(consumer);
+    });
+  }
+
+  /** Every notification as it arrives, until the agent closes or the loop breaks. */
+  async *iterate(): AsyncGenerator<Notification, void, undefined> {
+    for (;;) {
+      const next = this.#queue.shift();
+      if (next) {
+        yield next;
+        continue;
+      }
+      if (this.#closedError) return;
+      const n = await new Promise<Notification | undefined>((resolve) => {
+        this.#add({ accepts: () => true, take: resolve, fail: () => resolve(undefined) });
+      });
+      if (!n) return;
+      yield n;
+    }
+  }
+
+  /** Ends every wait: waiters reject with err, iterators finish. */
+  close(err: Error): void {
+    this.#closedError = err;
+    const consumers = this.#consumers;
+    this.#consumers = [];
+    for (const c of consumers) c.fail(err);
+    this.#onWaitingChange();
+  }
+
+  #add(c: Consumer): void {
+    this.#consumers.push(c);
+    this.#onWaitingChange();
+  }
+
+  #remove(c: Consumer): void {
+    const i = this.#consumers.indexOf(c);
+    if (i >= 0) {
+      this.#consumers.splice(i, 1);
+      this.#onWaitingChange();
+    }
+  }
+}
