@@ -1,0 +1,154 @@
+/**
+ * An agent's metadata exchange: the TCP side channel (listener and requests)
+ * and, when configured, the etcd directory. The Agent delegates to this; it
+ * owns the counters and reports loads and drops as 'peer' events.
+ */
+import { EventEmitter } from 'node:events';
+
+import { InvalidParamError, makeError, NotAllowedError, type IxferError } from '../errors.js';
+import {
+  InvalidateOptionsSchema,
+  ListenOptionsSchema,
+  parse,
+  PeerAddressSchema,
+  WaitOptionsSchema,
+  type ExchangeOptionsParsed,
+  type InvalidateOptions,
+  type ListenOptions,
+  type PeerAddress,
+  type WaitOptions,
+} from '../schemas.js';
+import type { ExchangeContext, ExchangeHost, ExchangeStats, ExchangeVia, PeerEvent } from './context.js';
+import { EtcdDirectory } from './etcd-directory.js';
+import { FrameType } from './frame.js';
+import { formatAddress, request, TcpListener, type SocketAddress } from './tcp-channel.js';
+
+/** The events of agent.metadataEvents. */
+export interface MetadataEvents {
+  on(event: 'peer', listener: (e: PeerEvent) => void): this;
+  once(event: 'peer', listener: (e: PeerEvent) => void): this;
+  off(event: 'peer', listener: (e: PeerEvent) => void): this;
+}
+
+export class MetadataExchange extends EventEmitter implements ExchangeContext, MetadataEvents {
+  readonly host: ExchangeHost;
+  readonly options: ExchangeOptionsParsed;
+  readonly secret: Buffer | undefined;
+  readonly stats: ExchangeStats = {
+    served: 0,
+    malformed: 0,
+    oversized: 0,
+    unauthenticated: 0,
+    timedOut: 0,
+    loadFailures: 0,
+    published: 0,
+    publishFailures: 0,
+  };
+  #listener: TcpListener | undefined;
+  #directory: EtcdDirectory | undefined;
+  /** Listeners we pushed our metadata to, by address: invalidateLocalMetadata() tells them. */
+  #sentTo = new Map<string, SocketAddress>();
+
+  constructor(host: ExchangeHost, options: ExchangeOptionsParsed) {
+    super();
+    this.host = host;
+    this.options = options;
+    this.secret = options.secret === undefined ? undefined : Buffer.from(options.secret);
+  }
+
+  /** Joins etcd when configured: the agent is published once this resolves. */
+  async start(): Promise<void> {
+    if (this.options.etcd) this.#directory = await EtcdDirectory.open(this, this.options.etcd);
+  }
+
+  // ---- ExchangeContext -------------------------------------------------------
+
+  load(blob: Uint8Array, via: ExchangeVia): string {
+    const name = this.host.loadRemoteMetadata(blob);
+    this.emit('peer', { name, action: 'loaded', via } satisfies PeerEvent);
+    return name;
+  }
+
+  drop(name: string, via: ExchangeVia): void {
+    if (!this.host.peers.includes(name)) return;
+    this.host.invalidateRemote(name);
+    this.emit('peer', { name, action: 'dropped', via } satisfies PeerEvent);
+  }
+
+  warn(message: string): void {
+    process.emitWarning(message, { type: 'IxferExchangeWarning', code: 'IXFER_EXCHANGE' });
+  }
+
+  // ---- the agent's calls ---------------------------------------------------
+
+  /** Registrations changed: rewrite our etcd entry. */
+  localChanged(): void {
+    this.#directory?.republish();
+  }
+
+  async listen(options: ListenOptions = {}): Promise<SocketAddress> {
+    const { host, port } = parse(ListenOptionsSchema, options, 'listen options');
+    if (this.#listener) throw new NotAllowedError(`agent '${this.host.name}' already listens for metadata`);
+    const { listener, address } = await TcpListener.open(this, host, port);
+    this.#listener = listener;
+    return address;
+  }
+
+  #wait(options: WaitOptions) {
+    const w = parse(WaitOptionsSchema, options, 'wait options');
+    return { timeoutMs: w.timeoutMs ?? this.options.timeoutMs, signal: w.signal };
+  }
+
+  async send(to: PeerAddress | undefined, options: WaitOptions = {}): Promise<void> {
+    const wait = this.#wait(options);
+    if (to === undefined) return this.#etcd('sendLocalMetadata() without an address').publish();
+    const address = parse(PeerAddressSchema, to, 'address');
+    await request(this, address, FrameType.PUSH, this.host.getLocalMetadata(), wait);
+    this.#sentTo.set(formatAddress(address), address);
+  }
+
+  async fetch(from: string | PeerAddress, options: WaitOptions = {}): Promise<string> {
+    const wait = this.#wait(options);
+    if (typeof from === 'string') return this.#etcd(`fetchRemoteMetadata('${from}')`).fetch(from, wait);
+    const address = parse(PeerAddressSchema, from, 'address');
+    return this.load(await request(this, address, FrameType.FETCH, Buffer.alloc(0), wait), 'tcp');
+  }
+
+  /**
+   * Tells listeners (those given and those we sent to) to drop our metadata,
+   * and withdraws our etcd entry. Every one is tried; the error names those
+   * that could not be told.
+   */
+  async invalidate(options: InvalidateOptions = {}): Promise<void> {
+    const opts = parse(InvalidateOptionsSchema, options, 'invalidate options');
+    const wait = { timeoutMs: opts.timeoutMs ?? this.options.timeoutMs };
+    const targets = new Map(this.#sentTo);
+    for (const a of opts.to) targets.set(formatAddress(a), a);
+    const name = Buffer.from(this.host.name);
+    const results = await Promise.allSettled([
+      ...[...targets].map(async ([key, address]) => {
+        await request(this, address, FrameType.INVALIDATE, name, wait);
+        this.#sentTo.delete(key);
+      }),
+      ...(this.#directory ? [this.#directory.withdraw()] : []),
+    ]);
+    const errors = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as IxferError] : []));
+    if (errors.length === 1) throw errors[0];
+    if (errors.length > 1) {
+      throw makeError(errors[0]!.code, `${errors.length} invalidations failed: ${errors.map((e) => e.message).join('; ')}`, {
+        cause: errors,
+      });
+    }
+  }
+
+  #etcd(what: string): EtcdDirectory {
+    if (!this.#directory) throw new InvalidParamError(`${what} needs the agent option metadata.etcd`);
+    return this.#directory;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.#listener?.close(), this.#directory?.close()]);
+    this.#listener = undefined;
+    this.#directory = undefined;
+  }
+}

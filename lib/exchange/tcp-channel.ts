@@ -1,0 +1,193 @@
+/**
+ * The TCP side channel: a listener that answers PUSH, FETCH and INVALIDATE
+ * frames for its agent, and request(), one connection per request.
+ *
+ * A bad frame closes only its own connection (counted in ExchangeStats and
+ * logged); a wrong MAC gets no answer, so a guesser learns nothing.
+ */
+import crypto from 'node:crypto';
+import net from 'node:net';
+
+import { BackendError, ErrorCodes, InvalidParamError, IxferError, makeError, RemoteDisconnectError, type ErrorCode } from '../errors.js';
+import type { ExchangeContext } from './context.js';
+import { withDeadline } from './deadline.js';
+import { encodeFrame, FrameError, FrameReader, FrameType, ID_BYTES, type Frame, type FrameFault } from './frame.js';
+
+export interface SocketAddress {
+  host: string;
+  port: number;
+}
+
+export function formatAddress({ host, port }: SocketAddress): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+export class TcpListener {
+  readonly #ctx: ExchangeContext;
+  readonly #server: net.Server;
+  readonly #sockets = new Set<net.Socket>();
+
+  private constructor(ctx: ExchangeContext, server: net.Server) {
+    this.#ctx = ctx;
+    this.#server = server;
+    server.on('connection', (socket) => this.#serve(socket));
+  }
+
+  static async open(ctx: ExchangeContext, host: string, port: number): Promise<{ listener: TcpListener; address: SocketAddress }> {
+    const server = net.createServer();
+    const listener = new TcpListener(ctx, server);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host, port }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    }).catch((err: NodeJS.ErrnoException) => {
+      throw new BackendError(`cannot listen on ${formatAddress({ host, port })}: ${err.code ?? err.message}`, { cause: err });
+    });
+    server.unref(); // a listener alone does not keep the process alive, like the agent itself
+    const bound = server.address() as net.AddressInfo;
+    return { listener, address: { host: bound.address, port: bound.port } };
+  }
+
+  #serve(socket: net.Socket): void {
+    const ctx = this.#ctx;
+    const from = formatAddress({ host: socket.remoteAddress ?? '?', port: socket.remotePort ?? 0 });
+    const reader = new FrameReader(ctx.options.maxFrameBytes, ctx.secret);
+    this.#sockets.add(socket);
+    const refuse = (fault: FrameFault | 'timedOut', why: string) => {
+      ctx.stats[fault]++;
+      ctx.warn(`metadata listener refused a frame from ${from}: ${why}`);
+      socket.destroy();
+    };
+    // Each frame must arrive whole within timeoutMs of the connection or of the previous answer.
+    let deadline: NodeJS.Timeout;
+    const arm = () => {
+      clearTimeout(deadline);
+      deadline = setTimeout(() => {
+        if (reader.partial) refuse('timedOut', `no complete frame within ${ctx.options.timeoutMs} ms`);
+        else socket.destroy();
+      }, ctx.options.timeoutMs);
+    };
+    arm();
+    socket.on('data', (chunk: Buffer) => {
+      let frames: Frame[];
+      try {
+        frames = reader.push(chunk);
+      } catch (err) {
+        if (!(err instanceof FrameError)) throw err;
+        refuse(err.fault, err.message);
+        return;
+      }
+      for (const frame of frames) {
+        const answer = this.#answer(frame);
+        if (!answer) return refuse('malformed', `unexpected frame type ${frame.type}`);
+        ctx.stats.served++;
+        socket.write(answer);
+        arm();
+      }
+    });
+    socket.on('end', () => {
+      if (reader.partial) refuse('malformed', 'connection ended inside a frame (truncated)');
+      else socket.end();
+    });
+    socket.on('error', () => {}); // a peer's reset is its own business
+    socket.on('close', () => {
+      clearTimeout(deadline);
+      this.#sockets.delete(socket);
+    });
+  }
+
+  /** The answer frame to a request, or undefined for a frame that is not a request. */
+  #answer(frame: Frame): Buffer | undefined {
+    const ctx = this.#ctx;
+    const reply = (type: number, payload: Uint8Array) => encodeFrame(type, frame.id, payload, ctx.secret);
+    try {
+      switch (frame.type) {
+        case FrameType.PUSH:
+          ctx.load(frame.payload, 'tcp');
+          return reply(FrameType.OK, Buffer.alloc(0));
+        case FrameType.FETCH:
+          return reply(FrameType.OK, ctx.host.getLocalMetadata());
+        case FrameType.INVALIDATE:
+          ctx.drop(frame.payload.toString('utf8'), 'tcp');
+          return reply(FrameType.OK, Buffer.alloc(0));
+        default:
+          return undefined;
+      }
+    } catch (err) {
+      if (!(err instanceof IxferError)) throw err;
+      ctx.stats.loadFailures++;
+      return reply(FrameType.ERROR, Buffer.from(`${err.code}\n${err.message}`));
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.#sockets) s.destroy();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+}
+
+/**
+ * Sends one request to a peer's listener and returns the payload of its OK
+ * answer. Connect and answer share one deadline (ERR_TIMEOUT naming the
+ * address and the phase); an ERROR answer is rethrown with the peer's code.
+ */
+export function request(
+  ctx: ExchangeContext,
+  to: SocketAddress,
+  type: number,
+  payload: Uint8Array,
+  wait: { timeoutMs: number; signal?: AbortSignal | undefined },
+): Promise<Buffer> {
+  const where = formatAddress(to);
+  let phase = `connecting to the metadata listener at ${where}`;
+  return withDeadline(wait.timeoutMs, wait.signal, () => phase, (abort) =>
+    new Promise<Buffer>((resolve, reject) => {
+      const id = crypto.randomBytes(ID_BYTES);
+      const reader = new FrameReader(ctx.options.maxFrameBytes, ctx.secret);
+      const socket = net.connect({ host: to.host, port: to.port });
+      const fail = (err: unknown) => {
+        reject(err);
+        socket.destroy();
+      };
+      abort.addEventListener('abort', () => fail(abort.reason), { once: true });
+      socket.once('connect', () => {
+        phase = `waiting for the answer of the metadata listener at ${where}`;
+        socket.write(encodeFrame(type, id, payload, ctx.secret));
+      });
+      socket.on('data', (chunk: Buffer) => {
+        let answer: Frame | undefined;
+        try {
+          answer = reader.push(chunk)[0];
+        } catch (err) {
+          return fail(new InvalidParamError(`answer of ${where} refused: ${(err as Error).message}`));
+        }
+        if (!answer) return;
+        if (!answer.id.equals(id)) return fail(new InvalidParamError(`answer of ${where} is not for this request`));
+        if (answer.type === FrameType.OK) {
+          resolve(answer.payload);
+          socket.end();
+        } else if (answer.type === FrameType.ERROR) {
+          const text = answer.payload.toString('utf8');
+          const cut = text.indexOf('\n');
+          const code = text.slice(0, cut) as ErrorCode;
+          const message = `${where} refused: ${text.slice(cut + 1)}`;
+          fail(ErrorCodes.includes(code) ? makeError(code, message) : new BackendError(message));
+        } else {
+          fail(new InvalidParamError(`answer of ${where} has request type ${answer.type}`));
+        }
+      });
+      socket.on('error', (err: NodeJS.ErrnoException) =>
+        fail(new RemoteDisconnectError(`metadata listener at ${where}: ${err.code ?? err.message}`, { cause: err })),
+      );
+      socket.on('close', () =>
+        fail(
+          new RemoteDisconnectError(
+            `metadata listener at ${where} closed the connection without answering (it refused the frame: same secret on both sides?)`,
+          ),
+        ),
+      );
+    }),
+  );
+}
