@@ -8,18 +8,34 @@
  * polling, no timers, no thread-pool work per transfer.
  */
 import crypto from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import os from 'node:os';
 
-import { InvalidParamError, MismatchError, NotAllowedError, NotFoundError, NotSupportedError } from './errors.js';
+import {
+  InvalidParamError,
+  makeError,
+  MismatchError,
+  NotAllowedError,
+  NotFoundError,
+  NotSupportedError,
+  codeOfStatus,
+  type IxferError,
+} from './errors.js';
+import type { ExchangeStats } from './exchange/context.js';
+import { MetadataExchange, type MetadataEvents } from './exchange/exchange.js';
+import type { SocketAddress } from './exchange/tcp-channel.js';
 import { describeSource, MemoryRegion, type MemorySource, type RegionOwner } from './memory.js';
 import { decodeMetadata, encodeMetadata, type Metadata } from './metadata.js';
 import {
   check,
   EVENT_BYTES,
+  EVENT_NOTIF,
   EVENT_XFER_DONE,
   OP_READ,
   OP_WRITE,
+  POST_NOTIFY,
+  takeNotification,
   providerInfoBuffer,
   decodeProviderInfo,
   shim,
@@ -29,6 +45,8 @@ import {
   type MrHandle,
   type Shim,
 } from './native.js';
+import { Notification, NotificationInbox } from './notifications.js';
+import { NotifySend } from './notify-send.js';
 import { Peer, type RemoteRegion } from './peers.js';
 import { AUTO_ORDER, coreName, listProviders, summarizeProvider, type ProviderSummary } from './providers.js';
 import { RangeIndex } from './regions.js';
@@ -42,12 +60,20 @@ import {
   TransferRequestSchema,
   type AgentOptions,
   type Descriptor,
+  type ExchangeOptionsParsed,
+  type InvalidateOptions,
+  type ListenOptions,
   type MetadataOptions,
+  NotificationBodySchema,
+  type NotificationBody,
   type Op,
   type ParsedDescriptor,
+  type PeerAddress,
   type TransferRequest,
+  type WaitForNotificationOptions,
+  type WaitOptions,
 } from './schemas.js';
-import { packPairs, Transfer, type TransferHost } from './transfer.js';
+import { encodeNotification, packPairs, Transfer, type TransferHost } from './transfer.js';
 
 const FI_MR_VIRT_ADDR = 1 << 4;
 const DRAIN_BATCH = 1024;
@@ -103,7 +129,27 @@ function ifaceAddress(iface: string): string | undefined {
 
 const IP_PROVIDERS = new Set(['tcp', 'sockets', 'udp', 'verbs', 'net']);
 
-export class Agent implements RegionOwner, TransferHost, AsyncDisposable {
+/** What the agent waits on: a transfer, or a standalone notification being sent. */
+interface Completion {
+  complete(status: number, fiErrno: number): void;
+  abandon(): void;
+}
+
+/** Counters of incoming notifications. */
+export interface NotificationStats {
+  received: number;
+  /** Dropped: over maxPendingBytesPerPeer, or stale (see the 'notification-dropped' event). */
+  dropped: number;
+  /** Fragments that were malformed (not ixfer's, or corrupted). */
+  malformed: number;
+}
+
+/**
+ * Events: 'notification-dropped' (err: IxferError with `peer` and `bytes`):
+ * an incoming notification was dropped, ERR_NOT_ALLOWED when it exceeded
+ * maxPendingBytesPerPeer, ERR_TIMEOUT when it stalled for staleMs.
+ */
+export class Agent extends EventEmitter implements RegionOwner, TransferHost, AsyncDisposable {
   readonly name: string;
   /** Core provider name in use ('tcp', 'efa', ...). */
   readonly provider: string;
@@ -118,13 +164,18 @@ export class Agent implements RegionOwner, TransferHost, AsyncDisposable {
   #events: net.Socket;
   #eventBuf = Buffer.alloc(EVENT_BYTES * DRAIN_BATCH);
   #nextId = 1;
-  #inflight = new Map<number, Transfer>();
+  #inflight = new Map<number, Completion>();
+  #inbox = new NotificationInbox(() => this.#updateRef());
+  #notifStats = { received: 0, dropped: 0 };
+  /** Next standalone-notification sequence number per receiving agent instance. */
+  #notifySeq = new Map<string, number>();
   #regions = new RangeIndex<MemoryRegion>();
   #owned = new Map<MemoryRegion, number>(); // allocate()d memory to free
   #peers = new Map<string, Peer>();
   #instance = crypto.randomBytes(16).toString('hex');
   #sequence = 0n;
   #closed = false;
+  #exchange: MetadataExchange;
 
   private constructor(init: {
     name: string;
@@ -134,7 +185,9 @@ export class Agent implements RegionOwner, TransferHost, AsyncDisposable {
     address: Uint8Array;
     eventFd: number;
     defaultTimeoutMs: number | undefined;
+    metadata: ExchangeOptionsParsed;
   }) {
+    super();
     this.#native = shim();
     this.name = init.name;
     this.provider = init.provider;
@@ -146,6 +199,7 @@ export class Agent implements RegionOwner, TransferHost, AsyncDisposable {
     this.#events.on('data', () => this.#drain());
     this.#events.on('error', () => {}); // closed under us during close()
     this.#events.unref();
+    this.#exchange = new MetadataExchange(this, init.metadata);
   }
 
   /**
@@ -163,10 +217,21 @@ export class Agent implements RegionOwner, TransferHost, AsyncDisposable {
 
     const out: (bigint | null)[] = [null];
     check(
-      native.agentCreate({ provider, node: node ?? null, domain: opts.iface ?? null }, out),
+      native.agentCreate(
+        {
+          provider,
+          node: node ?? null,
+          domain: opts.iface ?? null,
+          name: opts.name,
+          notif_pending_cap: opts.notifications.maxPendingBytesPerPeer,
+          notif_stale_ms: opts.notifications.staleMs,
+        },
+        out,
+      ),
       `creating agent '${opts.name}' on ${provider}${node ? ` at ${node}` : ''}`,
     );
     const handle = out[0] as AgentHandle;
+    let agent: Agent;
     try {
       const infoBuf = providerInfoBuffer(1);
       check(native.agentInfo(handle, infoBuf), 'reading endpoint attributes');
@@ -175,7 +240,7 @@ export class Agent implements RegionOwner, TransferHost, AsyncDisposable {
       check(native.agentAddress(handle, addrBuf, len), 'reading endpoint address');
       const fd = [0];
       check(native.agentTakeEventFd(handle, fd), 'taking the event descriptor');
-      return new Agent({
+      agent = new Agent({
         name: opts.name,
         provider,
         handle,
@@ -183,11 +248,18 @@ export class Agent implements RegionOwner, TransferHost, AsyncDisposable {
         address: new Uint8Array(addrBuf.subarray(0, Number(len[0]))),
         eventFd: fd[0]!,
         defaultTimeoutMs: opts.transferTimeoutMs,
+        metadata: opts.metadata,
       });
     } catch (err) {
       native.agentDestroy(handle);
       throw err;
     }
+    // Joins etcd when configured: peers can find the agent once create() resolves.
+    await agent.#exchange.start().catch(async (err: unknown) => {
+      await agent.close();
+      throw err;
+    });
+    return agent;
   }
 
   #h(): AgentHandle {
@@ -245,6 +317,7 @@ export class Agent implements RegionOwner, TransferHost, AsyncDisposable {
     });
     this.#regions.insert(region);
     this.#sequence++;
+    this.#exchange.localChanged();
     return region;
   }
 
@@ -257,6 +330,7 @@ export class Agent implements RegionOwner, TransferHost, AsyncDisposable {
     if (!this.#regions.remove(region)) throw new NotFoundError('region is not registered with this agent');
     region.markDeregistered();
     this.#sequence++;
+    this.#exchange.localChanged();
     if (this.#handle) check(this.#native.mrDeregister(region.handle), 'deregistering memory');
     const owned = this.#owned.get(region);
     if (owned !== undefined) {
@@ -366,6 +440,7 @@ export class Agent implements RegionOwner, TransferHost, AsyncDisposable {
     if (!p) throw new NotFoundError(`unknown peer '${peer}'`);
     this.#peers.delete(peer);
     this.#dropPeer(p);
+    check(this.#native.notifForget(this.#h(), peer), `forgetting notifications of '${peer}'`);
   }
 
   /** Names of loaded peers. */
@@ -417,6 +492,7 @@ export class Agent implements RegionOwner, TransferHost, AsyncDisposable {
     localRegions: MemoryRegion[],
     remote: readonly ParsedDescriptor[],
     remoteRegions: RemoteRegion[],
+    notification: NotificationBody | undefined,
   ): Transfer {
     if (local.length !== remote.length) {
       throw new MismatchError(`${local.length} local descriptors but ${remote.length} remote ones`);
@@ -444,6 +520,7 @@ export class Agent implements RegionOwner, TransferHost, AsyncDisposable {
       pairs: packPairs(entries),
       count: entries.length,
       bytes,
+      notification: notification === undefined ? undefined : encodeNotification(notification),
     });
   }
 
@@ -467,6 +544,7 @@ export class Agent implements RegionOwner, TransferHost, AsyncDisposable {
       this.#localRegions(req.local, 'local'),
       req.remote,
       this.#remoteRegions(peer, req.remote, 'remote'),
+      req.notification,
     );
   }
 
@@ -492,6 +570,7 @@ export class Agent implements RegionOwner, TransferHost, AsyncDisposable {
     localIndices: number[],
     remote: PreparedRemote,
     remoteIndices: number[],
+    options: { notification?: NotificationBody } = {},
   ): Transfer {
     this.#h();
     parse(OpSchema, op, 'op');
@@ -511,6 +590,7 @@ export class Agent implements RegionOwner, TransferHost, AsyncDisposable {
       pick(local.regions, li, 'local'),
       pick(remote.descs, ri, 'remote'),
       pick(remote.regions, ri, 'remote'),
+      options.notification === undefined ? undefined : parse(NotificationBodySchema, options.notification, 'notification'),
     );
   }
 
@@ -520,16 +600,111 @@ export class Agent implements RegionOwner, TransferHost, AsyncDisposable {
   }
 
   /** @internal TransferHost */
-  postNative(transfer: Transfer, op: Op, peer: Peer, pairs: Uint8Array, count: number): number {
+  postNative(
+    transfer: Transfer,
+    op: Op,
+    peer: Peer,
+    pairs: Uint8Array,
+    count: number,
+    notification: Uint8Array | undefined,
+  ): number {
     const handle = this.#h();
     const id = this.#nextId++;
     check(
-      this.#native.xferPost(handle, op === 'WRITE' ? OP_WRITE : OP_READ, peer.fiAddr, pairs, count, id),
+      this.#native.xferPost(
+        handle,
+        op === 'WRITE' ? OP_WRITE : OP_READ,
+        peer.fiAddr,
+        pairs,
+        count,
+        id,
+        notification ?? null,
+        notification?.length ?? 0,
+        notification ? POST_NOTIFY : 0,
+      ),
       `posting ${op} to '${peer.name}'`,
     );
-    this.#inflight.set(id, transfer);
-    if (this.#inflight.size === 1) this.#events.ref(); // pending work keeps the process alive
+    this.#track(id, transfer);
     return id;
+  }
+
+  #track(id: number, c: Completion): void {
+    this.#inflight.set(id, c);
+    if (this.#inflight.size === 1) this.#updateRef();
+  }
+
+  /** Pending work and waiting consumers keep the process alive; an idle agent does not. */
+  #updateRef(): void {
+    if (this.#inflight.size > 0 || this.#inbox.waiting > 0) this.#events.ref();
+    else this.#events.unref();
+  }
+
+  // ---- notifications -------------------------------------------------------
+
+  /**
+   * Sends a notification to a peer, of any size (fragmented and reassembled).
+   * Standalone notifications to one peer are delivered in the order sent.
+   * Resolves once it is sent; timeoutMs and signal stop what is not yet sent.
+   */
+  notify(peer: string, message: NotificationBody, options: WaitOptions = {}): Promise<void> {
+    const handle = this.#h();
+    const p = this.#peer(peer);
+    const bytes = encodeNotification(parse(NotificationBodySchema, message, 'notification'));
+    const seq = (this.#notifySeq.get(p.instance) ?? 0) + 1;
+    const id = this.#nextId++;
+    check(this.#native.notify(handle, p.fiAddr, bytes, bytes.length, seq, id), `notifying '${peer}'`);
+    this.#notifySeq.set(p.instance, seq);
+    const send = new NotifySend(peer, bytes.length, (code) => this.cancelNative(id, code), (s, e) => this.describeError(s, e));
+    this.#track(id, send);
+    return send.wait(options, this.defaultTimeoutMs);
+  }
+
+  /** Every incoming notification as it arrives (each goes to one consumer). */
+  notifications(): AsyncGenerator<Notification, void, undefined> {
+    this.#h();
+    return this.#inbox.iterate();
+  }
+
+  /** Takes the notifications received and not yet consumed, grouped by sender. */
+  getNotifications(): Map<string, Notification[]> {
+    return this.#inbox.drain();
+  }
+
+  /**
+   * The first notification (from `peer`, if given) whose bytes start with
+   * `match` (text or bytes) or satisfy it (a predicate); waits for one if
+   * none is queued. ERR_TIMEOUT after timeoutMs, ERR_CANCELED on abort.
+   */
+  waitForNotification(options: WaitForNotificationOptions = {}): Promise<Notification> {
+    this.#h();
+    return this.#inbox.wait(options, undefined);
+  }
+
+  get notificationStats(): NotificationStats {
+    return {
+      ...this.#notifStats,
+      malformed: this.#handle ? Number(this.#native.notifMalformed(this.#handle)) : 0,
+    };
+  }
+
+  #received(addr: number): void {
+    const n = takeNotification(this.#native, addr);
+    if (n.data) {
+      this.#notifStats.received++;
+      this.#inbox.push(new Notification(n.sender, n.data));
+      return;
+    }
+    this.#notifStats.dropped++;
+    const err: IxferError & { peer?: string; bytes?: number } = makeError(
+      codeOfStatus(n.status),
+      `a notification of ${n.len} bytes from '${n.sender}' was dropped: ` +
+        (n.status === -5
+          ? 'it exceeds the pending limit for one peer (notifications.maxPendingBytesPerPeer)'
+          : 'its data or its remaining fragments did not arrive within notifications.staleMs'),
+    );
+    err.peer = n.sender;
+    err.bytes = n.len;
+    this.emit('notification-dropped', err);
   }
 
   /** @internal TransferHost */
@@ -551,7 +726,12 @@ export class Agent implements RegionOwner, TransferHost, AsyncDisposable {
       for (let i = 0; i < n; i++) {
         const o = i * EVENT_BYTES;
         const id = buf.readUInt32LE(o) + buf.readUInt32LE(o + 4) * 2 ** 32;
-        if (buf.readUInt32LE(o + 8) !== EVENT_XFER_DONE) continue;
+        const type = buf.readUInt32LE(o + 8);
+        if (type === EVENT_NOTIF) {
+          this.#received(id);
+          continue;
+        }
+        if (type !== EVENT_XFER_DONE) continue;
         const transfer = this.#inflight.get(id);
         if (!transfer) continue;
         this.#inflight.delete(id);
@@ -559,7 +739,43 @@ export class Agent implements RegionOwner, TransferHost, AsyncDisposable {
       }
       if (n < DRAIN_BATCH) break;
     }
-    if (this.#inflight.size === 0) this.#events.unref();
+    if (this.#inflight.size === 0) this.#updateRef();
+  }
+
+  // Metadata exchange: thin delegations to lib/exchange/ (TCP side channel, etcd directory).
+
+  /** Answers peers' fetches, pushes and invalidations on a TCP listener (loopback, a free port by default); returns the bound address. */
+  async listen(options?: ListenOptions): Promise<SocketAddress> {
+    this.#h();
+    return this.#exchange.listen(options);
+  }
+
+  /** Pushes our metadata to a peer's listener, which loads it; without an address, (re)publishes it to etcd. */
+  async sendLocalMetadata(to?: PeerAddress, options?: WaitOptions): Promise<void> {
+    this.#h();
+    return this.#exchange.send(to, options);
+  }
+
+  /** Loads a peer's metadata from its listener, or from etcd by name (waiting until it appears); returns the peer's name. */
+  async fetchRemoteMetadata(from: string | PeerAddress, options?: WaitOptions): Promise<string> {
+    this.#h();
+    return this.#exchange.fetch(from, options);
+  }
+
+  /** Tells peers to drop our metadata: the listeners in `to` and those we sent it to; withdraws our etcd entry. */
+  async invalidateLocalMetadata(options?: InvalidateOptions): Promise<void> {
+    this.#h();
+    return this.#exchange.invalidate(options);
+  }
+
+  /** Counters of the exchange: frames served and refused, etcd writes. */
+  get exchangeStats(): ExchangeStats {
+    return { ...this.#exchange.stats };
+  }
+
+  /** 'peer' events: metadata loaded or dropped by the exchange (a listener, an etcd watch). */
+  get metadataEvents(): MetadataEvents {
+    return this.#exchange;
   }
 
   // ---- lifetime ------------------------------------------------------------
@@ -571,6 +787,7 @@ export class Agent implements RegionOwner, TransferHost, AsyncDisposable {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await this.#exchange.close(); // before the endpoint goes: our etcd entry is removed first
     const handle = this.#handle!;
     this.#handle = undefined;
     this.#native.agentDestroy(handle); // joins the progress thread; closes every registration
@@ -578,6 +795,7 @@ export class Agent implements RegionOwner, TransferHost, AsyncDisposable {
     const inflight = [...this.#inflight.values()];
     this.#inflight.clear();
     for (const t of inflight) t.abandon();
+    this.#inbox.close(new NotAllowedError(`agent '${this.name}' is closed`));
     for (const region of [...this.#regions.values()]) region.markDeregistered();
     this.#regions.clear();
     for (const addr of this.#owned.values()) this.#native.memFree(addr);

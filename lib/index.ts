@@ -1,8 +1,26 @@
-export { Agent, PreparedLocal, PreparedRemote } from './agent.js';
+export { Agent, PreparedLocal, PreparedRemote, type NotificationStats } from './agent.js';
 export { deserializeDescriptors, serializeDescriptors } from './descriptors.js';
 export * from './errors.js';
+export type { ExchangeStats, PeerEvent } from './exchange/context.js';
+export type { MetadataEvents } from './exchange/exchange.js';
+export type { SocketAddress } from './exchange/tcp-channel.js';
 export { formatInfo, info, type Info, type LibraryStatus } from './info.js';
 export { MemoryRegion, type MemorySource } from './memory.js';
+export { Notification, type NotificationMatch } from './notifications.js';
 export { listProviders, type ProviderSummary } from './providers.js';
-export type { AgentOptions, Descriptor, MetadataOptions, Op, TransferRequest, WaitOptions } from './schemas.js';
+export type {
+  AgentOptions,
+  Descriptor,
+  EtcdOptions,
+  ExchangeOptions,
+  InvalidateOptions,
+  ListenOptions,
+  MetadataOptions,
+  NotificationBody,
+  Op,
+  PeerAddress,
+  TransferRequest,
+  WaitForNotificationOptions,
+  WaitOptions,
+} from './schemas.js';
 export { Transfer, type TransferStatus } from './transfer.js';

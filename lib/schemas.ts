@@ -5,6 +5,7 @@
 import { z } from 'zod';
 
 import { InvalidParamError } from './errors.js';
+import type { Notification } from './notifications.js';
 
 /** Addresses are numbers (user-space addresses are below 2^53); bigint is accepted. */
 const address = z.union([
@@ -27,6 +28,69 @@ export type Descriptor = z.input<typeof DescriptorSchema>;
 export type ParsedDescriptor = z.output<typeof DescriptorSchema>;
 export const DescriptorListSchema = z.array(DescriptorSchema);
 
+const port = z.number().int().min(0).max(65535);
+
+export const EtcdOptionsSchema = z
+  .object({
+    /** etcd client URLs, e.g. 'http://127.0.0.1:2379'. */
+    endpoints: z.array(z.string().regex(/^https?:\/\/\S+$/, 'an http:// or https:// URL')).min(1),
+    /** Key prefix: the agent publishes under `${namespace}/${name}`. */
+    namespace: z.string().min(1).default('ixfer'),
+    /** Lease of the published entry: a crashed agent's entry goes away this many seconds after its last keepalive. */
+    leaseTtlSec: z.number().int().min(1).max(3600).default(10),
+  })
+  .strict();
+export type EtcdOptions = z.input<typeof EtcdOptionsSchema>;
+
+export const ExchangeOptionsSchema = z
+  .object({
+    /** Shared secret (16 bytes or more): every frame of the TCP channel then carries an HMAC-SHA256. */
+    secret: z
+      .union([z.string(), z.instanceof(Uint8Array)])
+      .refine((s) => (typeof s === 'string' ? Buffer.byteLength(s) : s.byteLength) >= 16, 'at least 16 bytes')
+      .optional(),
+    /** Default deadline of exchange calls (connect and answer, or waiting for a peer in etcd), and of a listener's read of one frame. */
+    timeoutMs: z.number().int().positive().default(5000),
+    /** Largest frame payload sent or accepted on the TCP channel. */
+    maxFrameBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .max(64 << 20)
+      .default(16 << 20),
+    etcd: EtcdOptionsSchema.optional(),
+  })
+  .strict();
+export type ExchangeOptions = z.input<typeof ExchangeOptionsSchema>;
+export type ExchangeOptionsParsed = z.output<typeof ExchangeOptionsSchema>;
+
+/** Where a listener binds: loopback and a free port unless told otherwise. */
+export const ListenOptionsSchema = z
+  .object({
+    host: z.string().min(1).default('127.0.0.1'),
+    port: port.default(0),
+  })
+  .strict();
+export type ListenOptions = z.input<typeof ListenOptionsSchema>;
+
+/** A peer's listener. */
+export const PeerAddressSchema = z
+  .object({
+    host: z.string().min(1).default('127.0.0.1'),
+    port: port.min(1),
+  })
+  .strict();
+export type PeerAddress = z.input<typeof PeerAddressSchema>;
+
+export const InvalidateOptionsSchema = z
+  .object({
+    /** Listeners to tell, besides those we sent our metadata to. */
+    to: z.array(PeerAddressSchema).default([]),
+    timeoutMs: z.number().int().positive().optional(),
+  })
+  .strict();
+export type InvalidateOptions = z.input<typeof InvalidateOptionsSchema>;
+
 export const AgentOptionsSchema = z
   .object({
     /** Unique among the agents that talk to each other. */
@@ -43,9 +107,36 @@ export const AgentOptionsSchema = z
     address: z.string().min(1).optional(),
     /** Default deadline of Transfer.done() when the call gives none. */
     transferTimeoutMs: z.number().int().positive().optional(),
+    /** Incoming notifications. */
+    notifications: z
+      .object({
+        /** Bytes of unfinished incoming notifications held per sender; a message past it is dropped and reported. */
+        maxPendingBytesPerPeer: z
+          .number()
+          .int()
+          .min(1024)
+          .max(2 ** 40)
+          .default(64 << 20),
+        /** An incoming notification that makes no progress for this long is dropped and reported (frees what a lost peer left). */
+        staleMs: z
+          .number()
+          .int()
+          .min(10)
+          .max(2 ** 31)
+          .default(30_000),
+      })
+      .strict()
+      .prefault({}),
+    /** Metadata exchange: TCP side channel settings, and etcd. */
+    metadata: ExchangeOptionsSchema.prefault({}),
   })
   .strict();
 export type AgentOptions = z.input<typeof AgentOptionsSchema>;
+
+/** A notification's content: bytes, or text sent as UTF-8. */
+const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'a Uint8Array');
+export const NotificationBodySchema = z.union([bytes, z.string()]);
+export type NotificationBody = z.input<typeof NotificationBodySchema>;
 
 export const OpSchema = z.enum(['READ', 'WRITE']);
 export type Op = z.infer<typeof OpSchema>;
@@ -56,6 +147,8 @@ export const TransferRequestSchema = z
     local: DescriptorListSchema,
     remote: DescriptorListSchema,
     peer: z.string().min(1),
+    /** Delivered to the peer once the transfer's data is in place. */
+    notification: NotificationBodySchema.optional(),
   })
   .strict();
 export type TransferRequest = z.input<typeof TransferRequestSchema>;
@@ -67,6 +160,24 @@ export const WaitOptionsSchema = z
   })
   .strict();
 export type WaitOptions = z.input<typeof WaitOptionsSchema>;
+
+export const WaitForNotificationSchema = z
+  .object({
+    /** Only from this peer. */
+    peer: z.string().min(1).optional(),
+    /** A prefix (text or bytes) or a predicate; any notification when absent. */
+    match: z
+      .union([
+        z.string(),
+        bytes,
+        z.custom<(n: Notification) => boolean>((v) => typeof v === 'function', 'a string, bytes or a predicate'),
+      ])
+      .optional(),
+    timeoutMs: z.number().int().positive().optional(),
+    signal: z.instanceof(AbortSignal).optional(),
+  })
+  .strict();
+export type WaitForNotificationOptions = z.input<typeof WaitForNotificationSchema>;
 
 export const MetadataOptionsSchema = z
   .object({
