@@ -17,6 +17,8 @@ export const ErrorCodes = [
   'ERR_CANCELED',
   'ERR_TIMEOUT',
   'ERR_LIBRARY_MISSING',
+  'ERR_END_OF_FILE',
+  'ERR_NO_SPACE',
 ] as const;
 export type ErrorCode = (typeof ErrorCodes)[number];
 
@@ -72,6 +74,10 @@ export const CanceledError = defineError('ERR_CANCELED', 'CanceledError');
 export const TimeoutError = defineError('ERR_TIMEOUT', 'TimeoutError');
 /** A shared library (libfabric, CUDA, cuFile) could not be opened. */
 export const LibraryMissingError = defineError('ERR_LIBRARY_MISSING', 'LibraryMissingError');
+/** A file read reached the end of the file before the bytes asked for. */
+export const EndOfFileError = defineError('ERR_END_OF_FILE', 'EndOfFileError');
+/** A file write found the disk (or the quota) full. */
+export const NoSpaceError = defineError('ERR_NO_SPACE', 'NoSpaceError');
 
 const byCode: Record<ErrorCode, ErrorClass> = {
   ERR_INVALID_PARAM: InvalidParamError,
@@ -85,6 +91,8 @@ const byCode: Record<ErrorCode, ErrorClass> = {
   ERR_CANCELED: CanceledError,
   ERR_TIMEOUT: TimeoutError,
   ERR_LIBRARY_MISSING: LibraryMissingError,
+  ERR_END_OF_FILE: EndOfFileError,
+  ERR_NO_SPACE: NoSpaceError,
 };
 
 /** Maps a negative ixfer_status to its code. */
