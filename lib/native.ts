@@ -196,6 +196,7 @@ function declare(lib: ReturnType<typeof koffi.load>) {
       name: string,
     ) => number,
     notifMalformed: f('uint64_t ixfer_notif_malformed(ixfer_agent *agent)') as (a: AgentHandle) => number | bigint,
+    notifPending: f('uint64_t ixfer_notif_pending(ixfer_agent *agent)') as (a: AgentHandle) => number | bigint,
     notifFree: f('void ixfer_notif_free(uint64_t n)') as (n: number) => void,
     xferCancel: f('int32_t ixfer_xfer_cancel(ixfer_agent *agent, uint64_t user_id, int32_t status)') as (
       a: AgentHandle,
@@ -209,6 +210,108 @@ function declare(lib: ReturnType<typeof koffi.load>) {
     ) => number,
     memFree: f('void ixfer_mem_free(uint64_t addr)') as (addr: number | bigint) => void,
     memAddress: f('uint64_t ixfer_mem_address(const void *ptr)') as (p: ArrayBufferView | ArrayBuffer) => number | bigint,
+
+    ...declareFiles(f),
+  };
+}
+
+// ---- CUDA memory and files (csrc/src/cuda.c, file*.c, gds.c) -----------------
+
+export type FileHandle = Handle<'ixfer_file'>;
+export type FileEngineHandle = Handle<'ixfer_file_engine'>;
+export const FILE_PAIR_BYTES = 48; // ixfer_file_pair
+export const FILE_READ = 1;
+export const FILE_WRITE = 2;
+export const FILE_CREATE = 4;
+export const FILE_TRUNCATE = 8;
+export const FILE_DIRECT = 16;
+export const FILE_ENGINE_KINDS = { posix: 0, gds: 1, gds_mt: 2 } as const;
+
+koffi.opaque('ixfer_file');
+koffi.opaque('ixfer_file_engine');
+koffi.struct('ixfer_file_engine_config', { threads: 'uint32_t', gds_batch: 'uint32_t', chunk_bytes: 'uint64_t' });
+koffi.struct('ixfer_file_info', {
+  size: 'uint64_t',
+  flags: 'uint32_t',
+  mem_align: 'uint32_t',
+  offset_align: 'uint32_t',
+  reserved: 'uint32_t',
+});
+
+type U64 = number | bigint;
+export interface FileInfoRaw {
+  size: U64;
+  flags: number;
+  mem_align: number;
+  offset_align: number;
+}
+type Out<T> = T[];
+
+function declareFiles(f: (sig: string) => ReturnType<ReturnType<typeof koffi.load>['func']>) {
+  return {
+    cudaAlloc: f('int32_t ixfer_cuda_alloc(int32_t dev, uint64_t len, _Out_ uint64_t *addr)') as (
+      dev: number,
+      len: number,
+      out: Out<U64>,
+    ) => number,
+    cudaFree: f('int32_t ixfer_cuda_free(uint64_t addr)') as (addr: number) => number,
+    cudaToDevice: f('int32_t ixfer_cuda_to_device(uint64_t dst, const void *src, uint64_t len)') as (
+      dst: number,
+      src: Uint8Array,
+      len: number,
+    ) => number,
+    cudaFromDevice: f('int32_t ixfer_cuda_from_device(_Out_ uint8_t *dst, uint64_t src, uint64_t len)') as (
+      dst: Uint8Array,
+      src: number,
+      len: number,
+    ) => number,
+    cudaFill: f('int32_t ixfer_cuda_fill(uint64_t addr, uint32_t value, uint64_t len)') as (
+      addr: number,
+      value: number,
+      len: number,
+    ) => number,
+    cudaPointerDevice: f('int32_t ixfer_cuda_pointer_device(uint64_t addr, _Out_ int32_t *dev)') as (
+      addr: number,
+      dev: Out<number>,
+    ) => number,
+
+    fileOpen: f('int32_t ixfer_file_open(const char *path, uint32_t flags, _Out_ ixfer_file **out)') as (
+      path: string,
+      flags: number,
+      out: Out<bigint | null>,
+    ) => number,
+    fileAdopt: f('int32_t ixfer_file_adopt(int32_t fd, _Out_ ixfer_file **out)') as (
+      fd: number,
+      out: Out<bigint | null>,
+    ) => number,
+    fileStat: f('int32_t ixfer_file_stat(ixfer_file *file, _Out_ ixfer_file_info *out)') as (
+      file: FileHandle,
+      out: Partial<FileInfoRaw>,
+    ) => number,
+    fileUseCufile: f('int32_t ixfer_file_use_cufile(ixfer_file *file)') as (file: FileHandle) => number,
+    fileClose: f('void ixfer_file_close(ixfer_file *file)') as (file: FileHandle) => void,
+    cufileBufRegister: f('int32_t ixfer_cufile_buf_register(uint64_t addr, uint64_t len)') as (
+      addr: number,
+      len: number,
+    ) => number,
+    cufileBufDeregister: f('int32_t ixfer_cufile_buf_deregister(uint64_t addr)') as (addr: number) => number,
+
+    fileEngineCreate: f(
+      'int32_t ixfer_file_engine_create(ixfer_agent *agent, const ixfer_file_engine_config *cfg, _Out_ ixfer_file_engine **out)',
+    ) as (
+      agent: AgentHandle,
+      cfg: { threads: number; gds_batch: number; chunk_bytes: number },
+      out: Out<bigint | null>,
+    ) => number,
+    fileEngineDestroy: f('void ixfer_file_engine_destroy(ixfer_file_engine *engine)') as (e: FileEngineHandle) => void,
+    fileXferPost: f(
+      'int32_t ixfer_file_xfer_post(ixfer_file_engine *engine, uint32_t op, uint32_t kind, const uint8_t *pairs, uint32_t count, uint64_t user_id)',
+    ) as (e: FileEngineHandle, op: number, kind: number, pairs: Uint8Array, count: number, id: number) => number,
+    fileXferCancel: f('int32_t ixfer_file_xfer_cancel(ixfer_file_engine *engine, uint64_t user_id, int32_t status)') as (
+      e: FileEngineHandle,
+      id: number,
+      status: number,
+    ) => number,
   };
 }
 

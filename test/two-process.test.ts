@@ -118,6 +118,50 @@ describe('two agents in two processes', () => {
     expect((await child.request({ type: 'hash', offset: 0, len: 64 * block })).hash).toBe(sha(out));
   });
 
+  it('a WRITE with a notification from the other process: the data is there when the notification is', async () => {
+    const block = MiB;
+    for (let round = 0; round < 5; round++) {
+      const request = child.request({
+        type: 'write-notify',
+        metadata: Buffer.from(a.getLocalMetadata()).toString('base64'),
+        offset: 0,
+        block,
+        count: 16,
+        remoteAddr: mem.addr + 16 * MiB,
+        standalone: 4,
+        size: 20_000,
+      });
+      const n = await a.waitForNotification({ peer: 'child', match: 'landed ', timeoutMs: 30_000 });
+      expect(sha(mem.bytes.subarray(16 * MiB, 32 * MiB))).toBe(n.text.slice('landed '.length));
+      for (let i = 0; i < 4; i++) {
+        const s = await a.waitForNotification({ peer: 'child', timeoutMs: 30_000 });
+        expect(Buffer.from(s.bytes).equals(Buffer.alloc(20_000, i))).toBe(true);
+      }
+      await request;
+    }
+  });
+
+  it('a sender killed in the middle of a notification: the receiver drops it after staleMs and frees its memory', async () => {
+    const rx = await Agent.create({ name: 'stale-rx', notifications: { staleMs: 500, maxPendingBytesPerPeer: 1 << 30 } });
+    const sender = await spawnPeer('dying', MiB);
+    try {
+      rx.loadRemoteMetadata(sender.metadata);
+      const dropped = new Promise<{ code: string; peer?: string }>((resolve) => rx.once('notification-dropped', resolve));
+      await sender.request({ type: 'notify', metadata: Buffer.from(rx.getLocalMetadata()).toString('base64'), size: 512 * MiB });
+      // Kill it once part of the message has arrived.
+      while (rx.notificationStats.pendingBytes === 0) await new Promise((r) => setTimeout(r, 2));
+      sender.proc.kill('SIGKILL');
+      const err = await dropped;
+      expect(err.code).toBe('ERR_TIMEOUT');
+      expect(err.peer).toBe('dying');
+      expect(rx.notificationStats.pendingBytes).toBe(0);
+      expect(rx.getNotifications().size).toBe(0);
+    } finally {
+      sender.proc.kill('SIGKILL');
+      await rx.close();
+    }
+  });
+
   it('a peer killed with SIGKILL fails its transfers; the agent serves others and the restarted peer', async () => {
     const victim = await spawnPeer('victim', 16 * MiB);
     const vpeer = a.loadRemoteMetadata(victim.metadata);

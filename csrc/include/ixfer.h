@@ -207,6 +207,8 @@ IXFER_API int32_t ixfer_notif_forget(ixfer_agent *agent, const char *name);
 
 /* Incoming fragments that were malformed or did not fit a receive buffer. */
 IXFER_API uint64_t ixfer_notif_malformed(ixfer_agent *agent);
+/* Bytes held now for incoming notifications not yet delivered. */
+IXFER_API uint64_t ixfer_notif_pending(ixfer_agent *agent);
 
 #define IXFER_SENDER_MAX 256
 
@@ -277,16 +279,18 @@ enum {
 
 typedef struct ixfer_file_info {
     uint64_t size;         /* bytes, when asked */
+    uint32_t flags;        /* IXFER_FILE_READ, _WRITE, _DIRECT */
     uint32_t mem_align;    /* alignment O_DIRECT needs of memory addresses; 1 without it */
     uint32_t offset_align; /* ... of file offsets and lengths */
+    uint32_t reserved;
 } ixfer_file_info;
 
 /* Opens path. Missing: IXFER_ERR_NOT_FOUND; permission: IXFER_ERR_NOT_ALLOWED;
  * O_DIRECT refused by the filesystem: IXFER_ERR_NOT_SUPPORTED. */
 IXFER_API int32_t ixfer_file_open(const char *path, uint32_t flags, ixfer_file **out);
-/* Uses a descriptor the caller keeps open (and closes after ixfer_file_close).
- * flags says how it was opened; IXFER_FILE_DIRECT is read from the descriptor. */
-IXFER_API int32_t ixfer_file_adopt(int32_t fd, uint32_t flags, ixfer_file **out);
+/* Uses a descriptor the caller keeps open (and closes after ixfer_file_close);
+ * reading, writing and O_DIRECT are what the descriptor was opened with. */
+IXFER_API int32_t ixfer_file_adopt(int32_t fd, ixfer_file **out);
 IXFER_API int32_t ixfer_file_stat(ixfer_file *file, ixfer_file_info *out);
 /* Registers the file with cuFile (opening its driver first), for the 'gds' and
  * 'gds_mt' engines. Fails with cuFile's error in the message (5027 where udev

@@ -84,6 +84,7 @@ struct inbound {
 
 struct sender {
     struct sender *next;
+    struct notify_state *state;
     char name[IXFER_SENDER_MAX];
     uint32_t name_len;
     uint64_t instance;
@@ -119,6 +120,7 @@ struct notify_state {
     uint32_t nsenders;
     struct tag_entry *tags[TAG_BUCKETS];
     _Atomic uint64_t malformed;
+    _Atomic uint64_t pending; /* all senders' pending bytes, for ixfer_notif_pending */
 };
 
 static uint64_t now_ns(void)
@@ -349,10 +351,19 @@ static void report_drop(struct ixfer_agent *a, const struct sender *s, uint64_t 
     deliver(a, rec);
 }
 
+/* Gives m's bytes back to its sender's allowance. */
+static void unaccount(struct inbound *m)
+{
+    if (m->from && m->cost) {
+        m->from->pending -= m->cost;
+        atomic_fetch_sub(&m->from->state->pending, m->cost);
+    }
+    m->cost = 0;
+}
+
 static void release(struct inbound *m)
 {
-    if (m->from)
-        m->from->pending -= m->cost;
+    unaccount(m);
     free(m->rec);
     free(m);
 }
@@ -497,6 +508,7 @@ static struct sender *sender_get(struct notify_state *n, const char *name, uint3
     memcpy(s->name, name, name_len);
     s->name_len = name_len;
     s->instance = instance;
+    s->state = n;
     s->next = n->senders;
     n->senders = s;
     n->nsenders++;
@@ -562,6 +574,7 @@ static void fragment(struct ixfer_agent *a, const uint8_t *buf, uint64_t len)
                               .expected = get64(buf + 56), .total = total, .cost = cost,
                               .flags = flags, .rec = rec, .next = s->partial};
         s->pending += cost;
+        atomic_fetch_add(&n->pending, cost);
         s->partial = m;
     }
     memcpy(m->rec->data + off, buf + head, chunk);
@@ -613,16 +626,14 @@ static void drop_partial(struct ixfer_agent *a, struct sender *s, struct inbound
                          int32_t status)
 {
     remember_dropped(s, m->id);
+    free(m->rec);
+    m->rec = NULL;
+    unaccount(m); /* before the report, which the application may act on */
     report_drop(a, s, m->total, status);
-    if (m->flags & NF_ORDERED) {
-        free(m->rec);
-        m->rec = NULL;
-        s->pending -= m->cost;
-        m->cost = 0;
-        ordered_ready(a, s, m);
-    } else {
-        release(m);
-    }
+    if (m->flags & NF_ORDERED)
+        ordered_ready(a, s, m); /* keeps its place, empty */
+    else
+        free(m);
 }
 
 static void sweep(struct ixfer_agent *a, uint64_t now)
@@ -810,6 +821,11 @@ void ixfer_notify_fini(struct ixfer_agent *a)
 uint64_t ixfer_notif_malformed(ixfer_agent *a)
 {
     return a && a->notify ? atomic_load(&a->notify->malformed) : 0;
+}
+
+uint64_t ixfer_notif_pending(ixfer_agent *a)
+{
+    return a && a->notify ? atomic_load(&a->notify->pending) : 0;
 }
 
 void ixfer_notif_free(ixfer_notification *rec) { free(rec); }
