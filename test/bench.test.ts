@@ -1,0 +1,161 @@
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import { afterAll, describe, expect, it } from 'vitest';
+
+const root = path.join(import.meta.dirname, '..');
+const cli = path.join(root, 'dist', 'cli.js');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ixfer-bench-test-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+function ixfer(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [cli, ...args], { cwd: root, maxBuffer: 16 << 20 }, (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+/** Tags open and close in order (a well-formedness check without an XML library). */
+function wellFormed(svg: string): boolean {
+  const stack: string[] = [];
+  for (const m of svg.matchAll(/<(\/?)([a-zA-Z]+)[^>]*?(\/?)>/g)) {
+    if (m[3]) continue;
+    if (!m[1]) stack.push(m[2]!);
+    else if (stack.pop() !== m[2]) return false;
+  }
+  return stack.length === 0;
+}
+
+const tiny = ['--start-block-size', '4K', '--max-block-size', '8K', '--num-iter', '20', '--warmup-iter', '2'];
+
+interface Measurement {
+  gbps: number;
+  avgLatUs: number;
+  postUs: { avg: number; p99: number };
+  txUs: { avg: number; p99: number };
+  cpuSecPerGB: { initiator: number; target: number };
+  peakRssMB: { initiator: number; target: number };
+  consistent?: boolean;
+}
+interface Report {
+  bufferBytes: number;
+  engines: string[];
+  rows: { spec: { blockSize: number; batchSize: number; numIovs: number; iters: number }; results: Record<string, Measurement> }[];
+}
+
+describe('ixfer bench', () => {
+  it('--json with --baseline and --check-consistency: every engine measured, data checked, plot drawn', async () => {
+    const plot = path.join(tmp, 'sweep.svg');
+    const { code, stdout, stderr } = await ixfer('bench', ...tiny, '--baseline', '--check-consistency', '--json', '--plot', plot);
+    expect(code, stderr).toBe(0);
+    expect(stderr).toBe(''); // no progress bar without a TTY, and none with --json
+    const report = JSON.parse(stdout) as Report;
+    expect(report.engines).toEqual(['ixfer', 'c', 'net']);
+    expect(report.bufferBytes).toBe(8192);
+    expect(report.rows.map((r) => r.spec.blockSize)).toEqual([4096, 8192]);
+    for (const row of report.rows) {
+      expect(row.spec.iters).toBe(20);
+      for (const engine of report.engines) {
+        const m = row.results[engine]!;
+        expect(m.gbps, engine).toBeGreaterThan(0);
+        expect(m.avgLatUs).toBeGreaterThan(0);
+        expect(m.txUs.p99).toBeGreaterThanOrEqual(0);
+        expect(m.cpuSecPerGB.initiator).toBeGreaterThan(0);
+        expect(m.peakRssMB.initiator).toBeGreaterThan(1);
+        expect(m.peakRssMB.target).toBeGreaterThan(1);
+      }
+      expect(row.results.ixfer!.consistent).toBe(true);
+    }
+
+    const svg = fs.readFileSync(plot, 'utf8');
+    expect(svg.startsWith('<svg')).toBe(true);
+    expect(wellFormed(svg)).toBe(true);
+    for (const part of ['class="x-axis"', 'class="y-axis"', 'class="legend"', 'GB/s', 'block size', '4K', '8K']) {
+      expect(svg).toContain(part);
+    }
+    for (const label of ['ixfer', 'C on libfabric', 'Node net socket']) expect(svg).toContain(`>${label}</text>`);
+    expect(svg.match(/<path /g)).toHaveLength(3);
+  });
+
+  it('--csv: READ, prepared transfers, two batch sizes, two iovs per block', async () => {
+    const { code, stdout, stderr } = await ixfer(
+      'bench', ...tiny, '--op', 'read', '--prepared', '--max-batch-size', '2', '--num-iovs', '2', '--check-consistency', '--csv',
+    );
+    expect(code, stderr).toBe(0);
+    const [head, ...lines] = stdout.trim().split('\n');
+    const cols = head!.split(',');
+    expect(cols.slice(0, 7)).toEqual(['engine', 'op', 'block_size', 'batch_size', 'num_iovs', 'iters', 'gbps']);
+    expect(lines).toHaveLength(4);
+    const rows = lines.map((l) => Object.fromEntries(l.split(',').map((v, i) => [cols[i], v])));
+    expect(rows.map((r) => [r.block_size, r.batch_size])).toEqual([['4096', '1'], ['4096', '2'], ['8192', '1'], ['8192', '2']]);
+    for (const r of rows) {
+      expect(r.op).toBe('READ');
+      expect(r.num_iovs).toBe('2');
+      expect(Number(r.gbps)).toBeGreaterThan(0);
+      expect(Number(r.prep_avg_us)).toBeGreaterThan(0); // makeTransfer, every iteration
+      expect(r.consistent).toBe('true');
+    }
+  });
+
+  it('the table, and --preset iov-sweep', async () => {
+    const table = await ixfer('bench', ...tiny);
+    expect(table.code, table.stderr).toBe(0);
+    expect(table.stdout).toMatch(/block \(B\)\s+batch\s+GB\/s\s+avg lat\s+prep avg\s+prep p99\s+post avg\s+post p99\s+tx avg\s+tx p99/);
+    expect(table.stdout).toMatch(/^4096\s+1\s+\d/m);
+    expect(table.stdout).toMatch(/^8192\s+1\s+\d/m);
+
+    const { code, stdout, stderr } = await ixfer('bench', '--preset', 'iov-sweep', '--num-iter', '2', '--warmup-iter', '0', '--json');
+    expect(code, stderr).toBe(0);
+    const report = JSON.parse(stdout) as Report;
+    expect(report.rows.map((r) => r.spec.numIovs)).toEqual([1, 2, 4, 8, 16, 32, 64, 128]);
+    for (const r of report.rows) {
+      expect(r.spec.blockSize).toBe(1_179_648);
+      expect(r.results.ixfer!.gbps).toBeGreaterThan(0);
+    }
+  });
+
+  it('refuses bad options with ERR_INVALID_PARAM, and documents the columns', async () => {
+    const bad = await ixfer('bench', '--max-block-size', 'lots');
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/ERR_INVALID_PARAM.*lots/);
+    const order = await ixfer('bench', '--start-block-size', '1M', '--max-block-size', '4K');
+    expect(order.stderr).toMatch(/start-block-size is above max-block-size/);
+    const help = await ixfer('bench', '--help');
+    expect(help.code).toBe(0);
+    for (const word of ['--baseline', '--preset iov-sweep', 'prep', 'post', 'tx', 'p99', 'cpu s/GB', 'rss MB']) {
+      expect(help.stdout).toContain(word);
+    }
+  });
+});
+
+describe('ixfer plan', () => {
+  it('Llama-3.1-8B, block access: one 2 MiB block per 16-token page, 64 pages', async () => {
+    const { code, stdout, stderr } = await ixfer('plan', 'examples/models/llama-3.1-8b.json', '--json');
+    expect(code, stderr).toBe(0);
+    const p = JSON.parse(stdout) as { blockSize: number; batchSize: number; command: string };
+    // 16 tokens * 32 layers * (2 * 8 heads * 128 dims * 2 bytes)
+    expect(p.blockSize).toBe(16 * 32 * 4096);
+    expect(p.blockSize).toBe(2_097_152);
+    expect(p.batchSize).toBe(1024 / 16);
+    expect(p.command).toContain('--start-block-size 2097152 --max-block-size 2097152 --start-batch-size 64 --max-batch-size 64');
+  });
+
+  it('Llama-3.1-70B at tp 4, layer access: one 16 KiB block per page and layer', async () => {
+    const { code, stdout, stderr } = await ixfer('plan', 'examples/models/llama-3.1-70b-tp4.json', '--', '--op', 'READ');
+    expect(code, stderr).toBe(0);
+    // 16 tokens * 2 * (8 / 4 heads) * 128 dims * 2 bytes = 16384; 64 pages * 80 layers
+    expect(stdout).toContain('block 16384 B, batch 5120');
+    expect(stdout).toMatch(/^ixfer bench .*--start-batch-size 5120 .* --op READ$/m);
+  });
+
+  it('refuses a malformed model', async () => {
+    const file = path.join(tmp, 'bad.json');
+    fs.writeFileSync(file, JSON.stringify({ name: 'x', layers: 0 }));
+    const { code, stderr } = await ixfer('plan', file);
+    expect(code).toBe(1);
+    expect(stderr).toMatch(/ERR_INVALID_PARAM.*layers/);
+  });
+});
