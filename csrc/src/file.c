@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -83,7 +84,7 @@ int32_t ixfer_file_open(const char *path, uint32_t flags, ixfer_file **out)
         oflags |= O_TRUNC;
     if (flags & IXFER_FILE_DIRECT)
         oflags |= O_DIRECT;
-    int fd = open(path, oflags, 0644);
+    int fd = flags & IXFER_FILE_MEMORY ? memfd_create(path, MFD_CLOEXEC) : open(path, oflags, 0644);
     if (fd < 0) {
         int err = errno;
         if (err == EINVAL && (flags & IXFER_FILE_DIRECT))
@@ -91,6 +92,8 @@ int32_t ixfer_file_open(const char *path, uint32_t flags, ixfer_file **out)
                               "open '%s': the filesystem does not support O_DIRECT", path);
         return ixfer_fail(ixfer_file_errno_status(err), "open '%s': %s", path, strerror(err));
     }
+    if (flags & IXFER_FILE_MEMORY) /* never O_DIRECT */
+        flags &= ~(uint32_t)IXFER_FILE_DIRECT;
     int32_t rc = make_file(fd, 1, flags & ~(uint32_t)(IXFER_FILE_CREATE | IXFER_FILE_TRUNCATE), out);
     if (rc != IXFER_OK)
         close(fd);

@@ -1,0 +1,50 @@
+/**
+ * CUDA device memory from JavaScript: enough to fill VRAM and read it back
+ * (tests, setup, small control data). These calls are synchronous copies on
+ * the calling thread: keep them small, and move bulk data with transfers.
+ */
+import { IxferError } from './errors.js';
+import { DescriptorSchema, parse, type Descriptor } from './schemas.js';
+import { check, shim } from './native.js';
+
+/** Number of CUDA devices; 0 when the driver is missing or sees none. */
+function deviceCount(): number {
+  const out = [0];
+  try {
+    check(shim().cudaDeviceCount(out), 'counting CUDA devices');
+  } catch (err) {
+    if (err instanceof IxferError) return 0;
+    throw err;
+  }
+  return out[0]!;
+}
+
+/** Copies bytes to device memory at desc.addr (at most desc.len of them). */
+function write(desc: Descriptor, bytes: Uint8Array): void {
+  const d = parse(DescriptorSchema, desc, 'descriptor');
+  const n = Math.min(d.len, bytes.length);
+  check(shim().cudaToDevice(d.addr, bytes, n), `copying ${n} bytes to the device`);
+}
+
+/** Reads desc.len bytes of device memory. */
+function read(desc: Descriptor): Uint8Array {
+  const d = parse(DescriptorSchema, desc, 'descriptor');
+  const out = new Uint8Array(d.len);
+  check(shim().cudaFromDevice(out, d.addr, d.len), `copying ${d.len} bytes from the device`);
+  return out;
+}
+
+/** Sets every byte of the range to value. */
+function fill(desc: Descriptor, value: number): void {
+  const d = parse(DescriptorSchema, desc, 'descriptor');
+  check(shim().cudaFill(d.addr, value & 0xff, d.len), `filling ${d.len} bytes of device memory`);
+}
+
+/** The CUDA device holding addr, or -1 for host memory. */
+function deviceOf(addr: number): number {
+  const dev = [-1];
+  check(shim().cudaPointerDevice(addr, dev), 'looking up a pointer');
+  return dev[0]!;
+}
+
+export const cuda = { deviceCount, write, read, fill, deviceOf };

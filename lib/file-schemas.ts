@@ -1,0 +1,74 @@
+/** zod schemas of the file API (files, file transfers, VRAM, block stores). */
+import { z } from 'zod';
+
+import type { FileRegion } from './files.js';
+import { DescriptorListSchema, FileEngineKindSchema, OpSchema } from './schemas.js';
+
+const length = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+
+export const FileOpenOptionsSchema = z
+  .object({
+    /** Open for reading (default true). */
+    read: z.boolean().default(true),
+    /** Open for writing (default true). */
+    write: z.boolean().default(true),
+    /** Create the file when missing (default: when writing). */
+    create: z.boolean().optional(),
+    /** Empty it first. */
+    truncate: z.boolean().default(false),
+    /** O_DIRECT: bypass the page cache; offsets, lengths and memory must then be aligned. */
+    direct: z.boolean().default(false),
+  })
+  .strict();
+export type FileOpenOptions = z.input<typeof FileOpenOptionsSchema>;
+
+/** A range of a registered file. */
+export const FileDescriptorSchema = z
+  .object({
+    file: z.custom<FileRegion>((v) => typeof v === 'object' && v !== null, 'a FileRegion from registerFile()'),
+    offset: length,
+    len: length,
+  })
+  .strict();
+export type FileDescriptor = z.input<typeof FileDescriptorSchema>;
+
+export const FileTransferRequestSchema = z
+  .object({
+    /** WRITE: memory to file; READ: file to memory. */
+    op: OpSchema,
+    local: DescriptorListSchema,
+    files: z.array(FileDescriptorSchema),
+    /** Overrides the agent's default engine (and IXFER_FILE_ENGINE) for this transfer. */
+    engine: FileEngineKindSchema.optional(),
+  })
+  .strict();
+export type FileTransferRequest = z.input<typeof FileTransferRequestSchema>;
+
+export const VramSourceSchema = z
+  .object({
+    addr: z.union([z.number().int().positive().max(Number.MAX_SAFE_INTEGER), z.bigint().positive().transform(Number)]),
+    len: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+  })
+  .strict();
+export type VramSource = z.input<typeof VramSourceSchema>;
+
+export const BlockStoreOptionsSchema = z
+  .object({
+    /** Directory of one file per block; without it, blocks live in host memory. */
+    dir: z.string().min(1).optional(),
+    /** Most bytes the store holds. */
+    capacityBytes: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+    /** Engine of its transfers (default: the agent's). */
+    engine: FileEngineKindSchema.optional(),
+    /** O_DIRECT block files (dir only). */
+    direct: z.boolean().default(false),
+  })
+  .strict();
+export type BlockStoreOptions = z.input<typeof BlockStoreOptionsSchema>;
+
+export const BlockKeySchema = z
+  .string()
+  .min(1)
+  .max(200)
+  .refine((k) => !k.includes('\0'), 'no NUL characters');
+
