@@ -47,6 +47,8 @@ import {
 } from './native.js';
 import { Notification, NotificationInbox } from './notifications.js';
 import { NotifySend } from './notify-send.js';
+import type { FileOpenOptions, FileTransferRequest, VramSource } from './file-schemas.js';
+import { FileEngine, type FileRegion, type FileTransfer } from './files.js';
 import { Peer, type RemoteRegion } from './peers.js';
 import { AUTO_ORDER, coreName, listProviders, summarizeProvider, type ProviderSummary } from './providers.js';
 import { RangeIndex } from './regions.js';
@@ -59,6 +61,7 @@ import {
   parse,
   TransferRequestSchema,
   type AgentOptions,
+  type FileEngineOptions,
   type Descriptor,
   type ExchangeOptionsParsed,
   type InvalidateOptions,
@@ -131,7 +134,7 @@ const IP_PROVIDERS = new Set(['tcp', 'sockets', 'udp', 'verbs', 'net']);
 
 /** What the agent waits on: a transfer, or a standalone notification being sent. */
 interface Completion {
-  complete(status: number, fiErrno: number): void;
+  complete(status: number, fiErrno: number, detail?: number): void;
   abandon(): void;
 }
 
@@ -142,6 +145,8 @@ export interface NotificationStats {
   dropped: number;
   /** Fragments that were malformed (not ixfer's, or corrupted). */
   malformed: number;
+  /** Bytes held now for incoming notifications not yet complete (or waiting for their data). */
+  pendingBytes: number;
 }
 
 /**
@@ -175,6 +180,8 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
   #instance = crypto.randomBytes(16).toString('hex');
   #sequence = 0n;
   #closed = false;
+  #fileOptions: FileEngineOptions;
+  #files: FileEngine | undefined;
   #exchange: MetadataExchange;
 
   private constructor(init: {
@@ -186,6 +193,7 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
     eventFd: number;
     defaultTimeoutMs: number | undefined;
     metadata: ExchangeOptionsParsed;
+    files: FileEngineOptions;
   }) {
     super();
     this.#native = shim();
@@ -200,6 +208,7 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
     this.#events.on('error', () => {}); // closed under us during close()
     this.#events.unref();
     this.#exchange = new MetadataExchange(this, init.metadata);
+    this.#fileOptions = init.files;
   }
 
   /**
@@ -249,6 +258,7 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
         eventFd: fd[0]!,
         defaultTimeoutMs: opts.transferTimeoutMs,
         metadata: opts.metadata,
+        files: opts.files,
       });
     } catch (err) {
       native.agentDestroy(handle);
@@ -681,9 +691,11 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
   }
 
   get notificationStats(): NotificationStats {
+    const h = this.#handle;
     return {
       ...this.#notifStats,
-      malformed: this.#handle ? Number(this.#native.notifMalformed(this.#handle)) : 0,
+      malformed: h ? Number(this.#native.notifMalformed(h)) : 0,
+      pendingBytes: h ? Number(this.#native.notifPending(h)) : 0,
     };
   }
 
@@ -735,7 +747,7 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
         const transfer = this.#inflight.get(id);
         if (!transfer) continue;
         this.#inflight.delete(id);
-        transfer.complete(buf.readInt32LE(o + 12), buf.readInt32LE(o + 16));
+        transfer.complete(buf.readInt32LE(o + 12), buf.readInt32LE(o + 16), buf.readUInt32LE(o + 20));
       }
       if (n < DRAIN_BATCH) break;
     }
@@ -778,6 +790,55 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
     return this.#exchange;
   }
 
+  // ---- files and VRAM (lib/files.ts) ------------------------------------------
+
+  #fileEngine(): FileEngine {
+    this.#h();
+    this.#files ??= new FileEngine({
+      native: this.#native,
+      agent: () => this.#h(),
+      defaultTimeoutMs: this.defaultTimeoutMs,
+      options: this.#fileOptions,
+      findDram: (addr, len) => this.#regions.find(addr, len),
+      track: (c, post) => {
+        const id = this.#nextId++;
+        post(id);
+        this.#track(id, c);
+        return id;
+      },
+    });
+    return this.#files;
+  }
+
+  /**
+   * Registers a file for file transfers: a path (opened for reading and
+   * writing, created when missing, unless options say otherwise; O_DIRECT
+   * with `direct`), or an open descriptor that stays the caller's.
+   */
+  registerFile(source: string | number, options?: FileOpenOptions): FileRegion {
+    return this.#fileEngine().registerFile(source, options);
+  }
+
+  /** @internal An anonymous memory file (BlockStore's host memory pool). */
+  memoryFile(name: string): FileRegion {
+    return this.#fileEngine().memoryFile(name);
+  }
+
+  /** A transfer between memory (DRAM or VRAM) and files: WRITE = memory to file, READ = file to memory. */
+  createFileTransfer(request: FileTransferRequest): FileTransfer {
+    return this.#fileEngine().createTransfer(request);
+  }
+
+  /** Allocates CUDA device memory, registered for file transfers; freed when deregistered. */
+  allocateVram(bytes: number, devId = 0): MemoryRegion {
+    return this.#fileEngine().allocateVram(bytes, devId);
+  }
+
+  /** Registers CUDA device memory allocated elsewhere, for file transfers. */
+  registerVram(source: VramSource): MemoryRegion {
+    return this.#fileEngine().registerVram(source);
+  }
+
   // ---- lifetime ------------------------------------------------------------
 
   /**
@@ -790,6 +851,7 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
     await this.#exchange.close(); // before the endpoint goes: our etcd entry is removed first
     const handle = this.#handle!;
     this.#handle = undefined;
+    this.#files?.close(); // its threads push events to the agent: stop them first
     this.#native.agentDestroy(handle); // joins the progress thread; closes every registration
     this.#events.destroy();
     const inflight = [...this.#inflight.values()];

@@ -3,7 +3,8 @@ import { InvalidParamError, NotAllowedError } from './errors.js';
 import type { MrHandle } from './native.js';
 import type { ParsedDescriptor } from './schemas.js';
 
-export type MemoryKind = 'DRAM';
+/** Host memory, or CUDA device memory (devId is then the CUDA device). */
+export type MemoryKind = 'DRAM' | 'VRAM';
 
 /** What registerMemory accepts: JavaScript memory, or native memory by address. */
 export type MemorySource = ArrayBuffer | ArrayBufferView | { addr: number | bigint; len: number };
@@ -16,8 +17,8 @@ export interface RegionOwner {
 export class MemoryRegion implements Disposable {
   readonly addr: number;
   readonly len: number;
-  readonly kind: MemoryKind = 'DRAM';
-  readonly devId = 0;
+  readonly kind: MemoryKind;
+  readonly devId: number;
   /** Remote key peers use to reach this region. */
   readonly key: bigint;
   /** @internal */ readonly handle: MrHandle;
@@ -39,8 +40,12 @@ export class MemoryRegion implements Disposable {
     handle: MrHandle;
     keepAlive?: unknown;
     view?: Uint8Array;
+    kind?: MemoryKind;
+    devId?: number;
   }) {
     this.#owner = init.owner;
+    this.kind = init.kind ?? 'DRAM';
+    this.devId = init.devId ?? 0;
     this.addr = init.addr;
     this.len = init.len;
     this.key = init.key;
@@ -55,6 +60,7 @@ export class MemoryRegion implements Disposable {
 
   /** Bytes of this region (for memory the agent allocated, or registered from JavaScript). */
   get bytes(): Uint8Array {
+    if (this.kind === 'VRAM') throw new NotAllowedError('device memory has no host view: use cuda.read() and cuda.write()');
     if (this.#view) return this.#view;
     const k = this.#keepAlive;
     if (k instanceof ArrayBuffer) return new Uint8Array(k);

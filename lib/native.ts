@@ -225,6 +225,7 @@ export const FILE_WRITE = 2;
 export const FILE_CREATE = 4;
 export const FILE_TRUNCATE = 8;
 export const FILE_DIRECT = 16;
+export const FILE_MEMORY = 32;
 export const FILE_ENGINE_KINDS = { posix: 0, gds: 1, gds_mt: 2 } as const;
 
 koffi.opaque('ixfer_file');

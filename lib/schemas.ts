@@ -91,6 +91,27 @@ export const InvalidateOptionsSchema = z
   .strict();
 export type InvalidateOptions = z.input<typeof InvalidateOptionsSchema>;
 
+/** Memory <-> file transfers (the agent's file engine, started on first use). */
+export const FileEngineKindSchema = z.enum(['auto', 'gds', 'gds_mt', 'posix']);
+export const FileEngineOptionsSchema = z
+  .object({
+    /** Default engine of file transfers; IXFER_FILE_ENGINE overrides it. */
+    engine: FileEngineKindSchema.default('auto'),
+    /** I/O threads (posix and gds_mt). */
+    threads: z.number().int().min(1).max(256).default(4),
+    /** Largest single I/O call, and the size of each thread's staging buffer for VRAM. */
+    chunkBytes: z
+      .number()
+      .int()
+      .min(4096)
+      .max(2 ** 30)
+      .default(8 << 20),
+    /** Entries per cuFile batch ('gds'). */
+    gdsBatch: z.number().int().min(1).max(256).default(16),
+  })
+  .strict();
+export type FileEngineOptions = z.output<typeof FileEngineOptionsSchema>;
+
 export const AgentOptionsSchema = z
   .object({
     /** Unique among the agents that talk to each other. */
@@ -129,6 +150,8 @@ export const AgentOptionsSchema = z
       .prefault({}),
     /** Metadata exchange: TCP side channel settings, and etcd. */
     metadata: ExchangeOptionsSchema.prefault({}),
+    /** File transfers. */
+    files: FileEngineOptionsSchema.prefault({}),
   })
   .strict();
 export type AgentOptions = z.input<typeof AgentOptionsSchema>;

@@ -11,10 +11,13 @@ import {
 } from './errors.js';
 import type { MemoryRegion } from './memory.js';
 import { IOV_PAIR_BYTES } from './native.js';
-import type { Peer, RemoteRegion } from './peers.js';
+import type { Peer } from './peers.js';
 import { NotificationBodySchema, parse, WaitOptionsSchema, type NotificationBody, type Op, type WaitOptions } from './schemas.js';
 
 export type TransferStatus = 'idle' | 'pending' | 'done' | 'error';
+
+/** The far side of a transfer: a peer, or for file transfers the files. */
+export type TransferPeer = Pick<Peer, 'name' | 'valid' | 'generation'>;
 
 /** What a transfer needs from its agent; implemented by Agent. */
 export interface TransferHost {
@@ -22,22 +25,23 @@ export interface TransferHost {
   postNative(
     transfer: Transfer,
     op: Op,
-    peer: Peer,
+    peer: TransferPeer,
     pairs: Uint8Array,
     count: number,
     notification: Uint8Array | undefined,
   ): number;
   cancelNative(id: number, code: 'ERR_TIMEOUT' | 'ERR_CANCELED'): void;
-  describeError(status: number, fiErrno: number): string;
+  /** detail: for file transfers, the index of the descriptor that failed. */
+  describeError(status: number, fiErrno: number, detail: number): string;
 }
 
 /** Local and remote sides resolved to regions, and the pairs in the shim's layout. */
 export interface ResolvedTransfer {
   op: Op;
-  peer: Peer;
+  peer: TransferPeer;
   generation: number;
   localRegions: MemoryRegion[];
-  remoteRegions: RemoteRegion[];
+  remoteRegions: { readonly valid: boolean }[];
   pairs: Uint8Array;
   count: number;
   bytes: number;
@@ -197,7 +201,7 @@ export class Transfer implements Disposable {
   }
 
   /** @internal Called by the agent when the shim reports the end of post #id. */
-  complete(status: number, fiErrno: number): void {
+  complete(status: number, fiErrno: number, detail = 0): void {
     for (const region of this.#r.localRegions) region.releaseUse();
     if (status === 0) {
       this.#status = 'done';
@@ -205,8 +209,8 @@ export class Transfer implements Disposable {
       this.#status = 'error';
       this.#error = makeError(
         codeOfStatus(status),
-        `${this.op} of ${this.bytes} bytes to '${this.peer}' failed: ${this.#host.describeError(status, fiErrno)}`,
-        { nativeMessage: fiErrno ? this.#host.describeError(status, fiErrno) : undefined },
+        `${this.op} of ${this.bytes} bytes to '${this.peer}' failed: ${this.#host.describeError(status, fiErrno, detail)}`,
+        { nativeMessage: fiErrno ? this.#host.describeError(status, fiErrno, detail) : undefined },
       );
     }
     const waiters = this.#waiters;

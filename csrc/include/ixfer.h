@@ -275,6 +275,7 @@ enum {
     IXFER_FILE_CREATE = 4,   /* open only: create it (mode 0644) */
     IXFER_FILE_TRUNCATE = 8, /* open only */
     IXFER_FILE_DIRECT = 16,  /* O_DIRECT: no page cache, aligned I/O only */
+    IXFER_FILE_MEMORY = 32,  /* open only: an anonymous memory file (memfd) named path */
 };
 
 typedef struct ixfer_file_info {
