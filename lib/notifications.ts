@@ -39,6 +39,52 @@ function matcher(match: NotificationMatch | undefined, peer: string | undefined)
   return peer === undefined ? test : (n) => n.peer === peer && test(n);
 }
 
+/** A FIFO with O(1) shift (Array.prototype.shift is O(n) on long arrays). */
+class Fifo<T> {
+  #items: (T | undefined)[] = [];
+  #head = 0;
+
+  get length(): number {
+    return this.#items.length - this.#head;
+  }
+
+  push(item: T): void {
+    this.#items.push(item);
+  }
+
+  shift(): T | undefined {
+    if (this.#head >= this.#items.length) return undefined;
+    const item = this.#items[this.#head];
+    this.#items[this.#head++] = undefined;
+    // Compact once the consumed prefix dominates.
+    if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+    return item;
+  }
+
+  /** Removes and returns the first item that satisfies pred. */
+  take(pred: (item: T) => boolean): T | undefined {
+    for (let i = this.#head; i < this.#items.length; i++) {
+      const item = this.#items[i]!;
+      if (!pred(item)) continue;
+      if (i === this.#head) return this.shift();
+      this.#items.splice(i, 1);
+      return item;
+    }
+    return undefined;
+  }
+
+  /** Removes and returns everything. */
+  drain(): T[] {
+    const all = this.#items.slice(this.#head) as T[];
+    this.#items = [];
+    this.#head = 0;
+    return all;
+  }
+}
+
 interface Consumer {
   accepts(n: Notification): boolean;
   take(n: Notification): void;
@@ -47,7 +93,7 @@ interface Consumer {
 }
 
 export class NotificationInbox {
-  #queue: Notification[] = [];
+  #queue = new Fifo<Notification>();
   #consumers: Consumer[] = [];
   /** Called when the number of waiting consumers changes (to hold the process open). */
   readonly #onWaitingChange: () => void;
@@ -81,12 +127,11 @@ export class NotificationInbox {
   /** Everything queued, grouped by peer, in arrival order (like NIXL's getNotifs). */
   drain(): Map<string, Notification[]> {
     const out = new Map<string, Notification[]>();
-    for (const n of this.#queue) {
+    for (const n of this.#queue.drain()) {
       const list = out.get(n.peer);
       if (list) list.push(n);
       else out.set(n.peer, [n]);
     }
-    this.#queue = [];
     return out;
   }
 
@@ -98,8 +143,8 @@ export class NotificationInbox {
       'waitForNotification options',
     );
     const accepts = matcher(match, peer);
-    const i = this.#queue.findIndex(accepts);
-    if (i >= 0) return Promise.resolve(this.#queue.splice(i, 1)[0]!);
+    const queued = this.#queue.take(accepts);
+    if (queued) return Promise.resolve(queued);
     if (this.#closedError) return Promise.reject(this.#closedError);
     const what = `a notification${peer === undefined ? '' : ` from '${peer}'`}`;
     if (signal?.aborted) return Promise.reject(new CanceledError(`waiting for ${what} aborted`, { cause: signal.reason }));

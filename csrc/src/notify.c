@@ -53,6 +53,7 @@ struct notif_job {
     uint64_t msg_id, seq, tag, expected;
     uint64_t len, sent; /* payload bytes, and those handed to the provider */
     uint32_t inflight;  /* fragments posted and not completed */
+    int queued;         /* still on the send queue */
     int32_t status, fi_errno;
     int32_t cancel_status;
     uint8_t data[];
@@ -183,6 +184,7 @@ void ixfer_notify_enqueue(struct ixfer_agent *a, struct notif_job *job)
     struct notify_state *n = a->notify;
     job->msg_id = ++n->next_msg_id;
     job->next = NULL;
+    job->queued = 1;
     if (n->queue_tail)
         n->queue_tail->next = job;
     else
@@ -283,6 +285,7 @@ static int send_pass(struct ixfer_agent *a)
                 n->queue_head = next;
             if (n->queue_tail == job)
                 n->queue_tail = prev;
+            job->queued = 0;
             if (!job->inflight)
                 job_finish(a, job);
         }
@@ -303,10 +306,7 @@ static void send_done(struct ixfer_agent *a, struct send_slot *slot, int fi_err)
         job->fi_errno = fi_err;
     }
     job->inflight--;
-    int queued = 0;
-    for (struct notif_job *q = n->queue_head; q && !queued; q = q->next)
-        queued = q == job;
-    if (!job->inflight && !queued)
+    if (!job->inflight && !job->queued)
         job_finish(a, job);
 }
 
