@@ -2,8 +2,6 @@
 /** The `ixfer` command line. */
 import { parseArgs } from 'node:util';
 
-import { benchCommand } from './bench/command.js';
-import { planCommand } from './bench/plan.js';
 import { IxferError } from './errors.js';
 import { formatInfo, info } from './info.js';
 
@@ -30,10 +28,11 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'info':
       return runInfo(rest);
+    // Loaded on demand: `ixfer info` needs none of the benchmark's modules.
     case 'bench':
-      return benchCommand(rest);
+      return (await import('./bench/command.js')).benchCommand(rest);
     case 'plan':
-      return planCommand(rest);
+      return (await import('./bench/plan.js')).planCommand(rest);
     case undefined:
     case 'help':
     case '--help':

@@ -18,9 +18,12 @@ import type { Timing } from './stats.js';
 
 export const C_SOURCE = path.join(packageRoot, 'bench', 'fi_rma_baseline.c');
 
+/** node_modules/.cache/ixfer of the project (an installed ixfer's enclosing node_modules), else the temp dir. */
 function cacheDir(): string {
-  const inModules = path.join(packageRoot, 'node_modules', '.cache', 'ixfer');
-  for (const dir of [inModules, path.join(os.tmpdir(), 'ixfer-cache')]) {
+  const parts = packageRoot.split(path.sep);
+  const i = parts.lastIndexOf('node_modules');
+  const modules = i >= 0 ? parts.slice(0, i + 1).join(path.sep) : path.join(packageRoot, 'node_modules');
+  for (const dir of [path.join(modules, '.cache', 'ixfer'), path.join(os.tmpdir(), 'ixfer-cache')]) {
     try {
       fs.mkdirSync(dir, { recursive: true });
       fs.accessSync(dir, fs.constants.W_OK);
