@@ -1,4 +1,7 @@
+import { execFile } from 'node:child_process';
 import crypto from 'node:crypto';
+import path from 'node:path';
+import { promisify } from 'node:util';
 
 import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -222,4 +225,11 @@ describe('entries leave etcd with their agent', () => {
     expect(err.message).toContain('http://127.0.0.1:1');
     expect(Date.now() - started).toBeLessThan(15_000);
   });
+});
+
+it('examples/exchange.mjs etcd: two processes find each other and check the bytes', async () => {
+  const example = path.join(import.meta.dirname, '..', 'examples', 'exchange.mjs');
+  const { stdout } = await promisify(execFile)(process.execPath, [example, 'etcd', etcd.endpoint], { timeout: 60_000 });
+  expect(stdout).toMatch(/prefill-0: found 'decode-0' through etcd/);
+  expect(stdout).toMatch(/decode-0: prefill-0 wrote 8388608 bytes into kv: checked/);
 });

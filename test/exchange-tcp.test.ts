@@ -1,5 +1,8 @@
+import { execFile } from 'node:child_process';
 import crypto from 'node:crypto';
 import net from 'node:net';
+import path from 'node:path';
+import { promisify } from 'node:util';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -298,4 +301,12 @@ describe('timeouts and unreachable listeners', () => {
     await expectCode(() => a.sendLocalMetadata(), 'ERR_INVALID_PARAM');
     await expectCode(() => Agent.create({ name: 'x', metadata: { secret: 'short' } }), 'ERR_INVALID_PARAM');
   });
+});
+
+it('examples/exchange.mjs tcp: two processes find each other and check the bytes', async () => {
+  const example = path.join(import.meta.dirname, '..', 'examples', 'exchange.mjs');
+  const { stdout } = await promisify(execFile)(process.execPath, [example, 'tcp'], { timeout: 60_000 });
+  expect(stdout).toMatch(/prefill-0: found 'decode-0' through tcp/);
+  expect(stdout).toMatch(/prefill-0: READ 8388608 bytes .*: checked/);
+  expect(stdout).toMatch(/decode-0: prefill-0 wrote 8388608 bytes into kv: checked/);
 });

@@ -19,6 +19,19 @@ import { abortable, withDeadline } from './deadline.js';
 type Waiter = (blob: Buffer) => void;
 type EtcdSettings = NonNullable<ExchangeOptionsParsed['etcd']>;
 
+/**
+ * Watch reconnect delays, doubling up to `max`. etcd3's default grows to 30 s,
+ * and its last retry timer outlives close(): bounded, a closed agent does not
+ * hold its process for long when etcd went away.
+ */
+interface Backoff {
+  readonly duration: number;
+  next(): Backoff;
+}
+function backoff(duration: number, max: number): Backoff {
+  return { duration, next: () => backoff(Math.min(duration * 2, max), max) };
+}
+
 export class EtcdDirectory {
   readonly #ctx: ExchangeContext;
   readonly #client: Etcd3;
@@ -47,6 +60,7 @@ export class EtcdDirectory {
     this.#client = new Etcd3({
       hosts: options.endpoints,
       dialTimeout: timeoutMs,
+      faultHandling: { watchBackoff: backoff(100, Math.min(timeoutMs, 2000)) },
       // Unary calls get the exchange deadline; streams (watch, keepalive) live on.
       defaultCallOptions: (call) => (call.isStream ? {} : { deadline: Date.now() + timeoutMs }),
     });
@@ -70,16 +84,27 @@ export class EtcdDirectory {
   }
 
   async #watch(): Promise<void> {
-    const timeoutMs = this.#ctx.options.timeoutMs;
-    const watcher = await withDeadline(timeoutMs, undefined, () => `watching ${this.#prefix} in ${this.#where}`, (abort) =>
-      abortable(this.#client.watch().prefix(this.#prefix).create(), abort),
+    // Not create(): on a timeout the watcher must be at hand to cancel, or the client keeps retrying it.
+    const watcher = (this.#watcher = this.#client.watch().prefix(this.#prefix).watcher());
+    await withDeadline(this.#ctx.options.timeoutMs, undefined, () => `watching ${this.#prefix} in ${this.#where}`, (abort) =>
+      abortable(
+        new Promise<void>((resolve, reject) => {
+          watcher.once('connected', () => resolve());
+          watcher.once('error', (err: Error) => reject(this.#error(err, `watching ${this.#prefix}`)));
+        }),
+        abort,
+      ),
     );
-    this.#watcher = watcher;
     const nameOf = (key: Buffer) => key.toString('utf8').slice(this.#prefix.length);
     watcher.on('put', (kv) => this.#onPut(nameOf(kv.key), kv.value));
     watcher.on('delete', (kv) => this.#onDelete(nameOf(kv.key)));
-    // The client reconnects the watch from its last revision by itself; say so meanwhile.
-    watcher.on('disconnected', (err: Error) => this.#ctx.warn(`watch of ${this.#where} disconnected: ${err.message}`));
+    // The client reconnects the watch from its last revision by itself: one warning per outage.
+    let connected = true;
+    watcher.on('connected', () => (connected = true));
+    watcher.on('disconnected', (err: Error) => {
+      if (connected) this.#ctx.warn(`watch of ${this.#where} disconnected, reconnecting: ${err.message}`);
+      connected = false;
+    });
     watcher.on('error', (err: Error) => this.#ctx.warn(`watch of ${this.#where} failed: ${err.message}`));
   }
 
