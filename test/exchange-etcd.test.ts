@@ -205,6 +205,7 @@ describe('entries leave etcd with their agent', () => {
       await client.put(`${ns}/garbage`).value('not metadata');
       await expectCode(() => p.fetchRemoteMetadata('someone'), 'ERR_INVALID_PARAM');
       await expectCode(() => p.fetchRemoteMetadata('garbage'), 'ERR_INVALID_PARAM');
+      await expectCode(() => p.fetchRemoteMetadata(''), 'ERR_INVALID_PARAM');
       expect(p.peers).not.toContain('impostor');
       await other.close();
     } finally {

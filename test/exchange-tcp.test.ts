@@ -296,10 +296,17 @@ describe('timeouts and unreachable listeners', () => {
   });
 
   it('bad arguments are ERR_INVALID_PARAM', async () => {
+    const heldBefore = held.length;
     await expectCode(() => a.fetchRemoteMetadata({ host: '127.0.0.1', port: 0 }), 'ERR_INVALID_PARAM');
     await expectCode(() => a.fetchRemoteMetadata('somebody'), 'ERR_INVALID_PARAM'); // by name needs etcd
     await expectCode(() => a.sendLocalMetadata(), 'ERR_INVALID_PARAM');
     await expectCode(() => Agent.create({ name: 'x', metadata: { secret: 'short' } }), 'ERR_INVALID_PARAM');
+    // Metadata over our own frame cap is refused before connecting.
+    await using small = await Agent.create({ name: 'tcp-small', metadata: { maxFrameBytes: 1024 } });
+    for (let i = 0; i < 40; i++) small.allocate(4096);
+    const err = await expectCode(() => small.sendLocalMetadata(silentAddress), 'ERR_INVALID_PARAM');
+    expect(err.message).toContain('maxFrameBytes');
+    expect(held.length).toBe(heldBefore);
   });
 });
 

@@ -19,6 +19,7 @@ import {
   type WaitOptions,
 } from '../schemas.js';
 import type { ExchangeContext, ExchangeHost, ExchangeStats, ExchangeVia, PeerEvent } from './context.js';
+import { abortable, withDeadline } from './deadline.js';
 import { EtcdDirectory } from './etcd-directory.js';
 import { FrameType } from './frame.js';
 import { formatAddress, request, TcpListener, type SocketAddress } from './tcp-channel.js';
@@ -101,7 +102,12 @@ export class MetadataExchange extends EventEmitter implements ExchangeContext, M
 
   async send(to: PeerAddress | undefined, options: WaitOptions = {}): Promise<void> {
     const wait = this.#wait(options);
-    if (to === undefined) return this.#etcd('sendLocalMetadata() without an address').publish();
+    if (to === undefined) {
+      const directory = this.#etcd('sendLocalMetadata() without an address');
+      return withDeadline(wait.timeoutMs, wait.signal, () => `publishing '${this.host.name}' to etcd`, (abort) =>
+        abortable(directory.publish(), abort),
+      );
+    }
     const address = parse(PeerAddressSchema, to, 'address');
     await request(this, address, FrameType.PUSH, this.host.getLocalMetadata(), wait);
     this.#sentTo.set(formatAddress(address), address);
@@ -109,7 +115,10 @@ export class MetadataExchange extends EventEmitter implements ExchangeContext, M
 
   async fetch(from: string | PeerAddress, options: WaitOptions = {}): Promise<string> {
     const wait = this.#wait(options);
-    if (typeof from === 'string') return this.#etcd(`fetchRemoteMetadata('${from}')`).fetch(from, wait);
+    if (typeof from === 'string') {
+      if (!from) throw new InvalidParamError('fetchRemoteMetadata: empty peer name');
+      return this.#etcd(`fetchRemoteMetadata('${from}')`).fetch(from, wait);
+    }
     const address = parse(PeerAddressSchema, from, 'address');
     return this.load(await request(this, address, FrameType.FETCH, Buffer.alloc(0), wait), 'tcp');
   }

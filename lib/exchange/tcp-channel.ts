@@ -141,6 +141,9 @@ export function request(
   wait: { timeoutMs: number; signal?: AbortSignal | undefined },
 ): Promise<Buffer> {
   const where = formatAddress(to);
+  if (payload.length > ctx.options.maxFrameBytes) {
+    return Promise.reject(new InvalidParamError(`${payload.length} bytes for ${where} exceed maxFrameBytes (${ctx.options.maxFrameBytes})`));
+  }
   let phase = `connecting to the metadata listener at ${where}`;
   return withDeadline(wait.timeoutMs, wait.signal, () => phase, (abort) =>
     new Promise<Buffer>((resolve, reject) => {
