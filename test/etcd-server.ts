@@ -11,6 +11,9 @@ import path from 'node:path';
 export interface EtcdServer {
   /** Client URL, e.g. http://127.0.0.1:40123 */
   endpoint: string;
+  /** Freezes the server (SIGSTOP), as a hung or partitioned etcd; resume() thaws it. */
+  pause(): void;
+  resume(): void;
   stop(): Promise<void>;
 }
 
@@ -63,6 +66,8 @@ export async function startEtcd(): Promise<EtcdServer> {
   proc.stderr!.resume(); // keep draining its log, unread
   return {
     endpoint: client,
+    pause: () => proc.kill('SIGSTOP'),
+    resume: () => proc.kill('SIGCONT'),
     async stop() {
       proc.kill('SIGKILL');
       await exited;

@@ -228,6 +228,37 @@ describe('entries leave etcd with their agent', () => {
   });
 });
 
+describe('etcd going away', () => {
+  it('frozen for longer than the lease: the entry is written again, and peers reload it', async () => {
+    const ns = newNamespace();
+    await using a = await Agent.create({ name: 'a', metadata: { ...inNamespace(ns, 2), timeoutMs: 1000 } });
+    const target = a.allocate(MiB);
+    await a.sendLocalMetadata();
+    await using w = await Agent.create({ name: 'w', metadata: inNamespace(ns, 60) });
+    expect(await w.fetchRemoteMetadata('a')).toBe('a');
+
+    // Dropped when the expired lease deletes the entry, then loaded from the rewritten one.
+    const seen: string[] = [];
+    const back = new Promise<void>((resolve) => {
+      w.metadataEvents.on('peer', (e) => {
+        if (e.name !== 'a') return;
+        seen.push(e.action);
+        if (e.action === 'loaded' && seen.includes('dropped')) resolve();
+      });
+    });
+    const publishedBefore = a.exchangeStats.published;
+    etcd.pause();
+    await new Promise((r) => setTimeout(r, 4000));
+    etcd.resume();
+    await back;
+    expect(a.exchangeStats.published).toBeGreaterThan(publishedBefore);
+    const data = random(MiB);
+    const src = w.registerMemory(data);
+    await w.createTransfer({ op: 'WRITE', peer: 'a', local: [src.desc()], remote: [target.desc()] }).run({ timeoutMs: 30_000 });
+    expect(Buffer.compare(target.bytes, data)).toBe(0);
+  });
+});
+
 it('examples/exchange.mjs etcd: two processes find each other and check the bytes', async () => {
   const example = path.join(import.meta.dirname, '..', 'examples', 'exchange.mjs');
   const { stdout } = await promisify(execFile)(process.execPath, [example, 'etcd', etcd.endpoint], { timeout: 60_000 });
