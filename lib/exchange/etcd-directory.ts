@@ -86,6 +86,17 @@ export class EtcdDirectory {
   async #watch(): Promise<void> {
     // Not create(): on a timeout the watcher must be at hand to cancel, or the client keeps retrying it.
     const watcher = (this.#watcher = this.#client.watch().prefix(this.#prefix).watcher());
+    const nameOf = (key: Buffer) => key.toString('utf8').slice(this.#prefix.length);
+    watcher.on('put', (kv) => this.#onPut(nameOf(kv.key), kv.value));
+    watcher.on('delete', (kv) => this.#onDelete(nameOf(kv.key)));
+    // The client reconnects the watch from its last revision by itself: one warning per outage.
+    let connected = false;
+    watcher.on('connected', () => (connected = true));
+    watcher.on('disconnected', (err: Error) => {
+      if (connected) this.#ctx.warn(`watch of ${this.#where} disconnected, reconnecting: ${err.message}`);
+      connected = false;
+    });
+    watcher.on('error', (err: Error) => this.#ctx.warn(`watch of ${this.#where} failed: ${err.message}`));
     await withDeadline(this.#ctx.options.timeoutMs, undefined, () => `watching ${this.#prefix} in ${this.#where}`, (abort) =>
       abortable(
         new Promise<void>((resolve, reject) => {
@@ -95,17 +106,6 @@ export class EtcdDirectory {
         abort,
       ),
     );
-    const nameOf = (key: Buffer) => key.toString('utf8').slice(this.#prefix.length);
-    watcher.on('put', (kv) => this.#onPut(nameOf(kv.key), kv.value));
-    watcher.on('delete', (kv) => this.#onDelete(nameOf(kv.key)));
-    // The client reconnects the watch from its last revision by itself: one warning per outage.
-    let connected = true;
-    watcher.on('connected', () => (connected = true));
-    watcher.on('disconnected', (err: Error) => {
-      if (connected) this.#ctx.warn(`watch of ${this.#where} disconnected, reconnecting: ${err.message}`);
-      connected = false;
-    });
-    watcher.on('error', (err: Error) => this.#ctx.warn(`watch of ${this.#where} failed: ${err.message}`));
   }
 
   #onPut(name: string, blob: Buffer): void {
@@ -125,7 +125,8 @@ export class EtcdDirectory {
   }
 
   #onDelete(name: string): void {
-    if (name !== this.#ctx.host.name) this.#ctx.drop(name, 'etcd');
+    if (name === this.#ctx.host.name) this.republish(); // expired or deleted by someone else: not by withdraw() or close()
+    else this.#ctx.drop(name, 'etcd');
   }
 
   /** Loads an entry, after checking that it holds the metadata of the agent its key names. */
