@@ -754,42 +754,6 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
     if (this.#inflight.size === 0) this.#updateRef();
   }
 
-  // Metadata exchange: thin delegations to lib/exchange/ (TCP side channel, etcd directory).
-
-  /** Answers peers' fetches, pushes and invalidations on a TCP listener (loopback, a free port by default); returns the bound address. */
-  async listen(options?: ListenOptions): Promise<SocketAddress> {
-    this.#h();
-    return this.#exchange.listen(options);
-  }
-
-  /** Pushes our metadata to a peer's listener, which loads it; without an address, (re)publishes it to etcd. */
-  async sendLocalMetadata(to?: PeerAddress, options?: WaitOptions): Promise<void> {
-    this.#h();
-    return this.#exchange.send(to, options);
-  }
-
-  /** Loads a peer's metadata from its listener, or from etcd by name (waiting until it appears); returns the peer's name. */
-  async fetchRemoteMetadata(from: string | PeerAddress, options?: WaitOptions): Promise<string> {
-    this.#h();
-    return this.#exchange.fetch(from, options);
-  }
-
-  /** Tells peers to drop our metadata: the listeners in `to` and those we sent it to; withdraws our etcd entry. */
-  async invalidateLocalMetadata(options?: InvalidateOptions): Promise<void> {
-    this.#h();
-    return this.#exchange.invalidate(options);
-  }
-
-  /** Counters of the exchange: frames served and refused, etcd writes. */
-  get exchangeStats(): ExchangeStats {
-    return { ...this.#exchange.stats };
-  }
-
-  /** 'peer' events: metadata loaded or dropped by the exchange (a listener, an etcd watch). */
-  get metadataEvents(): MetadataEvents {
-    return this.#exchange;
-  }
-
   // ---- files and VRAM (lib/files.ts) ------------------------------------------
 
   #fileEngine(): FileEngine {
@@ -837,6 +801,42 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
   /** Registers CUDA device memory allocated elsewhere, for file transfers. */
   registerVram(source: VramSource): MemoryRegion {
     return this.#fileEngine().registerVram(source);
+  }
+
+  // Metadata exchange: thin delegations to lib/exchange/ (TCP side channel, etcd directory).
+
+  /** Answers peers' fetches, pushes and invalidations on a TCP listener (loopback, a free port by default); returns the bound address. */
+  async listen(options?: ListenOptions): Promise<SocketAddress> {
+    this.#h();
+    return this.#exchange.listen(options);
+  }
+
+  /** Pushes our metadata to a peer's listener, which loads it; without an address, (re)publishes it to etcd. */
+  async sendLocalMetadata(to?: PeerAddress, options?: WaitOptions): Promise<void> {
+    this.#h();
+    return this.#exchange.send(to, options);
+  }
+
+  /** Loads a peer's metadata from its listener, or from etcd by name (waiting until it appears); returns the peer's name. */
+  async fetchRemoteMetadata(from: string | PeerAddress, options?: WaitOptions): Promise<string> {
+    this.#h();
+    return this.#exchange.fetch(from, options);
+  }
+
+  /** Tells peers to drop our metadata: the listeners in `to` and those we sent it to; withdraws our etcd entry. */
+  async invalidateLocalMetadata(options?: InvalidateOptions): Promise<void> {
+    this.#h();
+    return this.#exchange.invalidate(options);
+  }
+
+  /** Counters of the exchange: frames served and refused, etcd writes. */
+  get exchangeStats(): ExchangeStats {
+    return { ...this.#exchange.stats };
+  }
+
+  /** 'peer' events: metadata loaded or dropped by the exchange (a listener, an etcd watch). */
+  get metadataEvents(): MetadataEvents {
+    return this.#exchange;
   }
 
   // ---- lifetime ------------------------------------------------------------
