@@ -13,8 +13,11 @@ fi
 npm run --silent compile
 rm -rf .gpu/app && mkdir -p .gpu/app/node_modules .gpu/app/test
 cp -r package.json dist prebuilds csrc scripts bench .gpu/app/
-cp -r test/fixtures .gpu/app/test/
-for dep in koffi @koromix zod node-gyp-build; do cp -r "node_modules/$dep" .gpu/app/node_modules/; done
+cp -r test/fixtures test/gpu .gpu/app/test/
+# Every production dependency (etcd3 brings grpc and protobuf along); nested
+# node_modules come with their parent package.
+npm ls --omit=dev --parseable --all 2>/dev/null | tail -n +2 | sed "s|^$root/||" |
+  grep -Ev '/node_modules/.*/node_modules/' | sort -u | xargs -I{} cp -r --parents {} .gpu/app/
 # libfabric's headers, for building the sanitizer test there.
 mkdir -p .gpu/app/libfabric/include && cp -r /usr/include/rdma .gpu/app/libfabric/include/
 # One archive: the transfer to the machine skips paths that look git-ignored (build/).

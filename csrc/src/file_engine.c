@@ -15,6 +15,9 @@
 #define DEFAULT_CHUNK (8ull << 20)
 #define DEFAULT_GDS_BATCH 16
 #define MAX_GDS_BATCH 256
+/* Small pairs are taken several at a time (up to chunk_bytes in all), so that
+ * a worker pays for the queue once per chunk_bytes, not once per pair. */
+#define MAX_TAKE 64
 
 struct file_request {
     struct file_request *next;                  /* run queue */
@@ -86,8 +89,9 @@ static void maybe_finish(struct ixfer_file_engine *e, struct file_request *r)
     ixfer_push_event(e->agent, &ev);
 }
 
-/* Takes the next chunks of the head request: one, or for the gds engine a
- * run of device-memory chunks up to the batch size. Lock held. */
+/* Takes the next chunks of the head request: for the gds engine a run of
+ * device-memory chunks up to the batch size, else chunks up to chunk_bytes in
+ * all (at least one). Lock held. */
 static struct file_request *take(struct ixfer_file_engine *e, struct file_chunk *chunks,
                                  uint32_t *n)
 {
@@ -99,16 +103,17 @@ static struct file_request *take(struct ixfer_file_engine *e, struct file_chunk 
     }
     if (!r)
         return NULL;
-    uint32_t max = 1;
-    if (r->kind == IXFER_FILE_ENGINE_GDS && r->pairs[r->next_pair].dev >= 0)
-        max = e->gds_batch;
+    int batch = r->kind == IXFER_FILE_ENGINE_GDS && r->pairs[r->next_pair].dev >= 0;
+    uint32_t max = batch ? e->gds_batch : MAX_TAKE;
+    uint64_t total = 0;
     *n = 0;
     while (*n < max && r->next_pair < r->count) {
         const ixfer_file_pair *p = &r->pairs[r->next_pair];
-        if (*n && p->dev < 0)
-            break;
         uint64_t left = p->len - r->next_offset;
         uint64_t len = left < e->chunk_bytes ? left : e->chunk_bytes;
+        if (*n && (batch ? p->dev < 0 : total + len > e->chunk_bytes))
+            break;
+        total += len;
         if (len)
             chunks[(*n)++] = (struct file_chunk){r->next_pair, r->next_offset, len};
         r->next_offset += len;
@@ -136,16 +141,20 @@ static void run(struct file_worker *w, struct file_request *r, const struct file
 {
     struct ixfer_file_engine *e = w->engine;
     *res = (struct file_result){IXFER_OK, 0, 0};
-    if (n > 1 || (n == 1 && r->kind == IXFER_FILE_ENGINE_GDS && r->pairs[chunks[0].pair].dev >= 0)) {
+    if (n && r->kind == IXFER_FILE_ENGINE_GDS && r->pairs[chunks[0].pair].dev >= 0) {
         ixfer_gds_batch(w, r->op, r->pairs, chunks, n, e->gds_batch, res);
+        return;
+    }
+    if (r->kind != IXFER_FILE_ENGINE_GDS_MT) {
+        ixfer_posix_run(w, r->op, r->pairs, chunks, n, e->chunk_bytes, res);
         return;
     }
     for (uint32_t i = 0; i < n && res->status == IXFER_OK; i++) {
         const ixfer_file_pair *p = &r->pairs[chunks[i].pair];
-        if (r->kind == IXFER_FILE_ENGINE_GDS_MT && p->dev >= 0)
+        if (p->dev >= 0)
             ixfer_gds_chunk(r->op, p, &chunks[i], res);
         else
-            ixfer_posix_chunk(w, r->op, p, &chunks[i], e->chunk_bytes, res);
+            ixfer_posix_run(w, r->op, r->pairs, &chunks[i], 1, e->chunk_bytes, res);
     }
 }
 
@@ -153,7 +162,7 @@ static void *worker_main(void *arg)
 {
     struct file_worker *w = arg;
     struct ixfer_file_engine *e = w->engine;
-    struct file_chunk *chunks = malloc(sizeof *chunks * e->gds_batch);
+    struct file_chunk *chunks = malloc(sizeof *chunks * (e->gds_batch > MAX_TAKE ? e->gds_batch : MAX_TAKE));
     pthread_mutex_lock(&e->lock);
     while (chunks && !e->stop) {
         uint32_t n = 0;

@@ -42,10 +42,12 @@ struct file_worker {
 /* Maps an errno of open/pread/pwrite to a status. */
 int32_t ixfer_file_errno_status(int err);
 
-/* posix_io.c: moves a chunk with pread/pwrite, staging device memory
- * through w->stage (chunk_bytes long). */
-void ixfer_posix_chunk(struct file_worker *w, uint32_t op, const ixfer_file_pair *pair,
-                       const struct file_chunk *c, uint64_t chunk_bytes, struct file_result *res);
+/* posix_io.c: moves chunks with preadv/pwritev (one call for chunks that
+ * follow each other in a file), staging device memory through w->stage
+ * (chunk_bytes long). */
+void ixfer_posix_run(struct file_worker *w, uint32_t op, const ixfer_file_pair *pairs,
+                     const struct file_chunk *chunks, uint32_t n, uint64_t chunk_bytes,
+                     struct file_result *res);
 void ixfer_posix_worker_free(struct file_worker *w);
 
 /* cufile.c: a symbol of the opened cuFile library, or NULL. */

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# On the GPU machine (../shared/gpu/README.md), from the unpacked app: the cuFile
+# layout check, the VRAM file tests without and then with a udev record of the
+# disk (cuFile refuses files without one), and the file benchmark.
+#   bash test/gpu/run-gpu.sh [DIR]
+set -u
+cd "$(dirname "$0")/../.."
+export LD_LIBRARY_PATH=/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
+dir=${1:-/tmp}
+nvidia-smi -L 2>&1 | head -2
+echo "== $dir: $(findmnt -no FSTYPE,SOURCE -T "$dir")"
+echo "== cufile.h layout"
+gcc -I/usr/local/cuda/include -o /tmp/cufile_layout test/gpu/cufile_layout.c && /tmp/cufile_layout
+echo "== cuFile refuses files (no udev record)"
+node test/gpu/files-gpu.mjs refuse "$dir"
+dev=$(findmnt -no MAJ:MIN -T "$dir" | tr -d ' '); fs=$(findmnt -no FSTYPE -T "$dir" | tr -d ' ')
+mkdir -p /run/udev/data && printf 'E:ID_FS_USAGE=filesystem\nE:ID_FS_TYPE=%s\n' "$fs" > "/run/udev/data/b$dev"
+echo "== cuFile accepts files (udev record written)"
+node test/gpu/files-gpu.mjs gds "$dir"
+echo "== file bench"
+node bench/file-bench.mjs --dir "$dir" --seconds 1
+for engine in gds gds_mt posix; do
+  node bench/file-bench.mjs --dir "$dir" --seconds 0.5 --mem vram --engine $engine | head -15
+done
