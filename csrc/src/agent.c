@@ -52,10 +52,8 @@ static void agent_free(struct ixfer_agent *a)
         ixfer_fab.freeinfo(a->info);
     for (struct submission *s = a->submit_head, *n; s; s = n) {
         n = s->next;
-        if (s->req) {
+        if (s->req)
             ixfer_notif_job_free(s->req->notif);
-            free(s->req->ops);
-        }
         free(s->req);
         ixfer_notif_job_free(s->job);
         free(s->name);
@@ -65,7 +63,6 @@ static void agent_free(struct ixfer_agent *a)
         n = r->live_next;
         if (r->notif_state == NOTIF_WAITING) /* else notify.c owns it */
             ixfer_notif_job_free(r->notif);
-        free(r->ops);
         free(r);
     }
     /* Notifications nobody drained. */
@@ -332,24 +329,29 @@ int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer,
     }
     if (segments > UINT32_MAX)
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "transfer needs too many operations");
-    struct xfer_request *r = malloc(sizeof *r + (size_t)count * sizeof *pairs);
-    struct submission *s = malloc(sizeof *s);
-    struct xfer_op *ops = calloc(segments ? segments : 1, sizeof *ops);
+    /* One allocation: the request, its pairs, then its ops. */
+    size_t head = sizeof(struct xfer_request) + (size_t)count * sizeof *pairs;
+    struct xfer_request *r = malloc(head + (size_t)segments * sizeof(struct xfer_op));
     struct notif_job *job = notify ? ixfer_notif_job_new(peer, notif, notif_len, 0, 0, r) : NULL;
-    if (!r || !s || !ops || (notify && !job)) {
+    if (!r || (notify && !job)) {
         free(r);
-        free(s);
-        free(ops);
         ixfer_notif_job_free(job);
         return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
     }
     *r = (struct xfer_request){
-        .user_id = user_id, .op = op, .peer = peer, .count = count, .ops = ops,
+        .user_id = user_id, .op = op, .peer = peer, .count = count,
+        .ops = (struct xfer_op *)((char *)r + head),
         .notif = job, .notif_state = job ? NOTIF_WAITING : NOTIF_NONE,
         /* The receiver counts tagged writes when its provider has CQ data. */
         .tagged = job && op == IXFER_OP_WRITE && agent->caps.cq_data_size > 0};
     if (count)
         memcpy(r->pairs, pairs, (size_t)count * sizeof *pairs);
+    struct submission *s = malloc(sizeof *s);
+    if (!s) {
+        ixfer_notif_job_free(job);
+        free(r);
+        return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
+    }
     *s = (struct submission){.kind = SUBMIT_POST, .req = r};
     ixfer_submit(agent, s);
     return IXFER_OK;

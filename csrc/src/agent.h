@@ -43,7 +43,7 @@ struct xfer_request {
     struct xfer_request *live_prev, *live_next; /* all requests not yet reported */
     struct xfer_request *post_next;             /* requests with parts left to post */
     int queued;                                 /* on the post queue */
-    struct xfer_op *ops;  /* enough for every provider op this request can need */
+    struct xfer_op *ops;  /* enough for every provider op; in the same allocation */
     uint32_t ops_used;
     uint64_t user_id;
     uint32_t op;
@@ -113,6 +113,7 @@ struct ixfer_agent {
 
 /* progress.c */
 void *ixfer_progress_main(void *arg);
+
 /* Queues a submission and wakes the progress thread. */
 void ixfer_submit(struct ixfer_agent *agent, struct submission *s);
 

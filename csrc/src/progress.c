@@ -1,7 +1,9 @@
 /* The agent's progress thread. It alone posts operations and reads the CQ:
  * data progress is manual on tcp, EFA and CXI, so a target that nobody
  * progresses never receives a write. It sleeps in fi_cq_sread (which also
- * drives the provider) and is woken by fi_cq_signal when work is submitted. */
+ * drives the provider) and is woken by fi_cq_signal when work is submitted.
+ * Posting here rather than on the caller's thread keeps the provider's
+ * copying (tcp sends the data while posting) off the JavaScript thread. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,6 +58,28 @@ int32_t ixfer_status_of(int fi_err)
     }
 }
 
+static void live_insert(struct ixfer_agent *a, struct xfer_request *r)
+{
+    if (r->notif && r->tagged)
+        r->tag = ixfer_notify_next_tag(a);
+    r->live_prev = NULL;
+    r->live_next = a->live;
+    if (a->live)
+        a->live->live_prev = r;
+    a->live = r;
+}
+
+static void enqueue_post(struct ixfer_agent *a, struct xfer_request *r)
+{
+    r->post_next = NULL;
+    r->queued = 1;
+    if (a->postq_tail)
+        a->postq_tail->post_next = r;
+    else
+        a->postq_head = r;
+    a->postq_tail = r;
+}
+
 static void live_remove(struct ixfer_agent *a, struct xfer_request *r)
 {
     if (r->live_prev)
@@ -107,7 +131,6 @@ static void maybe_finish(struct ixfer_agent *a, struct xfer_request *r)
     ixfer_event ev = {.user_id = r->user_id, .type = IXFER_EVENT_XFER_DONE,
                       .status = status, .fi_errno = r->fi_errno};
     live_remove(a, r);
-    free(r->ops);
     free(r);
     ixfer_push_event(a, &ev);
 }
@@ -208,21 +231,8 @@ static void take_submissions(struct ixfer_agent *a)
     while (s) {
         struct submission *next = s->next;
         if (s->kind == SUBMIT_POST) {
-            struct xfer_request *r = s->req;
-            if (r->notif && r->tagged)
-                r->tag = ixfer_notify_next_tag(a);
-            r->live_prev = NULL;
-            r->live_next = a->live;
-            if (a->live)
-                a->live->live_prev = r;
-            a->live = r;
-            r->post_next = NULL;
-            r->queued = 1;
-            if (a->postq_tail)
-                a->postq_tail->post_next = r;
-            else
-                a->postq_head = r;
-            a->postq_tail = r;
+            live_insert(a, s->req);
+            enqueue_post(a, s->req);
         } else if (s->kind == SUBMIT_CANCEL) {
             /* Canceled requests still in the post queue are finished when the
              * post pass reaches them; the others once their ops complete. */
@@ -254,6 +264,16 @@ static void take_submissions(struct ixfer_agent *a)
     }
 }
 
+/* r is fully posted, or stopped (and may be freed on return). */
+static void posted(struct ixfer_agent *a, struct xfer_request *r)
+{
+    /* Tagged WRITEs: the receiver holds the notification until it has
+     * counted them all, so it can go as soon as they are posted. */
+    if (r->tagged && r->notif_state == NOTIF_WAITING && outcome(r) == IXFER_OK)
+        send_notif(a, r, r->ops_used);
+    maybe_finish(a, r);
+}
+
 /* One pass over the post queue. A peer that returns -FI_EAGAIN is skipped for
  * the rest of the pass, so that one unreachable peer does not hold up others.
  * Returns whether anything was left unposted. */
@@ -283,11 +303,7 @@ static int post_pass(struct ixfer_agent *a)
             if (a->postq_tail == r)
                 a->postq_tail = prev;
             r->queued = 0;
-            /* Tagged WRITEs: the receiver holds the notification until it has
-             * counted them all, so it can go as soon as they are posted. */
-            if (r->tagged && r->notif_state == NOTIF_WAITING && outcome(r) == IXFER_OK)
-                send_notif(a, r, r->ops_used);
-            maybe_finish(a, r);
+            posted(a, r);
         }
         r = next;
     }
