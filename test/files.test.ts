@@ -1,0 +1,363 @@
+/**
+ * Memory <-> file transfers with the POSIX engine on real files: round trips
+ * of random data, many and unaligned descriptors, files larger than a chunk,
+ * concurrent requests, wait semantics, every typed error, and BlockStore.
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { Agent, BlockStore, type FileRegion, type MemoryRegion } from '../lib/index.js';
+import { connectAll, expectCode, random } from './helpers.js';
+
+const MiB = 1 << 20;
+const same = (a: Uint8Array, b: Uint8Array) => Buffer.compare(Buffer.from(a), Buffer.from(b)) === 0;
+
+let dir: string;
+let agent: Agent;
+let mem: MemoryRegion;
+let back: MemoryRegion;
+let n = 0;
+const tmpFile = () => path.join(dir, `f${n++}.bin`);
+
+beforeAll(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ixfer-files-'));
+  // A small chunk, so that ordinary sizes already span many chunks and threads.
+  agent = await Agent.create({ name: 'files', files: { threads: 3, chunkBytes: 64 * 1024 } });
+  mem = agent.allocate(32 * MiB);
+  back = agent.allocate(32 * MiB);
+});
+afterAll(async () => {
+  await agent.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** After a failure: a good round trip on the same agent. */
+async function stillWorks(): Promise<void> {
+  const f = agent.registerFile(tmpFile());
+  const data = random(100_000);
+  mem.bytes.set(data, 0);
+  await agent.createFileTransfer({ op: 'WRITE', local: [mem.desc(0, data.length)], files: [f.desc(0, data.length)] }).run({ timeoutMs: 10_000 });
+  await agent.createFileTransfer({ op: 'READ', local: [back.desc(0, data.length)], files: [f.desc(0, data.length)] }).run({ timeoutMs: 10_000 });
+  expect(same(back.bytes.subarray(0, data.length), data)).toBe(true);
+  f.deregister();
+}
+
+describe('round trips', () => {
+  it('many descriptors of random sizes at unaligned offsets, scattered in the file', async () => {
+    const f = agent.registerFile(tmpFile(), { truncate: true });
+    const count = 600;
+    const lens = Array.from({ length: count }, (_, i) => 1 + ((i * 7919) % 20_000));
+    const total = lens.reduce((a, b) => a + b, 0);
+    const data = random(total);
+    mem.bytes.set(data, 3);
+    // Memory in order from offset 3; the file in reverse order from offset 1001.
+    const local = [];
+    const files = [];
+    let m = 3;
+    let fo = 1001 + total;
+    for (const len of lens) {
+      local.push(mem.desc(m, len));
+      files.push(f.desc((fo -= len), len));
+      m += len;
+    }
+    const w = agent.createFileTransfer({ op: 'WRITE', local, files });
+    expect(w.engine).toBe('posix');
+    expect(w.count).toBe(count);
+    expect(w.bytes).toBe(total);
+    await w.run({ timeoutMs: 30_000 });
+    expect(w.status).toBe('done');
+    expect(f.size).toBe(1001 + total);
+
+    const disk = fs.readFileSync(f.path);
+    expect(same(disk.subarray(1001 + total - lens[0]!, 1001 + total), data.subarray(0, lens[0]))).toBe(true);
+    let at = 1001 + total;
+    let src = 0;
+    for (const len of lens) {
+      at -= len;
+      expect(same(disk.subarray(at, at + len), data.subarray(src, src + len))).toBe(true);
+      src += len;
+    }
+
+    back.bytes.fill(0);
+    const r = agent.createFileTransfer({ op: 'READ', local: local.map((d) => ({ ...d, addr: d.addr - mem.addr + back.addr + 5 })), files });
+    await r.run({ timeoutMs: 30_000 });
+    expect(same(back.bytes.subarray(8, 8 + total), data)).toBe(true);
+    f.deregister();
+  });
+
+  it('a descriptor far larger than a chunk, and a file of 24 MiB', async () => {
+    const size = 24 * MiB + 333;
+    const data = random(size);
+    mem.bytes.set(data, 0);
+    const f = agent.registerFile(tmpFile());
+    await agent.createFileTransfer({ op: 'WRITE', local: [mem.desc(0, size)], files: [f.desc(77, size)] }).run({ timeoutMs: 30_000 });
+    expect(same(fs.readFileSync(f.path).subarray(77), data)).toBe(true);
+    back.bytes.fill(0);
+    await agent.createFileTransfer({ op: 'READ', local: [back.desc(1, size)], files: [f.desc(77, size)] }).run({ timeoutMs: 30_000 });
+    expect(same(back.bytes.subarray(1, 1 + size), data)).toBe(true);
+    f.deregister();
+  });
+
+  it('concurrent requests on several files', async () => {
+    const files = Array.from({ length: 8 }, () => agent.registerFile(tmpFile()));
+    const block = 512 * 1024 + 17;
+    const data = random(block * 16);
+    mem.bytes.set(data, 0);
+    const writes = Array.from({ length: 16 }, (_, i) =>
+      agent.createFileTransfer({ op: 'WRITE', local: [mem.desc(i * block, block)], files: [files[i % 8]!.desc(Math.floor(i / 8) * block, block)] }),
+    );
+    await Promise.all(writes.map((t) => t.run({ timeoutMs: 30_000 })));
+    back.bytes.fill(0);
+    const reads = Array.from({ length: 16 }, (_, i) =>
+      agent.createFileTransfer({ op: 'READ', local: [back.desc(i * block, block)], files: [files[i % 8]!.desc(Math.floor(i / 8) * block, block)] }),
+    );
+    await Promise.all(reads.map((t) => t.run({ timeoutMs: 30_000 })));
+    expect(same(back.bytes.subarray(0, block * 16), data)).toBe(true);
+    for (const f of files) f.deregister();
+  });
+
+  it('JavaScript memory and a descriptor the caller opened', async () => {
+    const p = tmpFile();
+    const fd = fs.openSync(p, 'w+');
+    const f = agent.registerFile(fd);
+    expect(f.path).toBe(`fd ${fd}`);
+    const js = agent.registerMemory(random(70_000));
+    await agent.createFileTransfer({ op: 'WRITE', local: [js.desc()], files: [f.desc(0, 70_000)] }).run({ timeoutMs: 10_000 });
+    f.deregister();
+    expect(fs.fstatSync(fd).size).toBe(70_000); // still open: it is the caller's
+    fs.closeSync(fd);
+    expect(same(fs.readFileSync(p), js.bytes)).toBe(true);
+    js.deregister();
+  });
+
+  it('reposts, refuses a repost in flight, and holds files and memory while in use', async () => {
+    const f = agent.registerFile(tmpFile());
+    const t = agent.createFileTransfer({ op: 'WRITE', local: [mem.desc(0, 8 * MiB)], files: [f.desc(0, 8 * MiB)] });
+    expect(t.status).toBe('idle');
+    t.post();
+    expect(t.status).toBe('pending');
+    await expectCode(() => t.post(), 'ERR_REPOST_ACTIVE');
+    expectCode(() => f.deregister(), 'ERR_NOT_ALLOWED');
+    await t.done({ timeoutMs: 10_000 });
+    await t.run({ timeoutMs: 10_000 });
+    expect(t.status).toBe('done');
+    f.deregister();
+    await expectCode(() => t.post(), 'ERR_NOT_FOUND');
+  });
+
+  it('a timeout and an abort reject at once; the transfer ends once its I/O under way has', async () => {
+    const f = agent.registerFile(tmpFile());
+    const t = agent.createFileTransfer({ op: 'WRITE', local: [mem.desc(0, 32 * MiB)], files: [f.desc(0, 32 * MiB)] });
+    for (const how of ['timeout', 'abort'] as const) {
+      t.post();
+      const ac = new AbortController();
+      const wait = how === 'timeout' ? t.done({ timeoutMs: 1 }) : t.done({ signal: ac.signal });
+      ac.abort();
+      await expectCode(() => wait, how === 'timeout' ? 'ERR_TIMEOUT' : 'ERR_CANCELED');
+      const end = await t.done().then(
+        () => 'done',
+        (err: { code: string }) => err.code,
+      );
+      expect(['done', how === 'timeout' ? 'ERR_TIMEOUT' : 'ERR_CANCELED']).toContain(end);
+      expect(t.status).not.toBe('pending');
+    }
+    f.deregister();
+    await stillWorks();
+  });
+});
+
+describe('typed errors', () => {
+  it('missing file: ERR_NOT_FOUND', async () => {
+    await expectCode(() => agent.registerFile(path.join(dir, 'no/such/dir/x.bin')), 'ERR_NOT_FOUND');
+    await expectCode(() => agent.registerFile(path.join(dir, 'missing.bin'), { write: false }), 'ERR_NOT_FOUND');
+  });
+
+  it('reading past the end of the file: ERR_END_OF_FILE, naming the descriptor', async () => {
+    const f = agent.registerFile(tmpFile());
+    await agent.createFileTransfer({ op: 'WRITE', local: [mem.desc(0, 10_000)], files: [f.desc(0, 10_000)] }).run({ timeoutMs: 10_000 });
+    const t = agent.createFileTransfer({ op: 'READ', local: [back.desc(0, 5000), back.desc(5000, 6000)], files: [f.desc(0, 5000), f.desc(9000, 6000)] });
+    const err = await expectCode(() => t.run({ timeoutMs: 10_000 }), 'ERR_END_OF_FILE');
+    expect(err.message).toContain(`${f.path} [9000, +6000) reaches past the end of the file (10000 bytes)`);
+    expect(t.status).toBe('error');
+    f.deregister();
+    await stillWorks();
+  });
+
+  it('permission denied: ERR_NOT_ALLOWED', async () => {
+    const p = tmpFile();
+    fs.writeFileSync(p, 'secret');
+    fs.chmodSync(p, 0o000);
+    // Root reads anything: drop to nobody's effective uid around the open.
+    const root = process.geteuid?.() === 0;
+    if (root) process.seteuid!(65534);
+    try {
+      await expectCode(() => agent.registerFile(p), 'ERR_NOT_ALLOWED');
+    } finally {
+      if (root) process.seteuid!(0);
+    }
+    // A file opened read-only takes no WRITE.
+    fs.chmodSync(p, 0o644);
+    const ro = agent.registerFile(p, { write: false });
+    await expectCode(() => agent.createFileTransfer({ op: 'WRITE', local: [mem.desc(0, 6)], files: [ro.desc(0, 6)] }), 'ERR_NOT_ALLOWED');
+    ro.deregister();
+  });
+
+  it('disk full (/dev/full): ERR_NO_SPACE, not success', async () => {
+    const full = agent.registerFile('/dev/full', { read: false, create: false });
+    const t = agent.createFileTransfer({ op: 'WRITE', local: [mem.desc(0, MiB)], files: [full.desc(0, MiB)] });
+    const err = await expectCode(() => t.run({ timeoutMs: 10_000 }), 'ERR_NO_SPACE');
+    expect(err.message).toMatch(/ENOSPC/);
+    expect(t.status).toBe('error');
+    full.deregister();
+    await stillWorks();
+  });
+
+  it('disk full on a 256 KiB filesystem: the partly written transfer fails with ERR_NO_SPACE', async (ctx) => {
+    const mnt = fs.mkdtempSync(path.join(os.tmpdir(), 'ixfer-tiny-'));
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', mnt], { stdio: 'ignore' });
+    } catch {
+      fs.rmdirSync(mnt);
+      ctx.skip('cannot mount a tiny tmpfs here (needs root): covered by /dev/full only');
+      return;
+    }
+    try {
+      const f = agent.registerFile(path.join(mnt, 'big.bin'));
+      const t = agent.createFileTransfer({ op: 'WRITE', local: mem.blocks(128 * 1024, 4), files: f.blocks(128 * 1024, 4) });
+      await expectCode(() => t.run({ timeoutMs: 10_000 }), 'ERR_NO_SPACE');
+      expect(f.size).toBeLessThan(512 * 1024);
+      f.deregister();
+    } finally {
+      execFileSync('umount', [mnt]);
+      fs.rmdirSync(mnt);
+    }
+    await stillWorks();
+  });
+
+  it('unaligned O_DIRECT: ERR_INVALID_PARAM saying what to align', async () => {
+    const f = agent.registerFile(tmpFile(), { direct: true });
+    expect(f.direct).toBe(true);
+    expect(f.offsetAlign).toBeGreaterThanOrEqual(512);
+    const err = await expectCode(
+      () => agent.createFileTransfer({ op: 'WRITE', local: [mem.desc(0, 4096)], files: [f.desc(100, 4096)] }),
+      'ERR_INVALID_PARAM',
+    );
+    expect(err.message).toMatch(/O_DIRECT.*multiples of \d+ bytes.*file offset 100/);
+    await expectCode(() => agent.createFileTransfer({ op: 'WRITE', local: [mem.desc(1, 4096)], files: [f.desc(0, 4096)] }), 'ERR_INVALID_PARAM');
+    // Aligned, it works.
+    const data = random(64 * 1024);
+    mem.bytes.set(data, 0);
+    await agent.createFileTransfer({ op: 'WRITE', local: [mem.desc(0, 65536)], files: [f.desc(4096, 65536)] }).run({ timeoutMs: 10_000 });
+    await agent.createFileTransfer({ op: 'READ', local: [back.desc(8192, 65536)], files: [f.desc(4096, 65536)] }).run({ timeoutMs: 10_000 });
+    expect(same(back.bytes.subarray(8192, 8192 + 65536), data)).toBe(true);
+    f.deregister();
+  });
+
+  it('unregistered memory or file, and mismatched lists: refused before anything moves', async () => {
+    const f = agent.registerFile(tmpFile());
+    const stray = Buffer.alloc(4096);
+    await expectCode(
+      () => agent.createFileTransfer({ op: 'WRITE', local: [{ addr: Number(stray.byteOffset) + 4096, len: 4096 }], files: [f.desc(0, 4096)] }),
+      'ERR_NOT_FOUND',
+    );
+    await expectCode(() => agent.createFileTransfer({ op: 'WRITE', local: [mem.desc(0, 10)], files: [f.desc(0, 11)] }), 'ERR_MISMATCH');
+    await expectCode(() => agent.createFileTransfer({ op: 'WRITE', local: [mem.desc(0, 10)], files: [] }), 'ERR_MISMATCH');
+    const other = await Agent.create({ name: 'other' });
+    const foreign = other.registerFile(tmpFile());
+    await expectCode(() => agent.createFileTransfer({ op: 'WRITE', local: [mem.desc(0, 10)], files: [foreign.desc(0, 10)] }), 'ERR_NOT_FOUND');
+    await other.close();
+    f.deregister();
+    await expectCode(() => agent.createFileTransfer({ op: 'WRITE', local: [mem.desc(0, 10)], files: [f.desc(0, 10)] }), 'ERR_NOT_FOUND');
+    await expectCode(() => agent.createFileTransfer({ op: 'WRITE', local: [mem.desc(0, 10)], files: [{ file: 'x' as unknown as FileRegion, offset: 0, len: 10 }] }), 'ERR_INVALID_PARAM');
+    await expectCode(() => agent.registerFile(''), 'ERR_INVALID_PARAM');
+    await expectCode(() => agent.registerFile(tmpFile(), { read: false, write: false }), 'ERR_INVALID_PARAM');
+  });
+
+  it('an unknown engine is ERR_INVALID_PARAM; VRAM is not there without CUDA', async () => {
+    const f = agent.registerFile(tmpFile());
+    process.env.IXFER_FILE_ENGINE = 'fast';
+    try {
+      await expectCode(() => agent.createFileTransfer({ op: 'WRITE', local: [mem.desc(0, 10)], files: [f.desc(0, 10)] }), 'ERR_INVALID_PARAM');
+    } finally {
+      delete process.env.IXFER_FILE_ENGINE;
+    }
+    // Host memory under an explicit cuFile engine moves with pread/pwrite, and says so.
+    const t = agent.createFileTransfer({ op: 'WRITE', local: [mem.desc(0, 10)], files: [f.desc(0, 10)], engine: 'gds_mt' });
+    expect(t.engineReason).toMatch(/host memory/);
+    await t.run({ timeoutMs: 10_000 });
+    f.deregister();
+  });
+
+  it('network transfers still work on the agent after all of this', async () => {
+    connectAll([agent]);
+    const data = random(4096);
+    mem.bytes.set(data, 0);
+    await agent.createTransfer({ op: 'WRITE', peer: 'files', local: [mem.desc(0, 4096)], remote: [back.desc(0, 4096)] }).run({ timeoutMs: 10_000 });
+    expect(same(back.bytes.subarray(0, 4096), data)).toBe(true);
+    await stillWorks();
+  });
+
+  it('closing the agent cancels file transfers in flight', async () => {
+    const a = await Agent.create({ name: 'closing', files: { chunkBytes: 4096, threads: 1 } });
+    const m = a.allocate(32 * MiB);
+    const f = a.registerFile(tmpFile());
+    const t = a.createFileTransfer({ op: 'WRITE', local: [m.desc()], files: [f.desc(0, 32 * MiB)] }).post();
+    const waiting = t.done();
+    await a.close();
+    await expectCode(() => waiting, 'ERR_CANCELED');
+    expect(f.registered).toBe(false);
+  });
+});
+
+describe('BlockStore', () => {
+  for (const where of ['directory', 'host memory'] as const) {
+    it(`put, get, delete and capacity (${where})`, async () => {
+      const storeDir = where === 'directory' ? path.join(dir, 'blocks') : undefined;
+      const store = await BlockStore.open(agent, { dir: storeDir, capacityBytes: 3 * MiB });
+      const data = random(2 * MiB);
+      mem.bytes.set(data, 0);
+      // A block from two descriptors, back into three.
+      await store.put('layer:0/blk:1', [mem.desc(0, MiB), mem.desc(MiB, MiB)], { timeoutMs: 10_000 });
+      expect(store.has('layer:0/blk:1')).toBe(true);
+      expect(store.size('layer:0/blk:1')).toBe(2 * MiB);
+      expect(store.usedBytes).toBe(2 * MiB);
+      back.bytes.fill(0);
+      await store.get('layer:0/blk:1', [back.desc(0, 1000), back.desc(1000, MiB), back.desc(MiB + 1000, MiB - 1000)]);
+      expect(same(back.bytes.subarray(0, 2 * MiB), data)).toBe(true);
+
+      await expectCode(() => store.put('two', mem.desc(0, 2 * MiB)), 'ERR_NO_SPACE');
+      await expectCode(() => store.get('layer:0/blk:1', back.desc(0, 10)), 'ERR_MISMATCH');
+      await expectCode(() => store.get('nothing', back.desc(0, 10)), 'ERR_NOT_FOUND');
+      // Replacing a block frees the old one's bytes.
+      await store.put('layer:0/blk:1', mem.desc(5, 1000));
+      expect(store.usedBytes).toBe(1000);
+      await store.put('two', mem.desc(0, 2 * MiB));
+      expect(store.keys().sort()).toEqual(['layer:0/blk:1', 'two']);
+      if (storeDir) {
+        // Another store over the same directory finds the blocks.
+        const again = await BlockStore.open(agent, { dir: storeDir, capacityBytes: 3 * MiB });
+        expect(again.size('two')).toBe(2 * MiB);
+        await again.get('layer:0/blk:1', back.desc(0, 1000));
+        expect(same(back.bytes.subarray(0, 1000), data.subarray(5, 1005))).toBe(true);
+        await again.close();
+      }
+      expect(await store.delete('two')).toBe(true);
+      expect(await store.delete('two')).toBe(false);
+      expect(store.usedBytes).toBe(1000);
+      await store.close();
+    });
+  }
+
+  it('a failed put leaves no block and keeps the old one', async () => {
+    const store = await BlockStore.open(agent, { dir: path.join(dir, 'blocks2'), capacityBytes: 8 * MiB });
+    await store.put('k', mem.desc(0, 1000));
+    await expectCode(() => store.put('k', { addr: 12345, len: 10 }), 'ERR_NOT_FOUND');
+    expect(store.size('k')).toBe(1000);
+    expect(fs.readdirSync(path.join(dir, 'blocks2'))).toHaveLength(1);
+    await store.close();
+  });
+});
