@@ -39,6 +39,12 @@ static int resolve(void *lib, void **slot, const char *name, const char *version
 
 static int load_locked(void)
 {
+    /* rxm over tcp posts FI_OFI_RXM_MSG_RX_SIZE bounce buffers of 16 KiB
+     * per endpoint, 4096 by default: 64 MiB of memory per agent for no
+     * speed we could measure (ixfer bench, notification bursts) over 256.
+     * libfabric reads it once, at its first call; a value set by the user
+     * wins. */
+    setenv("FI_OFI_RXM_MSG_RX_SIZE", "256", 0);
     const char *env = getenv("IXFER_LIBFABRIC_SO");
     snprintf(load_path, sizeof load_path, "%s", env && *env ? env : IXFER_LIBFABRIC_DEFAULT);
     void *lib = dlopen(load_path, RTLD_NOW | RTLD_LOCAL);
