@@ -23,7 +23,7 @@ import {
   type IxferError,
 } from './errors.js';
 import type { ExchangeStats } from './exchange/context.js';
-import { MetadataExchange, type MetadataEvents } from './exchange/exchange.js';
+import { MetadataExchange } from './exchange/exchange.js';
 import type { SocketAddress } from './exchange/tcp-channel.js';
 import { describeSource, MemoryRegion, type MemorySource, type RegionOwner } from './memory.js';
 import { decodeMetadata, encodeMetadata, type Metadata } from './metadata.js';
@@ -150,9 +150,11 @@ export interface NotificationStats {
 }
 
 /**
- * Events: 'notification-dropped' (err: IxferError with `peer` and `bytes`):
- * an incoming notification was dropped, ERR_NOT_ALLOWED when it exceeded
- * maxPendingBytesPerPeer, ERR_TIMEOUT when it stalled for staleMs.
+ * Events:
+ * - 'notification-dropped' (err: IxferError with `peer` and `bytes`): an
+ *   incoming notification was dropped, ERR_NOT_ALLOWED when it exceeded
+ *   maxPendingBytesPerPeer, ERR_TIMEOUT when it stalled for staleMs.
+ * - 'peer' (PeerEvent): the metadata exchange loaded or dropped a peer.
  */
 export class Agent extends EventEmitter implements RegionOwner, TransferHost, AsyncDisposable {
   readonly name: string;
@@ -832,11 +834,6 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
   /** Counters of the exchange: frames served and refused, etcd writes. */
   get exchangeStats(): ExchangeStats {
     return { ...this.#exchange.stats };
-  }
-
-  /** 'peer' events: metadata loaded or dropped by the exchange (a listener, an etcd watch). */
-  get metadataEvents(): MetadataEvents {
-    return this.#exchange;
   }
 
   // ---- lifetime ------------------------------------------------------------

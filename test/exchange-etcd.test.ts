@@ -240,7 +240,7 @@ describe('etcd going away', () => {
     // Dropped when the expired lease deletes the entry, then loaded from the rewritten one.
     const seen: string[] = [];
     const back = new Promise<void>((resolve) => {
-      w.metadataEvents.on('peer', (e) => {
+      w.on('peer', (e) => {
         if (e.name !== 'a') return;
         seen.push(e.action);
         if (e.action === 'loaded' && seen.includes('dropped')) resolve();

@@ -79,13 +79,13 @@ export function nextPeerEvent(agent: Agent, match: Partial<PeerEvent>, timeoutMs
     const on = (e: PeerEvent) => {
       if (Object.entries(match).some(([k, v]) => e[k as keyof PeerEvent] !== v)) return;
       clearTimeout(timer);
-      agent.metadataEvents.off('peer', on);
+      agent.off('peer', on);
       resolve(e);
     };
     const timer = setTimeout(() => {
-      agent.metadataEvents.off('peer', on);
+      agent.off('peer', on);
       reject(new Error(`no peer event ${JSON.stringify(match)} within ${timeoutMs} ms`));
     }, timeoutMs);
-    agent.metadataEvents.on('peer', on);
+    agent.on('peer', on);
   });
 }

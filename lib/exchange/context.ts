@@ -8,6 +8,8 @@ export interface ExchangeHost {
   getLocalMetadata(): Uint8Array;
   loadRemoteMetadata(blob: Uint8Array): string;
   invalidateRemote(peer: string): void;
+  /** The agent's own events ('peer'). */
+  emit(event: 'peer', e: PeerEvent): boolean;
 }
 
 /** Counters of the metadata exchange, for monitoring. */

@@ -1,10 +1,8 @@
 /**
  * An agent's metadata exchange: the TCP side channel (listener and requests)
  * and, when configured, the etcd directory. The Agent delegates to this; it
- * owns the counters and reports loads and drops as 'peer' events.
+ * owns the counters and reports loads and drops as the agent's 'peer' events.
  */
-import { EventEmitter } from 'node:events';
-
 import { InvalidParamError, makeError, NotAllowedError, type IxferError } from '../errors.js';
 import {
   InvalidateOptionsSchema,
@@ -24,14 +22,7 @@ import { EtcdDirectory } from './etcd-directory.js';
 import { FrameType } from './frame.js';
 import { formatAddress, request, TcpListener, type SocketAddress } from './tcp-channel.js';
 
-/** The events of agent.metadataEvents. */
-export interface MetadataEvents {
-  on(event: 'peer', listener: (e: PeerEvent) => void): this;
-  once(event: 'peer', listener: (e: PeerEvent) => void): this;
-  off(event: 'peer', listener: (e: PeerEvent) => void): this;
-}
-
-export class MetadataExchange extends EventEmitter implements ExchangeContext, MetadataEvents {
+export class MetadataExchange implements ExchangeContext {
   readonly host: ExchangeHost;
   readonly options: ExchangeOptionsParsed;
   readonly secret: Buffer | undefined;
@@ -51,7 +42,6 @@ export class MetadataExchange extends EventEmitter implements ExchangeContext, M
   #sentTo = new Map<string, SocketAddress>();
 
   constructor(host: ExchangeHost, options: ExchangeOptionsParsed) {
-    super();
     this.host = host;
     this.options = options;
     this.secret = options.secret === undefined ? undefined : Buffer.from(options.secret);
@@ -66,14 +56,14 @@ export class MetadataExchange extends EventEmitter implements ExchangeContext, M
 
   load(blob: Uint8Array, via: ExchangeVia): string {
     const name = this.host.loadRemoteMetadata(blob);
-    this.emit('peer', { name, action: 'loaded', via } satisfies PeerEvent);
+    this.host.emit('peer', { name, action: 'loaded', via } satisfies PeerEvent);
     return name;
   }
 
   drop(name: string, via: ExchangeVia): void {
     if (!this.host.peers.includes(name)) return;
     this.host.invalidateRemote(name);
-    this.emit('peer', { name, action: 'dropped', via } satisfies PeerEvent);
+    this.host.emit('peer', { name, action: 'dropped', via } satisfies PeerEvent);
   }
 
   warn(message: string): void {
