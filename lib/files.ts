@@ -46,7 +46,7 @@ export type FileEngineKind = Exclude<z.infer<typeof FileEngineKindSchema>, 'auto
 type CancelCode = 'ERR_TIMEOUT' | 'ERR_CANCELED';
 
 /** Status codes of ixfer.h used here. */
-const STATUS = { INVALID_PARAM: -1, BACKEND: -2, NOT_ALLOWED: -5, TIMEOUT: -10, END_OF_FILE: -12, NO_SPACE: -13 };
+const STATUS = { INVALID_PARAM: -1, NOT_ALLOWED: -5, CANCELED: -9, TIMEOUT: -10, END_OF_FILE: -12, NO_SPACE: -13 };
 
 /** A file registered with an agent for transfers. */
 export class FileRegion implements Disposable {
@@ -439,7 +439,7 @@ export class FileEngine implements RegionOwner {
         }
       },
       cancelNative: (id: number, code: CancelCode) => {
-        if (this.#handle) native.fileXferCancel(this.#handle, id, code === 'ERR_TIMEOUT' ? STATUS.TIMEOUT : -9);
+        if (this.#handle) native.fileXferCancel(this.#handle, id, code === 'ERR_TIMEOUT' ? STATUS.TIMEOUT : STATUS.CANCELED);
       },
       describeError: (status, errno, detail) => describeFileError(status, errno, descs[detail]),
     };
@@ -481,7 +481,7 @@ function checkAlignment(file: FileRegion, mem: ParsedDescriptor, f: FileDescript
 /** Words for a failed file transfer; desc is the descriptor that failed. */
 function describeFileError(status: number, errno: number, desc: { file: FileRegion; offset: number; len: number } | undefined): string {
   if (status === STATUS.TIMEOUT && !errno) return 'timed out';
-  if (status === -9) return 'canceled';
+  if (status === STATUS.CANCELED) return 'canceled';
   const where = desc ? `${desc.file.path} [${desc.offset}, +${desc.len})` : 'a descriptor';
   const os = errno > 0 && errno < 4096 ? `${util.getSystemErrorName(-errno)}, errno ${errno}` : '';
   switch (status) {

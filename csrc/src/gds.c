@@ -18,8 +18,7 @@
 typedef struct { int err; int cu_err; } cufile_error;
 
 enum { CU_FILE_HANDLE_TYPE_OPAQUE_FD = 1, CUFILE_BATCH = 1, CUFILE_READ = 0, CUFILE_WRITE = 1 };
-enum { CUFILE_WAITING = 1, CUFILE_PENDING = 2, CUFILE_INVALID = 4, CUFILE_CANCELED = 8,
-       CUFILE_COMPLETE = 0x10, CUFILE_TIMEOUT = 0x20, CUFILE_FAILED = 0x40 };
+enum { CUFILE_COMPLETE = 0x10 }; /* CUfileStatus_t: any other is a failure here */
 
 typedef struct {
     int type;
