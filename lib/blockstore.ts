@@ -4,21 +4,39 @@
  * pool (an anonymous memory file). Blocks move with the agent's file
  * transfers, so put() and get() are awaited like any transfer.
  */
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 
 import type { Agent } from './agent.js';
-import { MismatchError, NoSpaceError, NotFoundError } from './errors.js';
+import { MismatchError, NoSpaceError, NotAllowedError, NotFoundError } from './errors.js';
 import { BlockKeySchema, BlockStoreOptionsSchema, type BlockStoreOptions } from './file-schemas.js';
 import type { FileRegion } from './files.js';
 import { DescriptorListSchema, parse, type Descriptor, type ParsedDescriptor, type WaitOptions } from './schemas.js';
 
 const SUFFIX = '.blk';
+/** This host in temporary file names, so that a store only removes leftovers of its own host's processes. */
+const HOST = createHash('sha256').update(os.hostname()).digest('hex').slice(0, 8);
+/** tmp.HOST.PID.RANDOM: a put under way (or one whose process died). */
+const TEMP = /^tmp\.([0-9a-f]{8})\.(\d+)\.[0-9a-f]{16}$/;
 
 interface Block {
   size: number;
   /** Pool only: where the block lies in the memory file. */
   offset: number;
+  /** Pool only: gets under way, and whether the block was replaced or deleted meanwhile (its extent is freed by the last get). */
+  readers: number;
+  forgotten: boolean;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
 }
 
 /** First-fit allocation of extents of [0, capacity). */
@@ -56,8 +74,11 @@ export class BlockStore implements AsyncDisposable {
   readonly #opts: ReturnType<typeof BlockStoreOptionsSchema.parse>;
   readonly #blocks = new Map<string, Block>();
   readonly #pool: { file: FileRegion; extents: Extents } | undefined;
+  /** Bytes of the blocks and of the puts under way. */
   #used = 0;
-  #tmp = 0;
+  /** Puts, gets and deletes under way, which close() waits for. */
+  readonly #busy = new Set<Promise<unknown>>();
+  #closing: Promise<void> | undefined;
 
   private constructor(agent: Agent, opts: ReturnType<typeof BlockStoreOptionsSchema.parse>) {
     this.#agent = agent;
@@ -80,17 +101,24 @@ export class BlockStore implements AsyncDisposable {
     return store;
   }
 
+  /** Indexes the directory's blocks, and removes temporary files left by dead processes of this host. */
   async #scan(dir: string): Promise<void> {
     await fs.mkdir(dir, { recursive: true });
     for (const name of await fs.readdir(dir)) {
-      if (!name.endsWith(SUFFIX) || !/^[0-9a-f]+\.blk$/.test(name)) continue;
+      const temp = TEMP.exec(name);
+      if (temp) {
+        if (temp[1] === HOST && !alive(Number(temp[2]))) await fs.rm(path.join(dir, name), { force: true });
+        continue;
+      }
+      if (!/^[0-9a-f]+\.blk$/.test(name)) continue;
       const st = await fs.stat(path.join(dir, name));
       const key = Buffer.from(name.slice(0, -SUFFIX.length), 'hex').toString('utf8');
-      this.#blocks.set(key, { size: st.size, offset: 0 });
+      this.#blocks.set(key, { size: st.size, offset: 0, readers: 0, forgotten: false });
       this.#used += st.size;
     }
   }
 
+  /** Bytes of the blocks, and of the puts under way. */
   get usedBytes(): number {
     return this.#used;
   }
@@ -112,12 +140,28 @@ export class BlockStore implements AsyncDisposable {
     return path.join(this.dir!, Buffer.from(key, 'utf8').toString('hex') + SUFFIX);
   }
 
+  /** Runs an operation unless the store is closed, and lets close() wait for it. */
+  async #run<T>(op: () => Promise<T>): Promise<T> {
+    if (this.#closing) throw new NotAllowedError('block store is closed');
+    const p = op();
+    this.#busy.add(p);
+    try {
+      return await p;
+    } finally {
+      this.#busy.delete(p);
+    }
+  }
+
   /**
    * Stores the bytes of `src` (descriptors of registered memory, concatenated)
    * as block `key`, replacing any block of that key once the new one is
-   * complete. ERR_NO_SPACE beyond capacityBytes.
+   * complete. ERR_NO_SPACE beyond capacityBytes (puts under way count).
    */
-  async put(key: string, src: Descriptor | Descriptor[], options: WaitOptions = {}): Promise<void> {
+  put(key: string, src: Descriptor | Descriptor[], options: WaitOptions = {}): Promise<void> {
+    return this.#run(() => this.#put(key, src, options));
+  }
+
+  async #put(key: string, src: Descriptor | Descriptor[], options: WaitOptions): Promise<void> {
     parse(BlockKeySchema, key, 'key');
     const descs = parse(DescriptorListSchema, Array.isArray(src) ? src : [src], 'src');
     const size = descs.reduce((n, d) => n + d.len, 0);
@@ -125,46 +169,72 @@ export class BlockStore implements AsyncDisposable {
     if (this.#used - (old?.size ?? 0) + size > this.capacityBytes) {
       throw new NoSpaceError(`block '${key}' of ${size} bytes does not fit: ${this.#used} of ${this.capacityBytes} bytes are used`);
     }
-    if (this.#pool) {
-      const offset = this.#pool.extents.take(size);
-      if (offset === undefined) throw new NoSpaceError(`block '${key}' of ${size} bytes does not fit in the pool's free space`);
-      try {
-        await this.#move('WRITE', this.#pool.file, offset, descs, options);
-      } catch (err) {
-        this.#pool.extents.give(offset, size);
-        throw err;
-      }
-      this.#forget(key);
-      this.#blocks.set(key, { size, offset });
-    } else {
-      // Written to a temporary file and renamed: a failed put leaves no half block and keeps the old one.
-      const final = this.#file(key);
-      const tmp = `${final}.tmp${this.#tmp++}`;
-      const file = this.#agent.registerFile(tmp, { read: false, write: true, truncate: true, direct: this.#opts.direct });
-      try {
-        await this.#move('WRITE', file, 0, descs, options);
-      } catch (err) {
-        file.deregister();
-        await fs.rm(tmp, { force: true });
-        throw err;
-      }
-      file.deregister();
-      await fs.rename(tmp, final);
-      this.#forget(key);
-      this.#blocks.set(key, { size, offset: 0 });
-    }
+    // Reserved before anything is awaited, so that concurrent puts see it.
     this.#used += size;
+    let offset = 0;
+    try {
+      offset = this.#pool ? await this.#writePool(key, descs, size, options) : await this.#writeFile(key, descs, options);
+    } catch (err) {
+      this.#used -= size;
+      throw err;
+    }
+    this.#forget(key);
+    this.#blocks.set(key, { size, offset, readers: 0, forgotten: false });
+  }
+
+  /** Writes a block into a free extent of the pool; returns its offset. */
+  async #writePool(key: string, descs: ParsedDescriptor[], size: number, options: WaitOptions): Promise<number> {
+    const pool = this.#pool!;
+    const offset = pool.extents.take(size);
+    if (offset === undefined) throw new NoSpaceError(`block '${key}' of ${size} bytes does not fit in the pool's free space`);
+    try {
+      await this.#move('WRITE', pool.file, offset, descs, options);
+    } catch (err) {
+      pool.extents.give(offset, size);
+      throw err;
+    }
+    return offset;
+  }
+
+  /** Writes a block to a temporary file and renames it: a failed put leaves no half block and keeps the old one. */
+  async #writeFile(key: string, descs: ParsedDescriptor[], options: WaitOptions): Promise<number> {
+    const tmp = path.join(this.dir!, `tmp.${HOST}.${process.pid}.${randomBytes(8).toString('hex')}`);
+    const file = this.#agent.registerFile(tmp, { read: false, write: true, truncate: true, direct: this.#opts.direct });
+    try {
+      await this.#move('WRITE', file, 0, descs, options);
+      file.deregister();
+      await fs.rename(tmp, this.#file(key));
+    } catch (err) {
+      file.deregister();
+      await fs.rm(tmp, { force: true });
+      throw err;
+    }
+    return 0;
   }
 
   /** Reads block `key` into `dst`, whose lengths must add up to its size. */
-  async get(key: string, dst: Descriptor | Descriptor[], options: WaitOptions = {}): Promise<void> {
+  get(key: string, dst: Descriptor | Descriptor[], options: WaitOptions = {}): Promise<void> {
+    return this.#run(() => this.#get(key, dst, options));
+  }
+
+  async #get(key: string, dst: Descriptor | Descriptor[], options: WaitOptions): Promise<void> {
     parse(BlockKeySchema, key, 'key');
     const descs = parse(DescriptorListSchema, Array.isArray(dst) ? dst : [dst], 'dst');
     const block = this.#blocks.get(key);
     if (!block) throw new NotFoundError(`no block '${key}'`);
     const size = descs.reduce((n, d) => n + d.len, 0);
     if (size !== block.size) throw new MismatchError(`block '${key}' has ${block.size} bytes, the destination ${size}`);
-    if (this.#pool) return this.#move('READ', this.#pool.file, block.offset, descs, options);
+    if (this.#pool) {
+      const pool = this.#pool;
+      block.readers++;
+      try {
+        await this.#move('READ', pool.file, block.offset, descs, options);
+      } finally {
+        if (--block.readers === 0 && block.forgotten) pool.extents.give(block.offset, block.size);
+      }
+      return;
+    }
+    // Once open, the file reads whole even if a put or delete replaces or removes it meanwhile.
     const file = this.#agent.registerFile(this.#file(key), { write: false, direct: this.#opts.direct });
     try {
       await this.#move('READ', file, 0, descs, options);
@@ -174,34 +244,59 @@ export class BlockStore implements AsyncDisposable {
   }
 
   /** Removes block `key`; false when there was none. */
-  async delete(key: string): Promise<boolean> {
-    if (!this.#blocks.has(key)) return false;
-    this.#forget(key);
-    if (!this.#pool) await fs.rm(this.#file(key), { force: true });
-    return true;
+  delete(key: string): Promise<boolean> {
+    return this.#run(async () => {
+      if (!this.#blocks.has(key)) return false;
+      this.#forget(key);
+      if (!this.#pool) await fs.rm(this.#file(key), { force: true });
+      return true;
+    });
   }
 
+  /** Drops block `key` from the index; a pool extent is freed at once, or by the last get reading it. */
   #forget(key: string): void {
     const b = this.#blocks.get(key);
     if (!b) return;
     this.#blocks.delete(key);
     this.#used -= b.size;
-    this.#pool?.extents.give(b.offset, b.size);
+    b.forgotten = true;
+    if (b.readers === 0) this.#pool?.extents.give(b.offset, b.size);
   }
 
-  /** One transfer between the descriptors and consecutive bytes of file from offset. */
-  #move(op: 'READ' | 'WRITE', file: FileRegion, offset: number, descs: ParsedDescriptor[], options: WaitOptions): Promise<void> {
+  /**
+   * One transfer between the descriptors and consecutive bytes of file from
+   * offset. When it fails (a timeout or abort included) it rejects only once
+   * the I/O under way has stopped, so that the caller may free the file and
+   * the extent.
+   */
+  async #move(op: 'READ' | 'WRITE', file: FileRegion, offset: number, descs: ParsedDescriptor[], options: WaitOptions): Promise<void> {
     let at = offset;
     const files = descs.map((d) => {
       const f = file.desc(at, d.len);
       at += d.len;
       return f;
     });
-    return this.#agent.createFileTransfer({ op, local: descs, files, engine: this.#opts.engine }).run(options);
+    const t = this.#agent.createFileTransfer({ op, local: descs, files, engine: this.#opts.engine });
+    try {
+      await t.run(options);
+    } catch (err) {
+      await t.settled();
+      throw err;
+    }
   }
 
-  /** Releases the pool (its blocks are gone) or forgets the directory's index (its files stay). */
-  async close(): Promise<void> {
+  /**
+   * Waits for the puts, gets and deletes under way, then releases the pool
+   * (its blocks are gone) or forgets the directory's index (its files stay).
+   * Later puts, gets and deletes are ERR_NOT_ALLOWED.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    await Promise.allSettled(this.#busy);
     this.#pool?.file.deregister();
     this.#blocks.clear();
     this.#used = 0;

@@ -66,9 +66,12 @@ export const BlockStoreOptionsSchema = z
   .strict();
 export type BlockStoreOptions = z.input<typeof BlockStoreOptionsSchema>;
 
+/** A block key names its file (hex of its UTF-8 bytes), which NAME_MAX (255) bounds. */
+export const BLOCK_KEY_MAX_BYTES = 120;
+
 export const BlockKeySchema = z
   .string()
   .min(1)
-  .max(200)
-  .refine((k) => !k.includes('\0'), 'no NUL characters');
+  .refine((k) => !k.includes('\0'), 'no NUL characters')
+  .refine((k) => Buffer.byteLength(k, 'utf8') <= BLOCK_KEY_MAX_BYTES, `at most ${BLOCK_KEY_MAX_BYTES} bytes in UTF-8`);
 

@@ -391,7 +391,7 @@ export class FileEngine implements RegionOwner {
     const vram = regions.some((r) => r.kind === 'VRAM');
     if (requested === 'posix') return { engine: 'posix', reason: vram ? 'posix asked for; VRAM staged through host memory' : 'posix asked for' };
     if (requested !== 'auto' && !vram) {
-      return { engine: requested as FileEngineKind, reason: `${requested} asked for; host memory always moves with pread/pwrite` };
+      return { engine: 'posix', reason: `${requested} asked for, but host memory always moves with pread/pwrite` };
     }
     if (!vram) return { engine: 'posix', reason: 'auto: host memory moves with pread/pwrite' };
     const refusal = [...new Set(files)].map((f) => this.#cufile(f)).find((why) => why !== undefined);

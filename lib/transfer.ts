@@ -176,6 +176,16 @@ export class Transfer implements Disposable {
     });
   }
 
+  /**
+   * Resolves once the last post has ended, whatever its outcome (never
+   * rejects). After done() rejected on a timeout or abort, this is when the
+   * I/O under way has stopped and the transfer's memory and files are free.
+   */
+  settled(): Promise<void> {
+    if (this.#status !== 'pending') return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push({ resolve, reject: () => resolve() }));
+  }
+
   /** Posts and waits: `await t.run()` is `t.post(); await t.done()`. */
   run(options: WaitOptions = {}): Promise<void> {
     this.post();

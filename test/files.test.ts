@@ -3,7 +3,8 @@
  * of random data, many and unaligned descriptors, files larger than a chunk,
  * concurrent requests, wait semantics, every typed error, and BlockStore.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -287,7 +288,8 @@ describe('typed errors', () => {
     }
     // Host memory under an explicit cuFile engine moves with pread/pwrite, and says so.
     const t = agent.createFileTransfer({ op: 'WRITE', local: [mem.desc(0, 10)], files: [f.desc(0, 10)], engine: 'gds_mt' });
-    expect(t.engineReason).toMatch(/host memory/);
+    expect(t.engine).toBe('posix');
+    expect(t.engineReason).toMatch(/gds_mt asked for, but host memory always moves with pread\/pwrite/);
     await t.run({ timeoutMs: 10_000 });
     f.deregister();
   });
@@ -352,12 +354,116 @@ describe('BlockStore', () => {
     });
   }
 
-  it('a failed put leaves no block and keeps the old one', async () => {
-    const store = await BlockStore.open(agent, { dir: path.join(dir, 'blocks2'), capacityBytes: 8 * MiB });
+  it('a put that fails during the write leaves no block, no temporary file, and keeps the old one', async () => {
+    const blocks = path.join(dir, 'blocks2');
+    const store = await BlockStore.open(agent, { dir: blocks, capacityBytes: 64 * MiB });
     await store.put('k', mem.desc(0, 1000));
     await expectCode(() => store.put('k', { addr: 12345, len: 10 }), 'ERR_NOT_FOUND');
+    // Aborted with the write under way: the abort's error, not the refusal to close a file in use.
+    const data = fs.readFileSync(path.join(blocks, fs.readdirSync(blocks)[0]!));
+    await expectCode(() => store.put('k', mem.desc(0, 32 * MiB), { signal: AbortSignal.abort() }), 'ERR_CANCELED');
+    await expectCode(() => store.put('other', mem.desc(0, 32 * MiB), { timeoutMs: 1 }), 'ERR_TIMEOUT').catch(() => {
+      // The write may win the race against 1 ms; then it is simply a block.
+      expect(store.has('other')).toBe(true);
+    });
+    if (store.has('other')) await store.delete('other');
+    expect(store.keys()).toEqual(['k']);
     expect(store.size('k')).toBe(1000);
-    expect(fs.readdirSync(path.join(dir, 'blocks2'))).toHaveLength(1);
+    expect(store.usedBytes).toBe(1000);
+    const names = fs.readdirSync(blocks);
+    expect(names).toHaveLength(1);
+    expect(same(fs.readFileSync(path.join(blocks, names[0]!)), data)).toBe(true);
     await store.close();
+    await stillWorks();
+  });
+
+  it('an aborted put in the pool gives its extent back only once the write has stopped', async () => {
+    const store = await BlockStore.open(agent, { capacityBytes: 32 * MiB });
+    await expectCode(() => store.put('k', mem.desc(0, 32 * MiB), { signal: AbortSignal.abort() }), 'ERR_CANCELED');
+    expect(store.usedBytes).toBe(0);
+    // The pool's memory file is no longer in use: it closes.
+    await store.close();
+  });
+
+  it('a get in the pool keeps its extent while the block is deleted or replaced', async () => {
+    const store = await BlockStore.open(agent, { capacityBytes: 8 * MiB });
+    const data = random(8 * MiB);
+    mem.bytes.set(data, 0);
+    await store.put('a', mem.desc(0, 8 * MiB));
+    back.bytes.fill(0);
+    const reading = store.get('a', back.desc(0, 8 * MiB), { timeoutMs: 10_000 });
+    expect(await store.delete('a')).toBe(true);
+    expect(store.usedBytes).toBe(0);
+    // The read still holds the extent: nothing may be written over it.
+    await expectCode(() => store.put('b', mem.desc(8 * MiB, 8 * MiB)), 'ERR_NO_SPACE');
+    await reading;
+    expect(same(back.bytes.subarray(0, 8 * MiB), data)).toBe(true);
+    await store.put('b', mem.desc(8 * MiB, 8 * MiB));
+    await store.close();
+  });
+
+  for (const where of ['directory', 'host memory'] as const) {
+    it(`concurrent puts reserve capacity before they write (${where})`, async () => {
+      const storeDir = where === 'directory' ? path.join(dir, 'blocks3') : undefined;
+      const store = await BlockStore.open(agent, { dir: storeDir, capacityBytes: 3 * MiB });
+      const puts = ['x', 'y', 'z'].map((k) => store.put(k, mem.desc(0, 2 * MiB), { timeoutMs: 10_000 }));
+      const results = await Promise.allSettled(puts);
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      for (const r of results) if (r.status === 'rejected') expect((r.reason as { code: string }).code).toBe('ERR_NO_SPACE');
+      expect(store.keys()).toHaveLength(1);
+      expect(store.usedBytes).toBe(2 * MiB);
+      if (storeDir) expect(fs.readdirSync(storeDir)).toHaveLength(1);
+      await store.close();
+    });
+  }
+
+  it('keys: at most 120 UTF-8 bytes, as they name files', async () => {
+    const store = await BlockStore.open(agent, { dir: path.join(dir, 'blocks4'), capacityBytes: MiB });
+    const longest = 'é'.repeat(60); // 120 bytes
+    await store.put(longest, mem.desc(0, 100));
+    const again = await BlockStore.open(agent, { dir: path.join(dir, 'blocks4'), capacityBytes: MiB });
+    expect(again.keys()).toEqual([longest]);
+    await again.close();
+    const err = await expectCode(() => store.put(longest + 'x', mem.desc(0, 100)), 'ERR_INVALID_PARAM');
+    expect(err.message).toMatch(/invalid key: at most 120 bytes in UTF-8/);
+    await expectCode(() => store.put('', mem.desc(0, 100)), 'ERR_INVALID_PARAM');
+    await expectCode(() => store.get('a\0b', back.desc(0, 100)), 'ERR_INVALID_PARAM');
+    await store.close();
+  });
+
+  it('temporary files: unique per writer; those of dead processes are removed on open', async () => {
+    const blocks = path.join(dir, 'blocks5');
+    fs.mkdirSync(blocks);
+    const host = crypto.createHash('sha256').update(os.hostname()).digest('hex').slice(0, 8);
+    const dead = spawnSync(process.execPath, ['-e', '']).pid!;
+    const leftover = `tmp.${host}.${dead}.0123456789abcdef`;
+    const live = `tmp.${host}.${process.pid}.0123456789abcdef`;
+    const foreign = `tmp.${host === '00000000' ? '11111111' : '00000000'}.${dead}.0123456789abcdef`;
+    for (const name of [leftover, live, foreign]) fs.writeFileSync(path.join(blocks, name), 'x');
+    // Two stores on one directory write the same key at once without clashing.
+    const [s1, s2] = await Promise.all([1, 2].map(() => BlockStore.open(agent, { dir: blocks, capacityBytes: 8 * MiB })));
+    expect(s1!.keys()).toEqual([]);
+    expect(fs.readdirSync(blocks).sort()).toEqual([foreign, live].sort());
+    await Promise.all([s1!.put('k', mem.desc(0, 2 * MiB)), s2!.put('k', mem.desc(2 * MiB, 2 * MiB))]);
+    expect(fs.readdirSync(blocks)).toHaveLength(3);
+    fs.rmSync(path.join(blocks, live));
+    fs.rmSync(path.join(blocks, foreign));
+    await s1!.close();
+    await s2!.close();
+  });
+
+  it('after close(), put, get and delete are ERR_NOT_ALLOWED; close waits for gets under way', async () => {
+    const store = await BlockStore.open(agent, { capacityBytes: 8 * MiB });
+    await store.put('k', mem.desc(0, 8 * MiB));
+    const reading = store.get('k', back.desc(0, 8 * MiB), { timeoutMs: 10_000 });
+    const closing = store.close();
+    for (const op of [() => store.put('j', mem.desc(0, 10)), () => store.get('k', back.desc(0, 8 * MiB)), () => store.delete('k')]) {
+      const err = await expectCode(op, 'ERR_NOT_ALLOWED');
+      expect(err.message).toMatch(/block store is closed/);
+    }
+    await reading;
+    await closing;
+    await store.close();
+    expect(store.keys()).toEqual([]);
   });
 });
