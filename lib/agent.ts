@@ -75,6 +75,8 @@ import {
   type TransferRequest,
   type WaitForNotificationOptions,
   type WaitOptions,
+  IterateOptionsSchema,
+  WaitOptionsSchema,
 } from './schemas.js';
 import { encodeNotification, packPairs, Transfer, type TransferHost } from './transfer.js';
 
@@ -82,6 +84,7 @@ const FI_MR_VIRT_ADDR = 1 << 4;
 const DRAIN_BATCH = 1024;
 /** Status codes of the shim for cancellation (ixfer.h). */
 const CANCEL_STATUS = { ERR_TIMEOUT: -10, ERR_CANCELED: -9 } as const;
+const REMOTE_DISCONNECT = -8;
 
 /** Local descriptors validated once, for transfers made by index. */
 export class PreparedLocal {
@@ -182,6 +185,7 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
   #instance = crypto.randomBytes(16).toString('hex');
   #sequence = 0n;
   #closed = false;
+  #closing: Promise<void> | undefined;
   #fileOptions: FileEngineOptions;
   #files: FileEngine | undefined;
   #exchange: MetadataExchange;
@@ -275,7 +279,7 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
   }
 
   #h(): AgentHandle {
-    if (!this.#handle) throw new NotAllowedError(`agent '${this.name}' is closed`);
+    if (!this.#handle || this.#closed) throw new NotAllowedError(`agent '${this.name}' is closed`);
     return this.#handle;
   }
 
@@ -658,7 +662,8 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
    * Standalone notifications to one peer are delivered in the order sent.
    * Resolves once it is sent; timeoutMs and signal stop what is not yet sent.
    */
-  notify(peer: string, message: NotificationBody, options: WaitOptions = {}): Promise<void> {
+  async notify(peer: string, message: NotificationBody, options: WaitOptions = {}): Promise<void> {
+    const wait = parse(WaitOptionsSchema, options, 'notify options');
     const handle = this.#h();
     const p = this.#peer(peer);
     const bytes = encodeNotification(parse(NotificationBodySchema, message, 'notification'));
@@ -668,13 +673,16 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
     this.#notifySeq.set(p.instance, seq);
     const send = new NotifySend(peer, bytes.length, (code) => this.cancelNative(id, code), (s, e) => this.describeError(s, e));
     this.#track(id, send);
-    return send.wait(options, this.defaultTimeoutMs);
+    return send.wait(wait, this.defaultTimeoutMs);
   }
 
-  /** Every incoming notification as it arrives (each goes to one consumer). */
-  notifications(): AsyncGenerator<Notification, void, undefined> {
+  /**
+   * Every incoming notification as it arrives (each goes to one consumer).
+   * Ends when the agent closes or `signal` aborts.
+   */
+  notifications(options: { signal?: AbortSignal } = {}): AsyncGenerator<Notification, void, undefined> {
     this.#h();
-    return this.#inbox.iterate();
+    return this.#inbox.iterate(parse(IterateOptionsSchema, options, 'notifications options').signal);
   }
 
   /** Takes the notifications received and not yet consumed, grouped by sender. */
@@ -687,7 +695,7 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
    * `match` (text or bytes) or satisfy it (a predicate); waits for one if
    * none is queued. ERR_TIMEOUT after timeoutMs, ERR_CANCELED on abort.
    */
-  waitForNotification(options: WaitForNotificationOptions = {}): Promise<Notification> {
+  async waitForNotification(options: WaitForNotificationOptions = {}): Promise<Notification> {
     this.#h();
     return this.#inbox.wait(options, undefined);
   }
@@ -718,7 +726,8 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
     );
     err.peer = n.sender;
     err.bytes = n.len;
-    this.emit('notification-dropped', err);
+    // Not from inside the drain: a throwing listener must not cost other events.
+    queueMicrotask(() => this.emit('notification-dropped', err));
   }
 
   /** @internal TransferHost */
@@ -728,8 +737,11 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
 
   /** @internal TransferHost */
   describeError(status: number, fiErrno: number): string {
-    if (!fiErrno) return status === CANCEL_STATUS.ERR_TIMEOUT ? 'timed out' : 'canceled';
-    return `${this.#native.fabricStrerror(fiErrno)} (provider error ${fiErrno})`;
+    if (fiErrno) return `${this.#native.fabricStrerror(fiErrno)} (provider error ${fiErrno})`;
+    if (status === CANCEL_STATUS.ERR_TIMEOUT) return 'timed out';
+    if (status === CANCEL_STATUS.ERR_CANCELED) return 'canceled';
+    if (status === REMOTE_DISCONNECT) return 'the peer was removed (invalidated or reloaded)';
+    return codeOfStatus(status);
   }
 
   #drain(): void {
@@ -842,9 +854,13 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
    * Closes the endpoint. Transfers in flight end with ERR_CANCELED; memory the
    * agent allocated is freed; registrations end.
    */
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    this.#closed = true; // refuses new work from here on
     await this.#exchange.close(); // before the endpoint goes: our etcd entry is removed first
     const handle = this.#handle!;
     this.#handle = undefined;

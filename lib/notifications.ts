@@ -114,14 +114,25 @@ export class NotificationInbox {
   }
 
   push(n: Notification): void {
-    const i = this.#consumers.findIndex((c) => c.accepts(n));
-    if (i < 0) {
-      this.#queue.push(n);
+    for (let i = 0; i < this.#consumers.length; i++) {
+      const consumer = this.#consumers[i]!;
+      let accepted: boolean;
+      try {
+        accepted = consumer.accepts(n);
+      } catch (err) {
+        // A throwing predicate fails its own wait, not the delivery.
+        this.#consumers.splice(i--, 1);
+        this.#onWaitingChange();
+        consumer.fail(err instanceof Error ? err : new Error(String(err)));
+        continue;
+      }
+      if (!accepted) continue;
+      this.#consumers.splice(i, 1);
+      this.#onWaitingChange();
+      consumer.take(n);
       return;
     }
-    const [consumer] = this.#consumers.splice(i, 1);
-    this.#onWaitingChange();
-    consumer!.take(n);
+    this.#queue.push(n);
   }
 
   /** Everything queued, grouped by peer, in arrival order (like NIXL's getNotifs). */
@@ -178,17 +189,27 @@ export class NotificationInbox {
     });
   }
 
-  /** Every notification as it arrives, until the agent closes or the loop breaks. */
-  async *iterate(): AsyncGenerator<Notification, void, undefined> {
+  /** Every notification as it arrives, until the agent closes, signal aborts or the loop breaks. */
+  async *iterate(signal?: AbortSignal): AsyncGenerator<Notification, void, undefined> {
     for (;;) {
+      if (this.#closedError || signal?.aborted) return;
       const next = this.#queue.shift();
       if (next) {
         yield next;
         continue;
       }
-      if (this.#closedError) return;
       const n = await new Promise<Notification | undefined>((resolve) => {
-        this.#add({ accepts: () => true, take: resolve, fail: () => resolve(undefined) });
+        const done = (v: Notification | undefined) => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(v);
+        };
+        const consumer: Consumer = { accepts: () => true, take: done, fail: () => done(undefined) };
+        const onAbort = () => {
+          this.#remove(consumer);
+          done(undefined);
+        };
+        signal?.addEventListener('abort', onAbort, { once: true });
+        this.#add(consumer);
       });
       if (!n) return;
       yield n;

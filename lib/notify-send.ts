@@ -1,6 +1,5 @@
 /** A standalone notification on its way out: settles when the shim reports it sent. */
 import { CanceledError, codeOfStatus, makeError, TimeoutError } from './errors.js';
-import { parse, WaitOptionsSchema, type WaitOptions } from './schemas.js';
 
 type CancelCode = 'ERR_TIMEOUT' | 'ERR_CANCELED';
 
@@ -14,8 +13,9 @@ export class NotifySend {
     private readonly describe: (status: number, fiErrno: number) => string,
   ) {}
 
-  wait(options: WaitOptions, defaultTimeoutMs: number | undefined): Promise<void> {
-    const { timeoutMs = defaultTimeoutMs, signal } = parse(WaitOptionsSchema, options, 'notify options');
+  /** Options already validated by the caller (before anything was sent). */
+  wait(options: { timeoutMs?: number; signal?: AbortSignal }, defaultTimeoutMs: number | undefined): Promise<void> {
+    const { timeoutMs = defaultTimeoutMs, signal } = options;
     const what = `notification of ${this.bytes} bytes to '${this.peer}'`;
     return new Promise<void>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;

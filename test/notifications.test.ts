@@ -161,10 +161,58 @@ describe('notifications between two agents', () => {
     expect((await waiting).text).toBe('never mind');
   });
 
+  it('a notify canceled part way does not hold up the ones after it, and is not reported as dropped', async () => {
+    const drops: unknown[] = [];
+    const onDrop = (e: unknown) => drops.push(e);
+    b.on('notification-dropped', onDrop);
+    try {
+      const ctl = new AbortController();
+      const big = a.notify('nrecv', Buffer.alloc(32 * MiB, 1), { signal: ctl.signal });
+      ctl.abort();
+      await expectCode(() => big, 'ERR_CANCELED');
+      await a.notify('nrecv', 'after the canceled one');
+      // Well under staleMs (30 s): the receiver was told to skip the canceled message.
+      const n = await b.waitForNotification({ timeoutMs: 10_000 });
+      expect(n.text).toBe('after the canceled one');
+      expect(b.notificationStats.pendingBytes).toBe(0);
+      expect(drops).toEqual([]);
+    } finally {
+      b.off('notification-dropped', onDrop);
+    }
+  });
+
+  it('a throwing match predicate fails its own wait; the notification still reaches others', async () => {
+    const bad = b.waitForNotification({
+      match: () => {
+        throw new Error('predicate bug');
+      },
+    });
+    const rejected = expect(bad).rejects.toThrow('predicate bug');
+    const good = b.waitForNotification({ match: 'fine', timeoutMs: 30_000 });
+    await a.notify('nrecv', 'fine');
+    await rejected;
+    expect((await good).text).toBe('fine');
+  });
+
+  it('notifications({ signal }) ends when the signal aborts', async () => {
+    const ctl = new AbortController();
+    const it = b.notifications({ signal: ctl.signal });
+    const next = it.next();
+    ctl.abort();
+    expect((await next).done).toBe(true);
+    // The abandoned iterator takes nothing away from later consumers.
+    await a.notify('nrecv', 'for the next one');
+    expect((await b.waitForNotification({ timeoutMs: 30_000 })).text).toBe('for the next one');
+  });
+
   it('bad input: unknown peer, wrong body type', async () => {
     await expectCode(() => a.notify('nobody', 'x'), 'ERR_NOT_FOUND');
     await expectCode(() => a.notify('nrecv', 42 as unknown as string), 'ERR_INVALID_PARAM');
     await expectCode(() => b.waitForNotification({ match: 5 as unknown as string }), 'ERR_INVALID_PARAM');
+    // Options are checked before anything is sent.
+    await expectCode(() => a.notify('nrecv', 'never sent', { timeoutMs: -1 }), 'ERR_INVALID_PARAM');
+    await a.notify('nrecv', 'sent');
+    expect((await b.waitForNotification({ timeoutMs: 30_000 })).text).toBe('sent');
   });
 });
 

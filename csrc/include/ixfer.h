@@ -193,8 +193,8 @@ IXFER_API int32_t ixfer_xfer_cancel(ixfer_agent *agent, uint64_t user_id, int32_
 
 /* ---- notifications ------------------------------------------------------ */
 
-/* Sends data[0..len) to peer as one notification, fragmented to the
- * provider's message size. The peer delivers the standalone notifications of
+/* Sends data[0..len) to peer as one notification, in fragments of at most
+ * 16 KiB (tcp;ofi_rxm's eager size). The peer delivers the standalone notifications of
  * one sender in seq order (seq: 1, 2, ... per receiving agent instance). An
  * IXFER_EVENT_XFER_DONE event with user_id follows once it is sent;
  * ixfer_xfer_cancel stops it. */

@@ -111,6 +111,9 @@ struct ixfer_agent {
     int event_rd, event_wr;
 };
 
+/* Peers a posting pass skips after they refused work (-FI_EAGAIN). */
+#define MAX_BLOCKED_PEERS 16
+
 /* progress.c */
 void *ixfer_progress_main(void *arg);
 

@@ -17,6 +17,8 @@ void ixfer_push_event(struct ixfer_agent *a, const ixfer_event *ev)
             /* Nothing sane to do without memory; the event is lost and the
              * transfer's waiter will time out. */
             pthread_mutex_unlock(&a->event_lock);
+            if (ev->type == IXFER_EVENT_NOTIF)
+                ixfer_notif_free((ixfer_notification *)(uintptr_t)ev->user_id);
             return;
         }
         a->events = grown;

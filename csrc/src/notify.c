@@ -33,10 +33,18 @@
 #define DROPPED_IDS 64
 #define TAG_BUCKETS 1024
 #define SWEEP_NS 250000000ull
-#define MAX_BLOCKED_PEERS 16
 #define MAX_IDLE_SENDERS 256
+/* A peer inventing instance numbers must not grow memory: past this many
+ * senders, an idle one makes room, and when none is idle a new sender's
+ * fragments are refused (counted as malformed). */
+#define MAX_SENDERS 1024
+/* All senders together may hold this many times the per-sender cap. */
+#define TOTAL_CAP_FACTOR 16
 
-enum { NF_ORDERED = 1 };
+/* NF_WITHDRAWN: a header-only fragment saying the sender gave the message up
+ * (canceled), so that the receiver frees what arrived and does not hold later
+ * ordered messages for its turn. */
+enum { NF_ORDERED = 1, NF_WITHDRAWN = 2 };
 
 /* Fragment header, little-endian:
  *   0 u32 magic   4 u8 version   5 u8 flags   6 u8 name_len   7 u8 zero
@@ -54,6 +62,7 @@ struct notif_job {
     uint64_t len, sent; /* payload bytes, and those handed to the provider */
     uint32_t inflight;  /* fragments posted and not completed */
     int queued;         /* still on the send queue */
+    int withdrawn;      /* the withdrawal fragment was posted */
     int32_t status, fi_errno;
     int32_t cancel_status;
     uint8_t data[];
@@ -78,9 +87,11 @@ struct sender;
 struct inbound {
     struct inbound *next;
     struct sender *from;
-    uint64_t id, seq, tag, expected, total, received, cost, last_ns;
+    uint64_t id, seq, tag, expected, total, cost, last_ns;
+    uint64_t frags_left; /* fragments not yet received */
     uint8_t flags;
     ixfer_notification *rec; /* NULL: a dropped ordered message's place */
+    uint8_t seen[];          /* a bit per fragment: duplicates are refused */
 };
 
 struct sender {
@@ -90,8 +101,7 @@ struct sender {
     uint32_t name_len;
     uint64_t instance;
     uint64_t pending;     /* bytes held for this sender, against the cap */
-    uint64_t next_seq;
-    int seq_known;
+    uint64_t next_seq; /* the sender numbers its standalone messages to us from 1 */
     struct inbound *partial;
     struct inbound *held; /* complete ordered messages, sorted by seq */
     uint64_t dropped[DROPPED_IDS];
@@ -115,7 +125,7 @@ struct notify_state {
     struct recv_slot *unposted;
     struct notif_job *queue_head, *queue_tail;
     uint64_t instance, next_msg_id, next_tag, tag_mask;
-    uint64_t cap;
+    uint64_t cap, total_cap;
     uint64_t stale_ns, last_sweep_ns;
     struct sender *senders;
     uint32_t nsenders;
@@ -144,6 +154,8 @@ static uint64_t get64(const uint8_t *p)
 struct notif_job *ixfer_notif_job_new(fi_addr_t peer, const uint8_t *data, uint64_t len,
                                       uint64_t seq, uint64_t user_id, struct xfer_request *req)
 {
+    if (len > SIZE_MAX - sizeof(struct notif_job))
+        return NULL;
     struct notif_job *job = malloc(sizeof *job + len);
     if (!job)
         return NULL;
@@ -206,13 +218,13 @@ uint64_t ixfer_notify_next_tag(struct ixfer_agent *a)
 /* ---- sending ---------------------------------------------------------------- */
 
 static void write_header(const struct ixfer_agent *a, const struct notif_job *job, uint8_t *h,
-                         uint64_t offset)
+                         uint64_t offset, uint8_t flags)
 {
     const struct notify_state *n = a->notify;
     uint32_t magic = NOTIF_MAGIC;
     memcpy(h, &magic, 4);
     h[4] = NOTIF_VERSION;
-    h[5] = job->req ? 0 : NF_ORDERED;
+    h[5] = (job->req ? 0 : NF_ORDERED) | flags;
     h[6] = (uint8_t)a->name_len;
     h[7] = 0;
     put64(h + 8, n->instance);
@@ -225,32 +237,56 @@ static void write_header(const struct ixfer_agent *a, const struct notif_job *jo
     memcpy(h + HDR_BYTES, a->name, a->name_len);
 }
 
+/* Posts one fragment of job from a free slot: chunk payload bytes at the
+ * job's send offset. Returns 0, -FI_EAGAIN (no slot, or the provider is
+ * full), or another error, recorded in the job. */
+static int post_fragment(struct ixfer_agent *a, struct notif_job *job, uint64_t chunk,
+                         uint8_t flags)
+{
+    struct notify_state *n = a->notify;
+    struct send_slot *slot = n->free_send;
+    if (!slot)
+        return -FI_EAGAIN;
+    write_header(a, job, slot->buf, job->sent, flags);
+    size_t head = HDR_BYTES + a->name_len;
+    memcpy(slot->buf + head, job->data + job->sent, chunk);
+    ssize_t ret = fi_send(a->ep, slot->buf, head + chunk, n->desc, job->peer, slot);
+    if (ret == -FI_EAGAIN)
+        return -FI_EAGAIN;
+    if (ret) {
+        job->status = ixfer_status_of((int)-ret);
+        job->fi_errno = (int32_t)-ret;
+        return (int)ret;
+    }
+    n->free_send = slot->next_free;
+    slot->job = job;
+    job->inflight++;
+    return 0;
+}
+
 /* Posts fragments of job while slots last. Returns -FI_EAGAIN when the
  * provider or the slot pool ran out, 0 otherwise. */
 static int post_job(struct ixfer_agent *a, struct notif_job *job)
 {
-    struct notify_state *n = a->notify;
     uint64_t room = FRAG_BYTES - HDR_BYTES - a->name_len;
+    /* A canceled ordered message still takes its place in the order: say so
+     * (a removed peer is gone, and a failed send means the connection is). */
+    if (!job->req && job->cancel_status && job->status == IXFER_OK && !job->withdrawn &&
+        job->cancel_status != IXFER_ERR_REMOTE_DISCONNECT) {
+        int ret = post_fragment(a, job, 0, NF_WITHDRAWN);
+        if (ret == -FI_EAGAIN)
+            return ret;
+        job->withdrawn = 1;
+        return 0;
+    }
     /* A message of zero bytes is one header-only fragment. */
     while (!job_stopped(job) && !(job->sent == job->len && (job->len || job->inflight))) {
-        struct send_slot *slot = n->free_send;
-        if (!slot)
-            return -FI_EAGAIN;
         uint64_t chunk = job->len - job->sent < room ? job->len - job->sent : room;
-        write_header(a, job, slot->buf, job->sent);
-        size_t head = HDR_BYTES + a->name_len;
-        memcpy(slot->buf + head, job->data + job->sent, chunk);
-        ssize_t ret = fi_send(a->ep, slot->buf, head + chunk, n->desc, job->peer, slot);
+        int ret = post_fragment(a, job, chunk, 0);
         if (ret == -FI_EAGAIN)
-            return -FI_EAGAIN;
-        if (ret) {
-            job->status = ixfer_status_of((int)-ret);
-            job->fi_errno = (int32_t)-ret;
+            return ret;
+        if (ret)
             break;
-        }
-        n->free_send = slot->next_free;
-        slot->job = job;
-        job->inflight++;
         job->sent += chunk;
     }
     return 0;
@@ -310,15 +346,14 @@ static void send_done(struct ixfer_agent *a, struct send_slot *slot, int fi_err)
         job_finish(a, job);
 }
 
-int ixfer_notify_cancel(struct ixfer_agent *a, uint64_t user_id, int32_t status)
+void ixfer_notify_cancel(struct ixfer_agent *a, uint64_t user_id, int32_t status)
 {
     for (struct notif_job *job = a->notify->queue_head; job; job = job->next)
         if (!job->req && job->user_id == user_id) {
             if (!job->cancel_status)
                 job->cancel_status = status;
-            return 1;
+            return;
         }
-    return 0;
 }
 
 void ixfer_notify_remove_peer(struct ixfer_agent *a, fi_addr_t peer)
@@ -466,6 +501,11 @@ static void complete(struct ixfer_agent *a, struct sender *s, struct inbound *m)
             release(m);
             return;
         }
+        if (t->msg) { /* two messages claim one tag: keep the first */
+            atomic_fetch_add(&n->malformed, 1);
+            release(m);
+            return;
+        }
         if (t->count < m->expected) {
             t->msg = m;
             return;
@@ -496,12 +536,37 @@ void ixfer_notify_remote_write(struct ixfer_agent *a, uint64_t data)
     }
 }
 
+/* Frees the least recently active sender that holds nothing (the list is
+ * kept most recent first); only its ordering state is lost. */
+static int evict_idle_sender(struct notify_state *n)
+{
+    struct sender **victim = NULL;
+    for (struct sender **p = &n->senders; *p; p = &(*p)->next)
+        if (!(*p)->partial && !(*p)->held && !(*p)->pending)
+            victim = p;
+    if (!victim)
+        return 0;
+    struct sender *s = *victim;
+    *victim = s->next;
+    free(s);
+    n->nsenders--;
+    return 1;
+}
+
 static struct sender *sender_get(struct notify_state *n, const char *name, uint32_t name_len,
                                  uint64_t instance)
 {
-    for (struct sender *s = n->senders; s; s = s->next)
-        if (s->instance == instance && s->name_len == name_len && !memcmp(s->name, name, name_len))
+    for (struct sender **p = &n->senders; *p; p = &(*p)->next) {
+        struct sender *s = *p;
+        if (s->instance == instance && s->name_len == name_len && !memcmp(s->name, name, name_len)) {
+            *p = s->next; /* to the front: a few senders are usually busy */
+            s->next = n->senders;
+            n->senders = s;
             return s;
+        }
+    }
+    if (n->nsenders >= MAX_SENDERS && !evict_idle_sender(n))
+        return NULL;
     struct sender *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
@@ -509,12 +574,98 @@ static struct sender *sender_get(struct notify_state *n, const char *name, uint3
     s->name_len = name_len;
     s->instance = instance;
     s->state = n;
+    s->next_seq = 1;
     s->next = n->senders;
     n->senders = s;
     n->nsenders++;
     return s;
 }
 
+/* The sender gave message id up: free what arrived of it (m, found at *link,
+ * or NULL) and give up its place in the order, without reporting a drop. */
+static void withdraw(struct ixfer_agent *a, struct sender *s, struct inbound *m,
+                     struct inbound **link, uint64_t id, uint64_t seq, uint8_t flags)
+{
+    remember_dropped(s, id);
+    if (m) {
+        *link = m->next;
+        m->next = NULL;
+        free(m->rec);
+        m->rec = NULL;
+        unaccount(m);
+    } else if (flags & NF_ORDERED) {
+        m = calloc(1, sizeof *m);
+        if (!m)
+            return; /* its place is given up when it goes stale */
+        m->seq = seq;
+        m->last_ns = now_ns();
+    } else {
+        return;
+    }
+    if (flags & NF_ORDERED)
+        ordered_ready(a, s, m);
+    else
+        free(m);
+}
+
+/* Room for payload in one fragment from a sender with a name of name_len. */
+static uint64_t frag_room(uint32_t name_len) { return FRAG_BYTES - HDR_BYTES - name_len; }
+
+/* Gives up message id of s on arrival (over a cap, or out of memory). */
+static void refuse(struct ixfer_agent *a, struct sender *s, uint64_t id, uint64_t seq,
+                   uint8_t flags, uint64_t total, int32_t status)
+{
+    remember_dropped(s, id);
+    report_drop(a, s, total, status);
+    if (flags & NF_ORDERED) { /* its place in the order stays, empty */
+        struct inbound *gap = calloc(1, sizeof *gap);
+        if (gap) {
+            gap->seq = seq;
+            gap->last_ns = now_ns();
+            ordered_ready(a, s, gap);
+        }
+    }
+}
+
+/* A new message, sized from its first fragment's header; NULL if refused. */
+static struct inbound *start_message(struct ixfer_agent *a, struct sender *s, const uint8_t *h,
+                                     uint64_t id, uint64_t total)
+{
+    struct notify_state *n = a->notify;
+    uint8_t flags = h[5];
+    uint64_t seq = get64(h + 24);
+    uint64_t room = frag_room(s->name_len);
+    uint64_t frags = total ? (total + room - 1) / room : 1;
+    uint64_t cost = sizeof(ixfer_notification) + total; /* total <= cap < 2^62 below */
+    if (total > n->cap || cost > n->cap - s->pending ||
+        cost > n->total_cap - atomic_load(&n->pending)) {
+        refuse(a, s, id, seq, flags, total, IXFER_ERR_NOT_ALLOWED);
+        return NULL;
+    }
+    struct inbound *m = calloc(1, sizeof *m + (frags + 7) / 8);
+    /* Zeroed: nothing of the heap's old contents can reach the application. */
+    ixfer_notification *rec = m ? calloc(1, cost) : NULL;
+    if (!rec) {
+        free(m);
+        refuse(a, s, id, seq, flags, total, IXFER_ERR_BACKEND);
+        return NULL;
+    }
+    rec->len = total;
+    rec->status = IXFER_OK;
+    rec->name_len = s->name_len;
+    memcpy(rec->name, s->name, s->name_len);
+    *m = (struct inbound){.from = s, .id = id, .seq = seq, .tag = get64(h + 48),
+                          .expected = get64(h + 56), .total = total, .cost = cost,
+                          .frags_left = frags, .flags = flags, .rec = rec, .next = s->partial};
+    s->pending += cost;
+    atomic_fetch_add(&n->pending, cost);
+    s->partial = m;
+    return m;
+}
+
+/* One received fragment. Everything in it is untrusted: it must match the
+ * fragmentation the protocol defines (fixed room per fragment, given the
+ * sender's name) and the message its first fragment announced. */
 static void fragment(struct ixfer_agent *a, const uint8_t *buf, uint64_t len)
 {
     struct notify_state *n = a->notify;
@@ -524,68 +675,47 @@ static void fragment(struct ixfer_agent *a, const uint8_t *buf, uint64_t len)
     memcpy(&magic, buf, 4);
     uint32_t name_len = buf[6];
     uint64_t head = HDR_BYTES + name_len;
-    if (magic != NOTIF_MAGIC || buf[4] != NOTIF_VERSION || name_len == 0 || len < head)
+    uint8_t flags = buf[5];
+    if (magic != NOTIF_MAGIC || buf[4] != NOTIF_VERSION || name_len == 0 || len < head ||
+        (flags & ~(NF_ORDERED | NF_WITHDRAWN)))
         goto malformed;
-    uint64_t id = get64(buf + 16), total = get64(buf + 32), off = get64(buf + 40);
-    uint64_t chunk = len - head;
-    if (off > total || chunk > total - off)
+    uint64_t id = get64(buf + 16), seq = get64(buf + 24), total = get64(buf + 32);
+    uint64_t off = get64(buf + 40), chunk = len - head, room = frag_room(name_len);
+    if (!(flags & NF_WITHDRAWN) &&
+        (off > total || off % room || chunk != (total - off < room ? total - off : room)))
         goto malformed;
     struct sender *s = sender_get(n, (const char *)buf + HDR_BYTES, name_len, get64(buf + 8));
-    if (!s || was_dropped(s, id))
+    if (!s)
+        goto malformed;
+    if (was_dropped(s, id))
         return;
-    s->last_ns = now_ns();
-    uint8_t flags = buf[5];
-    uint64_t seq = get64(buf + 24);
-    if ((flags & NF_ORDERED) && !s->seq_known) {
-        s->next_seq = seq;
-        s->seq_known = 1;
-    }
-    struct inbound *m = s->partial;
-    while (m && m->id != id)
+    struct inbound *m = s->partial, **link = &s->partial;
+    while (m && m->id != id) {
+        link = &m->next;
         m = m->next;
-    if (!m) {
-        uint64_t cost = sizeof(ixfer_notification) + total;
-        if (total > n->cap || cost > n->cap - s->pending) {
-            remember_dropped(s, id);
-            report_drop(a, s, total, IXFER_ERR_NOT_ALLOWED);
-            if (flags & NF_ORDERED) {
-                struct inbound *gap = calloc(1, sizeof *gap);
-                if (gap) {
-                    gap->seq = seq;
-                    gap->last_ns = now_ns();
-                    ordered_ready(a, s, gap);
-                }
-            }
-            return;
-        }
-        m = calloc(1, sizeof *m);
-        ixfer_notification *rec = m ? malloc(cost) : NULL;
-        if (!rec) {
-            free(m);
-            remember_dropped(s, id);
-            report_drop(a, s, total, IXFER_ERR_BACKEND);
-            return;
-        }
-        rec->len = total;
-        rec->status = IXFER_OK;
-        rec->name_len = name_len;
-        memcpy(rec->name, s->name, name_len);
-        *m = (struct inbound){.from = s, .id = id, .seq = seq, .tag = get64(buf + 48),
-                              .expected = get64(buf + 56), .total = total, .cost = cost,
-                              .flags = flags, .rec = rec, .next = s->partial};
-        s->pending += cost;
-        atomic_fetch_add(&n->pending, cost);
-        s->partial = m;
     }
-    memcpy(m->rec->data + off, buf + head, chunk);
-    m->received += chunk;
-    m->last_ns = now_ns();
-    if (m->received < m->total)
+    if (flags & NF_WITHDRAWN) {
+        withdraw(a, s, m, link, id, seq, flags);
         return;
-    struct inbound **p = &s->partial;
-    while (*p != m)
-        p = &(*p)->next;
-    *p = m->next;
+    }
+    if (!m) {
+        m = start_message(a, s, buf, id, total);
+        if (!m)
+            return;
+        link = &s->partial;
+    } else if (total != m->total || flags != m->flags || seq != m->seq ||
+               get64(buf + 48) != m->tag || get64(buf + 56) != m->expected) {
+        goto malformed; /* contradicts the message's first fragment */
+    }
+    uint64_t index = off / room;
+    if (m->seen[index / 8] & (1u << (index % 8)))
+        goto malformed; /* a duplicate */
+    m->seen[index / 8] |= (uint8_t)(1u << (index % 8));
+    memcpy(m->rec->data + off, buf + head, chunk);
+    m->last_ns = now_ns();
+    if (--m->frags_left)
+        return;
+    *link = m->next;
     m->next = NULL;
     complete(a, s, m);
     return;
@@ -644,7 +774,8 @@ static void sweep(struct ixfer_agent *a, uint64_t now)
     if (n->nsenders > MAX_IDLE_SENDERS)
         for (struct sender **p = &n->senders; *p;) {
             struct sender *s = *p;
-            if (!s->partial && !s->held && now - s->last_ns >= n->stale_ns) {
+            /* pending covers messages waiting in the tag table too */
+            if (!s->partial && !s->held && !s->pending && now - s->last_ns >= n->stale_ns) {
                 *p = s->next;
                 free(s);
                 n->nsenders--;
@@ -664,7 +795,7 @@ static void sweep(struct ixfer_agent *a, uint64_t now)
             drop_partial(a, s, m, IXFER_ERR_TIMEOUT);
         }
         /* A missing message that never came: give up its place. */
-        if (s->held && now - s->held->last_ns >= n->stale_ns) {
+        while (s->held && now - s->held->last_ns >= n->stale_ns) {
             s->next_seq = s->held->seq;
             flush_held(a, s);
         }
@@ -710,19 +841,12 @@ static void free_sender_messages(struct ixfer_agent *a, struct sender *s)
 
 void ixfer_notify_forget(struct ixfer_agent *a, const char *name)
 {
-    struct notify_state *n = a->notify;
+    /* Frees what the senders of that name left pending; their records stay,
+     * so that messages they send later keep their order. */
     size_t len = strlen(name);
-    for (struct sender **p = &n->senders; *p;) {
-        struct sender *s = *p;
-        if (s->name_len == len && !memcmp(s->name, name, len)) {
-            *p = s->next;
+    for (struct sender *s = a->notify->senders; s; s = s->next)
+        if (s->name_len == len && !memcmp(s->name, name, len))
             free_sender_messages(a, s);
-            free(s);
-            n->nsenders--;
-        } else {
-            p = &s->next;
-        }
-    }
 }
 
 int ixfer_notify_pass(struct ixfer_agent *a)
@@ -745,7 +869,10 @@ int32_t ixfer_notify_init(struct ixfer_agent *a, const ixfer_agent_config *cfg)
     if (!n)
         return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
     a->notify = n;
-    n->cap = cfg->notif_pending_cap ? cfg->notif_pending_cap : (64ull << 20);
+    /* Caps below 2^58 keep the cost arithmetic far from overflow. */
+    uint64_t cap = cfg->notif_pending_cap ? cfg->notif_pending_cap : (64ull << 20);
+    n->cap = cap < (1ull << 58) ? cap : (1ull << 58);
+    n->total_cap = n->cap * TOTAL_CAP_FACTOR;
     n->stale_ns = (uint64_t)(cfg->notif_stale_ms ? cfg->notif_stale_ms : 30000) * 1000000ull;
     n->last_sweep_ns = now_ns();
     uint64_t cq_bytes = a->caps.cq_data_size > 8 ? 8 : a->caps.cq_data_size;
@@ -790,15 +917,16 @@ void ixfer_notify_fini(struct ixfer_agent *a)
     struct notify_state *n = a->notify;
     if (!n)
         return;
+    /* A job is referenced by the queue and by each slot holding one of its
+     * fragments: free it once, when the last reference goes. */
+    for (int i = 0; i < SEND_SLOTS; i++) {
+        struct notif_job *job = n->send[i].job;
+        if (job && --job->inflight == 0 && !job->queued)
+            free(job);
+    }
     for (struct notif_job *job = n->queue_head, *next; job; job = next) {
         next = job->next;
         free(job);
-    }
-    /* Jobs out of the queue live until their slots complete. */
-    for (int i = 0; i < SEND_SLOTS; i++) {
-        struct notif_job *job = n->send[i].job;
-        if (job && --job->inflight == 0)
-            free(job);
     }
     while (n->senders) {
         struct sender *s = n->senders;

@@ -1,6 +1,7 @@
 /* Notifications (notify.c): fragmenting, sending, receiving, reassembling,
  * and holding a message back until the data it announces has landed. Every
- * function but the job constructor runs on the progress thread. */
+ * function but ixfer_notif_job_new/_free runs on the progress thread (or
+ * before it starts, or after it stopped). */
 #ifndef IXFER_NOTIFY_H
 #define IXFER_NOTIFY_H
 
@@ -28,8 +29,8 @@ int ixfer_notify_pass(struct ixfer_agent *a);
 void ixfer_notify_completion(struct ixfer_agent *a, struct op_ctx *ctx, uint64_t len, int fi_err);
 /* A remote write carrying CQ data arrived. */
 void ixfer_notify_remote_write(struct ixfer_agent *a, uint64_t data);
-/* Standalone job user_id: stop sending. Returns whether it was found. */
-int ixfer_notify_cancel(struct ixfer_agent *a, uint64_t user_id, int32_t status);
+/* Standalone job user_id, if still queued: stop sending. */
+void ixfer_notify_cancel(struct ixfer_agent *a, uint64_t user_id, int32_t status);
 void ixfer_notify_remove_peer(struct ixfer_agent *a, fi_addr_t peer);
 void ixfer_notify_forget(struct ixfer_agent *a, const char *name);
 /* A fresh tag for the WRITE ops of an attached notification. */

@@ -16,7 +16,6 @@
 #define CQ_BATCH 64
 #define MAX_IOV 16          /* cap on pairs per op, whatever the provider says */
 #define IDLE_WAIT_MS 1000   /* bounded so that a lost wake-up costs a second */
-#define MAX_BLOCKED_PEERS 16
 
 void ixfer_submit(struct ixfer_agent *a, struct submission *s)
 {
