@@ -29,6 +29,8 @@ export type ParsedDescriptor = z.output<typeof DescriptorSchema>;
 export const DescriptorListSchema = z.array(DescriptorSchema);
 
 const port = z.number().int().min(0).max(65535);
+/** A deadline in ms; setTimeout fires at once when given more than 2^31 - 1. */
+const timeoutMs = z.number().int().positive().max(2 ** 31 - 1);
 
 export const EtcdOptionsSchema = z
   .object({
@@ -50,7 +52,7 @@ export const ExchangeOptionsSchema = z
       .refine((s) => (typeof s === 'string' ? Buffer.byteLength(s) : s.byteLength) >= 16, 'at least 16 bytes')
       .optional(),
     /** Default deadline of exchange calls (connect and answer, or waiting for a peer in etcd), and of a listener's read of one frame. */
-    timeoutMs: z.number().int().positive().default(5000),
+    timeoutMs: timeoutMs.default(5000),
     /** Largest frame payload sent or accepted on the TCP channel. */
     maxFrameBytes: z
       .number()
@@ -58,6 +60,8 @@ export const ExchangeOptionsSchema = z
       .min(1024)
       .max(64 << 20)
       .default(16 << 20),
+    /** Connections a listener holds at once; more are closed on arrival (each request takes one, briefly). */
+    maxConnections: z.number().int().min(1).max(65535).default(64),
     etcd: EtcdOptionsSchema.optional(),
   })
   .strict();
@@ -86,7 +90,8 @@ export const InvalidateOptionsSchema = z
   .object({
     /** Listeners to tell, besides those we sent our metadata to. */
     to: z.array(PeerAddressSchema).default([]),
-    timeoutMs: z.number().int().positive().optional(),
+    timeoutMs: timeoutMs.optional(),
+    signal: z.instanceof(AbortSignal).optional(),
   })
   .strict();
 export type InvalidateOptions = z.input<typeof InvalidateOptionsSchema>;
@@ -178,7 +183,7 @@ export type TransferRequest = z.input<typeof TransferRequestSchema>;
 
 export const WaitOptionsSchema = z
   .object({
-    timeoutMs: z.number().int().positive().optional(),
+    timeoutMs: timeoutMs.optional(),
     signal: z.instanceof(AbortSignal).optional(),
   })
   .strict();

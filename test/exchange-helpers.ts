@@ -36,7 +36,7 @@ export interface ExchangePeer {
 
 export async function spawnExchangePeer(
   name: string,
-  options: { metadata?: ExchangeOptions; listen?: boolean; idle?: boolean; size?: number } = {},
+  options: { metadata?: ExchangeOptions; listen?: boolean; idle?: boolean; size?: number; throwOnPeer?: boolean } = {},
 ): Promise<ExchangePeer> {
   const proc = fork(fixture, [name, JSON.stringify(options)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));

@@ -6,7 +6,8 @@ import { promisify } from 'node:util';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { encodeFrame, FrameReader, FrameType, HEADER_BYTES, ID_BYTES } from '../lib/exchange/frame.js';
+import { encodeFrame, FrameReader, FrameType, HEADER_BYTES, ID_BYTES, MAC_BYTES } from '../lib/exchange/frame.js';
+import { isLoopback, RemoteRefusedError } from '../lib/exchange/tcp-channel.js';
 import { Agent, type MemoryRegion, type SocketAddress } from '../lib/index.js';
 import { ChildError, sha, spawnExchangePeer, type ExchangePeer } from './exchange-helpers.js';
 import { expectCode, random } from './helpers.js';
@@ -85,6 +86,37 @@ describe('TCP side channel between two processes', () => {
   });
 });
 
+describe("a throwing 'peer' listener", () => {
+  it('is an uncaught error of its own: pushes and invalidations are still answered OK', async () => {
+    const child = await spawnExchangePeer('tcp-throwing', { listen: true, throwOnPeer: true });
+    try {
+      await using a = await Agent.create({ name: 'tcp-pusher' });
+      const to = child.ready.address!;
+      await a.sendLocalMetadata(to, { timeoutMs: 2000 });
+      expect((await child.request({ type: 'peers' })).peers).toContain('tcp-pusher');
+      await a.invalidateLocalMetadata({ timeoutMs: 2000 });
+      expect((await child.request({ type: 'peers' })).peers).not.toContain('tcp-pusher');
+      expect((await child.request({ type: 'uncaught' })).errors).toEqual([
+        'peer listener failed on tcp-pusher loaded',
+        'peer listener failed on tcp-pusher dropped',
+      ]);
+      expect((await child.request({ type: 'stats' })).stats).toMatchObject({ served: 2, loadFailures: 0 });
+      expect(await a.fetchRemoteMetadata(to)).toBe('tcp-throwing');
+    } finally {
+      child.proc.kill();
+    }
+  });
+});
+
+/** Opens a connection that sends nothing; resolves once connected. */
+function idle(address: SocketAddress): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(address);
+    socket.once('error', reject);
+    socket.once('connect', () => resolve(socket));
+  });
+}
+
 /** Sends raw bytes to a listener; resolves with what came back once the listener closes the connection. */
 function raw(address: SocketAddress, bytes: Buffer, opts: { end?: boolean } = {}): Promise<Buffer> {
   return new Promise((resolve) => {
@@ -153,7 +185,7 @@ describe('a listener refuses bad frames and keeps serving', () => {
       const reader = new FrameReader(16 * MiB, secret);
       socket.on('error', reject);
       socket.on('data', (c: Buffer) => {
-        const [frame] = reader.push(c);
+        const frame = reader.push(c);
         if (frame) {
           socket.destroy();
           resolve(frame.payload);
@@ -167,6 +199,29 @@ describe('a listener refuses bad frames and keeps serving', () => {
       });
     });
     expect(client.loadRemoteMetadata(answer)).toBe('tcp-listener');
+  });
+
+  it('one request per connection: a second frame on it gets no answer', async () => {
+    const before = listener.exchangeStats.served;
+    const answer = await raw(address, Buffer.concat([good(), good()]));
+    const frame = new FrameReader(MiB, secret).push(answer)!;
+    expect(frame.type).toBe(FrameType.OK);
+    expect(answer.length).toBe(HEADER_BYTES + frame.payload.length + MAC_BYTES); // nothing after the one answer
+    expect(listener.exchangeStats.served).toBe(before + 1);
+    await stillServes();
+  });
+
+  it('connections over maxConnections are closed on arrival; the listener serves again once they go', async () => {
+    await using capped = await Agent.create({ name: 'tcp-capped', metadata: { secret: SECRET, maxConnections: 2, timeoutMs: 1000 } });
+    const at = await capped.listen();
+    const held = [await idle(at), await idle(at)];
+    const closed = held.map((s) => new Promise((r) => s.once('close', r)));
+    const warned = warnings.length;
+    await expectCode(() => client.fetchRemoteMetadata(at), 'ERR_REMOTE_DISCONNECT');
+    expect(capped.exchangeStats.dropped).toBe(1);
+    expect(warnings.slice(warned).join('\n')).toMatch(/dropped a connection from 127\.0\.0\.1:\d+: maxConnections \(2\)/);
+    await Promise.all(closed); // the listener ends idle connections after its timeoutMs
+    expect(await client.fetchRemoteMetadata(at)).toBe('tcp-capped');
   });
 
   it('garbage', () => refused(random(64), 'malformed'));
@@ -223,7 +278,7 @@ describe('a listener refuses bad frames and keeps serving', () => {
   it('a well-formed frame with a bad blob gets an ERR_INVALID_PARAM answer', async () => {
     const before = listener.exchangeStats.loadFailures;
     const answer = await raw(address, encodeFrame(FrameType.PUSH, newId(), Buffer.from('not metadata'), secret), { end: true });
-    const [frame] = new FrameReader(MiB, secret).push(answer);
+    const frame = new FrameReader(MiB, secret).push(answer);
     expect(frame!.type).toBe(FrameType.ERROR);
     expect(frame!.payload.toString()).toMatch(/^ERR_INVALID_PARAM\ninvalid metadata/);
     expect(listener.exchangeStats.loadFailures).toBe(before + 1);
@@ -282,6 +337,44 @@ describe('timeouts and unreachable listeners', () => {
     const waiting = a.fetchRemoteMetadata(silentAddress, { timeoutMs: 60_000, signal: ctl.signal });
     setTimeout(() => ctl.abort(), 50);
     await expectCode(() => waiting, 'ERR_CANCELED');
+    const ctl2 = new AbortController();
+    const invalidating = a.invalidateLocalMetadata({ to: [silentAddress], timeoutMs: 60_000, signal: ctl2.signal });
+    setTimeout(() => ctl2.abort(), 50);
+    await expectCode(() => invalidating, 'ERR_CANCELED');
+  });
+
+  it('a signal aborted before the call: ERR_CANCELED at once, without connecting', async () => {
+    const heldBefore = held.length;
+    const signal = AbortSignal.abort();
+    const wait = { timeoutMs: 60_000, signal };
+    const started = Date.now();
+    await expectCode(() => a.fetchRemoteMetadata(silentAddress, wait), 'ERR_CANCELED');
+    await expectCode(() => a.sendLocalMetadata(silentAddress, wait), 'ERR_CANCELED');
+    await expectCode(() => a.invalidateLocalMetadata({ to: [silentAddress], ...wait }), 'ERR_CANCELED');
+    expect(Date.now() - started).toBeLessThan(1000);
+    await new Promise((r) => setTimeout(r, 100)); // a connection, had one been made, would be accepted by now
+    expect(held.length).toBe(heldBefore);
+  });
+
+  it("an ERROR answer is ERR_REMOTE_DISCONNECT with the peer's code as remoteCode, whatever that code", async () => {
+    // A listener that refuses every request with a code that would mean something else here.
+    const refuser = net.createServer((s) => {
+      const reader = new FrameReader(MiB, undefined);
+      s.on('data', (c: Buffer) => {
+        const frame = reader.push(c);
+        if (frame) s.end(encodeFrame(FrameType.ERROR, frame.id, Buffer.from('ERR_TIMEOUT\nnot really')));
+      });
+    });
+    await new Promise<void>((r) => refuser.listen(0, '127.0.0.1', r));
+    try {
+      const at = { host: '127.0.0.1', port: (refuser.address() as net.AddressInfo).port };
+      const err = await expectCode(() => a.fetchRemoteMetadata(at), 'ERR_REMOTE_DISCONNECT');
+      expect(err).toBeInstanceOf(RemoteRefusedError);
+      expect((err as RemoteRefusedError).remoteCode).toBe('ERR_TIMEOUT');
+      expect(err.message).toBe(`127.0.0.1:${at.port} refused the request with ERR_TIMEOUT: not really`);
+    } finally {
+      refuser.close();
+    }
   });
 
   it('the agent still works after: IPv6 loopback listener, fetch and transfer', async () => {
@@ -301,6 +394,11 @@ describe('timeouts and unreachable listeners', () => {
     await expectCode(() => a.fetchRemoteMetadata('somebody'), 'ERR_INVALID_PARAM'); // by name needs etcd
     await expectCode(() => a.sendLocalMetadata(), 'ERR_INVALID_PARAM');
     await expectCode(() => Agent.create({ name: 'x', metadata: { secret: 'short' } }), 'ERR_INVALID_PARAM');
+    // Beyond 2^31 - 1 ms setTimeout would fire at once.
+    await expectCode(() => Agent.create({ name: 'x', metadata: { timeoutMs: 2 ** 31 } }), 'ERR_INVALID_PARAM');
+    await expectCode(() => a.fetchRemoteMetadata(silentAddress, { timeoutMs: 2 ** 31 }), 'ERR_INVALID_PARAM');
+    await expectCode(() => a.invalidateLocalMetadata({ timeoutMs: 2 ** 31 }), 'ERR_INVALID_PARAM');
+    await expectCode(() => Agent.create({ name: 'x', metadata: { maxConnections: 0 } }), 'ERR_INVALID_PARAM');
     // Metadata over our own frame cap is refused before connecting.
     await using small = await Agent.create({ name: 'tcp-small', metadata: { maxFrameBytes: 1024 } });
     for (let i = 0; i < 40; i++) small.allocate(4096);
@@ -308,6 +406,11 @@ describe('timeouts and unreachable listeners', () => {
     expect(err.message).toContain('maxFrameBytes');
     expect(held.length).toBe(heldBefore);
   });
+});
+
+it('a listener counts as loopback only on 127.0.0.0/8 and ::1', () => {
+  for (const host of ['127.0.0.1', '127.1.2.3', '::1', '::ffff:127.0.0.1']) expect(isLoopback(host)).toBe(true);
+  for (const host of ['0.0.0.0', '::', '10.0.0.1', '::ffff:10.0.0.1', 'fe80::1']) expect(isLoopback(host)).toBe(false);
 });
 
 it('examples/exchange.mjs tcp: two processes find each other and check the bytes', async () => {

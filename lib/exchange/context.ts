@@ -8,7 +8,7 @@ export interface ExchangeHost {
   getLocalMetadata(): Uint8Array;
   loadRemoteMetadata(blob: Uint8Array): string;
   invalidateRemote(peer: string): void;
-  /** The agent's own events ('peer'). */
+  /** The agent's own events ('peer'); the exchange emits them outside its protocol paths. */
   emit(event: 'peer', e: PeerEvent): boolean;
 }
 
@@ -24,6 +24,8 @@ export interface ExchangeStats {
   unauthenticated: number;
   /** Connections closed for not completing a frame within `timeoutMs`. */
   timedOut: number;
+  /** Connections closed at once because `maxConnections` were open. */
+  dropped: number;
   /** Well-formed frames or etcd entries whose metadata could not be loaded. */
   loadFailures: number;
   /** Times our metadata was written to etcd. */
@@ -46,9 +48,9 @@ export interface ExchangeContext {
   readonly options: ExchangeOptionsParsed;
   readonly secret: Buffer | undefined;
   readonly stats: ExchangeStats;
-  /** Loads a peer's metadata and reports it; returns the peer's name. */
+  /** Loads a peer's metadata and reports it (a 'peer' event, emitted later); returns the peer's name. */
   load(blob: Uint8Array, via: ExchangeVia): string;
-  /** Drops a loaded peer and reports it; does nothing for a peer not loaded. */
+  /** Drops a loaded peer and reports it (likewise); does nothing for a peer not loaded. */
   drop(name: string, via: ExchangeVia): void;
   /** Logs a problem that only counters and this log see (nobody awaits it). */
   warn(message: string): void;

@@ -4,10 +4,17 @@
  */
 import { CanceledError, TimeoutError } from '../errors.js';
 
+/** How long a caller waits, and what may cancel it. */
+export interface Wait {
+  timeoutMs: number;
+  signal?: AbortSignal | undefined;
+}
+
 /**
  * Runs `task` with a signal that aborts with a TimeoutError after `timeoutMs`
  * (its message is `describe()`, read when the deadline passes, so it can name
- * the phase) or with a CanceledError when `signal` aborts.
+ * the phase) or with a CanceledError when `signal` aborts; rejects with a
+ * CanceledError at once if `signal` is already aborted.
  */
 export async function withDeadline<T>(
   timeoutMs: number,
@@ -15,11 +22,13 @@ export async function withDeadline<T>(
   describe: () => string,
   task: (abort: AbortSignal) => Promise<T>,
 ): Promise<T> {
+  const canceled = () => new CanceledError(`${describe()}: canceled`, { cause: signal?.reason });
+  // Canceled before it started: the task is not run (its abort listeners would never fire).
+  if (signal?.aborted) throw canceled();
   const ctl = new AbortController();
   const timer = setTimeout(() => ctl.abort(new TimeoutError(`${describe()}: no answer within ${timeoutMs} ms`)), timeoutMs);
-  const cancel = () => ctl.abort(new CanceledError(`${describe()}: canceled`, { cause: signal?.reason }));
-  if (signal?.aborted) cancel();
-  else signal?.addEventListener('abort', cancel, { once: true });
+  const cancel = () => ctl.abort(canceled());
+  signal?.addEventListener('abort', cancel, { once: true });
   try {
     return await task(ctl.signal);
   } finally {

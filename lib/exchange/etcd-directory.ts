@@ -14,7 +14,7 @@ import { BackendError, CanceledError, InvalidParamError, IxferError, TimeoutErro
 import { decodeMetadata } from '../metadata.js';
 import type { ExchangeOptionsParsed } from '../schemas.js';
 import type { ExchangeContext } from './context.js';
-import { abortable, withDeadline } from './deadline.js';
+import { abortable, withDeadline, type Wait } from './deadline.js';
 
 type Waiter = (blob: Buffer) => void;
 type EtcdSettings = NonNullable<ExchangeOptionsParsed['etcd']>;
@@ -202,7 +202,7 @@ export class EtcdDirectory {
   }
 
   /** Loads a peer's entry, waiting until it appears; returns its name. */
-  async fetch(name: string, wait: { timeoutMs: number; signal?: AbortSignal | undefined }): Promise<string> {
+  async fetch(name: string, wait: Wait): Promise<string> {
     if (this.#closed) throw new CanceledError('the etcd directory is closed');
     const key = this.#prefix + name;
     const signal = wait.signal ? AbortSignal.any([wait.signal, this.#closing.signal]) : this.#closing.signal;

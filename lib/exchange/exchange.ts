@@ -17,10 +17,13 @@ import {
   type WaitOptions,
 } from '../schemas.js';
 import type { ExchangeContext, ExchangeHost, ExchangeStats, ExchangeVia, PeerEvent } from './context.js';
-import { abortable, withDeadline } from './deadline.js';
+import { abortable, withDeadline, type Wait } from './deadline.js';
 import { EtcdDirectory } from './etcd-directory.js';
 import { FrameType } from './frame.js';
-import { formatAddress, request, TcpListener, type SocketAddress } from './tcp-channel.js';
+import { formatAddress, isLoopback, request, TcpListener, type SocketAddress } from './tcp-channel.js';
+
+/** The warning about a listener open to the network without a secret is given once per process. */
+let warnedUnauthenticated = false;
 
 export class MetadataExchange implements ExchangeContext {
   readonly host: ExchangeHost;
@@ -32,6 +35,7 @@ export class MetadataExchange implements ExchangeContext {
     oversized: 0,
     unauthenticated: 0,
     timedOut: 0,
+    dropped: 0,
     loadFailures: 0,
     published: 0,
     publishFailures: 0,
@@ -56,14 +60,23 @@ export class MetadataExchange implements ExchangeContext {
 
   load(blob: Uint8Array, via: ExchangeVia): string {
     const name = this.host.loadRemoteMetadata(blob);
-    this.host.emit('peer', { name, action: 'loaded', via } satisfies PeerEvent);
+    this.#report({ name, action: 'loaded', via });
     return name;
   }
 
   drop(name: string, via: ExchangeVia): void {
     if (!this.host.peers.includes(name)) return;
     this.host.invalidateRemote(name);
-    this.host.emit('peer', { name, action: 'dropped', via } satisfies PeerEvent);
+    this.#report({ name, action: 'dropped', via });
+  }
+
+  /**
+   * Emits 'peer' once the caller (a listener answering, a watch handler) is
+   * done: a throwing listener is then an uncaught error of its own and cannot
+   * turn an answer into an ERROR, or kill the socket handler.
+   */
+  #report(event: PeerEvent): void {
+    queueMicrotask(() => this.host.emit('peer', event));
   }
 
   warn(message: string): void {
@@ -82,21 +95,31 @@ export class MetadataExchange implements ExchangeContext {
     if (this.#listener) throw new NotAllowedError(`agent '${this.host.name}' already listens for metadata`);
     const { listener, address } = await TcpListener.open(this, host, port);
     this.#listener = listener;
+    if (!this.secret && !isLoopback(address.host) && !warnedUnauthenticated) {
+      warnedUnauthenticated = true;
+      this.warn(
+        `agent '${this.host.name}' listens for metadata on ${formatAddress(address)}, beyond loopback, without metadata.secret: ` +
+          'anyone who reaches it can load metadata under any name and invalidate any peer',
+      );
+    }
     return address;
   }
 
-  #wait(options: WaitOptions) {
+  #wait(options: WaitOptions): Wait {
     const w = parse(WaitOptionsSchema, options, 'wait options');
     return { timeoutMs: w.timeoutMs ?? this.options.timeoutMs, signal: w.signal };
+  }
+
+  /** Waits for an etcd write under the caller's deadline and signal; giving up does not undo the write. */
+  #etcdWait(what: string, wait: Wait, write: () => Promise<void>): Promise<void> {
+    return withDeadline(wait.timeoutMs, wait.signal, () => what, (abort) => abortable(write(), abort));
   }
 
   async send(to: PeerAddress | undefined, options: WaitOptions = {}): Promise<void> {
     const wait = this.#wait(options);
     if (to === undefined) {
       const directory = this.#etcd('sendLocalMetadata() without an address');
-      return withDeadline(wait.timeoutMs, wait.signal, () => `publishing '${this.host.name}' to etcd`, (abort) =>
-        abortable(directory.publish(), abort),
-      );
+      return this.#etcdWait(`publishing '${this.host.name}' to etcd`, wait, () => directory.publish());
     }
     const address = parse(PeerAddressSchema, to, 'address');
     await request(this, address, FrameType.PUSH, this.host.getLocalMetadata(), wait);
@@ -120,16 +143,17 @@ export class MetadataExchange implements ExchangeContext {
    */
   async invalidate(options: InvalidateOptions = {}): Promise<void> {
     const opts = parse(InvalidateOptionsSchema, options, 'invalidate options');
-    const wait = { timeoutMs: opts.timeoutMs ?? this.options.timeoutMs };
+    const wait = { timeoutMs: opts.timeoutMs ?? this.options.timeoutMs, signal: opts.signal };
     const targets = new Map(this.#sentTo);
     for (const a of opts.to) targets.set(formatAddress(a), a);
     const name = Buffer.from(this.host.name);
+    const directory = this.#directory;
     const results = await Promise.allSettled([
       ...[...targets].map(async ([key, address]) => {
         await request(this, address, FrameType.INVALIDATE, name, wait);
         this.#sentTo.delete(key);
       }),
-      ...(this.#directory ? [this.#directory.withdraw()] : []),
+      ...(directory ? [this.#etcdWait(`withdrawing '${this.host.name}' from etcd`, wait, () => directory.withdraw())] : []),
     ]);
     const errors = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as IxferError] : []));
     if (errors.length === 1) throw errors[0];

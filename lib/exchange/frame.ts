@@ -70,43 +70,41 @@ export function encodeFrame(type: number, id: Buffer, payload: Uint8Array, secre
 }
 
 /**
- * Cuts a byte stream into frames. Chunks are kept as they come and joined only
- * once a whole header, then a whole frame, is there: O(size) per frame.
+ * Reads the one frame of a connection (one request, or one answer) from a
+ * byte stream; bytes after it are not looked at. Chunks are kept as they come
+ * and joined only once a whole header, then a whole frame, is there: O(size).
  */
 export class FrameReader {
   #chunks: Buffer[] = [];
   #size = 0;
-  #frameBytes = 0; // of the frame being read, once its header is checked
+  #frameBytes = 0; // once the header is checked
+  #done = false;
 
   constructor(
     readonly maxPayload: number,
     readonly secret: Buffer | undefined,
   ) {}
 
-  /** Whether part of a frame is buffered. */
+  /** Whether part of the frame is buffered. */
   get partial(): boolean {
     return this.#size > 0;
   }
 
-  /** Adds bytes and returns the frames they complete; throws FrameError at the first bad one. */
-  push(chunk: Buffer): Frame[] {
+  /** Adds bytes and returns the frame once they complete it; throws FrameError if it is bad. */
+  push(chunk: Buffer): Frame | undefined {
+    if (this.#done) return undefined;
     this.#chunks.push(chunk);
     this.#size += chunk.length;
-    const frames: Frame[] = [];
-    for (;;) {
-      if (!this.#frameBytes) {
-        if (this.#size < HEADER_BYTES) break;
-        this.#frameBytes = this.#checkHeader(this.#joined());
-      }
-      if (this.#size < this.#frameBytes) break;
-      const all = this.#joined();
-      const frame = all.subarray(0, this.#frameBytes);
-      this.#chunks = this.#size > this.#frameBytes ? [all.subarray(this.#frameBytes)] : [];
-      this.#size -= this.#frameBytes;
-      this.#frameBytes = 0;
-      frames.push(this.#open(frame));
+    if (!this.#frameBytes) {
+      if (this.#size < HEADER_BYTES) return undefined;
+      this.#frameBytes = this.#checkHeader(this.#joined());
     }
-    return frames;
+    if (this.#size < this.#frameBytes) return undefined;
+    const frame = this.#joined().subarray(0, this.#frameBytes);
+    this.#chunks = [];
+    this.#size = 0;
+    this.#done = true;
+    return this.#open(frame);
   }
 
   #joined(): Buffer {

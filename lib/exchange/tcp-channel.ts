@@ -3,14 +3,15 @@
  * frames for its agent, and request(), one connection per request.
  *
  * A bad frame closes only its own connection (counted in ExchangeStats and
- * logged); a wrong MAC gets no answer, so a guesser learns nothing.
+ * logged); a wrong MAC gets no answer, so a guesser learns nothing. A
+ * connection carries one request and its answer, then closes.
  */
 import crypto from 'node:crypto';
 import net from 'node:net';
 
-import { BackendError, ErrorCodes, InvalidParamError, IxferError, makeError, RemoteDisconnectError, type ErrorCode } from '../errors.js';
+import { BackendError, InvalidParamError, IxferError, RemoteDisconnectError } from '../errors.js';
 import type { ExchangeContext } from './context.js';
-import { withDeadline } from './deadline.js';
+import { withDeadline, type Wait } from './deadline.js';
 import { encodeFrame, FrameError, FrameReader, FrameType, ID_BYTES, type Frame, type FrameFault } from './frame.js';
 
 export interface SocketAddress {
@@ -20,6 +21,25 @@ export interface SocketAddress {
 
 export function formatAddress({ host, port }: SocketAddress): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** Whether a bound address is reachable only from this host. */
+export function isLoopback(host: string): boolean {
+  return /^(::ffff:)?127\./.test(host) || host === '::1';
+}
+
+/**
+ * A peer's listener answered ERROR: it refused our request. The code is
+ * ERR_REMOTE_DISCONNECT, not the peer's: a peer's answer must not pass for
+ * something that happened here (a timeout, a cancel); its code is `remoteCode`.
+ */
+export class RemoteRefusedError extends RemoteDisconnectError {
+  constructor(
+    readonly remoteCode: string,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 export class TcpListener {
@@ -35,6 +55,13 @@ export class TcpListener {
 
   static async open(ctx: ExchangeContext, host: string, port: number): Promise<{ listener: TcpListener; address: SocketAddress }> {
     const server = net.createServer();
+    // Requests are short: the cap bounds what a flood of idle connections holds (each for up to timeoutMs).
+    server.maxConnections = ctx.options.maxConnections;
+    server.on('drop', (d?: net.DropArgument) => {
+      ctx.stats.dropped++;
+      const from = formatAddress({ host: d?.remoteAddress ?? '?', port: d?.remotePort ?? 0 });
+      ctx.warn(`metadata listener dropped a connection from ${from}: maxConnections (${ctx.options.maxConnections}) are open`);
+    });
     const listener = new TcpListener(ctx, server);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -60,32 +87,29 @@ export class TcpListener {
       ctx.warn(`metadata listener refused a frame from ${from}: ${why}`);
       socket.destroy();
     };
-    // Each frame must arrive whole within timeoutMs of the connection or of the previous answer.
-    let deadline: NodeJS.Timeout;
-    const arm = () => {
-      clearTimeout(deadline);
-      deadline = setTimeout(() => {
-        if (reader.partial) refuse('timedOut', `no complete frame within ${ctx.options.timeoutMs} ms`);
-        else socket.destroy();
-      }, ctx.options.timeoutMs);
-    };
-    arm();
+    // The request must arrive whole within timeoutMs of the connection, and the answer be taken within timeoutMs after.
+    let deadline = setTimeout(() => {
+      if (reader.partial) refuse('timedOut', `no complete frame within ${ctx.options.timeoutMs} ms`);
+      else socket.destroy();
+    }, ctx.options.timeoutMs);
     socket.on('data', (chunk: Buffer) => {
-      let frames: Frame[];
+      let frame: Frame | undefined;
       try {
-        frames = reader.push(chunk);
+        frame = reader.push(chunk);
       } catch (err) {
         if (!(err instanceof FrameError)) throw err;
         refuse(err.fault, err.message);
         return;
       }
-      for (const frame of frames) {
-        const answer = this.#answer(frame);
-        if (!answer) return refuse('malformed', `unexpected frame type ${frame.type}`);
-        ctx.stats.served++;
-        socket.write(answer);
-        arm();
-      }
+      if (!frame) return;
+      // One request per connection: read no more, answer, and close once the answer is handed to the kernel.
+      socket.pause();
+      clearTimeout(deadline);
+      deadline = setTimeout(() => socket.destroy(), ctx.options.timeoutMs);
+      const answer = this.#answer(frame);
+      if (!answer) return refuse('malformed', `unexpected frame type ${frame.type}`);
+      ctx.stats.served++;
+      socket.end(answer, () => socket.destroy());
     });
     socket.on('end', () => {
       if (reader.partial) refuse('malformed', 'connection ended inside a frame (truncated)');
@@ -131,14 +155,14 @@ export class TcpListener {
 /**
  * Sends one request to a peer's listener and returns the payload of its OK
  * answer. Connect and answer share one deadline (ERR_TIMEOUT naming the
- * address and the phase); an ERROR answer is rethrown with the peer's code.
+ * address and the phase); an ERROR answer is a RemoteRefusedError.
  */
 export function request(
   ctx: ExchangeContext,
   to: SocketAddress,
   type: number,
   payload: Uint8Array,
-  wait: { timeoutMs: number; signal?: AbortSignal | undefined },
+  wait: Wait,
 ): Promise<Buffer> {
   const where = formatAddress(to);
   if (payload.length > ctx.options.maxFrameBytes) {
@@ -147,6 +171,8 @@ export function request(
   let phase = `connecting to the metadata listener at ${where}`;
   return withDeadline(wait.timeoutMs, wait.signal, () => phase, (abort) =>
     new Promise<Buffer>((resolve, reject) => {
+      // An 'abort' listener added to an aborted signal never runs: nothing to connect for.
+      if (abort.aborted) return reject(abort.reason);
       const id = crypto.randomBytes(ID_BYTES);
       const reader = new FrameReader(ctx.options.maxFrameBytes, ctx.secret);
       const socket = net.connect({ host: to.host, port: to.port });
@@ -162,7 +188,7 @@ export function request(
       socket.on('data', (chunk: Buffer) => {
         let answer: Frame | undefined;
         try {
-          answer = reader.push(chunk)[0];
+          answer = reader.push(chunk);
         } catch (err) {
           return fail(new InvalidParamError(`answer of ${where} refused: ${(err as Error).message}`));
         }
@@ -173,10 +199,8 @@ export function request(
           socket.end();
         } else if (answer.type === FrameType.ERROR) {
           const text = answer.payload.toString('utf8');
-          const cut = text.indexOf('\n');
-          const code = text.slice(0, cut) as ErrorCode;
-          const message = `${where} refused: ${text.slice(cut + 1)}`;
-          fail(ErrorCodes.includes(code) ? makeError(code, message) : new BackendError(message));
+          const [code = '', ...message] = text.split('\n');
+          fail(new RemoteRefusedError(code, `${where} refused the request with ${code}: ${message.join('\n')}`));
         } else {
           fail(new InvalidParamError(`answer of ${where} has request type ${answer.type}`));
         }
@@ -187,7 +211,8 @@ export function request(
       socket.on('close', () =>
         fail(
           new RemoteDisconnectError(
-            `metadata listener at ${where} closed the connection without answering (it refused the frame: same secret on both sides?)`,
+            `metadata listener at ${where} closed the connection without answering ` +
+              '(it refused the frame: same secret on both sides? or it had maxConnections open)',
           ),
         ),
       );
