@@ -189,6 +189,8 @@ export const WaitOptionsSchema = z
   .strict();
 export type WaitOptions = z.input<typeof WaitOptionsSchema>;
 
+export const IterateOptionsSchema = z.object({ signal: z.instanceof(AbortSignal).optional() }).strict();
+
 export const WaitForNotificationSchema = z
   .object({
     /** Only from this peer. */
