@@ -6,7 +6,7 @@ export type { BlockStoreOptions, FileDescriptor, FileOpenOptions, FileTransferRe
 export { FileRegion, FileTransfer, type FileEngineKind } from './files.js';
 export * from './errors.js';
 export type { ExchangeStats, PeerEvent } from './exchange/context.js';
-export type { SocketAddress } from './exchange/tcp-channel.js';
+export { RemoteRefusedError, type SocketAddress } from './exchange/tcp-channel.js';
 export { formatInfo, info, type Info, type LibraryStatus } from './info.js';
 export { MemoryRegion, type MemoryKind, type MemorySource } from './memory.js';
 export { Notification, type NotificationMatch } from './notifications.js';
