@@ -3,6 +3,7 @@
  * Every call runs in the primary context of the device it concerns (the one
  * the CUDA runtime and frameworks use too), made current on the calling
  * thread first: the driver API has no implicit context. */
+#include <stdatomic.h>
 #include <stdio.h>
 
 #include "cuda_internal.h"
@@ -38,8 +39,16 @@ static struct {
     CUresult (*pointer_get_attribute)(void *data, int attribute, uint64_t ptr);
     CUresult (*host_register)(void *p, size_t len, unsigned flags);
     CUresult (*host_unregister)(void *p);
-    int ready;
 } cu;
+
+/* cu is filled once, under load_lock, by whichever thread gets there first
+ * (file-engine workers may all bind on their first chunk at once). cu_ready is
+ * set with release order only after every entry point is stored and cuInit
+ * succeeded, and read with acquire order: a thread that sees it set sees all
+ * of cu, and cu is never written again. A failed load leaves it clear, so the
+ * next call tries again. */
+static pthread_mutex_t load_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int cu_ready;
 
 /* Primary contexts, retained once per device for the life of the process. */
 static pthread_mutex_t ctx_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -56,12 +65,9 @@ static int32_t cuda_fail(const char *what, CUresult r)
 
 #define SYM(field, name) (cu.field = ixfer_dynlib_sym(&cuda_lib, name))
 
-int32_t ixfer_cuda_load(void)
+static int32_t load_locked(void)
 {
-    int32_t rc = ixfer_dynlib_open(&cuda_lib);
-    if (rc != IXFER_OK)
-        return rc;
-    if (cu.ready)
+    if (atomic_load_explicit(&cu_ready, memory_order_relaxed))
         return IXFER_OK;
     SYM(get_error_string, "cuGetErrorString");
     SYM(host_register, "cuMemHostRegister_v2");
@@ -78,8 +84,21 @@ int32_t ixfer_cuda_load(void)
     CUresult r = cu.init(0);
     if (r != 0)
         return cuda_fail("cuInit", r);
-    cu.ready = 1;
+    atomic_store_explicit(&cu_ready, 1, memory_order_release);
     return IXFER_OK;
+}
+
+int32_t ixfer_cuda_load(void)
+{
+    if (atomic_load_explicit(&cu_ready, memory_order_acquire))
+        return IXFER_OK;
+    int32_t rc = ixfer_dynlib_open(&cuda_lib);
+    if (rc != IXFER_OK)
+        return rc;
+    pthread_mutex_lock(&load_lock);
+    rc = load_locked();
+    pthread_mutex_unlock(&load_lock);
+    return rc;
 }
 
 const char *ixfer_cuda_path(void) { return cuda_lib.path[0] ? cuda_lib.path : "libcuda.so.1"; }

@@ -108,6 +108,13 @@ int32_t ixfer_file_adopt(int32_t fd, ixfer_file **out)
     if (fl < 0)
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "file descriptor %d: %s", fd, strerror(errno));
     int acc = fl & O_ACCMODE;
+    /* With O_APPEND, Linux's pwrite and pwritev ignore the offset and write at
+     * the end of the file: every write would land in the wrong place and still
+     * report success. The flag is the open file description's, shared with the
+     * caller, so it is refused rather than cleared behind their back. */
+    if ((fl & O_APPEND) && acc != O_RDONLY)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "file descriptor %d is open with O_APPEND, "
+                          "which makes positioned writes append: open it without O_APPEND", fd);
     uint32_t flags = (acc == O_RDONLY || acc == O_RDWR ? IXFER_FILE_READ : 0) |
                      (acc == O_WRONLY || acc == O_RDWR ? IXFER_FILE_WRITE : 0) |
                      (fl & O_DIRECT ? IXFER_FILE_DIRECT : 0);
@@ -125,6 +132,7 @@ int32_t ixfer_file_stat(ixfer_file *f, ixfer_file_info *out)
     out->flags = f->flags;
     out->mem_align = f->mem_align;
     out->offset_align = f->offset_align;
+    out->reserved = 0;
     return IXFER_OK;
 }
 

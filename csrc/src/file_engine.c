@@ -3,6 +3,7 @@
  * the workers take in turn, round-robin across requests so that a large one
  * does not hold up the others. A request is reported on its agent's event
  * queue once nothing of it is left in a worker, as network transfers are. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -90,8 +91,10 @@ static void maybe_finish(struct ixfer_file_engine *e, struct file_request *r)
 }
 
 /* Takes the next chunks of the head request: for the gds engine a run of
- * device-memory chunks up to the batch size, else chunks up to chunk_bytes in
- * all (at least one). Lock held. */
+ * device-memory chunks on one device up to the batch size (a batch binds one
+ * context, so a change of device ends it), else chunks up to chunk_bytes in
+ * all (at least one), and for the gds engine host chunks only, so that device
+ * memory after them still goes to cuFile, not to POSIX staging. Lock held. */
 static struct file_request *take(struct ixfer_file_engine *e, struct file_chunk *chunks,
                                  uint32_t *n)
 {
@@ -103,7 +106,13 @@ static struct file_request *take(struct ixfer_file_engine *e, struct file_chunk 
     }
     if (!r)
         return NULL;
-    int batch = r->kind == IXFER_FILE_ENGINE_GDS && r->pairs[r->next_pair].dev >= 0;
+    /* Empty pairs move nothing: skipped, so that the first chunk taken decides
+     * what kind of take this is. */
+    while (r->next_pair < r->count && r->pairs[r->next_pair].len == 0)
+        r->next_pair++;
+    int gds = r->kind == IXFER_FILE_ENGINE_GDS;
+    int32_t dev = r->next_pair < r->count ? r->pairs[r->next_pair].dev : -1;
+    int batch = gds && dev >= 0;
     uint32_t max = batch ? e->gds_batch : MAX_TAKE;
     uint64_t total = 0;
     *n = 0;
@@ -111,7 +120,8 @@ static struct file_request *take(struct ixfer_file_engine *e, struct file_chunk 
         const ixfer_file_pair *p = &r->pairs[r->next_pair];
         uint64_t left = p->len - r->next_offset;
         uint64_t len = left < e->chunk_bytes ? left : e->chunk_bytes;
-        if (*n && (batch ? p->dev < 0 : total + len > e->chunk_bytes))
+        if (len && *n &&
+            (batch ? p->dev != dev : total + len > e->chunk_bytes || (gds && p->dev >= 0)))
             break;
         total += len;
         if (len)
@@ -264,9 +274,22 @@ int32_t ixfer_file_xfer_post(ixfer_file_engine *e, uint32_t op, uint32_t kind,
                               op == IXFER_OP_WRITE ? "writing" : "reading");
         if (p->len && !p->mem_addr)
             return ixfer_fail(IXFER_ERR_INVALID_PARAM, "pair %u has no memory address", i);
-        if (kind != IXFER_FILE_ENGINE_POSIX && p->dev >= 0 && !p->file->cufile)
-            return ixfer_fail(IXFER_ERR_NOT_SUPPORTED, "pair %u: the file is not registered with "
-                              "cuFile", i);
+        /* Offsets are off_t, and no range may wrap around the address space. */
+        if (p->len > UINT64_MAX - p->mem_addr || p->file_offset > (uint64_t)INT64_MAX ||
+            p->len > (uint64_t)INT64_MAX - p->file_offset)
+            return ixfer_fail(IXFER_ERR_INVALID_PARAM, "pair %u: its memory or file range "
+                              "overflows", i);
+        if (kind != IXFER_FILE_ENGINE_POSIX && p->dev >= 0) {
+            /* cuFile addresses device memory as mem_base plus mem_addr -
+             * mem_base: a base above the address would wrap to a huge offset. */
+            if (!p->mem_base || p->mem_base > p->mem_addr)
+                return ixfer_fail(IXFER_ERR_INVALID_PARAM, "pair %u: memory base 0x%llx does not "
+                                  "contain address 0x%llx", i, (unsigned long long)p->mem_base,
+                                  (unsigned long long)p->mem_addr);
+            if (!p->file->cufile)
+                return ixfer_fail(IXFER_ERR_NOT_SUPPORTED, "pair %u: the file is not registered "
+                                  "with cuFile", i);
+        }
     }
     struct file_request *r = calloc(1, sizeof *r + (size_t)count * sizeof *pairs);
     if (!r)
@@ -309,7 +332,8 @@ int32_t ixfer_file_xfer_cancel(ixfer_file_engine *e, uint64_t user_id, int32_t s
     for (struct file_request *r = e->live; r; r = r->live_next) {
         if (r->user_id != user_id || r->cancel_status)
             continue;
-        r->cancel_status = status ? status : IXFER_ERR_CANCELED;
+        /* As ixfer_xfer_cancel: only a failure status is reported as given. */
+        r->cancel_status = status < 0 ? status : IXFER_ERR_CANCELED;
         if (r->queued)
             dequeue(e, r);
         maybe_finish(e, r);

@@ -18,7 +18,14 @@
 typedef struct { int err; int cu_err; } cufile_error;
 
 enum { CU_FILE_HANDLE_TYPE_OPAQUE_FD = 1, CUFILE_BATCH = 1, CUFILE_READ = 0, CUFILE_WRITE = 1 };
-enum { CUFILE_COMPLETE = 0x10 }; /* CUfileStatus_t: any other is a failure here */
+/* CUfileStatus_t: an entry is final once neither waiting nor pending; any
+ * final status but complete is a failure here. */
+enum { CUFILE_WAITING = 1, CUFILE_PENDING = 2, CUFILE_COMPLETE = 0x10 };
+
+/* How long a batch whose status cuFile cannot report is waited for after it
+ * was canceled: attempts, STATUS_RETRY_NS apart. */
+#define STATUS_RETRIES 50
+#define STATUS_RETRY_NS 100000000L
 
 typedef struct {
     int type;
@@ -54,6 +61,7 @@ static struct {
     cufile_error (*batch_submit)(void *batch, unsigned nr, cufile_io_params *io, unsigned flags);
     cufile_error (*batch_status)(void *batch, unsigned min_nr, unsigned *nr, cufile_io_event *ev,
                                  struct timespec *timeout);
+    cufile_error (*batch_cancel)(void *batch); /* optional */
     void (*batch_destroy)(void *batch);
 } cf;
 
@@ -78,6 +86,8 @@ static int32_t gds_open(void)
              !SYM(batch_status, "cuFileBatchIOGetStatus") || !SYM(batch_destroy, "cuFileBatchIODestroy")))
             rc = ixfer_fail(IXFER_ERR_LIBRARY_MISSING, "%s lacks the cuFile entry points",
                             ixfer_cufile_path());
+        if (rc == IXFER_OK)
+            SYM(batch_cancel, "cuFileBatchIOCancel");
         if (rc == IXFER_OK)
             rc = ixfer_cuda_bind(0);
         if (rc == IXFER_OK) {
@@ -188,6 +198,24 @@ void ixfer_gds_chunk(uint32_t op, const ixfer_file_pair *p, const struct file_ch
     }
 }
 
+/* Records the outcome of one final batch entry in res (the first failure wins). */
+static void batch_entry(uint32_t op, const struct file_chunk *c, const cufile_io_event *ev,
+                        struct file_result *res)
+{
+    if (res->status != IXFER_OK || (ev->status == CUFILE_COMPLETE && ev->ret == c->len))
+        return;
+    res->pair = c->pair;
+    if (ev->status == CUFILE_COMPLETE) { /* short: the end of the file, or no room */
+        res->status = op == IXFER_OP_WRITE ? IXFER_ERR_NO_SPACE : IXFER_ERR_END_OF_FILE;
+        res->err = op == IXFER_OP_WRITE ? ENOSPC : 0;
+    } else {
+        res->status = IXFER_ERR_BACKEND;
+        res->err = (int32_t)ev->ret;
+    }
+}
+
+/* The chunks all lie on one device: take() ends a batch where the device
+ * changes, since only one context is bound for it. */
 void ixfer_gds_batch(struct file_worker *w, uint32_t op, const ixfer_file_pair *pairs,
                      const struct file_chunk *chunks, uint32_t n, uint32_t batch_max,
                      struct file_result *res)
@@ -226,35 +254,46 @@ void ixfer_gds_batch(struct file_worker *w, uint32_t op, const ixfer_file_pair *
         return;
     }
     /* Wait in cuFile for all of them (a blocking call in this worker, never a
-     * spin: the timeout only bounds each wait). */
-    uint32_t done = 0;
+     * spin: the timeout only bounds each wait). The request is reported only
+     * once every entry is final: until then the DMA of an entry may still be
+     * writing into the caller's memory (or reading from it). */
+    uint32_t done = 0, failed_polls = 0;
+    int status_failed = 0;
     while (done < n) {
         unsigned nr = n - done;
         struct timespec timeout = {1, 0};
         e = cf.batch_status(w->batch, nr, &nr, ev, &timeout);
         if (e.err) {
-            res->status = IXFER_ERR_BACKEND;
-            res->err = e.err;
-            ixfer_gds_worker_free(w); /* a fresh handle for the next batch */
-            return;
+            if (res->status == IXFER_OK) {
+                res->status = IXFER_ERR_BACKEND;
+                res->err = e.err;
+            }
+            /* Stop what is still running, then keep asking for the entries'
+             * final status: cancel makes them final sooner, and a status error
+             * may pass. */
+            if (!status_failed && cf.batch_cancel)
+                cf.batch_cancel(w->batch);
+            status_failed = 1;
+            if (++failed_polls == STATUS_RETRIES)
+                break;
+            nanosleep(&(struct timespec){0, STATUS_RETRY_NS}, NULL);
+            continue;
         }
+        failed_polls = 0;
         for (unsigned i = 0; i < nr; i++) {
             uint32_t k = (uint32_t)(uintptr_t)ev[i].cookie;
+            if (ev[i].status == CUFILE_WAITING || ev[i].status == CUFILE_PENDING)
+                continue; /* not final: asked for again */
             done++;
-            if (res->status != IXFER_OK)
-                continue;
-            if (ev[i].status == CUFILE_COMPLETE && ev[i].ret == chunks[k].len)
-                continue;
-            res->pair = chunks[k].pair;
-            if (ev[i].status == CUFILE_COMPLETE) { /* short: the end of the file, or no room */
-                res->status = op == IXFER_OP_WRITE ? IXFER_ERR_NO_SPACE : IXFER_ERR_END_OF_FILE;
-                res->err = op == IXFER_OP_WRITE ? ENOSPC : 0;
-            } else {
-                res->status = IXFER_ERR_BACKEND;
-                res->err = (int32_t)ev[i].ret;
-            }
+            batch_entry(op, &chunks[k], &ev[i], res);
         }
     }
+    /* After a status error the handle is not trusted again: a fresh one for
+     * the next batch. If cuFile never reported some entries final, whether
+     * their DMA stopped is unknowable here; the request still fails (it cannot
+     * wait forever), and the README says not to reuse its memory at once. */
+    if (status_failed)
+        ixfer_gds_worker_free(w);
 }
 
 void ixfer_gds_worker_free(struct file_worker *w)

@@ -1,6 +1,7 @@
 /* Tests of the shim through its public header alone, built with the shim's
  * sources under AddressSanitizer and UndefinedBehaviorSanitizer
  * (scripts/sanitize.sh). Uses libfabric's tcp provider on loopback. */
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -315,7 +316,30 @@ static void test_files(void)
     EXPECT(wait_event(a, fd, &ev) && ev.user_id == 8 && ev.status == IXFER_OK);
     EXPECT(memcmp(src, dst, len) == 0);
     ixfer_file_info info;
-    EXPECT(ixfer_file_stat(f, &info) == IXFER_OK && info.size == len && info.mem_align == 1);
+    info.reserved = 0xdead;
+    EXPECT(ixfer_file_stat(f, &info) == IXFER_OK && info.size == len && info.mem_align == 1 &&
+           info.reserved == 0);
+
+    /* O_APPEND would make every positioned write append: refused for writing,
+     * harmless for reading. */
+    int app = open(path, O_WRONLY | O_APPEND);
+    ixfer_file *adopted = NULL;
+    EXPECT(app >= 0 && ixfer_file_adopt(app, &adopted) == IXFER_ERR_INVALID_PARAM && !adopted);
+    close(app);
+    app = open(path, O_RDONLY | O_APPEND);
+    EXPECT(app >= 0 && ixfer_file_adopt(app, &adopted) == IXFER_OK);
+    ixfer_file_close(adopted);
+    close(app);
+
+    /* Inconsistent pairs are refused before anything is queued: a range that
+     * wraps, and a cuFile base above the address. */
+    ixfer_file_pair bad = pairs[0];
+    bad.len = UINT64_MAX;
+    EXPECT(ixfer_file_xfer_post(e, IXFER_OP_READ, IXFER_FILE_ENGINE_POSIX, &bad, 1, 12) ==
+           IXFER_ERR_INVALID_PARAM);
+    bad = (ixfer_file_pair){0x10000, 4096, 0x20000, f, 0, 0, 0};
+    EXPECT(ixfer_file_xfer_post(e, IXFER_OP_READ, IXFER_FILE_ENGINE_GDS, &bad, 1, 13) ==
+           IXFER_ERR_INVALID_PARAM);
 
     /* Reading past the end fails, naming the pair. */
     ixfer_file_pair past[2] = {pairs[0], {(uint64_t)(uintptr_t)dst, 200, (uint64_t)(uintptr_t)dst,
@@ -336,6 +360,14 @@ static void test_files(void)
     ixfer_file *missing = NULL;
     EXPECT(ixfer_file_open("/nonexistent/ixfer", IXFER_FILE_READ, &missing) == IXFER_ERR_NOT_FOUND);
     EXPECT(ixfer_file_open(path, 0, &missing) == IXFER_ERR_INVALID_PARAM);
+
+    /* A cancel status that is not a failure is reported as IXFER_ERR_CANCELED,
+     * as ixfer_xfer_cancel does (unless the request finished first). */
+    EXPECT(ixfer_file_xfer_post(e, IXFER_OP_WRITE, IXFER_FILE_ENGINE_POSIX, pairs, 4, 14) ==
+           IXFER_OK);
+    EXPECT(ixfer_file_xfer_cancel(e, 14, 5) == IXFER_OK);
+    EXPECT(wait_event(a, fd, &ev) && ev.user_id == 14 &&
+           (ev.status == IXFER_OK || ev.status == IXFER_ERR_CANCELED));
 
     /* Cancel of an unknown id is harmless; many requests, then destroy with
      * some queued: no leak, no event after destroy. */
