@@ -4,7 +4,7 @@
  * (notifications()) or a drain grouped by peer (getNotifications). Each
  * notification goes to exactly one consumer, in arrival order.
  */
-import { CanceledError, TimeoutError } from './errors.js';
+import { deadlineWait } from './deadline-wait.js';
 import { parse, WaitForNotificationSchema, type WaitForNotificationOptions } from './schemas.js';
 
 const decoder = new TextDecoder();
@@ -157,35 +157,15 @@ export class NotificationInbox {
     const queued = this.#queue.take(accepts);
     if (queued) return Promise.resolve(queued);
     if (this.#closedError) return Promise.reject(this.#closedError);
-    const what = `a notification${peer === undefined ? '' : ` from '${peer}'`}`;
-    if (signal?.aborted) return Promise.reject(new CanceledError(`waiting for ${what} aborted`, { cause: signal.reason }));
-    return new Promise((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
-      const finish = () => {
-        if (timer) clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-      };
-      const consumer: Consumer = {
-        accepts,
-        take: (n) => {
-          finish();
-          resolve(n);
-        },
-        fail: (err) => {
-          finish();
-          reject(err);
-        },
-      };
-      const giveUp = (err: Error) => {
-        this.#remove(consumer);
-        consumer.fail(err);
-      };
-      const onAbort = () => giveUp(new CanceledError(`waiting for ${what} aborted`, { cause: signal?.reason }));
-      signal?.addEventListener('abort', onAbort, { once: true });
-      if (timeoutMs !== undefined) {
-        timer = setTimeout(() => giveUp(new TimeoutError(`no ${what.slice(2)} arrived in ${timeoutMs} ms`)), timeoutMs);
-      }
-      this.#add(consumer);
+    return deadlineWait<Notification>({
+      timeoutMs,
+      signal,
+      what: `waiting for a notification${peer === undefined ? '' : ` from '${peer}'`}`,
+      start: (settle) => {
+        const consumer: Consumer = { accepts, take: settle.resolve, fail: settle.reject };
+        this.#add(consumer);
+        return () => this.#remove(consumer);
+      },
     });
   }
 

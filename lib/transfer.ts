@@ -1,14 +1,6 @@
 /** A READ or WRITE between local and remote descriptors, posted and awaited. */
-import {
-  CanceledError,
-  codeOfStatus,
-  makeError,
-  NotAllowedError,
-  NotFoundError,
-  RepostActiveError,
-  TimeoutError,
-  type IxferError,
-} from './errors.js';
+import { deadlineWait, type Settle } from './deadline-wait.js';
+import { codeOfStatus, makeError, NotAllowedError, NotFoundError, RepostActiveError, type IxferError } from './errors.js';
 import type { MemoryRegion } from './memory.js';
 import { IOV_PAIR_BYTES } from './native.js';
 import type { Peer } from './peers.js';
@@ -56,10 +48,6 @@ export function encodeNotification(body: NotificationBody): Uint8Array {
   return typeof body === 'string' ? encoder.encode(body) : body;
 }
 
-interface Waiter {
-  resolve(): void;
-  reject(err: IxferError): void;
-}
 
 export class Transfer implements Disposable {
   readonly op: Op;
@@ -72,7 +60,7 @@ export class Transfer implements Disposable {
   #error: IxferError | undefined;
   #released = false;
   #id = 0;
-  #waiters: Waiter[] = [];
+  #waiters: Settle<void>[] = [];
   readonly #host: TransferHost;
   readonly #r: ResolvedTransfer;
 
@@ -137,42 +125,18 @@ export class Transfer implements Disposable {
     if (this.#status === 'done') return Promise.resolve();
     if (this.#status === 'error') return Promise.reject(this.#error);
     if (this.#status === 'idle') return Promise.reject(new NotAllowedError('this transfer was never posted'));
-    if (signal?.aborted) {
-      this.#cancel('ERR_CANCELED');
-      return Promise.reject(new CanceledError('aborted', { cause: signal.reason }));
-    }
-    return new Promise<void>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
-      const onAbort = () => {
-        cleanup();
-        this.#cancel('ERR_CANCELED');
-        reject(new CanceledError(`${this.op} to '${this.peer}' aborted`, { cause: signal?.reason }));
-      };
-      const cleanup = () => {
-        if (timer) clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-        const i = this.#waiters.indexOf(waiter);
-        if (i >= 0) this.#waiters.splice(i, 1);
-      };
-      const waiter: Waiter = {
-        resolve: () => {
-          cleanup();
-          resolve();
-        },
-        reject: (err) => {
-          cleanup();
-          reject(err);
-        },
-      };
-      this.#waiters.push(waiter);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      if (timeoutMs !== undefined) {
-        timer = setTimeout(() => {
-          cleanup();
-          this.#cancel('ERR_TIMEOUT');
-          reject(new TimeoutError(`${this.op} of ${this.bytes} bytes to '${this.peer}' did not finish in ${timeoutMs} ms`));
-        }, timeoutMs);
-      }
+    return deadlineWait<void>({
+      timeoutMs,
+      signal,
+      what: `${this.op} of ${this.bytes} bytes to '${this.peer}'`,
+      start: (settle) => {
+        this.#waiters.push(settle);
+        return () => {
+          const i = this.#waiters.indexOf(settle);
+          if (i >= 0) this.#waiters.splice(i, 1);
+        };
+      },
+      giveUp: (code) => this.#cancel(code),
     });
   }
 
