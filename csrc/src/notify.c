@@ -35,8 +35,7 @@
 #define SWEEP_NS 250000000ull
 #define MAX_IDLE_SENDERS 256
 /* A peer inventing instance numbers must not grow memory: past this many
- * senders, an idle one makes room, and when none is idle a new sender's
- * fragments are refused (counted as malformed). */
+ * senders, the least recently active one makes room (evict_sender). */
 #define MAX_SENDERS 1024
 /* All senders together may hold this many times the per-sender cap. */
 #define TOTAL_CAP_FACTOR 16
@@ -536,26 +535,38 @@ void ixfer_notify_remote_write(struct ixfer_agent *a, uint64_t data)
     }
 }
 
-/* Frees the least recently active sender that holds nothing (the list is
- * kept most recent first); only its ordering state is lost. */
-static int evict_idle_sender(struct notify_state *n)
+static void free_sender_messages(struct ixfer_agent *a, struct sender *s);
+
+/* Makes room for a new sender: forgets the least recently active one that
+ * holds nothing (only its ordering state is lost) or, when every sender
+ * holds something, the least recently active one, dropping and reporting
+ * its unfinished messages. Active senders stay at the front of the list, so
+ * a flood of invented senders evicts its own. */
+static void evict_sender(struct ixfer_agent *a)
 {
-    struct sender **victim = NULL;
-    for (struct sender **p = &n->senders; *p; p = &(*p)->next)
+    struct notify_state *n = a->notify;
+    struct sender **idle = NULL, **last = NULL;
+    for (struct sender **p = &n->senders; *p; p = &(*p)->next) {
+        last = p;
         if (!(*p)->partial && !(*p)->held && !(*p)->pending)
-            victim = p;
+            idle = p;
+    }
+    struct sender **victim = idle ? idle : last;
     if (!victim)
-        return 0;
+        return;
     struct sender *s = *victim;
     *victim = s->next;
+    for (struct inbound *m = s->partial; m; m = m->next)
+        report_drop(a, s, m->total, IXFER_ERR_NOT_ALLOWED);
+    free_sender_messages(a, s);
     free(s);
     n->nsenders--;
-    return 1;
 }
 
-static struct sender *sender_get(struct notify_state *n, const char *name, uint32_t name_len,
+static struct sender *sender_get(struct ixfer_agent *a, const char *name, uint32_t name_len,
                                  uint64_t instance)
 {
+    struct notify_state *n = a->notify;
     for (struct sender **p = &n->senders; *p; p = &(*p)->next) {
         struct sender *s = *p;
         if (s->instance == instance && s->name_len == name_len && !memcmp(s->name, name, name_len)) {
@@ -565,8 +576,8 @@ static struct sender *sender_get(struct notify_state *n, const char *name, uint3
             return s;
         }
     }
-    if (n->nsenders >= MAX_SENDERS && !evict_idle_sender(n))
-        return NULL;
+    if (n->nsenders >= MAX_SENDERS)
+        evict_sender(a);
     struct sender *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
@@ -684,7 +695,7 @@ static void fragment(struct ixfer_agent *a, const uint8_t *buf, uint64_t len)
     if (!(flags & NF_WITHDRAWN) &&
         (off > total || off % room || chunk != (total - off < room ? total - off : room)))
         goto malformed;
-    struct sender *s = sender_get(n, (const char *)buf + HDR_BYTES, name_len, get64(buf + 8));
+    struct sender *s = sender_get(a, (const char *)buf + HDR_BYTES, name_len, get64(buf + 8));
     if (!s)
         goto malformed;
     if (was_dropped(s, id))
