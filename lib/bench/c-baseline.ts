@@ -83,8 +83,12 @@ class LineProcess {
     return next.value.split(' ');
   }
 
+  /** Ends its input, which ends it; kills it if it has not exited within 5 s. */
   close(): void {
     this.proc.stdin!.end();
+    setTimeout(() => {
+      if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGKILL');
+    }, 5000).unref();
   }
 }
 

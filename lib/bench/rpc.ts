@@ -48,8 +48,13 @@ export class Worker {
     });
   }
 
+  /** Asks the worker to exit (it does when the channel closes); kills it if it has not within 5 s. */
   close(): void {
-    if (!this.#exited) this.proc.disconnect();
+    if (this.#exited) return;
+    this.proc.disconnect();
+    setTimeout(() => {
+      if (!this.#exited) this.proc.kill('SIGKILL');
+    }, 5000).unref();
   }
 }
 
