@@ -494,9 +494,8 @@ static void complete(struct ixfer_agent *a, struct sender *s, struct inbound *m)
     if (m->expected) {
         uint64_t tag = m->tag & n->tag_mask;
         struct tag_entry *t = tag_get(n, tag);
-        if (!t) { /* out of memory: deliver rather than lose it */
-            deliver(a, m->rec);
-            m->rec = NULL;
+        if (!t) { /* out of memory: it cannot be held until its data is there */
+            report_drop(a, s, m->total, IXFER_ERR_BACKEND);
             release(m);
             return;
         }
