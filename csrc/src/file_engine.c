@@ -53,6 +53,18 @@ static int handed_out(const struct file_request *r)
     return r->next_pair >= r->count || r->result.status != IXFER_OK || r->cancel_status;
 }
 
+/* Appends r to the run queue. Lock held. */
+static void enqueue(struct ixfer_file_engine *e, struct file_request *r)
+{
+    r->queued = 1;
+    r->next = NULL;
+    if (e->tail)
+        e->tail->next = r;
+    else
+        e->head = r;
+    e->tail = r;
+}
+
 static void dequeue(struct ixfer_file_engine *e, struct file_request *r)
 {
     struct file_request *prev = NULL;
@@ -133,15 +145,8 @@ static struct file_request *take(struct ixfer_file_engine *e, struct file_chunk 
         }
     }
     dequeue(e, r);
-    if (r->next_pair < r->count) { /* round robin: to the back of the queue */
-        r->queued = 1;
-        if (e->tail)
-            e->tail->next = r;
-        else
-            e->head = r;
-        e->tail = r;
-        r->next = NULL;
-    }
+    if (r->next_pair < r->count) /* round robin: to the back of the queue */
+        enqueue(e, r);
     r->busy++;
     return r;
 }
@@ -305,12 +310,7 @@ int32_t ixfer_file_xfer_post(ixfer_file_engine *e, uint32_t op, uint32_t kind,
     if (e->live)
         e->live->live_prev = r;
     e->live = r;
-    r->queued = 1;
-    if (e->tail)
-        e->tail->next = r;
-    else
-        e->head = r;
-    e->tail = r;
+    enqueue(e, r);
     /* Skip empty pairs now so that an all-empty request finishes at once. */
     while (r->next_pair < count && pairs[r->next_pair].len == 0)
         r->next_pair++;
