@@ -1,64 +1,124 @@
-/* The baseline of the file benchmark: a plain pread/pwrite loop over a file,
- * one block at a time, as a program would do without ixfer.
- *   file_baseline read|write PATH BLOCK_BYTES FILE_BYTES SECONDS
- * Passes over the whole file (sequential blocks) until SECONDS have passed,
- * and prints one line: "GB/s <value> bytes <n> seconds <t>". */
+/* The C baseline of `ixfer bench --target-seg FILE --baseline`: a plain
+ * pread/pwrite loop on one thread, as a program would move blocks between
+ * its memory and a file without ixfer, on the file of the ixfer run.
+ *   file_baseline PATH FILE_BYTES DIRECT(0|1)
+ * Prints "ready", then answers each line on stdin
+ *   warmup|run READ|WRITE BLOCK BATCH IOVS ITERS
+ * with "ok" (warmup) or "result TOTAL POST_AVG POST_P99 TX_AVG TX_P99" (ns).
+ * One iteration moves BATCH blocks, block b at offset b * BLOCK in memory and
+ * in the file, each cut into IOVS pieces (lib/bench/layout.ts), one
+ * pread/pwrite per piece. The calls are the transfer: post is 0, tx the
+ * iteration. */
 #define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
 
-static double now(void)
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "file_baseline: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(1);
+}
+
+static uint64_t now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static uint64_t avg(const uint64_t *v, size_t n)
+{
+    long double s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += v[i];
+    return n ? (uint64_t)(s / n) : 0;
+}
+
+/* nixlbench's p99: the sorted sample at index floor(n * 0.99). */
+static uint64_t p99(uint64_t *v, size_t n)
+{
+    if (!n)
+        return 0;
+    qsort(v, n, sizeof *v, cmp_u64);
+    size_t i = (size_t)(n * 0.99);
+    return v[i < n ? i : n - 1];
+}
+
+/* All of [off, off + len) with as many calls as it takes. */
+static void move(int fd, int writing, unsigned char *buf, uint64_t off, uint64_t len)
+{
+    for (uint64_t done = 0; done < len;) {
+        ssize_t n = writing ? pwrite(fd, buf + off + done, len - done, (off_t)(off + done))
+                          : pread(fd, buf + off + done, len - done, (off_t)(off + done));
+        if (n <= 0)
+            die("%s at %" PRIu64 ": %s", writing ? "pwrite" : "pread", off + done, n ? strerror(errno) : "end of file");
+        done += (uint64_t)n;
+    }
 }
 
 int main(int argc, char **argv)
 {
-    if (argc != 6 || (strcmp(argv[1], "read") && strcmp(argv[1], "write"))) {
-        fprintf(stderr, "usage: %s read|write PATH BLOCK_BYTES FILE_BYTES SECONDS\n", argv[0]);
-        return 2;
-    }
-    int writing = !strcmp(argv[1], "write");
-    size_t block = strtoull(argv[3], NULL, 10);
-    size_t file = strtoull(argv[4], NULL, 10);
-    double seconds = atof(argv[5]);
-    int fd = open(argv[2], writing ? O_WRONLY | O_CREAT : O_RDONLY, 0644);
-    if (fd < 0 || block == 0 || file < block) {
-        perror(argv[2]);
-        return 1;
-    }
-    /* One buffer as large as the file, as ixfer's side has: each block moves
-     * between its own memory and its own file range. */
-    unsigned char *buf = aligned_alloc(4096, (file + 4095) / 4096 * 4096);
+    if (argc != 4)
+        die("usage: %s PATH FILE_BYTES DIRECT(0|1)", argv[0]);
+    uint64_t bytes = strtoull(argv[2], NULL, 10);
+    int fd = open(argv[1], O_RDWR | (atoi(argv[3]) ? O_DIRECT : 0));
+    if (fd < 0)
+        die("%s: %s", argv[1], strerror(errno));
+    /* As large as the file, as ixfer's memory is: each block moves between
+     * its own memory and its own file range. */
+    unsigned char *buf = aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
     if (!buf)
-        return 1;
-    memset(buf, 0x5a, file);
-    size_t blocks = file / block;
-    unsigned long long bytes = 0;
-    double start = now(), elapsed = 0;
-    do {
-        for (size_t i = 0; i < blocks; i++) {
-            size_t done = 0;
-            while (done < block) {
-                ssize_t n = writing ? pwrite(fd, buf + i * block + done, block - done, i * block + done)
-                                    : pread(fd, buf + i * block + done, block - done, i * block + done);
-                if (n <= 0) {
-                    perror("io");
-                    return 1;
-                }
-                done += (size_t)n;
-            }
+        die("out of memory");
+    memset(buf, 0x5a, bytes);
+    printf("ready\n");
+    fflush(stdout);
+
+    char line[256], cmd[16], op[16];
+    uint64_t block, batch, iovs, iters;
+    while (fgets(line, sizeof line, stdin)) {
+        if (sscanf(line, "%15s %15s %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64, cmd, op, &block, &batch, &iovs,
+                   &iters) != 6 ||
+            !block || !batch || !iovs || iovs > block || block * batch > bytes)
+            die("bad command: %s", line);
+        int writing = !strcmp(op, "WRITE");
+        uint64_t piece = block / iovs;
+        uint64_t *tx = calloc(iters ? iters : 1, sizeof *tx);
+        if (!tx)
+            die("out of memory");
+        uint64_t start = now_ns();
+        for (uint64_t it = 0; it < iters; it++) {
+            uint64_t t0 = now_ns();
+            for (uint64_t b = 0; b < batch; b++)
+                for (uint64_t i = 0; i < iovs; i++)
+                    move(fd, writing, buf, b * block + i * piece, i + 1 == iovs ? block - i * piece : piece);
+            tx[it] = now_ns() - t0;
         }
-        bytes += (unsigned long long)blocks * block;
-        elapsed = now() - start;
-    } while (elapsed < seconds);
-    printf("GB/s %.3f bytes %llu seconds %.3f\n", bytes / elapsed / 1e9, bytes, elapsed);
+        uint64_t total = now_ns() - start;
+        if (!strcmp(cmd, "warmup"))
+            printf("ok\n");
+        else
+            printf("result %" PRIu64 " 0 0 %" PRIu64 " %" PRIu64 "\n", total, avg(tx, iters), p99(tx, iters));
+        fflush(stdout);
+        free(tx);
+    }
     free(buf);
     close(fd);
     return 0;

@@ -43,6 +43,7 @@ interface Measurement {
 interface Report {
   bufferBytes: number;
   engines: string[];
+  file?: { engine: string; engineReason: string };
   rows: { spec: { blockSize: number; batchSize: number; numIovs: number; iters: number }; results: Record<string, Measurement> }[];
 }
 
@@ -117,6 +118,44 @@ describe('ixfer bench', () => {
     }
   });
 
+  it('--target-seg FILE: DRAM to and from a file, checked, against the C pread/pwrite loop', async () => {
+    const common = [...tiny, '--target-seg', 'FILE', '--file-dir', tmp, '--check-consistency', '--baseline'];
+    for (const op of ['WRITE', 'READ']) {
+      const { code, stdout, stderr } = await ixfer('bench', ...common, '--op', op, '--json');
+      expect(code, stderr).toBe(0);
+      const report = JSON.parse(stdout) as Report;
+      expect(report.engines).toEqual(['ixfer', 'c']); // no net baseline for files
+      expect(report.file).toEqual({ engine: 'posix', engineReason: 'auto: host memory moves with pread/pwrite' });
+      expect(report.rows.map((r) => r.spec.blockSize)).toEqual([4096, 8192]);
+      for (const row of report.rows) {
+        for (const engine of report.engines) {
+          const m = row.results[engine]!;
+          expect(m.gbps, `${op} ${engine}`).toBeGreaterThan(0);
+          expect(m.cpuSecPerGB.initiator).toBeGreaterThan(0);
+          expect(m.cpuSecPerGB.target).toBeNull(); // one process: no target
+        }
+        expect(row.results.ixfer!.consistent).toBe(true);
+      }
+    }
+    expect(fs.readdirSync(tmp).filter((f) => f.startsWith('ixfer-bench-'))).toEqual([]); // the file is removed
+
+    const table = await ixfer('bench', ...common, '--op', 'READ', '--file-engine', 'posix');
+    expect(table.code, table.stderr).toBe(0);
+    expect(table.stdout).toContain('READ DRAM -> FILE');
+    expect(table.stdout).toContain('file engine posix (posix asked for)');
+    expect(table.stdout).toMatch(/c GB\/s\s+x c\s+check$/m);
+    expect(table.stdout).not.toContain('net GB/s');
+    expect(table.stdout).toMatch(/^8192\s+1\s+\d.*\s-\s.*\sok$/m);
+  });
+
+  it('VRAM over the network is ERR_NOT_SUPPORTED, before anything starts', async () => {
+    for (const args of [['--initiator-seg', 'VRAM'], ['--target-seg', 'VRAM'], ['--initiator-seg', 'VRAM', '--target-seg', 'DRAM']]) {
+      const { code, stderr } = await ixfer('bench', ...args);
+      expect(code).toBe(1);
+      expect(stderr).toMatch(/ERR_NOT_SUPPORTED: .*VRAM over the network is not supported/);
+    }
+  });
+
   it('refuses bad options with ERR_INVALID_PARAM, and documents the columns', async () => {
     const bad = await ixfer('bench', '--max-block-size', 'lots');
     expect(bad.code).toBe(1);
@@ -125,7 +164,7 @@ describe('ixfer bench', () => {
     expect(order.stderr).toMatch(/start-block-size is above max-block-size/);
     const help = await ixfer('bench', '--help');
     expect(help.code).toBe(0);
-    for (const word of ['--baseline', '--preset iov-sweep', 'prep', 'post', 'tx', 'p99', 'cpu s/GB', 'rss MB']) {
+    for (const word of ['--baseline', '--preset iov-sweep', 'prep', 'post', 'tx', 'p99', 'cpu s/GB', 'rss MB', '--file-dir', '--file-engine']) {
       expect(help.stdout).toContain(word);
     }
   });

@@ -1,7 +1,9 @@
 /**
- * The C baseline (bench/fi_rma_baseline.c): compiled on first use with the
- * system's C compiler against libfabric's headers, cached by source hash, and
- * run as two processes that speak a line protocol on stdin/stdout.
+ * The C baselines, compiled on first use with the system's C compiler, cached
+ * by source hash, and run as processes that speak a line protocol on
+ * stdin/stdout: bench/fi_rma_baseline.c (an initiator and a target on
+ * libfabric) and, for --target-seg FILE, bench/file_baseline.c (one process,
+ * a pread/pwrite loop on the bench's file).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -16,7 +18,19 @@ import type { Engine } from './engine.js';
 import type { BenchOptions, RowSpec } from './options.js';
 import type { Timing } from './stats.js';
 
-export const C_SOURCE = path.join(packageRoot, 'bench', 'fi_rma_baseline.c');
+/** A baseline's source, what it links with, and what to install when that is missing. */
+interface CProgram {
+  name: string;
+  libs: string[];
+  missing?: { stderr: RegExp; hint: string };
+}
+
+export const RMA_BASELINE: CProgram = {
+  name: 'fi_rma_baseline',
+  libs: ['-lfabric', '-lpthread'],
+  missing: { stderr: /rdma\/\w+\.h|-lfabric/, hint: "libfabric's headers and library: apt-get install libfabric-dev" },
+};
+export const FILE_BASELINE: CProgram = { name: 'file_baseline', libs: [] };
 
 /** node_modules/.cache/ixfer of the project (an installed ixfer's enclosing node_modules), else the temp dir. */
 function cacheDir(): string {
@@ -35,27 +49,26 @@ function cacheDir(): string {
   throw new BackendError('no writable cache directory for the C baseline');
 }
 
-/** Path of the compiled baseline, compiling it (once per source version) with $CC or cc. */
-export function baselineBinary(): string {
-  const source = fs.readFileSync(C_SOURCE);
+/** Path of the compiled program, compiling bench/<name>.c (once per source version) with $CC or cc. */
+export function baselineBinary(program: CProgram): string {
+  const file = path.join(packageRoot, 'bench', `${program.name}.c`);
+  const source = fs.readFileSync(file);
   const cc = process.env.CC || 'cc';
   const key = crypto.createHash('sha256').update(source).update(cc).digest('hex').slice(0, 16);
-  const bin = path.join(cacheDir(), `fi_rma_baseline-${key}`);
+  const bin = path.join(cacheDir(), `${program.name}-${key}`);
   if (fs.existsSync(bin)) return bin;
   const tmp = `${bin}.${process.pid}.tmp`;
-  const r = spawnSync(cc, ['-O2', '-std=gnu11', '-o', tmp, C_SOURCE, '-lfabric', '-lpthread'], { encoding: 'utf8' });
+  const r = spawnSync(cc, ['-O2', '-std=gnu11', '-o', tmp, file, ...program.libs], { encoding: 'utf8' });
   if (r.error) {
     throw new LibraryMissingError(
-      `--baseline needs a C compiler to build ${C_SOURCE}: '${cc}' could not be run (${r.error.message}); ` +
+      `--baseline needs a C compiler to build ${file}: '${cc}' could not be run (${r.error.message}); ` +
         `install one (apt-get install gcc) or set CC`,
     );
   }
   if (r.status !== 0) {
-    const noHeaders = /rdma\/\w+\.h|-lfabric/.test(r.stderr);
+    const missing = program.missing?.stderr.test(r.stderr) ? program.missing.hint : undefined;
     throw new LibraryMissingError(
-      noHeaders
-        ? `--baseline needs libfabric's headers and library to build ${C_SOURCE}: apt-get install libfabric-dev\n${r.stderr}`
-        : `compiling ${C_SOURCE} failed:\n${r.stderr}`,
+      missing ? `--baseline cannot build ${file} without ${missing}\n${r.stderr}` : `compiling ${file} failed:\n${r.stderr}`,
     );
   }
   fs.renameSync(tmp, bin); // atomic: concurrent runs see a whole file or none
@@ -92,15 +105,19 @@ class LineProcess {
   }
 }
 
+/**
+ * A C baseline: the RMA loop's initiator and target, or the file loop's one
+ * process (no target; its columns show '-').
+ */
 export class CEngine implements Engine {
   readonly name = 'c';
   private constructor(
     readonly initiator: LineProcess,
-    readonly target: LineProcess,
+    readonly target?: LineProcess,
   ) {}
 
   static async start(o: BenchOptions, bytes: number): Promise<CEngine> {
-    const bin = baselineBinary();
+    const bin = baselineBinary(RMA_BASELINE);
     const common = [o.provider, o.address, String(bytes)];
     const target = new LineProcess('target', bin, ['target', ...common]);
     let initiator: LineProcess | undefined;
@@ -116,8 +133,20 @@ export class CEngine implements Engine {
     }
   }
 
+  /** The pread/pwrite loop on file (of bytes bytes, written by the ixfer file engine). */
+  static async startFile(o: BenchOptions, bytes: number, file: string): Promise<CEngine> {
+    const proc = new LineProcess('file loop', baselineBinary(FILE_BASELINE), [file, String(bytes), o.fileDirect ? '1' : '0']);
+    try {
+      await proc.line();
+      return new CEngine(proc);
+    } catch (err) {
+      proc.close();
+      throw err;
+    }
+  }
+
   get pids() {
-    return { initiator: this.initiator.proc.pid!, target: this.target.proc.pid! };
+    return { initiator: this.initiator.proc.pid!, target: this.target?.proc.pid };
   }
 
   #command(verb: string, row: RowSpec, iters: number): string {
@@ -141,6 +170,6 @@ export class CEngine implements Engine {
 
   async close(): Promise<void> {
     this.initiator.close();
-    this.target.close();
+    this.target?.close();
   }
 }

@@ -1,15 +1,32 @@
-/** What the orchestrator drives: one engine's initiator and target processes. */
-import type { RowSpec } from './options.js';
+/**
+ * What the orchestrator drives: one engine's initiator and target processes,
+ * or, with --target-seg FILE, its one process (no target).
+ */
+import type { BenchOptions, RowSpec } from './options.js';
 import type { Timing } from './stats.js';
 
 export type EngineName = 'ixfer' | 'c' | 'net';
 
+/** An engine in a few words (plot legend, table key). */
+export function engineLabel(name: EngineName, o: Pick<BenchOptions, 'targetSeg'>): string {
+  if (name === 'c') return o.targetSeg === 'FILE' ? 'C pread/pwrite loop' : 'C on libfabric';
+  return name === 'net' ? 'Node net socket' : 'ixfer';
+}
+
 export interface Engine {
   readonly name: EngineName;
-  readonly pids: { initiator: number; target: number };
+  readonly pids: { initiator: number; target?: number | undefined };
   /** Runs row.warmup unmeasured iterations (after telling the target about the row). */
   warmup(row: RowSpec): Promise<void>;
   /** Runs row.iters measured iterations. */
   run(row: RowSpec): Promise<Timing>;
   close(): Promise<void>;
+}
+
+/** An ixfer engine: also fills the source and compares both sides for --check-consistency. */
+export interface CheckedEngine extends Engine {
+  /** The source gets the pattern of seed, the destination another. */
+  fill(row: RowSpec, seed: number): Promise<void>;
+  /** Whether the row's bytes are equal on both sides (SHA-256). */
+  consistent(row: RowSpec): Promise<boolean>;
 }

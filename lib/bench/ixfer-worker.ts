@@ -6,13 +6,13 @@
  */
 import { Agent } from '../agent.js';
 import type { MemoryRegion } from '../memory.js';
-import type { Transfer } from '../transfer.js';
+import { timeIterations } from './iterate.js';
 import { pieces } from './layout.js';
-import type { RowSpec, Segment } from './options.js';
+import type { MemorySegment, RowSpec } from './options.js';
 import { fillPattern, hash } from './pattern.js';
 import { serve } from './rpc.js';
 import { allocateSegment } from './segments.js';
-import { summarize, type Timing } from './stats.js';
+import type { Timing } from './stats.js';
 
 let agent: Agent;
 let region: MemoryRegion;
@@ -20,44 +20,15 @@ let peer: string;
 let remoteBase: number;
 
 /** Runs row.iters (or row.warmup) iterations, one transfer in flight. */
-async function runRow(row: RowSpec, prepared: boolean, iters: number): Promise<Timing> {
+function runRow(row: RowSpec, prepared: boolean, iters: number): Promise<Timing> {
   const layout = pieces(row);
   const local = layout.map((p) => region.desc(p.off, p.len));
   const remote = layout.map((p) => ({ addr: remoteBase + p.off, len: p.len }));
-  const prep: number[] = [];
-  const post: number[] = [];
-  const tx: number[] = [];
-  const now = () => performance.now() * 1000;
-  // One iteration: post, then wait; post and tx samples in µs.
-  const iterate = async (t: Transfer) => {
-    const a = now();
-    t.post();
-    const b = now();
-    await t.done();
-    post.push(b - a);
-    tx.push(now() - b);
-  };
-  let start: number;
-  if (prepared) {
-    const pl = agent.prepareLocal(local);
-    const pr = agent.prepareRemote(peer, remote);
-    const idx = layout.map((_, i) => i);
-    start = now();
-    for (let i = 0; i < iters; i++) {
-      const a = now();
-      const t = agent.makeTransfer(row.op, pl, idx, pr, idx);
-      prep.push(now() - a);
-      await iterate(t);
-      t.release();
-    }
-  } else {
-    start = now();
-    const t = agent.createTransfer({ op: row.op, peer, local, remote });
-    prep.push(now() - start);
-    for (let i = 0; i < iters; i++) await iterate(t);
-    t.release();
-  }
-  return { totalUs: now() - start, prep: summarize(prep), post: summarize(post), tx: summarize(tx) };
+  if (!prepared) return timeIterations(iters, () => agent.createTransfer({ op: row.op, peer, local, remote }), false);
+  const pl = agent.prepareLocal(local);
+  const pr = agent.prepareRemote(peer, remote);
+  const idx = layout.map((_, i) => i);
+  return timeIterations(iters, () => agent.makeTransfer(row.op, pl, idx, pr, idx), true);
 }
 
 serve({
@@ -67,7 +38,7 @@ serve({
       provider: string;
       address: string;
       bytes: number;
-      seg: Segment;
+      seg: MemorySegment;
     };
     agent = await Agent.create({ name: `bench-${role}`, provider, address });
     region = allocateSegment(agent, seg, bytes);

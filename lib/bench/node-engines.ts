@@ -1,8 +1,14 @@
-/** The engines whose two sides are Node processes: ixfer itself, and the net baseline. */
+/**
+ * The engines run by Node processes: ixfer over the network (an initiator and
+ * a target), ixfer to a file (one process), and the net baseline.
+ */
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import type { Engine } from './engine.js';
+import { makeError } from '../errors.js';
+import type { CheckedEngine, Engine } from './engine.js';
+import type { FileInit } from './file-worker.js';
 import type { BenchOptions, RowSpec } from './options.js';
 import { Worker } from './rpc.js';
 import type { Timing } from './stats.js';
@@ -16,7 +22,7 @@ function workers(script: string, label: string): { initiator: Worker; target: Wo
   };
 }
 
-export class IxferEngine implements Engine {
+export class IxferEngine implements CheckedEngine {
   readonly name = 'ixfer';
   private constructor(
     readonly initiator: Worker,
@@ -68,6 +74,90 @@ export class IxferEngine implements Engine {
     this.initiator.close();
     this.target.close();
   }
+}
+
+/** --target-seg FILE: one agent moving its memory to and from a file it registers. */
+export class IxferFileEngine implements CheckedEngine {
+  readonly name = 'ixfer';
+  private constructor(
+    readonly worker: Worker,
+    /** A directory of its own in --file-dir, holding the file; removed on close. */
+    readonly dir: string,
+    readonly file: string,
+    /** The engine the file transfers use (FileTransfer.engine), and why. */
+    readonly engine: string,
+    readonly engineReason: string,
+  ) {}
+
+  static async start(o: BenchOptions, bytes: number): Promise<IxferFileEngine> {
+    const dir = makeDir(o.fileDir);
+    const file = path.join(dir, 'segment.bin');
+    const worker = new Worker('ixfer file', path.join(here, 'file-worker.js'));
+    try {
+      const init: FileInit = {
+        seg: o.initiatorSeg as FileInit['seg'],
+        bytes,
+        path: file,
+        engine: o.fileEngine,
+        threads: o.fileThreads,
+        direct: o.fileDirect,
+        provider: o.provider,
+        address: o.address,
+      };
+      const r = await worker.request<{ engine: string; engineReason: string }>({ type: 'init', ...init });
+      return new IxferFileEngine(worker, dir, file, r.engine, r.engineReason);
+    } catch (err) {
+      closeAndRemove(worker, dir);
+      throw err;
+    }
+  }
+
+  get pids() {
+    return { initiator: this.worker.pid };
+  }
+
+  async warmup(row: RowSpec): Promise<void> {
+    await this.worker.request({ type: 'warmup', row });
+  }
+
+  async run(row: RowSpec): Promise<Timing> {
+    return (await this.worker.request<{ timing: Timing }>({ type: 'run', row })).timing;
+  }
+
+  /** --check-consistency: memory and the file's range get different patterns; WRITE's source is memory. */
+  async fill(row: RowSpec, seed: number): Promise<void> {
+    const len = row.blockSize * row.batchSize;
+    const [src, dst] = row.op === 'WRITE' ? ['memory', 'file'] : ['file', 'memory'];
+    await this.worker.request({ type: 'fill', side: src, len, seed });
+    await this.worker.request({ type: 'fill', side: dst, len, seed: seed + 1 });
+  }
+
+  async consistent(row: RowSpec): Promise<boolean> {
+    const len = row.blockSize * row.batchSize;
+    const hash = async (side: string) => (await this.worker.request<{ hash: string }>({ type: 'hash', side, len })).hash;
+    return (await hash('memory')) === (await hash('file'));
+  }
+
+  async close(): Promise<void> {
+    closeAndRemove(this.worker, this.dir);
+  }
+}
+
+/** A directory of the run's own in --file-dir. */
+function makeDir(parent: string): string {
+  try {
+    return fs.mkdtempSync(path.join(parent, 'ixfer-bench-'));
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const code = e.code === 'ENOENT' || e.code === 'ENOTDIR' ? 'ERR_NOT_FOUND' : e.code === 'ENOSPC' ? 'ERR_NO_SPACE' : 'ERR_NOT_ALLOWED';
+    throw makeError(code, `--file-dir ${parent}: ${e.message}`);
+  }
+}
+
+/** Ends the worker and removes the directory (a file still open somewhere goes when its last descriptor closes). */
+function closeAndRemove(worker: Worker, dir: string): void {
+  worker.close();
+  fs.rmSync(dir, { recursive: true, force: true });
 }
 
 export class NetEngine implements Engine {

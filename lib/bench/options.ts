@@ -3,12 +3,14 @@
  * validated with zod, plus the sweep they describe (one row per block size,
  * batch size and iov count).
  */
+import os from 'node:os';
 import { parseArgs } from 'node:util';
 
 import { z } from 'zod';
 
 import { InvalidParamError } from '../errors.js';
 import { parse } from '../schemas.js';
+import { checkSegments } from './segments.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -39,11 +41,14 @@ const count = z.union([z.number(), z.string().transform(Number)]).pipe(z.number(
 const countOrZero = z.union([z.number(), z.string().transform(Number)]).pipe(z.number().int().nonnegative());
 
 /**
- * Memory kinds a side can use. Only DRAM today; VRAM and FILE join here (and
- * in segments.ts) when the engine has them.
+ * What a side transfers from or to. Over the network both sides are DRAM;
+ * with --target-seg FILE one process moves its memory (DRAM or VRAM) to and
+ * from a file (checkSegments in segments.ts says which pairs are measured).
  */
-export const SegmentSchema = z.enum(['DRAM']);
+export const SegmentSchema = z.enum(['DRAM', 'VRAM', 'FILE']);
 export type Segment = z.infer<typeof SegmentSchema>;
+/** The memory kinds of an agent (the initiator's side with FILE). */
+export type MemorySegment = Exclude<Segment, 'FILE'>;
 
 export const BenchOptionsSchema = z
   .object({
@@ -66,6 +71,11 @@ export const BenchOptionsSchema = z
     /** Registered per side; default: the largest batch of the sweep. */
     totalBufferSize: size.optional(),
     baseline: z.boolean().default(false),
+    /** --target-seg FILE: directory of the file (default the OS temp dir), engine, threads, O_DIRECT. */
+    fileDir: z.string().min(1).default(os.tmpdir()),
+    fileEngine: z.enum(['auto', 'posix', 'gds', 'gds_mt']).default('auto'),
+    fileThreads: count.default(4),
+    fileDirect: z.boolean().default(false),
     preset: z.enum(['iov-sweep']).optional(),
     json: z.boolean().default(false),
     csv: z.boolean().default(false),
@@ -146,6 +156,10 @@ const FLAGS = {
   address: { type: 'string' },
   'total-buffer-size': { type: 'string' },
   baseline: { type: 'boolean' },
+  'file-dir': { type: 'string' },
+  'file-engine': { type: 'string' },
+  'file-threads': { type: 'string' },
+  'file-direct': { type: 'boolean' },
   preset: { type: 'string' },
   json: { type: 'boolean' },
   csv: { type: 'boolean' },
@@ -168,7 +182,10 @@ export function parseBenchArgs(args: string[]): { help: boolean; options: BenchO
   if (typeof input.op === 'string') input.op = input.op.toUpperCase();
   if (typeof input.initiatorSeg === 'string') input.initiatorSeg = input.initiatorSeg.toUpperCase();
   if (typeof input.targetSeg === 'string') input.targetSeg = input.targetSeg.toUpperCase();
-  return { help: help === true, options: parse(BenchOptionsSchema, input, 'bench options') };
+  if (typeof input.fileEngine === 'string') input.fileEngine = input.fileEngine.toLowerCase();
+  const options = parse(BenchOptionsSchema, input, 'bench options');
+  if (help !== true) checkSegments(options);
+  return { help: help === true, options };
 }
 
 export const BENCH_HELP = `usage: ixfer bench [options]
@@ -179,10 +196,18 @@ size (doubling) and batch size (doubling) runs --warmup-iter, then --num-iter
 iterations. One iteration is one transfer of <batch> blocks (each block cut
 into --num-iovs descriptors), posted and awaited; one is in flight at a time.
 
+With --target-seg FILE there is one process: its agent registers
+--total-buffer-size bytes of memory (--initiator-seg DRAM or VRAM) and a file
+of that size in --file-dir (written in full before the first row, removed at
+the end), and each iteration is one file transfer of <batch> blocks: WRITE
+moves memory to the file, READ the file to memory, block b at offset
+b * block on both. The header names the file engine used and why.
+
 options (nixlbench's names):
   --op READ|WRITE             operation, initiator's view (default WRITE)
-  --initiator-seg DRAM        memory of the initiator (DRAM; VRAM, FILE later)
-  --target-seg DRAM           memory of the target
+  --initiator-seg DRAM|VRAM   memory of the initiator (default DRAM; VRAM only
+                              with --target-seg FILE)
+  --target-seg DRAM|FILE      memory of the target, or a file (default DRAM)
   --start-block-size N        first block size (default 4K; K, M, G suffixes)
   --max-block-size N          last block size (default 64M)
   --start-batch-size N        first batch size (default 1)
@@ -201,7 +226,13 @@ options (nixlbench's names):
   --total-buffer-size N       bytes registered per side (default: largest batch)
   --baseline                  also run, row by row, a C program doing the same RMA
                               loop on libfabric, and a Node net socket stream; adds
-                              ixfer/baseline ratio columns
+                              ixfer/baseline ratio columns; with FILE, a C
+                              pread/pwrite loop (one thread) on the same file
+  --file-dir DIR              FILE: directory of the file (default the OS temp dir)
+  --file-engine auto|posix|gds|gds_mt
+                              FILE: engine of the transfers (default auto)
+  --file-threads N            FILE: I/O threads of the file engine (default 4)
+  --file-direct               FILE: open the file with O_DIRECT (in the C loop too)
   --preset iov-sweep          block 1179648 bytes, 1, 2, 4, ... 128 iovs per block
   --json | --csv              machine-readable output on stdout (no progress bar)
   --plot FILE.svg             GB/s against block size, one line per engine
@@ -215,7 +246,8 @@ columns (nixlbench's definitions; times in microseconds):
   tx          from post() returning to the transfer's completion
   avg, p99    mean, and the sample at floor(n * 0.99) of the sorted samples
   cpu s/GB    CPU seconds (user + system, all threads) per 10^9 bytes moved,
-              initiator (i) and target (t), measured iterations only
+              initiator (i) and target (t), measured iterations only; with
+              FILE the one process is in i (its I/O threads included), t is -
   rss MB      peak resident memory of each process during the row (MiB)
   C, net      the baselines' GB/s, and ixfer's ratio to them
 `;

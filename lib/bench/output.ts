@@ -1,5 +1,5 @@
 /** The report as a table for people, or CSV / JSON for programs. */
-import type { EngineName } from './engine.js';
+import { engineLabel, type EngineName } from './engine.js';
 import type { BenchReport } from './runner.js';
 import type { Measurement } from './stats.js';
 
@@ -34,8 +34,8 @@ function columns(report: BenchReport): Column[] {
     { title: 'tx p99', value: ix((m) => m.txUs.p99, f1) },
     { title: 'cpu s/GB i', value: ix((m) => m.cpuSecPerGB.initiator, f3) },
     { title: 'cpu s/GB t', value: ix((m) => m.cpuSecPerGB.target, f3) },
-    { title: 'rss MB i', value: ix((m) => m.peakRssMB.initiator, (v) => v.toFixed(0)) },
-    { title: 'rss MB t', value: ix((m) => m.peakRssMB.target, (v) => v.toFixed(0)) },
+    { title: 'rss MB i', value: ix((m) => m.peakRssMB.initiator, f(0)) },
+    { title: 'rss MB t', value: ix((m) => m.peakRssMB.target, f(0)) },
   );
   for (const b of BASELINES.filter((e) => report.engines.includes(e))) {
     cols.push(
@@ -55,11 +55,19 @@ export function formatTable(report: BenchReport): string {
   const cells = [cols.map((c) => c.title), ...report.rows.map((r) => cols.map((c) => c.value(r)))];
   const widths = cols.map((_, i) => Math.max(...cells.map((row) => row[i]!.length)));
   const line = (row: string[]) => row.map((cell, i) => (i < 2 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  ');
+  const source = (e: EngineName) => (e === 'net' ? 'node:net' : o.targetSeg === 'FILE' ? 'bench/file_baseline.c' : 'bench/fi_rma_baseline.c');
+  const key = BASELINES.filter((e) => report.engines.includes(e)).map((e) => `${e} = ${engineLabel(e, o)} (${source(e)})`);
+  const file = report.file;
   const header =
-    `ixfer bench: ${o.op} ${o.initiatorSeg} -> ${o.targetSeg}, provider ${o.provider} on ${o.address}, ` +
-    `${report.bufferBytes} bytes registered per side, ${o.prepared ? 'prepared lists + makeTransfer' : 'one transfer per row, reposted'}\n` +
-    `times in microseconds; i = initiator, t = target` +
-    (report.engines.length > 1 ? `; c = C on libfabric (bench/fi_rma_baseline.c), net = Node net socket; x = ixfer / baseline GB/s` : '') +
+    (file
+      ? `ixfer bench: ${o.op} ${o.initiatorSeg} -> FILE, ${report.bufferBytes} bytes of memory and file in ${o.fileDir}` +
+        `${o.fileDirect ? ' (O_DIRECT)' : ''}, file engine ${file.engine} (${file.engineReason}), ${o.fileThreads} I/O threads, ` +
+        `one transfer per row, reposted\n` +
+        `times in microseconds; i = the one process (agent and I/O threads), t = - (no target process)`
+      : `ixfer bench: ${o.op} ${o.initiatorSeg} -> ${o.targetSeg}, provider ${o.provider} on ${o.address}, ` +
+        `${report.bufferBytes} bytes registered per side, ${o.prepared ? 'prepared lists + makeTransfer' : 'one transfer per row, reposted'}\n` +
+        `times in microseconds; i = initiator, t = target`) +
+    (key.length ? `; ${key.join(', ')}; x = ixfer / baseline GB/s` : '') +
     '\n\n';
   return header + [line(cells[0]!), line(widths.map((w) => '-'.repeat(w))), ...cells.slice(1).map(line)].join('\n') + '\n';
 }

@@ -7,7 +7,7 @@
 import { scaleLinear, scaleLog } from 'd3-scale';
 import { line } from 'd3-shape';
 
-import type { EngineName } from './engine.js';
+import { engineLabel, type EngineName } from './engine.js';
 import { formatSize } from './options.js';
 import type { BenchReport } from './runner.js';
 
@@ -15,7 +15,6 @@ const W = 760;
 const H = 460;
 const M = { top: 48, right: 24, bottom: 56, left: 64 };
 const COLORS: Record<EngineName, string> = { ixfer: '#d62728', c: '#1f77b4', net: '#2ca02c' };
-const LABELS: Record<EngineName, string> = { ixfer: 'ixfer', c: 'C on libfabric', net: 'Node net socket' };
 const DASHES = ['', '6 3', '2 3', '8 3 2 3'];
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
@@ -30,7 +29,7 @@ export function renderPlot(report: BenchReport): string {
     batches.map((batch, bi) => ({
       engine,
       dash: DASHES[bi % DASHES.length]!,
-      label: LABELS[engine] + (batches.length > 1 ? `, batch ${batch}` : ''),
+      label: engineLabel(engine, o) + (batches.length > 1 ? `, batch ${batch}` : ''),
       points: report.rows
         .filter((r) => r.spec.batchSize === batch)
         .map((r) => [xOf(r), r.results[engine]!.gbps] as [number, number]),
@@ -50,7 +49,8 @@ export function renderPlot(report: BenchReport): string {
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`,
     `<rect width="${W}" height="${H}" fill="white"/>`,
     `<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">${esc(
-      `ixfer bench: ${o.op} ${o.initiatorSeg} to ${o.targetSeg}, ${o.provider} on ${o.address}` +
+      `ixfer bench: ${o.op} ${o.initiatorSeg} to ${o.targetSeg}, ` +
+        (report.file ? `file engine ${report.file.engine}` : `${o.provider} on ${o.address}`) +
         (byIovs ? `, block ${report.rows[0]!.spec.blockSize} B` : ''),
     )}</text>`,
   );

@@ -4,13 +4,14 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 
-import { BackendError } from '../errors.js';
+import { BackendError, ErrorCodes, makeError, type ErrorCode } from '../errors.js';
 
 export interface Request {
   type: string;
   [key: string]: unknown;
 }
-type Reply = { id: number; error?: string } & Record<string, unknown>;
+/** A failed request carries the error's message and, for an IxferError, its code. */
+type Reply = { id: number; error?: string; code?: string } & Record<string, unknown>;
 
 /** The orchestrator's handle on one worker process. */
 export class Worker {
@@ -25,7 +26,7 @@ export class Worker {
       const p = this.#pending.get(m.id);
       if (!p) return;
       this.#pending.delete(m.id);
-      if (m.error) p.reject(new BackendError(`${this.name}: ${m.error}`));
+      if (m.error) p.reject(makeError(codeOf(m.code), `${this.name}: ${m.error}`));
       else p.resolve(m);
     });
     this.proc.on('exit', (code, signal) => {
@@ -58,6 +59,10 @@ export class Worker {
   }
 }
 
+function codeOf(code: string | undefined): ErrorCode {
+  return ErrorCodes.includes(code as ErrorCode) ? (code as ErrorCode) : 'ERR_BACKEND';
+}
+
 /** The worker's side: answers each request with its handler's result. */
 export function serve(handlers: Record<string, (msg: Request) => unknown>): void {
   process.on('disconnect', () => process.exit(0));
@@ -69,7 +74,7 @@ export function serve(handlers: Record<string, (msg: Request) => unknown>): void
       process.send!({ ...result, id: msg.id });
     } catch (err) {
       const e = err as { code?: string; message?: string };
-      process.send!({ id: msg.id, error: `${e.code ? `${e.code}: ` : ''}${e.message ?? String(err)}` });
+      process.send!({ id: msg.id, error: e.message ?? String(err), code: e.code });
     }
   });
 }

@@ -1,15 +1,16 @@
 /**
- * The orchestrator: starts each engine's two processes, then for every row of
+ * The orchestrator: starts each engine's processes (two per engine over the
+ * network, one with --target-seg FILE), then for every row of
  * the sweep runs every engine in turn (interleaved, so that a noisy machine
  * disturbs all engines alike), sampling both processes' CPU time and peak RSS
  * from /proc around the measured iterations.
  */
 import { CEngine } from './c-baseline.js';
-import type { Engine, EngineName } from './engine.js';
-import { IxferEngine, NetEngine } from './node-engines.js';
+import type { CheckedEngine, Engine, EngineName } from './engine.js';
+import { IxferEngine, IxferFileEngine, NetEngine } from './node-engines.js';
 import { bufferSize, formatSize, sweep, type BenchOptions, type RowSpec } from './options.js';
 import { cpuSeconds, peakRss, resetPeakRss } from './procstat.js';
-import { progressBar } from './progress.js';
+import { progressBar, type Progress } from './progress.js';
 import { measure, type Measurement } from './stats.js';
 
 export interface RowResult {
@@ -19,35 +20,52 @@ export interface RowResult {
 
 export interface BenchReport {
   options: BenchOptions;
-  /** Bytes registered (allocated) on each side, per engine. */
+  /** Bytes registered (allocated) on each side, per engine; with FILE, memory and file each. */
   bufferBytes: number;
   engines: EngineName[];
+  /** --target-seg FILE: the file engine the transfers used (FileTransfer.engine), and why. */
+  file?: { engine: string; engineReason: string };
   rows: RowResult[];
 }
 
 async function measureRow(e: Engine, row: RowSpec): Promise<Measurement> {
   const { initiator, target } = e.pids;
+  // A side without a process of its own (FILE's target) reads NaN: '-' in the table.
+  const sample = (f: (pid: number) => number, pid: number | undefined) => (pid === undefined ? NaN : f(pid));
   resetPeakRss(initiator);
-  resetPeakRss(target);
+  if (target !== undefined) resetPeakRss(target);
   await e.warmup(row);
   const cpuI = cpuSeconds(initiator);
-  const cpuT = cpuSeconds(target);
+  const cpuT = sample(cpuSeconds, target);
   const timing = await e.run(row);
   return measure(row, timing, {
-    cpuSec: { initiator: cpuSeconds(initiator) - cpuI, target: cpuSeconds(target) - cpuT },
-    peakRssBytes: { initiator: peakRss(initiator), target: peakRss(target) },
+    cpuSec: { initiator: cpuSeconds(initiator) - cpuI, target: sample(cpuSeconds, target) - cpuT },
+    peakRssBytes: { initiator: peakRss(initiator), target: sample(peakRss, target) },
   });
+}
+
+/** Starts ixfer and, with --baseline, the baselines that apply (with FILE: the C file loop only). */
+async function startEngines(o: BenchOptions, bytes: number, engines: Engine[]): Promise<CheckedEngine> {
+  if (o.targetSeg === 'FILE') {
+    const ixfer = await IxferFileEngine.start(o, bytes);
+    engines.push(ixfer);
+    if (o.baseline) engines.push(await CEngine.startFile(o, bytes, ixfer.file));
+    return ixfer;
+  }
+  const ixfer = await IxferEngine.start(o, bytes);
+  engines.push(ixfer);
+  if (o.baseline) engines.push(await CEngine.start(o, bytes), await NetEngine.start(o, bytes));
+  return ixfer;
 }
 
 export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const rows = sweep(o);
   const bytes = bufferSize(o, rows);
   const engines: Engine[] = [];
-  const progress = progressBar(rows.length * (o.baseline ? 3 : 1), !o.json && !o.csv);
+  let progress: Progress | undefined;
   try {
-    const ixfer = await IxferEngine.start(o, bytes);
-    engines.push(ixfer);
-    if (o.baseline) engines.push(await CEngine.start(o, bytes), await NetEngine.start(o, bytes));
+    const ixfer = await startEngines(o, bytes, engines);
+    progress = progressBar(rows.length * engines.length, !o.json && !o.csv);
     const results: RowResult[] = [];
     for (const [i, row] of rows.entries()) {
       const label = `${formatSize(row.blockSize)} x${row.batchSize}${row.numIovs > 1 ? ` iovs ${row.numIovs}` : ''}`;
@@ -55,14 +73,16 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
       const r: Partial<Record<EngineName, Measurement>> = {};
       for (const e of engines) {
         r[e.name] = await measureRow(e, row);
+        // Checked before the baselines run: the C file loop writes the same file.
+        if (e === ixfer && o.checkConsistency) r.ixfer!.consistent = await ixfer.consistent(row);
         progress.step(`${label} ${e.name}`);
       }
-      if (o.checkConsistency) r.ixfer!.consistent = await ixfer.consistent(row);
       results.push({ spec: row, results: r as RowResult['results'] });
     }
-    return { options: o, bufferBytes: bytes, engines: engines.map((e) => e.name), rows: results };
+    const file = ixfer instanceof IxferFileEngine ? { engine: ixfer.engine, engineReason: ixfer.engineReason } : undefined;
+    return { options: o, bufferBytes: bytes, engines: engines.map((e) => e.name), ...(file && { file }), rows: results };
   } finally {
-    progress.stop();
+    progress?.stop();
     await Promise.all(engines.map((e) => e.close()));
   }
 }

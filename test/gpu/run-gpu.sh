@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the GPU machine (../shared/gpu/README.md), from the unpacked app: the cuFile
 # layout check, the VRAM file tests without and then with a udev record of the
-# disk (cuFile refuses files without one), and the file benchmark.
+# disk (cuFile refuses files without one), and the file benchmark (ixfer bench
+# --target-seg FILE against the C pread/pwrite loop, DRAM then VRAM per engine).
 #   bash test/gpu/run-gpu.sh [DIR]
 set -u
 cd "$(dirname "$0")/../.."
@@ -17,8 +18,14 @@ dev=$(findmnt -no MAJ:MIN -T "$dir" | tr -d ' '); fs=$(findmnt -no FSTYPE -T "$d
 mkdir -p /run/udev/data && printf 'E:ID_FS_USAGE=filesystem\nE:ID_FS_TYPE=%s\n' "$fs" > "/run/udev/data/b$dev"
 echo "== cuFile accepts files (udev record written)"
 node test/gpu/files-gpu.mjs gds "$dir"
-echo "== file bench"
-node bench/file-bench.mjs --dir "$dir" --seconds 1
-for engine in gds gds_mt posix; do
-  node bench/file-bench.mjs --dir "$dir" --seconds 0.5 --mem vram --engine $engine | head -15
+# 16 blocks per transfer, 64 KiB to 16 MiB blocks (256 MiB of memory and file).
+sweep=(--file-dir "$dir" --start-block-size 64K --max-block-size 16M --start-batch-size 16 --max-batch-size 16
+  --num-iter 64 --warmup-iter 4 --large-blk-iter-ftr 4 --baseline --check-consistency)
+for op in WRITE READ; do
+  echo "== file bench: DRAM, $op"
+  node dist/cli.js bench --initiator-seg DRAM --target-seg FILE --op $op "${sweep[@]}"
+  for engine in gds gds_mt posix; do
+    echo "== file bench: VRAM, $engine, $op"
+    node dist/cli.js bench --initiator-seg VRAM --target-seg FILE --file-engine $engine --op $op "${sweep[@]}"
+  done
 done
