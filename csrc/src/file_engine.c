@@ -186,6 +186,8 @@ static void *worker_main(void *arg)
             pthread_cond_wait(&e->work, &e->lock);
             continue;
         }
+        if (e->head) /* more to take: pass the wake-up on */
+            pthread_cond_signal(&e->work);
         pthread_mutex_unlock(&e->lock);
         struct file_result res;
         run(w, r, chunks, n, &res);
@@ -318,7 +320,9 @@ int32_t ixfer_file_xfer_post(ixfer_file_engine *e, uint32_t op, uint32_t kind,
         dequeue(e, r);
         maybe_finish(e, r);
     } else {
-        pthread_cond_broadcast(&e->work);
+        /* One worker; it wakes another if it leaves work behind (worker_main):
+         * waking them all costs the poster a context switch per worker. */
+        pthread_cond_signal(&e->work);
     }
     pthread_mutex_unlock(&e->lock);
     return IXFER_OK;
