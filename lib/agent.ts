@@ -54,12 +54,12 @@ import { AUTO_ORDER, coreName, listProviders, summarizeProvider, type ProviderSu
 import { RangeIndex } from './regions.js';
 import {
   AgentOptionsSchema,
-  DescriptorListSchema,
-  IndexListSchema,
   MetadataOptionsSchema,
   OpSchema,
   parse,
   TransferRequestSchema,
+  parseDescriptors,
+  parseIndices,
   type AgentOptions,
   type FileEngineOptions,
   type Descriptor,
@@ -468,7 +468,7 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
   checkRemote(peer: string, descriptors: Descriptor[]): boolean {
     const p = this.#peers.get(peer);
     if (!p) return false;
-    const descs = parse(DescriptorListSchema, descriptors, 'descriptors');
+    const descs = parseDescriptors(descriptors, 'descriptors');
     return descs.every((d) => p.regions.find(d.addr, d.len) !== undefined);
   }
 
@@ -548,18 +548,20 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
   createTransfer(request: TransferRequest): Transfer {
     this.#h();
     const req = parse(TransferRequestSchema, request, 'transfer');
+    const local = parseDescriptors(req.local, 'transfer.local');
+    const remote = parseDescriptors(req.remote, 'transfer.remote');
     const peer = this.#peer(req.peer);
-    if (req.local.length !== req.remote.length) {
-      throw new MismatchError(`${req.local.length} local descriptors but ${req.remote.length} remote ones`);
+    if (local.length !== remote.length) {
+      throw new MismatchError(`${local.length} local descriptors but ${remote.length} remote ones`);
     }
     return this.#build(
       req.op,
       peer,
       peer.generation,
-      req.local,
-      this.#localRegions(req.local, 'local'),
-      req.remote,
-      this.#remoteRegions(peer, req.remote, 'remote'),
+      local,
+      this.#localRegions(local, 'local'),
+      remote,
+      this.#remoteRegions(peer, remote, 'remote'),
       req.notification,
     );
   }
@@ -567,7 +569,7 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
   /** Validates local descriptors once, for makeTransfer. */
   prepareLocal(descriptors: Descriptor[]): PreparedLocal {
     this.#h();
-    const descs = parse(DescriptorListSchema, descriptors, 'local descriptors');
+    const descs = parseDescriptors(descriptors, 'local descriptors');
     return new PreparedLocal(descs, this.#localRegions(descs, 'local'));
   }
 
@@ -575,7 +577,7 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
   prepareRemote(peer: string, descriptors: Descriptor[]): PreparedRemote {
     this.#h();
     const p = this.#peer(peer);
-    const descs = parse(DescriptorListSchema, descriptors, 'remote descriptors');
+    const descs = parseDescriptors(descriptors, 'remote descriptors');
     return new PreparedRemote(peer, descs, this.#remoteRegions(p, descs, 'remote'), p, p.generation);
   }
 
@@ -590,8 +592,8 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
   ): Transfer {
     this.#h();
     parse(OpSchema, op, 'op');
-    const li = parse(IndexListSchema, localIndices, 'localIndices');
-    const ri = parse(IndexListSchema, remoteIndices, 'remoteIndices');
+    const li = parseIndices(localIndices, 'localIndices');
+    const ri = parseIndices(remoteIndices, 'remoteIndices');
     if (li.length !== ri.length) throw new MismatchError(`${li.length} local indices but ${ri.length} remote ones`);
     const pick = <T>(list: readonly T[], idx: number[], what: string): T[] =>
       idx.map((i) => {

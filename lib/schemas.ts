@@ -28,6 +28,35 @@ export type Descriptor = z.input<typeof DescriptorSchema>;
 export type ParsedDescriptor = z.output<typeof DescriptorSchema>;
 export const DescriptorListSchema = z.array(DescriptorSchema);
 
+const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+
+/**
+ * DescriptorListSchema on the hot path: a plain loop accepts well-formed
+ * lists (what region.desc() and blocks() make) without zod, which costs more
+ * than building the transfer; anything else goes through zod for its error.
+ */
+export function parseDescriptors(value: unknown, what: string): ParsedDescriptor[] {
+  if (Array.isArray(value)) {
+    const out: ParsedDescriptor[] = new Array(value.length);
+    let i = 0;
+    for (; i < value.length; i++) {
+      const d = value[i] as { addr?: unknown; len?: unknown; devId?: unknown } | null;
+      if (typeof d !== 'object' || d === null || !isCount(d.addr) || !isCount(d.len)) break;
+      const devId = d.devId ?? 0;
+      if (!isCount(devId) || devId > 0xffff) break;
+      out[i] = { addr: d.addr, len: d.len, devId }; // a copy: later changes to d change nothing
+    }
+    if (i === value.length) return out;
+  }
+  return parse(DescriptorListSchema, value, what);
+}
+
+/** Indices into prepared lists, checked without zod (see parseDescriptors). */
+export function parseIndices(value: unknown, what: string): number[] {
+  if (Array.isArray(value) && value.every(isCount)) return value;
+  return parse(IndexListSchema, value, what);
+}
+
 const port = z.number().int().min(0).max(65535);
 /** A deadline in ms; setTimeout fires at once when given more than 2^31 - 1. */
 const timeoutMs = z.number().int().positive().max(2 ** 31 - 1);
@@ -169,17 +198,24 @@ export type NotificationBody = z.input<typeof NotificationBodySchema>;
 export const OpSchema = z.enum(['READ', 'WRITE']);
 export type Op = z.infer<typeof OpSchema>;
 
+/** The request's shell; its descriptor lists go through parseDescriptors. */
 export const TransferRequestSchema = z
   .object({
     op: OpSchema,
-    local: DescriptorListSchema,
-    remote: DescriptorListSchema,
+    local: z.custom<unknown[]>(Array.isArray, 'an array of descriptors'),
+    remote: z.custom<unknown[]>(Array.isArray, 'an array of descriptors'),
     peer: z.string().min(1),
     /** Delivered to the peer once the transfer's data is in place. */
     notification: NotificationBodySchema.optional(),
   })
   .strict();
-export type TransferRequest = z.input<typeof TransferRequestSchema>;
+export interface TransferRequest {
+  op: Op;
+  local: Descriptor[];
+  remote: Descriptor[];
+  peer: string;
+  notification?: NotificationBody;
+}
 
 export const WaitOptionsSchema = z
   .object({

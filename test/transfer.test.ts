@@ -194,6 +194,31 @@ describe('two agents in one process', () => {
     await stillWorks();
   });
 
+  it('descriptor lists: what is accepted, what is refused with the field named, and copies are taken', async () => {
+    // bigint addresses, absent devId: accepted as zod's schema says.
+    const data = random(4096);
+    aMem.bytes.set(data, 0);
+    await a
+      .createTransfer({ op: 'WRITE', peer: 'b', local: [{ addr: BigInt(aMem.addr), len: 4096 }], remote: [{ ...bMem.desc(0, 4096) }] })
+      .run({ timeoutMs: 10_000 });
+    expect(Buffer.compare(bMem.bytes.subarray(0, 4096), data)).toBe(0);
+    for (const bad of [{ addr: 1.5, len: 1 }, { addr: aMem.addr, len: -1 }, { addr: aMem.addr, len: 1, devId: 70_000 }, null, 'x']) {
+      const e = await expectCode(
+        () => a.createTransfer({ op: 'WRITE', peer: 'b', local: [aMem.desc(0, 1), bad as never], remote: [] }),
+        'ERR_INVALID_PARAM',
+      );
+      expect(e.message).toContain('transfer.local.1');
+    }
+    await expectCode(() => a.createTransfer({ op: 'WRITE', peer: 'b', local: 'x' as never, remote: [] }), 'ERR_INVALID_PARAM');
+    await expectCode(() => a.makeTransfer('WRITE', a.prepareLocal([]), [-1], b.prepareLocal([]) as never, [0]), 'ERR_INVALID_PARAM');
+    // A descriptor changed after prepareLocal does not change the prepared list.
+    const d = aMem.desc(0, 4096);
+    const local = a.prepareLocal([d]);
+    d.addr = 0;
+    expect(local.descs[0]!.addr).toBe(aMem.addr);
+    await stillWorks();
+  });
+
   it('deregistering memory in use is refused; waiting first works', async () => {
     const src = a.allocate(16 * MiB);
     const t = a.createTransfer({ op: 'WRITE', peer: 'b', local: [src.desc()], remote: [bMem.desc(0, 16 * MiB)] }).post();
