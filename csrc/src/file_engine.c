@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "agent.h"
 #include "files.h"
@@ -19,6 +20,7 @@
 /* Small pairs are taken several at a time (up to chunk_bytes in all), so that
  * a worker pays for the queue once per chunk_bytes, not once per pair. */
 #define MAX_TAKE 64
+#define SPIN_NS 50000L
 
 struct file_request {
     struct file_request *next;                  /* run queue */
@@ -42,6 +44,11 @@ struct ixfer_file_engine {
     pthread_mutex_t lock;
     pthread_cond_t work;
     int stop;
+    /* A worker that just finished watches `posted` for SPIN_NS before it
+     * sleeps, so that a stream of transfers (the next one is posted right
+     * after the last completes) pays no wake-up; one worker at most. */
+    int spinning;
+    atomic_uint posted;
     struct file_request *head, *tail; /* requests with chunks to hand out */
     struct file_request *live;
     uint32_t nworkers;
@@ -173,19 +180,45 @@ static void run(struct file_worker *w, struct file_request *r, const struct file
     }
 }
 
+/* Waits up to SPIN_NS, without the lock, for a new request. Lock held on
+ * entry and on return. */
+static void spin(struct ixfer_file_engine *e)
+{
+    e->spinning = 1;
+    unsigned seen = atomic_load_explicit(&e->posted, memory_order_acquire);
+    pthread_mutex_unlock(&e->lock);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        if (atomic_load_explicit(&e->posted, memory_order_acquire) != seen)
+            break;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < SPIN_NS);
+    pthread_mutex_lock(&e->lock);
+    e->spinning = 0;
+}
+
 static void *worker_main(void *arg)
 {
     struct file_worker *w = arg;
     struct ixfer_file_engine *e = w->engine;
     struct file_chunk *chunks = malloc(sizeof *chunks * (e->gds_batch > MAX_TAKE ? e->gds_batch : MAX_TAKE));
+    int just_worked = 0;
     pthread_mutex_lock(&e->lock);
     while (chunks && !e->stop) {
         uint32_t n = 0;
         struct file_request *r = take(e, chunks, &n);
         if (!r) {
+            if (just_worked && !e->spinning) {
+                just_worked = 0;
+                spin(e);
+                continue;
+            }
+            just_worked = 0;
             pthread_cond_wait(&e->work, &e->lock);
             continue;
         }
+        just_worked = 1;
         if (e->head) /* more to take: pass the wake-up on */
             pthread_cond_signal(&e->work);
         pthread_mutex_unlock(&e->lock);
@@ -320,9 +353,12 @@ int32_t ixfer_file_xfer_post(ixfer_file_engine *e, uint32_t op, uint32_t kind,
         dequeue(e, r);
         maybe_finish(e, r);
     } else {
-        /* One worker; it wakes another if it leaves work behind (worker_main):
-         * waking them all costs the poster a context switch per worker. */
-        pthread_cond_signal(&e->work);
+        /* One worker (none if one is spinning); it wakes another if it leaves
+         * work behind (worker_main): waking them all costs the poster a
+         * context switch per worker. */
+        atomic_fetch_add_explicit(&e->posted, 1, memory_order_release);
+        if (!e->spinning)
+            pthread_cond_signal(&e->work);
     }
     pthread_mutex_unlock(&e->lock);
     return IXFER_OK;
