@@ -99,6 +99,8 @@ struct ixfer_agent {
     pthread_t thread;
     int thread_started;
     atomic_int stop;
+    atomic_int spinning;    /* the progress thread is watching, not sleeping */
+    atomic_uint submitted;  /* submissions ever queued, for the watching thread */
 
     pthread_mutex_t submit_lock;
     pthread_cond_t submit_done; /* signals SUBMIT_REMOVE_PEER completion */

@@ -6,6 +6,7 @@
  * copying (tcp sends the data while posting) off the JavaScript thread. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "agent.h"
 #include <rdma/fi_errno.h>
@@ -14,6 +15,7 @@
 #include "notify.h"
 
 #define CQ_BATCH 64
+#define SPIN_NS 50000ull   /* see spin() */
 #define MAX_IOV 16          /* cap on pairs per op, whatever the provider says */
 #define IDLE_WAIT_MS 1000   /* bounded so that a lost wake-up costs a second */
 
@@ -27,7 +29,10 @@ void ixfer_submit(struct ixfer_agent *a, struct submission *s)
         a->submit_head = s;
     a->submit_tail = s;
     pthread_mutex_unlock(&a->submit_lock);
-    fi_cq_signal(a->cq);
+    /* Counted before the flag is read: see spin(). */
+    atomic_fetch_add(&a->submitted, 1);
+    if (!atomic_load(&a->spinning))
+        fi_cq_signal(a->cq);
 }
 
 int32_t ixfer_status_of(int fi_err)
@@ -221,12 +226,14 @@ static int post_some(struct ixfer_agent *a, struct xfer_request *r)
     return 0;
 }
 
-static void take_submissions(struct ixfer_agent *a)
+/* Returns whether there were any. */
+static int take_submissions(struct ixfer_agent *a)
 {
     pthread_mutex_lock(&a->submit_lock);
     struct submission *s = a->submit_head;
     a->submit_head = a->submit_tail = NULL;
     pthread_mutex_unlock(&a->submit_lock);
+    int any = s != NULL;
     while (s) {
         struct submission *next = s->next;
         if (s->kind == SUBMIT_POST) {
@@ -261,6 +268,7 @@ static void take_submissions(struct ixfer_agent *a)
         free(s);
         s = next;
     }
+    return any;
 }
 
 /* r is fully posted, or stopped (and may be freed on return). */
@@ -348,18 +356,52 @@ static ssize_t handle_cq(struct ixfer_agent *a, struct fi_cq_data_entry *ents, s
     return 0;
 }
 
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* After activity, the thread watches for the next submission or completion
+ * for up to SPIN_NS before it sleeps: a stream of transfers then pays neither
+ * the submitter's wake-up write nor the thread's wake-up. Returns whether
+ * something came. */
+static int spin(struct ixfer_agent *a, struct fi_cq_data_entry *ents)
+{
+    unsigned seen = atomic_load(&a->submitted);
+    atomic_store(&a->spinning, 1);
+    int busy = 0;
+    uint64_t start = now_ns();
+    do {
+        busy = atomic_load(&a->submitted) != seen ||
+               handle_cq(a, ents, fi_cq_read(a->cq, ents, CQ_BATCH)) > 0;
+    } while (!busy && now_ns() - start < SPIN_NS);
+    atomic_store(&a->spinning, 0);
+    /* A submitter that saw the flag up did not signal; it counted its
+     * submission before reading the flag, so looking again now that the flag
+     * is down cannot miss it (all seq_cst). */
+    return busy || atomic_load(&a->submitted) != seen;
+}
+
 void *ixfer_progress_main(void *arg)
 {
     struct ixfer_agent *a = arg;
     struct fi_cq_data_entry ents[CQ_BATCH];
-    int backoff_ms = 0;
+    int backoff_ms = 0, active = 0;
     while (!atomic_load(&a->stop)) {
-        take_submissions(a);
+        active |= take_submissions(a);
         int pending = post_pass(a);
         pending |= ixfer_notify_pass(a);
         if (handle_cq(a, ents, fi_cq_read(a->cq, ents, CQ_BATCH)) > 0) {
             backoff_ms = 0;
+            active = 1;
             continue;
+        }
+        if (active && !pending) {
+            active = spin(a, ents);
+            if (active)
+                continue;
         }
         /* Nothing completed. Sleep in the provider until something does, a
          * submission signals us, or (when a peer refused more work) a short,
@@ -369,8 +411,10 @@ void *ixfer_progress_main(void *arg)
             backoff_ms = backoff_ms ? (backoff_ms < 16 ? backoff_ms * 2 : 16) : 1;
             timeout = backoff_ms;
         }
-        if (handle_cq(a, ents, fi_cq_sread(a->cq, ents, CQ_BATCH, NULL, timeout)) > 0)
+        if (handle_cq(a, ents, fi_cq_sread(a->cq, ents, CQ_BATCH, NULL, timeout)) > 0) {
             backoff_ms = 0;
+            active = 1;
+        }
     }
     return NULL;
 }
