@@ -21,7 +21,8 @@
         "csrc/src/memory.c",
         "csrc/src/notify.c",
         "csrc/src/posix_io.c",
-        "csrc/src/progress.c"
+        "csrc/src/progress.c",
+        "csrc/src/tuning.c"
       ],
       "include_dirs": [
         "csrc/include",

@@ -32,4 +32,7 @@ export LSAN_OPTIONS="suppressions=$out/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export FI_PROVIDER="${FI_PROVIDER:-tcp;ofi_rxm}"
 "$out/shim_test"
+# Again with the threads watching for work before they sleep (the default only
+# with 4 or more CPUs), so that both ways of waking them are checked.
+IXFER_SPIN_US=50 "$out/shim_test"
 "$out/notify_fuzz"

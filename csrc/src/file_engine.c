@@ -20,7 +20,6 @@
 /* Small pairs are taken several at a time (up to chunk_bytes in all), so that
  * a worker pays for the queue once per chunk_bytes, not once per pair. */
 #define MAX_TAKE 64
-#define SPIN_NS 50000L
 
 struct file_request {
     struct file_request *next;                  /* run queue */
@@ -44,8 +43,8 @@ struct ixfer_file_engine {
     pthread_mutex_t lock;
     pthread_cond_t work;
     int stop;
-    /* A worker that just finished watches `posted` for SPIN_NS before it
-     * sleeps, so that a stream of transfers (the next one is posted right
+    /* A worker that just finished watches `posted` for ixfer_spin_ns() before
+     * it sleeps, so that a stream of transfers (the next one is posted right
      * after the last completes) pays no wake-up; one worker at most. */
     int spinning;
     atomic_uint posted;
@@ -180,7 +179,7 @@ static void run(struct file_worker *w, struct file_request *r, const struct file
     }
 }
 
-/* Waits up to SPIN_NS, without the lock, for a new request. Lock held on
+/* Waits up to ixfer_spin_ns(), without the lock, for a new request. Lock held on
  * entry and on return. */
 static void spin(struct ixfer_file_engine *e)
 {
@@ -193,7 +192,8 @@ static void spin(struct ixfer_file_engine *e)
         if (atomic_load_explicit(&e->posted, memory_order_acquire) != seen)
             break;
         clock_gettime(CLOCK_MONOTONIC, &t);
-    } while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < SPIN_NS);
+    } while ((uint64_t)((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec)) <
+             ixfer_spin_ns());
     pthread_mutex_lock(&e->lock);
     e->spinning = 0;
 }
@@ -209,7 +209,7 @@ static void *worker_main(void *arg)
         uint32_t n = 0;
         struct file_request *r = take(e, chunks, &n);
         if (!r) {
-            if (just_worked && !e->spinning) {
+            if (just_worked && !e->spinning && ixfer_spin_ns()) {
                 just_worked = 0;
                 spin(e);
                 continue;

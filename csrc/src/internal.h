@@ -9,4 +9,8 @@
 int32_t ixfer_fail(int32_t code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void ixfer_clear_error(void);
 
+/* How long a thread that just worked watches for more before it sleeps
+ * (IXFER_SPIN_US; by default 50 us with 4 or more CPUs, else 0). */
+uint64_t ixfer_spin_ns(void);
+
 #endif

@@ -12,10 +12,10 @@
 #include <rdma/fi_errno.h>
 
 #include "fabric_api.h"
+#include "internal.h"
 #include "notify.h"
 
 #define CQ_BATCH 64
-#define SPIN_NS 50000ull   /* see spin() */
 #define MAX_IOV 16          /* cap on pairs per op, whatever the provider says */
 #define IDLE_WAIT_MS 1000   /* bounded so that a lost wake-up costs a second */
 
@@ -364,7 +364,7 @@ static uint64_t now_ns(void)
 }
 
 /* After activity, the thread watches for the next submission or completion
- * for up to SPIN_NS before it sleeps: a stream of transfers then pays neither
+ * for up to ixfer_spin_ns() before it sleeps: a stream of transfers then pays neither
  * the submitter's wake-up write nor the thread's wake-up. Returns whether
  * something came. */
 static int spin(struct ixfer_agent *a, struct fi_cq_data_entry *ents)
@@ -372,11 +372,11 @@ static int spin(struct ixfer_agent *a, struct fi_cq_data_entry *ents)
     unsigned seen = atomic_load(&a->submitted);
     atomic_store(&a->spinning, 1);
     int busy = 0;
-    uint64_t start = now_ns();
+    uint64_t start = now_ns(), limit = ixfer_spin_ns();
     do {
         busy = atomic_load(&a->submitted) != seen ||
                handle_cq(a, ents, fi_cq_read(a->cq, ents, CQ_BATCH)) > 0;
-    } while (!busy && now_ns() - start < SPIN_NS);
+    } while (!busy && now_ns() - start < limit);
     atomic_store(&a->spinning, 0);
     /* A submitter that saw the flag up did not signal; it counted its
      * submission before reading the flag, so looking again now that the flag
@@ -398,7 +398,7 @@ void *ixfer_progress_main(void *arg)
             active = 1;
             continue;
         }
-        if (active && !pending) {
+        if (active && !pending && ixfer_spin_ns()) {
             active = spin(a, ents);
             if (active)
                 continue;
