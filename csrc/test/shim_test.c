@@ -342,8 +342,8 @@ static void test_files(void)
            IXFER_ERR_INVALID_PARAM);
 
     /* Reading past the end fails, naming the pair. */
-    ixfer_file_pair past[2] = {pairs[0], {(uint64_t)(uintptr_t)dst, 200, (uint64_t)(uintptr_t)dst,
-                                          f, len - 100, -1, 0}};
+    ixfer_file_pair past[2] = {pairs[0], {(uint64_t)(uintptr_t)(dst + 10000), 200,
+                                          (uint64_t)(uintptr_t)dst, f, len - 100, -1, 0}};
     EXPECT(ixfer_file_xfer_post(e, IXFER_OP_READ, IXFER_FILE_ENGINE_POSIX, past, 2, 9) == IXFER_OK);
     EXPECT(wait_event(a, fd, &ev) && ev.status == IXFER_ERR_END_OF_FILE && ev.reserved == 1);
 
