@@ -20,6 +20,7 @@
 /* Small pairs are taken several at a time (up to chunk_bytes in all), so that
  * a worker pays for the queue once per chunk_bytes, not once per pair. */
 #define MAX_TAKE 64
+#define MIN_SPLIT (256u << 10)
 
 struct file_request {
     struct file_request *next;                  /* run queue */
@@ -30,6 +31,7 @@ struct file_request {
     uint32_t count;
     uint32_t next_pair;   /* first pair with bytes not handed to a worker */
     uint64_t next_offset;
+    uint64_t chunk;       /* bytes per take: see split() */
     uint32_t busy;        /* workers moving a part of it */
     struct file_result result;
     int32_t cancel_status;
@@ -57,6 +59,21 @@ struct ixfer_file_engine {
 static int handed_out(const struct file_request *r)
 {
     return r->next_pair >= r->count || r->result.status != IXFER_OK || r->cancel_status;
+}
+
+/* Bytes per take for a read: one smaller than threads × chunk_bytes is still
+ * spread over every thread (in takes of at least MIN_SPLIT), so a 1 MiB read
+ * is four copies at once rather than one. */
+static uint64_t split(const struct ixfer_file_engine *e, const ixfer_file_pair *pairs,
+                      uint32_t count)
+{
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < count; i++)
+        total += pairs[i].len;
+    uint64_t share = (total + e->nworkers - 1) / e->nworkers;
+    if (share < MIN_SPLIT)
+        share = MIN_SPLIT;
+    return share < e->chunk_bytes ? share : e->chunk_bytes;
 }
 
 /* Appends r to the run queue. Lock held. */
@@ -137,9 +154,9 @@ static struct file_request *take(struct ixfer_file_engine *e, struct file_chunk 
     while (*n < max && r->next_pair < r->count) {
         const ixfer_file_pair *p = &r->pairs[r->next_pair];
         uint64_t left = p->len - r->next_offset;
-        uint64_t len = left < e->chunk_bytes ? left : e->chunk_bytes;
+        uint64_t len = left < r->chunk ? left : r->chunk;
         if (len && *n &&
-            (batch ? p->dev != dev : total + len > e->chunk_bytes || (gds && p->dev >= 0)))
+            (batch ? p->dev != dev : total + len > r->chunk || (gds && p->dev >= 0)))
             break;
         total += len;
         if (len)
@@ -335,6 +352,9 @@ int32_t ixfer_file_xfer_post(ixfer_file_engine *e, uint32_t op, uint32_t kind,
     if (!r)
         return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
     r->user_id = user_id;
+    /* Buffered writes to one file take the inode's lock in turn: spreading
+     * them over threads only adds contention. */
+    r->chunk = op == IXFER_OP_READ ? split(e, pairs, count) : e->chunk_bytes;
     r->op = op;
     r->kind = kind;
     r->count = count;
