@@ -4,12 +4,13 @@
 //   node bench/idle-wait.mjs [seconds]
 import { fork } from 'node:child_process';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 import { Agent } from '../dist/index.js';
 
 const seconds = Number(process.argv[2] ?? 10);
 const MiB = 1 << 20;
-const child = fork(path.join(import.meta.dirname, '..', 'test', 'fixtures', 'peer.mjs'), ['silent', String(64 * MiB)]);
+const child = fork(path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'test', 'fixtures', 'peer.mjs'), ['silent', String(64 * MiB)]);
 const ready = await new Promise((resolve) => child.on('message', (m) => m.type === 'ready' && resolve(m)));
 
 const agent = await Agent.create({ name: 'waiter' });

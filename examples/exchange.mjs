@@ -10,6 +10,7 @@
 // use is application data (the descriptors): here it travels on the command line.
 import { fork } from 'node:child_process';
 import crypto from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 
 import { Agent, deserializeDescriptors, serializeDescriptors } from 'ixfer';
 
@@ -39,7 +40,7 @@ async function target() {
 
     const job = { descriptors: Buffer.from(serializeDescriptors([kv.desc()])).toString('base64'), hash: sha(kv.bytes), address };
     const env = { ...process.env, ...(metadata.secret ? { IXFER_EXAMPLE_SECRET: metadata.secret } : {}) };
-    const child = fork(import.meta.filename, [via, endpoint ?? '', JSON.stringify(job)], { env });
+    const child = fork(fileURLToPath(import.meta.url), [via, endpoint ?? '', JSON.stringify(job)], { env });
     const written = await new Promise((resolve, reject) => {
       child.once('message', resolve);
       child.once('exit', (code) => reject(new Error(`prefill-0 exited with ${code}`)));

@@ -17,7 +17,14 @@ commands:
 `;
 
 function runInfo(args: string[]): number {
-  const { values } = parseArgs({ args, options: { json: { type: 'boolean', default: false } } });
+  const { values } = parseArgs({
+    args,
+    options: { json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } },
+  });
+  if (values.help) {
+    process.stdout.write('usage: ixfer info [--json]\n\nWhat this host offers: the shim, libfabric and its providers, CUDA, cuFile.\n');
+    return 0;
+  }
   const report = info();
   process.stdout.write(values.json ? JSON.stringify(report, null, 2) + '\n' : formatInfo(report));
   return 0;

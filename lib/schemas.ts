@@ -161,7 +161,7 @@ export const AgentOptionsSchema = z
     /** Address to bind, e.g. '127.0.0.1' or '::1'. Defaults to loopback when no iface is given. */
     address: z.string().min(1).optional(),
     /** Default deadline of Transfer.done() when the call gives none. */
-    transferTimeoutMs: z.number().int().positive().optional(),
+    transferTimeoutMs: timeoutMs.optional(),
     /** Incoming notifications. */
     notifications: z
       .object({
@@ -239,7 +239,7 @@ export const WaitForNotificationSchema = z
         z.custom<(n: Notification) => boolean>((v) => typeof v === 'function', 'a string, bytes or a predicate'),
       ])
       .optional(),
-    timeoutMs: z.number().int().positive().optional(),
+    timeoutMs: timeoutMs.optional(),
     signal: z.instanceof(AbortSignal).optional(),
   })
   .strict();
