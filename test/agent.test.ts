@@ -84,6 +84,17 @@ describe('memory registration', () => {
     r4.deregister();
   });
 
+  it('remote keys are not guessable small numbers (on providers where ixfer picks them)', () => {
+    const regions = Array.from({ length: 8 }, () => a.allocate(4096));
+    const keys = regions.map((r) => r.key);
+    expect(new Set(keys).size).toBe(keys.length);
+    if (!a.providerInfo.mrMode.includes('PROV_KEY')) {
+      // FI_MR_PROV_KEY unset: 1, 2, 3... would let any peer that reaches the endpoint guess them.
+      for (const k of keys) expect(k > 1n << 24n).toBe(true);
+    }
+    for (const r of regions) r.deregister();
+  });
+
   it('descriptors are made by the region and checked against it', async () => {
     const r = a.allocate(1024);
     expect(r.desc(16, 32)).toEqual({ addr: r.addr + 16, len: 32, devId: 0 });

@@ -4,9 +4,12 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "agent.h"
+#include <rdma/fi_errno.h>
 #include "fabric_api.h"
 #include "fabric_info.h"
 #include "internal.h"
@@ -97,7 +100,6 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
     if (!a)
         return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
     a->event_rd = a->event_wr = -1;
-    a->next_key = 1;
     a->name_len = (uint32_t)strlen(name);
     memcpy(a->name, name, a->name_len);
     pthread_mutex_init(&a->mr_lock, NULL);
@@ -126,6 +128,8 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
     ixfer_fill_provider_info(fi, &a->caps);
     a->iov_limit = a->caps.iov_limit ? a->caps.iov_limit : 1;
     a->max_msg_size = fi->ep_attr->max_msg_size ? fi->ep_attr->max_msg_size : (1ull << 30);
+    size_t key_size = fi->domain_attr->mr_key_size;
+    a->key_mask = key_size && key_size < 8 ? (1ull << (8 * key_size)) - 1 : UINT64_MAX;
 
     FI_CHECK(ixfer_fab.fabric(fi->fabric_attr, &a->fabric, NULL), "fi_fabric");
     FI_CHECK(fi_domain(a->fabric, fi, &a->domain, NULL), "fi_domain");
@@ -207,6 +211,24 @@ int32_t ixfer_agent_take_event_fd(ixfer_agent *agent, int32_t *fd)
     return IXFER_OK;
 }
 
+uint64_t ixfer_new_mr_key(struct ixfer_agent *a)
+{
+    /* Random rather than 1, 2, 3...: on providers where the key is ours to
+     * choose (tcp), a peer that was never given a region's key cannot
+     * guess it. */
+    for (;;) {
+        uint64_t key = 0;
+        if (getrandom(&key, sizeof key, 0) != sizeof key)
+            key ^= (uint64_t)(uintptr_t)&key ^ (uint64_t)clock();
+        key &= a->key_mask;
+        int used = key == 0;
+        for (struct ixfer_mr *m = a->mrs; m && !used; m = m->next)
+            used = m->key == key;
+        if (!used)
+            return key;
+    }
+}
+
 int32_t ixfer_mr_register(ixfer_agent *agent, uint64_t addr, uint64_t len, uint64_t *key,
                           ixfer_mr **out)
 {
@@ -222,9 +244,13 @@ int32_t ixfer_mr_register(ixfer_agent *agent, uint64_t addr, uint64_t len, uint6
 
     pthread_mutex_lock(&agent->mr_lock);
     /* Without FI_MR_PROV_KEY the key is ours to choose, unique per domain. */
-    uint64_t requested = agent->next_key++;
-    int ret = fi_mr_reg(agent->domain, (void *)(uintptr_t)addr, (size_t)len, access, 0,
+    uint64_t requested;
+    int ret, tries = 0;
+    do {
+        requested = ixfer_new_mr_key(agent);
+        ret = fi_mr_reg(agent->domain, (void *)(uintptr_t)addr, (size_t)len, access, 0,
                         requested, 0, &m->mr, NULL);
+    } while (ret == -FI_ENOKEY && ++tries < 4);
     if (ret == 0 && (agent->caps.mr_mode & FI_MR_ENDPOINT)) {
         ret = fi_mr_bind(m->mr, &agent->ep->fid, 0);
         if (ret == 0)

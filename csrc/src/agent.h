@@ -90,7 +90,7 @@ struct ixfer_agent {
 
     pthread_mutex_t mr_lock; /* registrations and key allocation */
     struct ixfer_mr *mrs;
-    uint64_t next_key;
+    uint64_t key_mask;       /* the domain's mr_key_size, as a mask */
 
     /* Owned by the progress thread. */
     struct xfer_request *live;
@@ -121,6 +121,9 @@ void *ixfer_progress_main(void *arg);
 
 /* Queues a submission and wakes the progress thread. */
 void ixfer_submit(struct ixfer_agent *agent, struct submission *s);
+
+/* agent.c: a fresh memory key for fi_mr_reg (mr_lock held). */
+uint64_t ixfer_new_mr_key(struct ixfer_agent *agent);
 
 /* progress.c: notify.c reports that the notification of r was sent (or not). */
 void ixfer_request_notified(struct ixfer_agent *agent, struct xfer_request *r, int32_t status,

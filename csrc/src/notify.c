@@ -895,7 +895,7 @@ int32_t ixfer_notify_init(struct ixfer_agent *a, const ixfer_agent_config *cfg)
     if (!n->mem)
         return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
     pthread_mutex_lock(&a->mr_lock);
-    uint64_t key = a->next_key++;
+    uint64_t key = ixfer_new_mr_key(a);
     pthread_mutex_unlock(&a->mr_lock);
     int ret = fi_mr_reg(a->domain, n->mem, bytes, FI_SEND | FI_RECV, 0, key, 0, &n->mr, NULL);
     if (ret == 0 && (a->caps.mr_mode & FI_MR_ENDPOINT)) {
