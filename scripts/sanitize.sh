@@ -49,6 +49,7 @@ cat > "$out/tsan.supp" <<'SUPP'
 called_from_lib:libfabric.so.1
 race:libfabric.so
 mutex:_dl_call_fini
+mutex:ld-linux-x86-64.so
 SUPP
 for spin in 0 50; do
   IXFER_SPIN_US=$spin TSAN_OPTIONS="suppressions=$out/tsan.supp:halt_on_error=1:exitcode=66" \
