@@ -34,6 +34,8 @@
 #include <rdma/fi_errno.h>
 #include <rdma/fi_rma.h>
 
+#include "bench_stats.h"
+
 #define MAX_IOV 16 /* the shim's cap on pieces per op */
 #define TARGET_KEY 0xb1
 #define INITIATOR_KEY 0xb2
@@ -65,13 +67,6 @@ static void die(const char *fmt, ...)
         if (ret_)                                                                    \
             die("%s: %s", #call, fi_strerror(-ret_));                                \
     } while (0)
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* Opens an RDM endpoint bound to NODE (FI_SOURCE: loopback stays loopback)
  * and registers BYTES of page-aligned memory, honouring the mr_mode bits the
@@ -263,30 +258,6 @@ static size_t layout(uint64_t block, uint64_t batch, uint64_t iovs)
                 .len = i + 1 == iovs ? block - i * piece : piece,
             };
     return n;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static uint64_t avg(const uint64_t *v, size_t n)
-{
-    long double s = 0;
-    for (size_t i = 0; i < n; i++)
-        s += v[i];
-    return n ? (uint64_t)(s / n) : 0;
-}
-
-/* nixlbench's p99: the sorted sample at index floor(n * 0.99). */
-static uint64_t p99(uint64_t *v, size_t n)
-{
-    if (!n)
-        return 0;
-    qsort(v, n, sizeof *v, cmp_u64);
-    size_t i = (size_t)(n * 0.99);
-    return v[i < n ? i : n - 1];
 }
 
 static int run_initiator(const char *addr_hex, const char *key, const char *base)

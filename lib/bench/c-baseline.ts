@@ -49,12 +49,13 @@ function cacheDir(): string {
   throw new BackendError('no writable cache directory for the C baseline');
 }
 
-/** Path of the compiled program, compiling bench/<name>.c (once per source version) with $CC or cc. */
+/** Path of the compiled program, compiling bench/<name>.c (once per version of it and bench_stats.h) with $CC or cc. */
 export function baselineBinary(program: CProgram): string {
   const file = path.join(packageRoot, 'bench', `${program.name}.c`);
-  const source = fs.readFileSync(file);
   const cc = process.env.CC || 'cc';
-  const key = crypto.createHash('sha256').update(source).update(cc).digest('hex').slice(0, 16);
+  const hash = crypto.createHash('sha256').update(cc);
+  for (const f of [file, path.join(packageRoot, 'bench', 'bench_stats.h')]) hash.update(fs.readFileSync(f));
+  const key = hash.digest('hex').slice(0, 16);
   const bin = path.join(cacheDir(), `${program.name}-${key}`);
   if (fs.existsSync(bin)) return bin;
   const tmp = `${bin}.${process.pid}.tmp`;
