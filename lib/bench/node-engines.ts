@@ -15,38 +15,51 @@ import type { Timing } from './stats.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
-function workers(script: string, label: string): { initiator: Worker; target: Worker } {
-  return {
-    initiator: new Worker(`${label} initiator`, path.join(here, script)),
-    target: new Worker(`${label} target`, path.join(here, script)),
-  };
-}
+/** An engine of two worker processes running `script`: an initiator and a target. */
+abstract class WorkerPair {
+  readonly initiator: Worker;
+  readonly target: Worker;
 
-export class IxferEngine implements CheckedEngine {
-  readonly name = 'ixfer';
-  private constructor(
-    readonly initiator: Worker,
-    readonly target: Worker,
-    readonly prepared: boolean,
-  ) {}
-
-  static async start(o: BenchOptions, bytes: number): Promise<IxferEngine> {
-    const { initiator, target } = workers('ixfer-worker.js', 'ixfer');
-    const engine = new IxferEngine(initiator, target, o.prepared);
-    try {
-      const common = { provider: o.provider, address: o.address, bytes };
-      const t = await target.request({ type: 'init', role: 'target', seg: o.targetSeg, ...common });
-      await initiator.request({ type: 'init', role: 'initiator', seg: o.initiatorSeg, ...common });
-      await initiator.request({ type: 'connect', metadata: t.metadata, addr: t.addr });
-    } catch (err) {
-      await engine.close();
-      throw err;
-    }
-    return engine;
+  constructor(script: string, label: string) {
+    this.initiator = new Worker(`${label} initiator`, path.join(here, script));
+    this.target = new Worker(`${label} target`, path.join(here, script));
   }
 
   get pids() {
     return { initiator: this.initiator.pid, target: this.target.pid };
+  }
+
+  async close(): Promise<void> {
+    this.initiator.close();
+    this.target.close();
+  }
+
+  /** Runs the set-up steps; if one fails, the workers are ended. */
+  protected async setUp(steps: () => Promise<void>): Promise<this> {
+    try {
+      await steps();
+    } catch (err) {
+      await this.close();
+      throw err;
+    }
+    return this;
+  }
+}
+
+export class IxferEngine extends WorkerPair implements CheckedEngine {
+  readonly name = 'ixfer';
+  private constructor(readonly prepared: boolean) {
+    super('ixfer-worker.js', 'ixfer');
+  }
+
+  static start(o: BenchOptions, bytes: number): Promise<IxferEngine> {
+    const engine = new IxferEngine(o.prepared);
+    return engine.setUp(async () => {
+      const common = { provider: o.provider, address: o.address, bytes };
+      const t = await engine.target.request({ type: 'init', role: 'target', seg: o.targetSeg, ...common });
+      await engine.initiator.request({ type: 'init', role: 'initiator', seg: o.initiatorSeg, ...common });
+      await engine.initiator.request({ type: 'connect', metadata: t.metadata, addr: t.addr });
+    });
   }
 
   async warmup(row: RowSpec): Promise<void> {
@@ -68,11 +81,6 @@ export class IxferEngine implements CheckedEngine {
     const len = row.blockSize * row.batchSize;
     const [a, b] = await Promise.all([this.initiator, this.target].map((w) => w.request<{ hash: string }>({ type: 'hash', len })));
     return a!.hash === b!.hash;
-  }
-
-  async close(): Promise<void> {
-    this.initiator.close();
-    this.target.close();
   }
 }
 
@@ -160,30 +168,21 @@ function closeAndRemove(worker: Worker, dir: string): void {
   fs.rmSync(dir, { recursive: true, force: true });
 }
 
-export class NetEngine implements Engine {
+export class NetEngine extends WorkerPair implements Engine {
   readonly name = 'net';
-  private constructor(
-    readonly initiator: Worker,
-    readonly target: Worker,
-  ) {}
+  private constructor() {
+    super('net-worker.js', 'net');
+  }
 
-  static async start(o: BenchOptions, bytes: number): Promise<NetEngine> {
-    const { initiator, target } = workers('net-worker.js', 'net');
-    const engine = new NetEngine(initiator, target);
-    try {
+  static start(o: BenchOptions, bytes: number): Promise<NetEngine> {
+    const engine = new NetEngine();
+    return engine.setUp(async () => {
+      const { initiator, target } = engine;
       const init = (w: Worker, role: string) => w.request<{ port?: number }>({ type: 'init', role, op: o.op, address: o.address, bytes });
       const [i, t] = await Promise.all([init(initiator, 'initiator'), init(target, 'target')]);
       const [connector, port] = i.port ? [target, i.port] : [initiator, t.port];
       await connector.request({ type: 'connect', address: o.address, port });
-    } catch (err) {
-      await engine.close();
-      throw err;
-    }
-    return engine;
-  }
-
-  get pids() {
-    return { initiator: this.initiator.pid, target: this.target.pid };
+    });
   }
 
   async warmup(row: RowSpec): Promise<void> {
@@ -193,10 +192,5 @@ export class NetEngine implements Engine {
 
   async run(row: RowSpec): Promise<Timing> {
     return (await this.initiator.request<{ timing: Timing }>({ type: 'run', row })).timing;
-  }
-
-  async close(): Promise<void> {
-    this.initiator.close();
-    this.target.close();
   }
 }
