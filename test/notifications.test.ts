@@ -1,3 +1,7 @@
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { Agent, IxferError, type MemoryRegion } from '../lib/index.js';
@@ -291,3 +295,9 @@ describe('many senders, caps', () => {
   });
 });
 
+
+it('examples/kv-handoff.mjs: prefill writes KV pages into decode with notifications, every page checked on arrival', async () => {
+  const example = path.join(import.meta.dirname, '..', 'examples', 'kv-handoff.mjs');
+  const { stdout } = await promisify(execFile)(process.execPath, [example, '20'], { timeout: 60_000 });
+  expect(stdout).toMatch(/decode-0: 20 requests, 480 pages of 64 KiB, every page checked when its notification arrived/);
+});
