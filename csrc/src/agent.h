@@ -113,8 +113,29 @@ struct ixfer_agent {
     int event_rd, event_wr;
 };
 
-/* Peers a posting pass skips after they refused work (-FI_EAGAIN). */
+/* Peers that refused work (-FI_EAGAIN) during one posting pass: their later
+ * work waits for the next pass, so that one unreachable peer does not hold
+ * up the others. */
 #define MAX_BLOCKED_PEERS 16
+struct blocked_peers {
+    fi_addr_t peer[MAX_BLOCKED_PEERS];
+    int n;
+};
+
+static inline int peer_blocked(const struct blocked_peers *b, fi_addr_t peer)
+{
+    for (int i = 0; i < b->n; i++)
+        if (b->peer[i] == peer)
+            return 1;
+    return 0;
+}
+
+/* Records peer; returns whether the set is now full (the pass should stop). */
+static inline int block_peer(struct blocked_peers *b, fi_addr_t peer)
+{
+    b->peer[b->n++] = peer;
+    return b->n == MAX_BLOCKED_PEERS;
+}
 
 /* progress.c */
 void *ixfer_progress_main(void *arg);

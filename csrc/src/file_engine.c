@@ -6,7 +6,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "agent.h"
 #include "files.h"
@@ -203,14 +202,10 @@ static void spin(struct ixfer_file_engine *e)
     e->spinning = 1;
     unsigned seen = atomic_load_explicit(&e->posted, memory_order_acquire);
     pthread_mutex_unlock(&e->lock);
-    struct timespec t0, t;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    do {
-        if (atomic_load_explicit(&e->posted, memory_order_acquire) != seen)
-            break;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-    } while ((uint64_t)((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec)) <
-             ixfer_spin_ns());
+    uint64_t start = ixfer_now_ns(), limit = ixfer_spin_ns();
+    while (atomic_load_explicit(&e->posted, memory_order_acquire) == seen &&
+           ixfer_now_ns() - start < limit)
+        ;
     pthread_mutex_lock(&e->lock);
     e->spinning = 0;
 }

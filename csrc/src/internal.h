@@ -3,6 +3,8 @@
 #ifndef IXFER_INTERNAL_H
 #define IXFER_INTERNAL_H
 
+#include <time.h>
+
 #include "ixfer.h"
 
 /* Records a printf-style message for ixfer_last_error() and returns code. */
@@ -12,5 +14,12 @@ void ixfer_clear_error(void);
 /* How long a thread that just worked watches for more before it sleeps
  * (IXFER_SPIN_US; by default 50 us with 4 or more CPUs, else 0). */
 uint64_t ixfer_spin_ns(void);
+
+static inline uint64_t ixfer_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 #endif

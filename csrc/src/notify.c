@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <time.h>
 
 #include <rdma/fi_errno.h>
 
@@ -132,13 +131,6 @@ struct notify_state {
     _Atomic uint64_t malformed;
     _Atomic uint64_t pending; /* all senders' pending bytes, for ixfer_notif_pending */
 };
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 static uint64_t get64(const uint8_t *p)
@@ -294,20 +286,18 @@ static int post_job(struct ixfer_agent *a, struct notif_job *job)
 static int send_pass(struct ixfer_agent *a)
 {
     struct notify_state *n = a->notify;
-    fi_addr_t blocked[MAX_BLOCKED_PEERS];
-    int nblocked = 0, stalled = 0;
+    struct blocked_peers blocked = {.n = 0};
+    int stalled = 0;
     struct notif_job *prev = NULL, *job = n->queue_head;
     while (job) {
         struct notif_job *next = job->next;
-        int skip = 0;
-        for (int i = 0; i < nblocked && !skip; i++)
-            skip = blocked[i] == job->peer;
+        int skip = peer_blocked(&blocked, job->peer);
         if (!skip && post_job(a, job) == -FI_EAGAIN) {
             stalled = 1;
+            /* No slot left: later jobs need slots too. */
+            if (!n->free_send || block_peer(&blocked, job->peer))
+                break;
             skip = 1;
-            if (!n->free_send || nblocked == MAX_BLOCKED_PEERS)
-                break; /* later jobs need slots too */
-            blocked[nblocked++] = job->peer;
         }
         if (skip) {
             prev = job;
@@ -473,7 +463,7 @@ static struct tag_entry *tag_get(struct notify_state *n, uint64_t tag)
         t->tag = tag;
         *p = t;
     }
-    (*p)->last_ns = now_ns();
+    (*p)->last_ns = ixfer_now_ns();
     return *p;
 }
 
@@ -608,7 +598,7 @@ static void withdraw(struct ixfer_agent *a, struct sender *s, struct inbound *m,
         if (!m)
             return; /* its place is given up when it goes stale */
         m->seq = seq;
-        m->last_ns = now_ns();
+        m->last_ns = ixfer_now_ns();
     } else {
         return;
     }
@@ -631,7 +621,7 @@ static void refuse(struct ixfer_agent *a, struct sender *s, uint64_t id, uint64_
         struct inbound *gap = calloc(1, sizeof *gap);
         if (gap) {
             gap->seq = seq;
-            gap->last_ns = now_ns();
+            gap->last_ns = ixfer_now_ns();
             ordered_ready(a, s, gap);
         }
     }
@@ -722,7 +712,7 @@ static void fragment(struct ixfer_agent *a, const uint8_t *buf, uint64_t len)
         goto malformed; /* a duplicate */
     m->seen[index / 8] |= (uint8_t)(1u << (index % 8));
     memcpy(m->rec->data + off, buf + head, chunk);
-    m->last_ns = now_ns();
+    m->last_ns = ixfer_now_ns();
     if (--m->frags_left)
         return;
     *link = m->next;
@@ -863,7 +853,7 @@ int ixfer_notify_pass(struct ixfer_agent *a)
 {
     struct notify_state *n = a->notify;
     repost(a);
-    uint64_t now = now_ns();
+    uint64_t now = ixfer_now_ns();
     if (now - n->last_sweep_ns >= SWEEP_NS) {
         n->last_sweep_ns = now;
         sweep(a, now);
@@ -884,11 +874,11 @@ int32_t ixfer_notify_init(struct ixfer_agent *a, const ixfer_agent_config *cfg)
     n->cap = cap < (1ull << 58) ? cap : (1ull << 58);
     n->total_cap = n->cap * TOTAL_CAP_FACTOR;
     n->stale_ns = (uint64_t)(cfg->notif_stale_ms ? cfg->notif_stale_ms : 30000) * 1000000ull;
-    n->last_sweep_ns = now_ns();
+    n->last_sweep_ns = ixfer_now_ns();
     uint64_t cq_bytes = a->caps.cq_data_size > 8 ? 8 : a->caps.cq_data_size;
     n->tag_mask = cq_bytes == 8 ? UINT64_MAX : cq_bytes ? (1ull << (8 * cq_bytes)) - 1 : 0;
     if (getrandom(&n->instance, sizeof n->instance, 0) != sizeof n->instance)
-        n->instance = now_ns() ^ (uint64_t)(uintptr_t)n;
+        n->instance = ixfer_now_ns() ^ (uint64_t)(uintptr_t)n;
 
     size_t bytes = (size_t)(SEND_SLOTS + RECV_SLOTS) * FRAG_BYTES;
     n->mem = aligned_alloc(4096, bytes);

@@ -6,7 +6,6 @@
  * copying (tcp sends the data while posting) off the JavaScript thread. */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "agent.h"
 #include <rdma/fi_errno.h>
@@ -286,21 +285,18 @@ static void posted(struct ixfer_agent *a, struct xfer_request *r)
  * Returns whether anything was left unposted. */
 static int post_pass(struct ixfer_agent *a)
 {
-    fi_addr_t blocked[MAX_BLOCKED_PEERS];
-    int nblocked = 0;
+    struct blocked_peers blocked = {.n = 0};
     struct xfer_request *prev = NULL, *r = a->postq_head;
     while (r) {
         struct xfer_request *next = r->post_next;
-        int skip = 0;
-        for (int i = 0; i < nblocked && !skip; i++)
-            skip = blocked[i] == r->peer;
+        int skip = peer_blocked(&blocked, r->peer), full = 0;
         if (!skip && !r->cancel_status && post_some(a, r) == -FI_EAGAIN) {
-            blocked[nblocked++] = r->peer;
+            full = block_peer(&blocked, r->peer);
             skip = 1;
         }
         if (skip) {
             prev = r;
-            if (nblocked == MAX_BLOCKED_PEERS)
+            if (full)
                 break;
         } else {
             if (prev)
@@ -356,13 +352,6 @@ static ssize_t handle_cq(struct ixfer_agent *a, struct fi_cq_data_entry *ents, s
     return 0;
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* After activity, the thread watches for the next submission or completion
  * for up to ixfer_spin_ns() before it sleeps: a stream of transfers then pays neither
  * the submitter's wake-up write nor the thread's wake-up. Returns whether
@@ -372,11 +361,11 @@ static int spin(struct ixfer_agent *a, struct fi_cq_data_entry *ents)
     unsigned seen = atomic_load(&a->submitted);
     atomic_store(&a->spinning, 1);
     int busy = 0;
-    uint64_t start = now_ns(), limit = ixfer_spin_ns();
+    uint64_t start = ixfer_now_ns(), limit = ixfer_spin_ns();
     do {
         busy = atomic_load(&a->submitted) != seen ||
                handle_cq(a, ents, fi_cq_read(a->cq, ents, CQ_BATCH)) > 0;
-    } while (!busy && now_ns() - start < limit);
+    } while (!busy && ixfer_now_ns() - start < limit);
     atomic_store(&a->spinning, 0);
     /* A submitter that saw the flag up did not signal; it counted its
      * submission before reading the flag, so looking again now that the flag
