@@ -211,22 +211,36 @@ int32_t ixfer_agent_take_event_fd(ixfer_agent *agent, int32_t *fd)
     return IXFER_OK;
 }
 
-uint64_t ixfer_new_mr_key(struct ixfer_agent *a)
+int ixfer_reg_mr(struct ixfer_agent *a, void *buf, size_t len, uint64_t access,
+                 struct fid_mr **mr, uint64_t *key)
 {
-    /* Random rather than 1, 2, 3...: on providers where the key is ours to
-     * choose (tcp), a peer that was never given a region's key cannot
-     * guess it. */
-    for (;;) {
-        uint64_t key = 0;
-        if (getrandom(&key, sizeof key, 0) != sizeof key)
-            key ^= (uint64_t)(uintptr_t)&key ^ (uint64_t)clock();
-        key &= a->key_mask;
-        int used = key == 0;
-        for (struct ixfer_mr *m = a->mrs; m && !used; m = m->next)
-            used = m->key == key;
-        if (!used)
-            return key;
+    /* Without FI_MR_PROV_KEY the key is ours to choose, unique per domain:
+     * random rather than 1, 2, 3..., so that a peer never given a region's
+     * key cannot guess it; a clash (-FI_ENOKEY) draws again. */
+    uint64_t requested;
+    int ret, tries = 0;
+    do {
+        requested = 0;
+        while (!requested) {
+            if (getrandom(&requested, sizeof requested, 0) != sizeof requested)
+                requested ^= (uint64_t)(uintptr_t)&requested ^ (uint64_t)clock();
+            requested &= a->key_mask;
+        }
+        ret = fi_mr_reg(a->domain, buf, len, access, 0, requested, 0, mr, NULL);
+    } while (ret == -FI_ENOKEY && ++tries < 4);
+    if (ret == 0 && (a->caps.mr_mode & FI_MR_ENDPOINT)) {
+        ret = fi_mr_bind(*mr, &a->ep->fid, 0);
+        if (ret == 0)
+            ret = fi_mr_enable(*mr);
     }
+    if (ret) {
+        if (*mr)
+            fi_close(&(*mr)->fid);
+        *mr = NULL;
+        return ret;
+    }
+    *key = (a->caps.mr_mode & FI_MR_PROV_KEY) ? fi_mr_key(*mr) : requested;
+    return 0;
 }
 
 int32_t ixfer_mr_register(ixfer_agent *agent, uint64_t addr, uint64_t len, uint64_t *key,
@@ -242,32 +256,16 @@ int32_t ixfer_mr_register(ixfer_agent *agent, uint64_t addr, uint64_t len, uint6
         return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
     uint64_t access = FI_READ | FI_WRITE | FI_REMOTE_READ | FI_REMOTE_WRITE;
 
-    pthread_mutex_lock(&agent->mr_lock);
-    /* Without FI_MR_PROV_KEY the key is ours to choose, unique per domain. */
-    uint64_t requested;
-    int ret, tries = 0;
-    do {
-        requested = ixfer_new_mr_key(agent);
-        ret = fi_mr_reg(agent->domain, (void *)(uintptr_t)addr, (size_t)len, access, 0,
-                        requested, 0, &m->mr, NULL);
-    } while (ret == -FI_ENOKEY && ++tries < 4);
-    if (ret == 0 && (agent->caps.mr_mode & FI_MR_ENDPOINT)) {
-        ret = fi_mr_bind(m->mr, &agent->ep->fid, 0);
-        if (ret == 0)
-            ret = fi_mr_enable(m->mr);
-    }
+    int ret = ixfer_reg_mr(agent, (void *)(uintptr_t)addr, (size_t)len, access, &m->mr, &m->key);
     if (ret) {
-        pthread_mutex_unlock(&agent->mr_lock);
-        if (m->mr)
-            fi_close(&m->mr->fid);
         free(m);
         return ixfer_fail(IXFER_ERR_BACKEND, "fi_mr_reg of %llu bytes at 0x%llx: %s",
                           (unsigned long long)len, (unsigned long long)addr,
                           ixfer_fab.strerror(-ret));
     }
     m->agent = agent;
-    m->key = (agent->caps.mr_mode & FI_MR_PROV_KEY) ? fi_mr_key(m->mr) : requested;
     m->desc = fi_mr_desc(m->mr);
+    pthread_mutex_lock(&agent->mr_lock);
     m->next = agent->mrs;
     if (agent->mrs)
         agent->mrs->prev = m;
@@ -359,8 +357,10 @@ int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer,
     size_t head = sizeof(struct xfer_request) + (size_t)count * sizeof *pairs;
     struct xfer_request *r = malloc(head + (size_t)segments * sizeof(struct xfer_op));
     struct notif_job *job = notify ? ixfer_notif_job_new(peer, notif, notif_len, 0, 0, r) : NULL;
-    if (!r || (notify && !job)) {
+    struct submission *s = malloc(sizeof *s);
+    if (!r || !s || (notify && !job)) {
         free(r);
+        free(s);
         ixfer_notif_job_free(job);
         return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
     }
@@ -372,12 +372,6 @@ int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer,
         .tagged = job && op == IXFER_OP_WRITE && agent->caps.cq_data_size > 0};
     if (count)
         memcpy(r->pairs, pairs, (size_t)count * sizeof *pairs);
-    struct submission *s = malloc(sizeof *s);
-    if (!s) {
-        ixfer_notif_job_free(job);
-        free(r);
-        return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
-    }
     *s = (struct submission){.kind = SUBMIT_POST, .req = r};
     ixfer_submit(agent, s);
     return IXFER_OK;

@@ -56,7 +56,7 @@ struct xfer_request {
     int32_t fi_errno;
     int cancel_status;    /* nonzero once canceled: the status to report */
     struct notif_job *notif; /* attached notification, or NULL */
-    enum { NOTIF_NONE, NOTIF_WAITING, NOTIF_SENDING, NOTIF_SENT } notif_state;
+    enum { NOTIF_NONE, NOTIF_WAITING, NOTIF_SENDING } notif_state; /* NONE once sent */
     int tagged;              /* WRITE ops carry tag as remote CQ data */
     uint64_t tag;
     ixfer_iov_pair pairs[];
@@ -88,7 +88,7 @@ struct ixfer_agent {
     uint32_t name_len;
     struct notify_state *notify; /* notify.c; owned by the progress thread */
 
-    pthread_mutex_t mr_lock; /* registrations and key allocation */
+    pthread_mutex_t mr_lock; /* the list of registrations */
     struct ixfer_mr *mrs;
     uint64_t key_mask;       /* the domain's mr_key_size, as a mask */
 
@@ -143,8 +143,10 @@ void *ixfer_progress_main(void *arg);
 /* Queues a submission and wakes the progress thread. */
 void ixfer_submit(struct ixfer_agent *agent, struct submission *s);
 
-/* agent.c: a fresh memory key for fi_mr_reg (mr_lock held). */
-uint64_t ixfer_new_mr_key(struct ixfer_agent *agent);
+/* agent.c: fi_mr_reg with a key of ours (random) unless the provider picks
+ * it, bound and enabled where FI_MR_ENDPOINT asks. Returns 0 or -FI_E*. */
+int ixfer_reg_mr(struct ixfer_agent *agent, void *buf, size_t len, uint64_t access,
+                 struct fid_mr **mr, uint64_t *key);
 
 /* progress.c: notify.c reports that the notification of r was sent (or not). */
 void ixfer_request_notified(struct ixfer_agent *agent, struct xfer_request *r, int32_t status,

@@ -214,10 +214,10 @@ static void *worker_main(void *arg)
 {
     struct file_worker *w = arg;
     struct ixfer_file_engine *e = w->engine;
-    struct file_chunk *chunks = malloc(sizeof *chunks * (e->gds_batch > MAX_TAKE ? e->gds_batch : MAX_TAKE));
+    struct file_chunk chunks[MAX_GDS_BATCH > MAX_TAKE ? MAX_GDS_BATCH : MAX_TAKE];
     int just_worked = 0;
     pthread_mutex_lock(&e->lock);
-    while (chunks && !e->stop) {
+    while (!e->stop) {
         uint32_t n = 0;
         struct file_request *r = take(e, chunks, &n);
         if (!r) {
@@ -243,7 +243,6 @@ static void *worker_main(void *arg)
         maybe_finish(e, r);
     }
     pthread_mutex_unlock(&e->lock);
-    free(chunks);
     ixfer_posix_worker_free(w);
     ixfer_gds_worker_free(w);
     return NULL;

@@ -10,7 +10,9 @@
  * the message's tag (the writes' CQ data) that the message announces: that is
  * what proves the data landed, whatever order the provider delivers in.
  *
- * Everything here but ixfer_notif_job_new runs on the progress thread. */
+ * Everything here runs on the progress thread (or before it starts, or after
+ * it stopped) but the job constructor and destructor, and the ixfer_notif_*
+ * calls at the end, which read counters or free what was delivered. */
 #define _GNU_SOURCE
 #include <stdlib.h>
 #include <string.h>
@@ -22,11 +24,6 @@
 #include "internal.h"
 #include "notify.h"
 
-#define NOTIF_MAGIC 0x464e5849u /* "IXNF" */
-#define NOTIF_VERSION 1
-/* tcp;ofi_rxm sends up to 16 KiB eagerly; a larger message costs a rendezvous. */
-#define FRAG_BYTES 16384
-#define HDR_BYTES 64
 #define SEND_SLOTS 64
 #define RECV_SLOTS 64
 #define DROPPED_IDS 64
@@ -43,6 +40,9 @@
  * (canceled), so that the receiver frees what arrived and does not hold later
  * ordered messages for its turn. */
 enum { NF_ORDERED = 1, NF_WITHDRAWN = 2 };
+
+/* Room for payload in one fragment from a sender with a name of name_len. */
+static uint64_t frag_room(uint32_t name_len) { return FRAG_BYTES - HDR_BYTES - name_len; }
 
 /* Fragment header, little-endian:
  *   0 u32 magic   4 u8 version   5 u8 flags   6 u8 name_len   7 u8 zero
@@ -259,7 +259,7 @@ static int post_fragment(struct ixfer_agent *a, struct notif_job *job, uint64_t 
  * provider or the slot pool ran out, 0 otherwise. */
 static int post_job(struct ixfer_agent *a, struct notif_job *job)
 {
-    uint64_t room = FRAG_BYTES - HDR_BYTES - a->name_len;
+    uint64_t room = frag_room(a->name_len);
     /* A canceled ordered message still takes its place in the order: say so
      * (a removed peer is gone, and a failed send means the connection is). */
     if (!job->req && job->cancel_status && job->status == IXFER_OK && !job->withdrawn &&
@@ -562,6 +562,7 @@ static struct sender *sender_get(struct ixfer_agent *a, const char *name, uint32
             *p = s->next; /* to the front: a few senders are usually busy */
             s->next = n->senders;
             n->senders = s;
+            s->last_ns = ixfer_now_ns();
             return s;
         }
     }
@@ -575,6 +576,7 @@ static struct sender *sender_get(struct ixfer_agent *a, const char *name, uint32
     s->instance = instance;
     s->state = n;
     s->next_seq = 1;
+    s->last_ns = ixfer_now_ns();
     s->next = n->senders;
     n->senders = s;
     n->nsenders++;
@@ -607,9 +609,6 @@ static void withdraw(struct ixfer_agent *a, struct sender *s, struct inbound *m,
     else
         free(m);
 }
-
-/* Room for payload in one fragment from a sender with a name of name_len. */
-static uint64_t frag_room(uint32_t name_len) { return FRAG_BYTES - HDR_BYTES - name_len; }
 
 /* Gives up message id of s on arrival (over a cap, or out of memory). */
 static void refuse(struct ixfer_agent *a, struct sender *s, uint64_t id, uint64_t seq,
@@ -884,15 +883,8 @@ int32_t ixfer_notify_init(struct ixfer_agent *a, const ixfer_agent_config *cfg)
     n->mem = aligned_alloc(4096, bytes);
     if (!n->mem)
         return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
-    pthread_mutex_lock(&a->mr_lock);
-    uint64_t key = ixfer_new_mr_key(a);
-    pthread_mutex_unlock(&a->mr_lock);
-    int ret = fi_mr_reg(a->domain, n->mem, bytes, FI_SEND | FI_RECV, 0, key, 0, &n->mr, NULL);
-    if (ret == 0 && (a->caps.mr_mode & FI_MR_ENDPOINT)) {
-        ret = fi_mr_bind(n->mr, &a->ep->fid, 0);
-        if (ret == 0)
-            ret = fi_mr_enable(n->mr);
-    }
+    uint64_t key;
+    int ret = ixfer_reg_mr(a, n->mem, bytes, FI_SEND | FI_RECV, &n->mr, &key);
     if (ret)
         return ixfer_fail(IXFER_ERR_BACKEND, "registering notification buffers: %s",
                           ixfer_fab.strerror(-ret));

@@ -1,11 +1,19 @@
 /* Notifications (notify.c): fragmenting, sending, receiving, reassembling,
  * and holding a message back until the data it announces has landed. Every
  * function but ixfer_notif_job_new/_free runs on the progress thread (or
- * before it starts, or after it stopped). */
+ * before it starts, or after it stopped); the public ixfer_notif_* calls in
+ * notify.c read counters or free what was delivered. */
 #ifndef IXFER_NOTIFY_H
 #define IXFER_NOTIFY_H
 
 #include "agent.h"
+
+/* The wire format (notify.c describes the header): also used by the fuzzer. */
+#define NOTIF_MAGIC 0x464e5849u /* "IXNF" */
+#define NOTIF_VERSION 1
+/* tcp;ofi_rxm sends up to 16 KiB eagerly; a larger message costs a rendezvous. */
+#define FRAG_BYTES 16384
+#define HDR_BYTES 64
 
 /* A notification to send. Built on the caller's thread, then owned by the
  * progress thread. For an attached one, req is its transfer. */

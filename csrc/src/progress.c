@@ -1,8 +1,9 @@
 /* The agent's progress thread. It alone posts operations and reads the CQ:
  * data progress is manual on tcp, EFA and CXI, so a target that nobody
  * progresses never receives a write. It sleeps in fi_cq_sread (which also
- * drives the provider) and is woken by fi_cq_signal when work is submitted.
- * Posting here rather than on the caller's thread keeps the provider's
+ * drives the provider) and is woken by fi_cq_signal when work is submitted,
+ * unless it is watching for work after activity (spin()), when submitters
+ * skip the signal. Posting here rather than on the caller's thread keeps the provider's
  * copying (tcp sends the data while posting) off the JavaScript thread. */
 #include <stdlib.h>
 #include <string.h>
@@ -63,8 +64,6 @@ int32_t ixfer_status_of(int fi_err)
 
 static void live_insert(struct ixfer_agent *a, struct xfer_request *r)
 {
-    if (r->notif && r->tagged)
-        r->tag = ixfer_notify_next_tag(a);
     r->live_prev = NULL;
     r->live_next = a->live;
     if (a->live)
@@ -141,7 +140,7 @@ static void maybe_finish(struct ixfer_agent *a, struct xfer_request *r)
 void ixfer_request_notified(struct ixfer_agent *a, struct xfer_request *r, int32_t status,
                             int32_t fi_errno)
 {
-    r->notif_state = NOTIF_SENT;
+    r->notif_state = NOTIF_NONE;
     r->notif = NULL; /* freed by notify.c */
     if (status != IXFER_OK && r->status == IXFER_OK) {
         r->status = status;
@@ -236,6 +235,8 @@ static int take_submissions(struct ixfer_agent *a)
     while (s) {
         struct submission *next = s->next;
         if (s->kind == SUBMIT_POST) {
+            if (s->req->tagged)
+                s->req->tag = ixfer_notify_next_tag(a);
             live_insert(a, s->req);
             enqueue_post(a, s->req);
         } else if (s->kind == SUBMIT_CANCEL) {

@@ -15,8 +15,8 @@
 #include "agent.h"
 #include "fabric_api.h"
 #include "ixfer.h"
+#include "notify.h"
 
-#define FRAG 16384
 #define ROUNDS 30000
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -34,12 +34,13 @@ static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
  * near the protocol's edges, so that most checks are reached. */
 static size_t plausible(uint8_t *b)
 {
-    static const uint64_t edges[] = {0, 1, 2, 16, 16319, 16320, 16383, 16384, 1 << 20,
+    static const uint64_t edges[] = {0, 1, 2, 16, FRAG_BYTES - HDR_BYTES - 1, FRAG_BYTES - HDR_BYTES,
+                                     FRAG_BYTES - 1, FRAG_BYTES, 1 << 20,
                                      UINT64_MAX, UINT64_MAX - 16, 1ull << 62};
 #define EDGE() (next_rand() % 3 ? edges[next_rand() % (sizeof edges / sizeof *edges)] : next_rand())
-    uint32_t magic = 0x464e5849u;
+    uint32_t magic = NOTIF_MAGIC;
     memcpy(b, &magic, 4);
-    b[4] = 1;
+    b[4] = NOTIF_VERSION;
     b[5] = (uint8_t)(next_rand() % 4);
     uint8_t name_len = (uint8_t)(next_rand() % 4 ? 1 + next_rand() % 8 : next_rand());
     b[6] = name_len;
@@ -48,13 +49,14 @@ static size_t plausible(uint8_t *b)
     put64(b + 16, next_rand() % 16); /* and message ids, so fragments meet */
     put64(b + 24, next_rand() % 4 ? next_rand() % 6 : EDGE());
     put64(b + 32, EDGE());
-    put64(b + 40, next_rand() % 2 ? (next_rand() % 4) * (FRAG - 64 - name_len) : EDGE());
+    put64(b + 40, next_rand() % 2 ? (next_rand() % 4) * (FRAG_BYTES - HDR_BYTES - name_len) : EDGE());
     put64(b + 48, next_rand() % 4);
     put64(b + 56, next_rand() % 3);
-    memset(b + 64, 'f', name_len);
-    size_t len = 64 + name_len + (next_rand() % 2 ? next_rand() % (FRAG - 64 - name_len + 1) : 0);
-    if (len > FRAG)
-        len = FRAG;
+    memset(b + HDR_BYTES, 'f', name_len);
+    size_t room = FRAG_BYTES - HDR_BYTES - name_len;
+    size_t len = HDR_BYTES + name_len + (next_rand() % 2 ? next_rand() % (room + 1) : 0);
+    if (len > FRAG_BYTES)
+        len = FRAG_BYTES;
     /* Sometimes flip a few bytes anywhere. */
     for (int i = next_rand() % 3; i > 0; i--)
         b[next_rand() % len] ^= (uint8_t)next_rand();
@@ -78,15 +80,15 @@ int main(void)
     uint64_t alen = sizeof addr, peer = 0, mem = 0, key = 0;
     ixfer_agent_address(a, addr, &alen);
     ixfer_peer_insert(b, addr, alen, &peer);
-    ixfer_mem_alloc(FRAG, &mem);
+    ixfer_mem_alloc(FRAG_BYTES, &mem);
     ixfer_mr *mr = NULL;
-    ixfer_mr_register(b, mem, FRAG, &key, &mr);
+    ixfer_mr_register(b, mem, FRAG_BYTES, &key, &mr);
     uint8_t *buf = (uint8_t *)(uintptr_t)mem;
 
     for (int i = 0; i < ROUNDS; i++) {
         size_t len;
         if (next_rand() % 10 == 0) { /* pure noise */
-            len = next_rand() % (FRAG + 1);
+            len = next_rand() % (FRAG_BYTES + 1);
             for (size_t j = 0; j < len; j++)
                 buf[j] = (uint8_t)next_rand();
         } else {
