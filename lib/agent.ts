@@ -20,9 +20,11 @@ import {
   NotFoundError,
   NotSupportedError,
   codeOfStatus,
+  statusOf,
   type IxferError,
 } from './errors.js';
 import type { ExchangeStats } from './exchange/context.js';
+import type { GiveUpCode } from './deadline-wait.js';
 import { MetadataExchange } from './exchange/exchange.js';
 import type { SocketAddress } from './exchange/tcp-channel.js';
 import { describeSource, MemoryRegion, type MemorySource, type RegionOwner } from './memory.js';
@@ -45,7 +47,7 @@ import {
   type MrHandle,
   type Shim,
 } from './native.js';
-import { Notification, NotificationInbox } from './notifications.js';
+import { Notification, NotificationInbox, parseNotificationBody } from './notifications.js';
 import { NotifySend } from './notify-send.js';
 import type { FileOpenOptions, FileTransferRequest, VramSource } from './file-schemas.js';
 import { FileEngine, type FileRegion, type FileTransfer } from './files.js';
@@ -67,7 +69,6 @@ import {
   type InvalidateOptions,
   type ListenOptions,
   type MetadataOptions,
-  NotificationBodySchema,
   type NotificationBody,
   type Op,
   type ParsedDescriptor,
@@ -78,13 +79,11 @@ import {
   IterateOptionsSchema,
   WaitOptionsSchema,
 } from './schemas.js';
-import { encodeNotification, packPairs, Transfer, type TransferHost } from './transfer.js';
+import { packPairs, Transfer, type Completion, type TransferHost } from './transfer.js';
 
 const FI_MR_VIRT_ADDR = 1 << 4;
 const DRAIN_BATCH = 1024;
 /** Status codes of the shim for cancellation (ixfer.h). */
-const CANCEL_STATUS = { ERR_TIMEOUT: -10, ERR_CANCELED: -9 } as const;
-const REMOTE_DISCONNECT = -8;
 
 /** Local descriptors validated once, for transfers made by index. */
 export class PreparedLocal {
@@ -136,11 +135,6 @@ function ifaceAddress(iface: string): string | undefined {
 const IP_PROVIDERS = new Set(['tcp', 'sockets', 'udp', 'verbs', 'net']);
 
 /** What the agent waits on: a transfer, or a standalone notification being sent. */
-interface Completion {
-  complete(status: number, fiErrno: number, detail?: number): void;
-  abandon(): void;
-}
-
 /** Counters of incoming notifications. */
 export interface NotificationStats {
   received: number;
@@ -418,7 +412,11 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
     this.#checkAddress(md.address, md.name);
     const fiAddr: (number | bigint)[] = [0];
     check(this.#native.peerInsert(handle, md.address, md.address.length, fiAddr), `adding peer '${md.name}'`);
-    if (existing) this.#dropPeer(existing);
+    if (existing) {
+      this.#dropPeer(existing);
+      // That instance is gone for good: its standalone-notification count with it.
+      if (existing.instance !== md.instance) this.#notifySeq.delete(existing.instance);
+    }
     const peer = new Peer({
       name: md.name,
       instance: md.instance,
@@ -536,7 +534,7 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
       pairs: packPairs(entries),
       count: entries.length,
       bytes,
-      notification: notification === undefined ? undefined : encodeNotification(notification),
+      notification: notification === undefined ? undefined : parseNotificationBody(notification),
     });
   }
 
@@ -608,7 +606,7 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
       pick(local.regions, li, 'local'),
       pick(remote.descs, ri, 'remote'),
       pick(remote.regions, ri, 'remote'),
-      options.notification === undefined ? undefined : parse(NotificationBodySchema, options.notification, 'notification'),
+      options.notification,
     );
   }
 
@@ -668,7 +666,7 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
     const wait = parse(WaitOptionsSchema, options, 'notify options');
     const handle = this.#h();
     const p = this.#peer(peer);
-    const bytes = encodeNotification(parse(NotificationBodySchema, message, 'notification'));
+    const bytes = parseNotificationBody(message);
     const seq = (this.#notifySeq.get(p.instance) ?? 0) + 1;
     const id = this.#nextId++;
     check(this.#native.notify(handle, p.fiAddr, bytes, bytes.length, seq, id), `notifying '${peer}'`);
@@ -699,7 +697,7 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
    */
   async waitForNotification(options: WaitForNotificationOptions = {}): Promise<Notification> {
     this.#h();
-    return this.#inbox.wait(options, undefined);
+    return this.#inbox.wait(options);
   }
 
   get notificationStats(): NotificationStats {
@@ -722,7 +720,7 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
     const err: IxferError & { peer?: string; bytes?: number } = makeError(
       codeOfStatus(n.status),
       `a notification of ${n.len} bytes from '${n.sender}' was dropped: ` +
-        (n.status === -5
+        (codeOfStatus(n.status) === 'ERR_NOT_ALLOWED'
           ? 'it exceeds the pending limit for one peer (notifications.maxPendingBytesPerPeer)'
           : 'its data or its remaining fragments did not arrive within notifications.staleMs'),
     );
@@ -733,17 +731,18 @@ export class Agent extends EventEmitter implements RegionOwner, TransferHost, As
   }
 
   /** @internal TransferHost */
-  cancelNative(id: number, code: 'ERR_TIMEOUT' | 'ERR_CANCELED'): void {
-    if (this.#handle && this.#inflight.has(id)) this.#native.xferCancel(this.#handle, id, CANCEL_STATUS[code]);
+  cancelNative(id: number, code: GiveUpCode): void {
+    if (this.#handle && this.#inflight.has(id)) this.#native.xferCancel(this.#handle, id, statusOf(code));
   }
 
   /** @internal TransferHost */
   describeError(status: number, fiErrno: number): string {
     if (fiErrno) return `${this.#native.fabricStrerror(fiErrno)} (provider error ${fiErrno})`;
-    if (status === CANCEL_STATUS.ERR_TIMEOUT) return 'timed out';
-    if (status === CANCEL_STATUS.ERR_CANCELED) return 'canceled';
-    if (status === REMOTE_DISCONNECT) return 'the peer was removed (invalidated or reloaded)';
-    return codeOfStatus(status);
+    const code = codeOfStatus(status);
+    if (code === 'ERR_TIMEOUT') return 'timed out';
+    if (code === 'ERR_CANCELED') return 'canceled';
+    if (code === 'ERR_REMOTE_DISCONNECT') return 'the peer was removed (invalidated or reloaded)';
+    return code;
   }
 
   #drain(): void {

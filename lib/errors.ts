@@ -100,6 +100,11 @@ export function codeOfStatus(status: number): ErrorCode {
   return ErrorCodes[-status - 1] ?? 'ERR_BACKEND';
 }
 
+/** The shim's status for a code (ixfer.h: -1 for the first of ErrorCodes, and on). */
+export function statusOf(code: ErrorCode): number {
+  return -(ErrorCodes.indexOf(code) + 1);
+}
+
 export function makeError(code: ErrorCode, message: string, options?: ErrorOptions): IxferError {
   return new byCode[code](message, options);
 }

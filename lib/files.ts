@@ -7,7 +7,8 @@
  */
 import util from 'node:util';
 
-import { InvalidParamError, MismatchError, NotAllowedError, NotFoundError } from './errors.js';
+import type { GiveUpCode } from './deadline-wait.js';
+import { codeOfStatus, InvalidParamError, MismatchError, NotAllowedError, NotFoundError, statusOf } from './errors.js';
 import {
   FileOpenOptionsSchema,
   FileTransferRequestSchema,
@@ -39,15 +40,12 @@ import {
 } from './native.js';
 import { RangeIndex } from './regions.js';
 import { parse, type FileEngineKindSchema, type Op, type ParsedDescriptor } from './schemas.js';
-import { Transfer, type TransferHost } from './transfer.js';
+import { Transfer, type Completion, type TransferHost } from './transfer.js';
 import type { z } from 'zod';
 
 export type FileEngineKind = Exclude<z.infer<typeof FileEngineKindSchema>, 'auto'>;
-type CancelCode = 'ERR_TIMEOUT' | 'ERR_CANCELED';
 
 /** Status codes of ixfer.h used here. */
-const STATUS = { INVALID_PARAM: -1, NOT_ALLOWED: -5, CANCELED: -9, TIMEOUT: -10, END_OF_FILE: -12, NO_SPACE: -13 };
-
 /** A file registered with an agent for transfers. */
 export class FileRegion implements Disposable {
   /** The path it was opened with, or `fd N` for an adopted descriptor. */
@@ -147,7 +145,7 @@ export interface FileEngineDeps {
   /** Host memory registered with the agent. */
   findDram(addr: number, len: number): MemoryRegion | undefined;
   /** Assigns an id, calls post(id), and routes the id's completion event to c. */
-  track(c: { complete(status: number, fiErrno: number, detail?: number): void; abandon(): void }, post: (id: number) => void): number;
+  track(c: Completion, post: (id: number) => void): number;
 }
 
 const warned = new Set<string>();
@@ -438,8 +436,8 @@ export class FileEngine implements RegionOwner {
           throw err;
         }
       },
-      cancelNative: (id: number, code: CancelCode) => {
-        if (this.#handle) native.fileXferCancel(this.#handle, id, code === 'ERR_TIMEOUT' ? STATUS.TIMEOUT : STATUS.CANCELED);
+      cancelNative: (id: number, code: GiveUpCode) => {
+        if (this.#handle) native.fileXferCancel(this.#handle, id, statusOf(code));
       },
       describeError: (status, errno, detail) => describeFileError(status, errno, descs[detail]),
     };
@@ -480,18 +478,19 @@ function checkAlignment(file: FileRegion, mem: ParsedDescriptor, f: FileDescript
 
 /** Words for a failed file transfer; desc is the descriptor that failed. */
 function describeFileError(status: number, errno: number, desc: { file: FileRegion; offset: number; len: number } | undefined): string {
-  if (status === STATUS.TIMEOUT && !errno) return 'timed out';
-  if (status === STATUS.CANCELED) return 'canceled';
+  const code = codeOfStatus(status);
+  if (code === 'ERR_TIMEOUT' && !errno) return 'timed out';
+  if (code === 'ERR_CANCELED') return 'canceled';
   const where = desc ? `${desc.file.path} [${desc.offset}, +${desc.len})` : 'a descriptor';
   const os = errno > 0 && errno < 4096 ? `${util.getSystemErrorName(-errno)}, errno ${errno}` : '';
-  switch (status) {
-    case STATUS.END_OF_FILE:
+  switch (code) {
+    case 'ERR_END_OF_FILE':
       return `${where} reaches past the end of the file${desc?.file.registered ? ` (${desc.file.size} bytes)` : ''}`;
-    case STATUS.NO_SPACE:
+    case 'ERR_NO_SPACE':
       return `no space left for ${where} (${os || 'disk full'})`;
-    case STATUS.NOT_ALLOWED:
+    case 'ERR_NOT_ALLOWED':
       return `${where}: permission denied (${os})`;
-    case STATUS.INVALID_PARAM:
+    case 'ERR_INVALID_PARAM':
       return desc?.file.direct
         ? `${where}: O_DIRECT refused the I/O (${os}): offsets and lengths must be multiples of ${desc.file.offsetAlign} and memory aligned to ${desc.file.memAlign}`
         : `${where}: invalid I/O (${os})`;

@@ -5,9 +5,27 @@
  * notification goes to exactly one consumer, in arrival order.
  */
 import { deadlineWait } from './deadline-wait.js';
-import { parse, WaitForNotificationSchema, type WaitForNotificationOptions } from './schemas.js';
+import {
+  NotificationBodySchema,
+  parse,
+  WaitForNotificationSchema,
+  type NotificationBody,
+  type WaitForNotificationOptions,
+} from './schemas.js';
 
 const decoder = new TextDecoder();
+const encoder = new TextEncoder();
+
+/** A notification's bytes: text goes as UTF-8. */
+export function encodeNotification(body: NotificationBody): Uint8Array {
+  return typeof body === 'string' ? encoder.encode(body) : body;
+}
+
+/** A notification body from the caller, checked (zod only for the error) and encoded. */
+export function parseNotificationBody(value: unknown): Uint8Array {
+  if (typeof value === 'string' || value instanceof Uint8Array) return encodeNotification(value);
+  return encodeNotification(parse(NotificationBodySchema, value, 'notification'));
+}
 
 export class Notification {
   /** @internal */
@@ -23,7 +41,7 @@ export class Notification {
   }
 }
 
-export type NotificationMatch = string | Uint8Array | ((n: Notification) => boolean);
+export type NotificationMatch = NonNullable<WaitForNotificationOptions['match']>;
 
 function matcher(match: NotificationMatch | undefined, peer: string | undefined): (n: Notification) => boolean {
   const test =
@@ -32,7 +50,7 @@ function matcher(match: NotificationMatch | undefined, peer: string | undefined)
       : typeof match === 'function'
         ? match
         : (() => {
-            const prefix = typeof match === 'string' ? new TextEncoder().encode(match) : match;
+            const prefix = encodeNotification(match);
             return (n: Notification) =>
               n.bytes.length >= prefix.length && prefix.every((b, i) => n.bytes[i] === b);
           })();
@@ -43,10 +61,6 @@ function matcher(match: NotificationMatch | undefined, peer: string | undefined)
 class Fifo<T> {
   #items: (T | undefined)[] = [];
   #head = 0;
-
-  get length(): number {
-    return this.#items.length - this.#head;
-  }
 
   push(item: T): void {
     this.#items.push(item);
@@ -86,7 +100,8 @@ class Fifo<T> {
 }
 
 interface Consumer {
-  accepts(n: Notification): boolean;
+  /** Absent for an iterator, which takes anything (after every waiter passed). */
+  accepts?(n: Notification): boolean;
   take(n: Notification): void;
   /** The agent closed. */
   fail(err: Error): void;
@@ -108,14 +123,11 @@ export class NotificationInbox {
     return this.#consumers.length;
   }
 
-  /** Notifications received and not yet consumed. */
-  get queued(): number {
-    return this.#queue.length;
-  }
-
+  /** To the first waiter that accepts it, else the first iterator, else the queue. */
   push(n: Notification): void {
     for (let i = 0; i < this.#consumers.length; i++) {
       const consumer = this.#consumers[i]!;
+      if (!consumer.accepts) continue;
       let accepted: boolean;
       try {
         accepted = consumer.accepts(n);
@@ -132,7 +144,14 @@ export class NotificationInbox {
       consumer.take(n);
       return;
     }
-    this.#queue.push(n);
+    const i = this.#consumers.findIndex((c) => !c.accepts);
+    if (i < 0) {
+      this.#queue.push(n);
+      return;
+    }
+    const [iterator] = this.#consumers.splice(i, 1);
+    this.#onWaitingChange();
+    iterator!.take(n);
   }
 
   /** Everything queued, grouped by peer, in arrival order (like NIXL's getNotifs). */
@@ -147,8 +166,8 @@ export class NotificationInbox {
   }
 
   /** The first queued notification that matches, removed; else waits for one. */
-  wait(options: WaitForNotificationOptions, defaultTimeoutMs: number | undefined): Promise<Notification> {
-    const { peer, match, timeoutMs = defaultTimeoutMs, signal } = parse(
+  wait(options: WaitForNotificationOptions): Promise<Notification> {
+    const { peer, match, timeoutMs, signal } = parse(
       WaitForNotificationSchema,
       options,
       'waitForNotification options',
@@ -183,7 +202,7 @@ export class NotificationInbox {
           signal?.removeEventListener('abort', onAbort);
           resolve(v);
         };
-        const consumer: Consumer = { accepts: () => true, take: done, fail: () => done(undefined) };
+        const consumer: Consumer = { take: done, fail: () => done(undefined) };
         const onAbort = () => {
           this.#remove(consumer);
           done(undefined);

@@ -1,6 +1,6 @@
 /** A standalone notification on its way out: settles when the shim reports it sent. */
 import { deadlineWait, type GiveUpCode, type Settle } from './deadline-wait.js';
-import { codeOfStatus, makeError } from './errors.js';
+import { codeOfStatus, makeError, statusOf } from './errors.js';
 
 export class NotifySend {
   #settle: Settle<void> | undefined;
@@ -40,6 +40,6 @@ export class NotifySend {
 
   /** The agent closed first. */
   abandon(): void {
-    this.complete(-9 /* IXFER_ERR_CANCELED */, 0);
+    this.complete(statusOf('ERR_CANCELED'), 0);
   }
 }

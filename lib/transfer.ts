@@ -1,10 +1,19 @@
 /** A READ or WRITE between local and remote descriptors, posted and awaited. */
-import { deadlineWait, type Settle } from './deadline-wait.js';
-import { codeOfStatus, makeError, NotAllowedError, NotFoundError, RepostActiveError, type IxferError } from './errors.js';
+import { deadlineWait, type GiveUpCode, type Settle } from './deadline-wait.js';
+import {
+  codeOfStatus,
+  makeError,
+  NotAllowedError,
+  NotFoundError,
+  RepostActiveError,
+  statusOf,
+  type IxferError,
+} from './errors.js';
 import type { MemoryRegion } from './memory.js';
 import { IOV_PAIR_BYTES } from './native.js';
 import type { Peer } from './peers.js';
-import { NotificationBodySchema, parse, WaitOptionsSchema, type NotificationBody, type Op, type WaitOptions } from './schemas.js';
+import { parseNotificationBody } from './notifications.js';
+import { parse, WaitOptionsSchema, type NotificationBody, type Op, type WaitOptions } from './schemas.js';
 
 export type TransferStatus = 'idle' | 'pending' | 'done' | 'error';
 
@@ -12,6 +21,12 @@ export type TransferStatus = 'idle' | 'pending' | 'done' | 'error';
 export type TransferPeer = Pick<Peer, 'name' | 'valid' | 'generation'>;
 
 /** What a transfer needs from its agent; implemented by Agent. */
+/** What an agent waits on: a transfer, or a standalone notification being sent. */
+export interface Completion {
+  complete(status: number, fiErrno: number, detail?: number): void;
+  abandon(): void;
+}
+
 export interface TransferHost {
   readonly defaultTimeoutMs: number | undefined;
   postNative(
@@ -22,7 +37,7 @@ export interface TransferHost {
     count: number,
     notification: Uint8Array | undefined,
   ): number;
-  cancelNative(id: number, code: 'ERR_TIMEOUT' | 'ERR_CANCELED'): void;
+  cancelNative(id: number, code: GiveUpCode): void;
   /** detail: for file transfers, the index of the descriptor that failed. */
   describeError(status: number, fiErrno: number, detail: number): string;
 }
@@ -39,13 +54,6 @@ export interface ResolvedTransfer {
   bytes: number;
   /** Sent with every post unless post() is given another. */
   notification: Uint8Array | undefined;
-}
-
-const encoder = new TextEncoder();
-
-/** A notification's bytes: text goes as UTF-8. */
-export function encodeNotification(body: NotificationBody): Uint8Array {
-  return typeof body === 'string' ? encoder.encode(body) : body;
 }
 
 
@@ -106,7 +114,7 @@ export class Transfer implements Disposable {
     const notif =
       notification === undefined
         ? r.notification
-        : encodeNotification(parse(NotificationBodySchema, notification, 'notification'));
+        : parseNotificationBody(notification);
     this.#id = this.#host.postNative(this, r.op, r.peer, r.pairs, r.count, notif);
     for (const region of r.localRegions) region.acquire();
     this.#status = 'pending';
@@ -170,7 +178,7 @@ export class Transfer implements Disposable {
     this.release();
   }
 
-  #cancel(code: 'ERR_TIMEOUT' | 'ERR_CANCELED'): void {
+  #cancel(code: GiveUpCode): void {
     if (this.#status === 'pending') this.#host.cancelNative(this.#id, code);
   }
 
@@ -197,7 +205,7 @@ export class Transfer implements Disposable {
 
   /** @internal Called when the agent closes with this transfer in flight. */
   abandon(): void {
-    this.complete(-9 /* IXFER_ERR_CANCELED */, 0);
+    this.complete(statusOf('ERR_CANCELED'), 0);
   }
 }
 

@@ -198,6 +198,18 @@ describe('notifications between two agents', () => {
     expect((await good).text).toBe('fine');
   });
 
+  it('a matching waiter gets a notification before an iterator that was waiting first', async () => {
+    const ctl = new AbortController();
+    const it = b.notifications({ signal: ctl.signal });
+    const viaIterator = it.next();
+    const waiter = b.waitForNotification({ match: 'for the waiter', timeoutMs: 30_000 });
+    await a.notify('nrecv', 'for the waiter');
+    await a.notify('nrecv', 'for the iterator');
+    expect((await waiter).text).toBe('for the waiter');
+    expect((await viaIterator).value?.text).toBe('for the iterator');
+    ctl.abort();
+  });
+
   it('notifications({ signal }) ends when the signal aborts', async () => {
     const ctl = new AbortController();
     const it = b.notifications({ signal: ctl.signal });
