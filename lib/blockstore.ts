@@ -13,7 +13,7 @@ import type { Agent } from './agent.js';
 import { MismatchError, NoSpaceError, NotAllowedError, NotFoundError } from './errors.js';
 import { BlockKeySchema, BlockStoreOptionsSchema, type BlockStoreOptions } from './file-schemas.js';
 import type { FileRegion } from './files.js';
-import { DescriptorListSchema, parse, type Descriptor, type ParsedDescriptor, type WaitOptions } from './schemas.js';
+import { parse, parseDescriptors, type Descriptor, type ParsedDescriptor, type WaitOptions } from './schemas.js';
 
 const SUFFIX = '.blk';
 /** This host in temporary file names, so that a store only removes leftovers of its own host's processes. */
@@ -163,7 +163,7 @@ export class BlockStore implements AsyncDisposable {
 
   async #put(key: string, src: Descriptor | Descriptor[], options: WaitOptions): Promise<void> {
     parse(BlockKeySchema, key, 'key');
-    const descs = parse(DescriptorListSchema, Array.isArray(src) ? src : [src], 'src');
+    const descs = parseDescriptors(Array.isArray(src) ? src : [src], 'src');
     const size = descs.reduce((n, d) => n + d.len, 0);
     const old = this.#blocks.get(key);
     if (this.#used - (old?.size ?? 0) + size > this.capacityBytes) {
@@ -219,7 +219,7 @@ export class BlockStore implements AsyncDisposable {
 
   async #get(key: string, dst: Descriptor | Descriptor[], options: WaitOptions): Promise<void> {
     parse(BlockKeySchema, key, 'key');
-    const descs = parse(DescriptorListSchema, Array.isArray(dst) ? dst : [dst], 'dst');
+    const descs = parseDescriptors(Array.isArray(dst) ? dst : [dst], 'dst');
     const block = this.#blocks.get(key);
     if (!block) throw new NotFoundError(`no block '${key}'`);
     const size = descs.reduce((n, d) => n + d.len, 0);

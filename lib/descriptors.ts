@@ -4,7 +4,7 @@
  * count x { u64 addr, u64 len, u16 devId, u16 reserved, u32 reserved }.
  */
 import { InvalidParamError } from './errors.js';
-import { DescriptorListSchema, parse, type Descriptor, type ParsedDescriptor } from './schemas.js';
+import { parseDescriptors, type Descriptor, type ParsedDescriptor } from './schemas.js';
 
 const MAGIC = 0x4c445849; // "IXDL" as little-endian u32
 const VERSION = 1;
@@ -12,7 +12,7 @@ const HEADER = 12;
 const ENTRY = 24;
 
 export function serializeDescriptors(descriptors: Descriptor[]): Uint8Array {
-  const descs = parse(DescriptorListSchema, descriptors, 'descriptors');
+  const descs = parseDescriptors(descriptors, 'descriptors');
   const out = Buffer.alloc(HEADER + descs.length * ENTRY);
   out.writeUInt32LE(MAGIC, 0);
   out.writeUInt16LE(VERSION, 4);

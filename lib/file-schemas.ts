@@ -2,7 +2,7 @@
 import { z } from 'zod';
 
 import type { FileRegion } from './files.js';
-import { DescriptorListSchema, FileEngineKindSchema, OpSchema } from './schemas.js';
+import { FileEngineKindSchema, isCount, OpSchema, parse, type Descriptor } from './schemas.js';
 
 const length = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 
@@ -31,18 +31,39 @@ export const FileDescriptorSchema = z
   })
   .strict();
 export type FileDescriptor = z.input<typeof FileDescriptorSchema>;
+type ParsedFileDescriptor = z.output<typeof FileDescriptorSchema>;
+
+/** File descriptors checked by a plain loop, zod only for the error (see parseDescriptors). */
+export function parseFileDescriptors(value: unknown, what: string): ParsedFileDescriptor[] {
+  if (Array.isArray(value)) {
+    const out: ParsedFileDescriptor[] = new Array(value.length);
+    let i = 0;
+    for (; i < value.length; i++) {
+      const d = value[i] as { file?: unknown; offset?: unknown; len?: unknown } | null;
+      if (typeof d !== 'object' || d === null || typeof d.file !== 'object' || d.file === null) break;
+      if (!isCount(d.offset) || !isCount(d.len) || Object.keys(d).length !== 3) break;
+      out[i] = { file: d.file as FileRegion, offset: d.offset, len: d.len };
+    }
+    if (i === value.length) return out;
+  }
+  return parse(z.array(FileDescriptorSchema), value, what);
+}
 
 export const FileTransferRequestSchema = z
   .object({
     /** WRITE: memory to file; READ: file to memory. */
     op: OpSchema,
-    local: DescriptorListSchema,
-    files: z.array(FileDescriptorSchema),
+    /** Checked by parseDescriptors and parseFileDescriptors, off zod's path. */
+    local: z.custom<unknown[]>(Array.isArray, 'an array of descriptors'),
+    files: z.custom<unknown[]>(Array.isArray, 'an array of file descriptors'),
     /** Overrides the agent's default engine (and IXFER_FILE_ENGINE) for this transfer. */
     engine: FileEngineKindSchema.optional(),
   })
   .strict();
-export type FileTransferRequest = z.input<typeof FileTransferRequestSchema>;
+export type FileTransferRequest = Omit<z.input<typeof FileTransferRequestSchema>, 'local' | 'files'> & {
+  local: Descriptor[];
+  files: FileDescriptor[];
+};
 
 export const VramSourceSchema = z
   .object({

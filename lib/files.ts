@@ -12,6 +12,7 @@ import { codeOfStatus, InvalidParamError, MismatchError, NotAllowedError, NotFou
 import {
   FileOpenOptionsSchema,
   FileTransferRequestSchema,
+  parseFileDescriptors,
   VramSourceSchema,
   type FileDescriptor,
   type FileOpenOptions,
@@ -39,7 +40,7 @@ import {
   type Shim,
 } from './native.js';
 import { RangeIndex } from './regions.js';
-import { parse, type FileEngineKindSchema, type Op, type ParsedDescriptor } from './schemas.js';
+import { parse, parseDescriptors, type FileEngineKindSchema, type Op, type ParsedDescriptor } from './schemas.js';
 import { Transfer, type Completion, type TransferHost } from './transfer.js';
 import type { z } from 'zod';
 
@@ -316,25 +317,27 @@ export class FileEngine implements RegionOwner {
   createTransfer(request: FileTransferRequest): FileTransfer {
     this.#d.agent();
     const req = parse(FileTransferRequestSchema, request, 'file transfer');
-    if (req.local.length !== req.files.length) {
-      throw new MismatchError(`${req.local.length} memory descriptors but ${req.files.length} file descriptors`);
+    const local = parseDescriptors(req.local, 'file transfer.local');
+    const descs = parseFileDescriptors(req.files, 'file transfer.files');
+    if (local.length !== descs.length) {
+      throw new MismatchError(`${local.length} memory descriptors but ${descs.length} file descriptors`);
     }
-    const regions = req.local.map((d, i) => this.#memRegion(d, i));
-    const files = req.files.map((f, i) => this.#checkFile(req.op, f, i));
-    req.local.forEach((d, i) => {
-      const f = req.files[i]!;
+    const regions = local.map((d, i) => this.#memRegion(d, i));
+    const files = descs.map((f, i) => this.#checkFile(req.op, f, i));
+    local.forEach((d, i) => {
+      const f = descs[i]!;
       if (d.len !== f.len) throw new MismatchError(`descriptor ${i}: memory length ${d.len}, file length ${f.len}`);
       checkAlignment(files[i]!, d, f, i);
     });
     const { engine, reason } = this.#choose(req.engine, regions, files);
     if (engine !== 'posix') for (const r of regions) if (r.kind === 'VRAM') this.#registerBuf(r);
 
-    const buf = Buffer.alloc(req.local.length * FILE_PAIR_BYTES);
+    const buf = Buffer.alloc(local.length * FILE_PAIR_BYTES);
     let bytes = 0;
-    req.local.forEach((d, i) => {
+    local.forEach((d, i) => {
       const o = i * FILE_PAIR_BYTES;
       const r = regions[i]!;
-      const f = req.files[i]!;
+      const f = descs[i]!;
       buf.writeBigUInt64LE(BigInt(d.addr), o);
       buf.writeBigUInt64LE(BigInt(d.len), o + 8);
       buf.writeBigUInt64LE(BigInt(r.addr), o + 16);
@@ -345,7 +348,6 @@ export class FileEngine implements RegionOwner {
     });
     const fileSet = [...new Set(files)];
     const name = fileSet.length === 1 ? fileSet[0]!.path : `${fileSet.length} files`;
-    const descs = req.files.map((f, i) => ({ file: files[i]!, offset: f.offset, len: f.len }));
     return new FileTransfer(
       this.#host(engine, fileSet, descs),
       {
@@ -355,7 +357,7 @@ export class FileEngine implements RegionOwner {
         localRegions: [...new Set(regions)],
         remoteRegions: fileSet,
         pairs: new Uint8Array(buf.buffer, buf.byteOffset, buf.length),
-        count: req.local.length,
+        count: local.length,
         bytes,
         notification: undefined,
       },

@@ -28,7 +28,7 @@ export type Descriptor = z.input<typeof DescriptorSchema>;
 export type ParsedDescriptor = z.output<typeof DescriptorSchema>;
 export const DescriptorListSchema = z.array(DescriptorSchema);
 
-const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+export const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
 
 /**
  * DescriptorListSchema on the hot path: a plain loop accepts well-formed

@@ -278,6 +278,35 @@ describe('typed errors', () => {
     await expectCode(() => agent.registerFile(tmpFile(), { read: false, write: false }), 'ERR_INVALID_PARAM');
   });
 
+  it('bad sources, directions, descriptors and notes: each refused with its code, nothing moved', async () => {
+    await expectCode(() => agent.registerFile(-1), 'ERR_INVALID_PARAM');
+    await expectCode(() => agent.registerFile(1.5), 'ERR_INVALID_PARAM');
+    await expectCode(() => agent.registerFile({} as unknown as string), 'ERR_INVALID_PARAM');
+    const ro = agent.registerFile(tmpFile(), { write: true });
+    ro.deregister();
+    const readOnly = agent.registerFile(ro.path, { write: false });
+    const e = await expectCode(
+      () => agent.createFileTransfer({ op: 'WRITE', local: [mem.desc(0, 10)], files: [readOnly.desc(0, 10)] }),
+      'ERR_NOT_ALLOWED',
+    );
+    expect(e.message).toContain('not open for writing');
+    // Malformed descriptors are named by zod's message, after the fast path passes them on.
+    for (const bad of [{ file: readOnly, offset: -1, len: 10 }, { file: readOnly, offset: 0, len: 10, extra: 1 }]) {
+      const err = await expectCode(
+        () => agent.createFileTransfer({ op: 'READ', local: [mem.desc(0, 10)], files: [bad as never] }),
+        'ERR_INVALID_PARAM',
+      );
+      expect(err.message).toContain('file transfer.files.0');
+    }
+    await expectCode(() => agent.createFileTransfer({ op: 'READ', local: 'x' as never, files: [] }), 'ERR_INVALID_PARAM');
+    const t = agent.createFileTransfer({ op: 'READ', local: [mem.desc(0, 10)], files: [readOnly.desc(0, 10)] });
+    await expectCode(() => t.post('a note'), 'ERR_INVALID_PARAM');
+    await expectCode(() => agent.allocateVram(0), 'ERR_INVALID_PARAM');
+    await expectCode(() => agent.allocateVram(4096, -1), 'ERR_INVALID_PARAM');
+    readOnly.deregister();
+    await stillWorks();
+  });
+
   it('an unknown engine is ERR_INVALID_PARAM; VRAM is not there without CUDA', async () => {
     const f = agent.registerFile(tmpFile());
     process.env.IXFER_FILE_ENGINE = 'fast';
