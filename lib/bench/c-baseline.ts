@@ -25,12 +25,12 @@ interface CProgram {
   missing?: { stderr: RegExp; hint: string };
 }
 
-export const RMA_BASELINE: CProgram = {
+const RMA_BASELINE: CProgram = {
   name: 'fi_rma_baseline',
   libs: ['-lfabric', '-lpthread'],
   missing: { stderr: /rdma\/\w+\.h|-lfabric/, hint: "libfabric's headers and library: apt-get install libfabric-dev" },
 };
-export const FILE_BASELINE: CProgram = { name: 'file_baseline', libs: [] };
+const FILE_BASELINE: CProgram = { name: 'file_baseline', libs: [] };
 
 /** node_modules/.cache/ixfer of the project (an installed ixfer's enclosing node_modules), else the temp dir. */
 function cacheDir(): string {
@@ -50,7 +50,7 @@ function cacheDir(): string {
 }
 
 /** Path of the compiled program, compiling bench/<name>.c (once per version of it and bench_stats.h) with $CC or cc. */
-export function baselineBinary(program: CProgram): string {
+function baselineBinary(program: CProgram): string {
   const file = path.join(packageRoot, 'bench', `${program.name}.c`);
   const cc = process.env.CC || 'cc';
   const hash = crypto.createHash('sha256').update(cc);

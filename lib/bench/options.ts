@@ -16,14 +16,14 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 
 /** nixlbench's LARGE_BLOCK_SIZE: blocks above it run num-iter / large-blk-iter-ftr times. */
-export const LARGE_BLOCK = MiB;
+const LARGE_BLOCK = MiB;
 /** The block of `--preset iov-sweep` (the KV layout published for Slingshot). */
-export const IOV_SWEEP_BLOCK = 1_179_648;
+const IOV_SWEEP_BLOCK = 1_179_648;
 
 const UNITS: Record<string, number> = { '': 1, k: KiB, m: MiB, g: 1024 * MiB };
 
 /** "4096", "4K", "4KiB", "64M", "1G": binary units. */
-export function parseSize(text: string): number {
+function parseSize(text: string): number {
   const m = /^(\d+)\s*([kmg]?)(?:i?b)?$/i.exec(text.trim());
   if (!m) throw new InvalidParamError(`'${text}' is not a size (e.g. 4096, 4K, 64M, 1G)`);
   return Number(m[1]) * UNITS[m[2]!.toLowerCase()]!;
@@ -45,12 +45,12 @@ const countOrZero = z.union([z.number(), z.string().transform(Number)]).pipe(z.n
  * with --target-seg FILE one process moves its memory (DRAM or VRAM) to and
  * from a file (checkSegments in segments.ts says which pairs are measured).
  */
-export const SegmentSchema = z.enum(['DRAM', 'VRAM', 'FILE']);
-export type Segment = z.infer<typeof SegmentSchema>;
+const SegmentSchema = z.enum(['DRAM', 'VRAM', 'FILE']);
+type Segment = z.infer<typeof SegmentSchema>;
 /** The memory kinds of an agent (the initiator's side with FILE). */
 export type MemorySegment = Exclude<Segment, 'FILE'>;
 
-export const BenchOptionsSchema = z
+const BenchOptionsSchema = z
   .object({
     op: z.enum(['READ', 'WRITE']).default('WRITE'),
     initiatorSeg: SegmentSchema.default('DRAM'),
@@ -86,7 +86,6 @@ export const BenchOptionsSchema = z
   .refine((o) => o.startBatchSize <= o.maxBatchSize, { message: 'start-batch-size is above max-batch-size', path: ['startBatchSize'] })
   .refine((o) => !(o.json && o.csv), { message: '--json and --csv exclude each other', path: ['csv'] });
 export type BenchOptions = z.output<typeof BenchOptionsSchema>;
-export type BenchOptionsInput = z.input<typeof BenchOptionsSchema>;
 
 /** One measurement point of the sweep. */
 export interface RowSpec {

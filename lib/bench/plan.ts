@@ -24,7 +24,7 @@ import { parseBenchArgs } from './options.js';
 
 const positive = z.number().int().positive();
 
-export const ModelSchema = z
+const ModelSchema = z
   .object({
     name: z.string().min(1),
     layers: positive,
@@ -63,7 +63,7 @@ export function plan(model: Model): Plan {
 }
 
 /** The bench arguments for a plan: one row, one request per iteration. */
-export function benchArgs(p: Plan, extra: string[]): string[] {
+function benchArgs(p: Plan, extra: string[]): string[] {
   return [
     '--start-block-size', String(p.blockSize), '--max-block-size', String(p.blockSize),
     '--start-batch-size', String(p.batchSize), '--max-batch-size', String(p.batchSize),
@@ -72,7 +72,7 @@ export function benchArgs(p: Plan, extra: string[]): string[] {
   ];
 }
 
-export function loadModel(file: string): Model {
+function loadModel(file: string): Model {
   let json: unknown;
   try {
     json = JSON.parse(fs.readFileSync(file, 'utf8'));
@@ -82,7 +82,7 @@ export function loadModel(file: string): Model {
   return parse(ModelSchema, json, `model ${file}`);
 }
 
-export const PLAN_HELP = `usage: ixfer plan MODEL.json [--run] [--json] [-- BENCH_OPTIONS]
+const PLAN_HELP = `usage: ixfer plan MODEL.json [--run] [--json] [-- BENCH_OPTIONS]
 
 Reads a model description (examples/models/*.json):
   {"name", "layers", "kvHeads", "headDim", "dtypeBytes", "tokensPerPage",

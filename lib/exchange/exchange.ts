@@ -143,7 +143,7 @@ export class MetadataExchange implements ExchangeContext {
    */
   async invalidate(options: InvalidateOptions = {}): Promise<void> {
     const opts = parse(InvalidateOptionsSchema, options, 'invalidate options');
-    const wait = { timeoutMs: opts.timeoutMs ?? this.options.timeoutMs, signal: opts.signal };
+    const wait = this.#wait({ timeoutMs: opts.timeoutMs, signal: opts.signal });
     const targets = new Map(this.#sentTo);
     for (const a of opts.to) targets.set(formatAddress(a), a);
     const name = Buffer.from(this.host.name);

@@ -171,8 +171,6 @@ export function request(
   let phase = `connecting to the metadata listener at ${where}`;
   return withDeadline(wait.timeoutMs, wait.signal, () => phase, (abort) =>
     new Promise<Buffer>((resolve, reject) => {
-      // An 'abort' listener added to an aborted signal never runs: nothing to connect for.
-      if (abort.aborted) return reject(abort.reason);
       const id = crypto.randomBytes(ID_BYTES);
       const reader = new FrameReader(ctx.options.maxFrameBytes, ctx.secret);
       const socket = net.connect({ host: to.host, port: to.port });
