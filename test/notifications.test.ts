@@ -225,6 +225,18 @@ describe('notifications between two agents', () => {
     await expectCode(() => a.notify('nobody', 'x'), 'ERR_NOT_FOUND');
     await expectCode(() => a.notify('nrecv', 42 as unknown as string), 'ERR_INVALID_PARAM');
     await expectCode(() => b.waitForNotification({ match: 5 as unknown as string }), 'ERR_INVALID_PARAM');
+    const local = [src.desc(0, 64)];
+    const remote = [dst.desc(0, 64)];
+    await expectCode(
+      () => a.createTransfer({ op: 'WRITE', peer: 'nrecv', local, remote, notification: 7 as unknown as string }),
+      'ERR_INVALID_PARAM',
+    );
+    const t = a.createTransfer({ op: 'WRITE', peer: 'nrecv', local, remote });
+    await expectCode(() => t.post({} as unknown as string), 'ERR_INVALID_PARAM');
+    expect(t.status).toBe('idle'); // nothing was posted
+    const pl = a.prepareLocal(local);
+    const pr = a.prepareRemote('nrecv', remote);
+    await expectCode(() => a.makeTransfer('WRITE', pl, [0], pr, [0], { notification: null as unknown as string }), 'ERR_INVALID_PARAM');
     // Options are checked before anything is sent.
     await expectCode(() => a.notify('nrecv', 'never sent', { timeoutMs: -1 }), 'ERR_INVALID_PARAM');
     await a.notify('nrecv', 'sent');
@@ -294,6 +306,20 @@ describe('many senders, caps', () => {
       await small.close();
       await big.close();
     }
+  });
+
+  it('a notification still being sent when its agent closes ends with ERR_CANCELED', async () => {
+    const [x, y] = await agents('closer', 'far');
+    connectAll([x!, y!]);
+    const pending = x!.notify('far', Buffer.alloc(32 * MiB, 2));
+    const settled = pending.then(
+      () => 'sent',
+      (e: { code: string }) => e.code,
+    );
+    await x!.close();
+    // Either it went out before close() got to it, or close() canceled it: never left pending.
+    expect(['sent', 'ERR_CANCELED']).toContain(await settled);
+    await y!.close();
   });
 
   it('closing an agent ends its waiters and iterators', async () => {
