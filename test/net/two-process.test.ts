@@ -1,68 +1,26 @@
-import { fork, type ChildProcess } from 'node:child_process';
-import crypto from 'node:crypto';
-import path from 'node:path';
-
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { Agent, type MemoryRegion } from '../lib/index.js';
-import { expectCode, random } from './helpers.js';
-
-const MiB = 1 << 20;
-const fixture = path.join(import.meta.dirname, 'fixtures', 'peer.mjs');
-const sha = (b: Uint8Array) => crypto.createHash('sha256').update(b).digest('hex');
-
-interface Child {
-  proc: ChildProcess;
-  metadata: Buffer;
-  addr: number;
-  len: number;
-  request(msg: Record<string, unknown>): Promise<{ hash: string }>;
-}
-
-async function spawnPeer(name: string, size = 64 * MiB): Promise<Child> {
-  const proc = fork(fixture, [name, String(size)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  let nextId = 1;
-  const pending = new Map<number, (m: { hash: string; error?: string }) => void>();
-  const ready = await new Promise<{ metadata: string; addr: number; len: number }>((resolve, reject) => {
-    proc.once('error', reject);
-    proc.once('exit', (code) => reject(new Error(`peer exited with ${code}`)));
-    proc.on('message', (m: { type?: string; id?: number; hash: string; error?: string; metadata: string; addr: number; len: number }) => {
-      if (m.type === 'ready') resolve(m);
-      else pending.get(m.id!)?.(m);
-    });
-  });
-  return {
-    proc,
-    metadata: Buffer.from(ready.metadata, 'base64'),
-    addr: ready.addr,
-    len: ready.len,
-    request(msg) {
-      const id = nextId++;
-      return new Promise((resolve, reject) => {
-        pending.set(id, (m) => (m.error ? reject(new Error(m.error)) : resolve(m)));
-        proc.send({ ...msg, id });
-      });
-    },
-  };
-}
+import { Agent, type MemoryRegion } from '../../lib/index.js';
+import { expectCode, MiB, random, sha } from '../support/helpers.js';
+import { spawnPeer, type Peer } from '../support/peer.js';
 
 describe('two agents in two processes', () => {
   let a: Agent;
   let mem: MemoryRegion;
-  let child: Child;
+  let child: Peer;
   let peer: string;
   beforeAll(async () => {
     a = await Agent.create({ name: 'parent' });
     mem = a.allocate(64 * MiB);
-    child = await spawnPeer('child');
-    peer = a.loadRemoteMetadata(child.metadata);
+    child = await spawnPeer('child', { size: 64 * MiB });
+    peer = a.loadRemoteMetadata(child.ready.metadata);
   });
   afterAll(async () => {
-    child?.proc.kill();
+    await child?.kill();
     await a?.close();
   });
 
-  const remote = (offset: number, len: number) => ({ addr: child.addr + offset, len });
+  const remote = (offset: number, len: number) => ({ addr: child.ready.addr + offset, len });
 
   for (const size of [1, 4096, MiB + 5, 64 * MiB]) {
     it(`WRITE and READ of ${size} bytes, checked in the other process`, async () => {
@@ -143,28 +101,28 @@ describe('two agents in two processes', () => {
 
   it('a sender killed in the middle of a notification: the receiver drops it after staleMs and frees its memory', async () => {
     const rx = await Agent.create({ name: 'stale-rx', notifications: { staleMs: 500, maxPendingBytesPerPeer: 1 << 30 } });
-    const sender = await spawnPeer('dying', MiB);
+    const sender = await spawnPeer('dying', { size: MiB });
     try {
-      rx.loadRemoteMetadata(sender.metadata);
+      rx.loadRemoteMetadata(sender.ready.metadata);
       const dropped = new Promise<{ code: string; peer?: string }>((resolve) => rx.once('notification-dropped', resolve));
       await sender.request({ type: 'notify', metadata: Buffer.from(rx.getLocalMetadata()).toString('base64'), size: 512 * MiB });
       // Kill it once part of the message has arrived.
       while (rx.notificationStats.pendingBytes === 0) await new Promise((r) => setTimeout(r, 2));
-      sender.proc.kill('SIGKILL');
+      await sender.kill('SIGKILL');
       const err = await dropped;
       expect(err.code).toBe('ERR_TIMEOUT');
       expect(err.peer).toBe('dying');
       expect(rx.notificationStats.pendingBytes).toBe(0);
       expect(rx.getNotifications().size).toBe(0);
     } finally {
-      sender.proc.kill('SIGKILL');
+      await sender.kill('SIGKILL');
       await rx.close();
     }
   });
 
   it('a peer killed with SIGKILL fails its transfers; the agent serves others and the restarted peer', async () => {
-    const victim = await spawnPeer('victim', 16 * MiB);
-    const vpeer = a.loadRemoteMetadata(victim.metadata);
+    const victim = await spawnPeer('victim', { size: 16 * MiB });
+    const vpeer = a.loadRemoteMetadata(victim.ready.metadata);
     const other = await Agent.create({ name: 'bystander' });
     const otherMem = other.allocate(MiB);
     a.loadRemoteMetadata(other.getLocalMetadata());
@@ -175,14 +133,14 @@ describe('two agents in two processes', () => {
     let killed = false;
     setTimeout(() => {
       killed = true;
-      victim.proc.kill('SIGKILL');
+      void victim.kill('SIGKILL');
     }, 300);
     const started = Date.now();
     // a stream: keep 8 writes in flight until the peer is dead and its writes have failed
     while (Date.now() - started < 15_000) {
       while (inflight.size < 8 && !killed) {
         const t = a
-          .createTransfer({ op: 'WRITE', peer: vpeer, local: [mem.desc(0, block)], remote: [{ addr: victim.addr, len: block }] })
+          .createTransfer({ op: 'WRITE', peer: vpeer, local: [mem.desc(0, block)], remote: [{ addr: victim.ready.addr, len: block }] })
           .post();
         const p: Promise<unknown> = t
           .done({ timeoutMs: 5000 })
@@ -199,7 +157,7 @@ describe('two agents in two processes', () => {
     const failures = outcomes.filter((o) => o !== 'done');
     for (const f of failures) expect(['ERR_REMOTE_DISCONNECT', 'ERR_TIMEOUT']).toContain(f);
     // After the kill, a new transfer to the dead peer fails too, within its timeout.
-    const late = a.createTransfer({ op: 'WRITE', peer: vpeer, local: [mem.desc(0, 64)], remote: [{ addr: victim.addr, len: 64 }] });
+    const late = a.createTransfer({ op: 'WRITE', peer: vpeer, local: [mem.desc(0, 64)], remote: [{ addr: victim.ready.addr, len: 64 }] });
     const lateErr = await late.run({ timeoutMs: 3000 }).catch((e: { code: string }) => e);
     expect(['ERR_REMOTE_DISCONNECT', 'ERR_TIMEOUT']).toContain((lateErr as { code: string }).code);
 
@@ -210,14 +168,14 @@ describe('two agents in two processes', () => {
     expect(Buffer.compare(otherMem.bytes, data)).toBe(0);
 
     // The restarted peer works once its new metadata is loaded.
-    const reborn = await spawnPeer('victim', 16 * MiB);
-    expect(a.loadRemoteMetadata(reborn.metadata)).toBe('victim');
+    const reborn = await spawnPeer('victim', { size: 16 * MiB });
+    expect(a.loadRemoteMetadata(reborn.ready.metadata)).toBe('victim');
     await expectCode(() => late.post(), 'ERR_NOT_FOUND'); // made against the dead instance
     await a
-      .createTransfer({ op: 'WRITE', peer: 'victim', local: [mem.desc(0, MiB)], remote: [{ addr: reborn.addr, len: MiB }] })
+      .createTransfer({ op: 'WRITE', peer: 'victim', local: [mem.desc(0, MiB)], remote: [{ addr: reborn.ready.addr, len: MiB }] })
       .run({ timeoutMs: 10_000 });
     expect((await reborn.request({ type: 'hash', offset: 0, len: MiB })).hash).toBe(sha(data));
-    reborn.proc.kill();
+    await reborn.kill();
     await other.close();
   });
 });

@@ -1,13 +1,8 @@
-import { execFile } from 'node:child_process';
-import path from 'node:path';
-import { promisify } from 'node:util';
-
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { Agent, IxferError, type MemoryRegion } from '../lib/index.js';
-import { agents, connectAll, expectCode, random } from './helpers.js';
+import { Agent, IxferError, type MemoryRegion } from '../../lib/index.js';
+import { agents, connectAll, expectCode, MiB, random, runExample } from '../support/helpers.js';
 
-const MiB = 1 << 20;
 // Around the receive buffer (16 KiB) and the sizes connection data reaches
 // with 32 and 256 network devices.
 const SIZES = [0, 1, 63, 64, 65, 255, 256, 257, 1024, 1792, 14_336, 16_384, 16_385, MiB, 16 * MiB];
@@ -335,7 +330,6 @@ describe('many senders, caps', () => {
 
 
 it('examples/kv-handoff.mjs: prefill writes KV pages into decode with notifications, every page checked on arrival', async () => {
-  const example = path.join(import.meta.dirname, '..', 'examples', 'kv-handoff.mjs');
-  const { stdout } = await promisify(execFile)(process.execPath, [example, '20'], { timeout: 60_000 });
+  const stdout = await runExample('kv-handoff.mjs', '20');
   expect(stdout).toMatch(/decode-0: 20 requests, 480 pages of 64 KiB, every page checked when its notification arrived/);
 });

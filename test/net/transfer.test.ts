@@ -1,9 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { Agent, deserializeDescriptors, serializeDescriptors, type MemoryRegion } from '../lib/index.js';
-import { agents, connectAll, expectCode, random } from './helpers.js';
-
-const MiB = 1 << 20;
+import { Agent, deserializeDescriptors, serializeDescriptors, type MemoryRegion } from '../../lib/index.js';
+import { agents, connectAll, expectCode, MiB, random } from '../support/helpers.js';
 
 describe('two agents in one process', () => {
   let a: Agent;

@@ -5,8 +5,8 @@ import path from 'node:path';
 
 import { afterAll, describe, expect, it } from 'vitest';
 
-const root = path.join(import.meta.dirname, '..');
-const cli = path.join(root, 'dist', 'cli.js');
+import { cli, root } from '../support/helpers.js';
+
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ixfer-bench-test-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 

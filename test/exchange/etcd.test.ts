@@ -1,17 +1,12 @@
-import { execFile } from 'node:child_process';
 import crypto from 'node:crypto';
-import path from 'node:path';
-import { promisify } from 'node:util';
 
 import { Etcd3 } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
-import { Agent, type ExchangeOptions, type IxferError, type MemoryRegion } from '../lib/index.js';
-import { startEtcd, type EtcdServer } from './etcd-server.js';
-import { ChildError, nextPeerEvent, sha, spawnExchangePeer, type ExchangePeer } from './exchange-helpers.js';
-import { expectCode, random } from './helpers.js';
-
-const MiB = 1 << 20;
+import { Agent, IxferError, type ExchangeOptions, type MemoryRegion } from '../../lib/index.js';
+import { startEtcd, type EtcdServer } from '../support/etcd-server.js';
+import { expectCode, MiB, nextPeerEvent, random, runExample, sha } from '../support/helpers.js';
+import { spawnPeer, type Peer } from '../support/peer.js';
 
 let etcd: EtcdServer;
 beforeAll(async () => {
@@ -32,20 +27,19 @@ describe('three agents in three processes find each other through etcd', () => {
   let ns: string;
   let p: Agent;
   let mem: MemoryRegion;
-  let c1: ExchangePeer;
-  let c2: ExchangePeer;
+  let c1: Peer;
+  let c2: Peer;
   beforeAll(async () => {
     ns = newNamespace();
     [p, c1, c2] = await Promise.all([
       Agent.create({ name: 'p', metadata: inNamespace(ns) }),
-      spawnExchangePeer('c1', { metadata: inNamespace(ns) }),
-      spawnExchangePeer('c2', { metadata: inNamespace(ns) }),
+      spawnPeer('c1', { metadata: inNamespace(ns) }),
+      spawnPeer('c2', { metadata: inNamespace(ns) }),
     ]);
     mem = p.allocate(4 * MiB);
   });
   afterAll(async () => {
-    c1?.proc.kill();
-    c2?.proc.kill();
+    await Promise.all([c1?.kill(), c2?.kill()]);
     await p?.close();
   });
 
@@ -75,9 +69,8 @@ describe('three agents in three processes find each other through etcd', () => {
   });
 
   it('an agent killed before it publishes fails only the waits for it, with ERR_TIMEOUT naming it', async () => {
-    const dead = await spawnExchangePeer('d', { idle: true });
-    dead.proc.kill('SIGKILL');
-    await dead.exited;
+    const dead = await spawnPeer('d', { idle: true });
+    await dead.kill('SIGKILL');
 
     // Ordering, not absolute times, so that a loaded machine does not fail it: the data keeps moving while the waits are pending.
     const started = Date.now();
@@ -88,7 +81,7 @@ describe('three agents in three processes find each other through etcd', () => {
       rejected(
         c1.request({ type: 'fetch', from: 'd', timeoutMs: 3000 }).then(
           () => undefined,
-          (e: ChildError) => e,
+          (e: IxferError) => e,
         ),
       ),
     ]);
@@ -110,7 +103,7 @@ describe('three agents in three processes find each other through etcd', () => {
     expect(transfersDoneAt).toBeLessThanOrEqual(Math.min(...rejectedAt)); // not held up by the missing agent
     expect(Date.now() - started).toBeGreaterThanOrEqual(2900);
     expect(pErr.message).toContain(`agent 'd' at ${ns}/d`);
-    expect(c1Err).toBeInstanceOf(ChildError);
+    expect(c1Err).toBeInstanceOf(IxferError); // the peer's error, with its code
     expect(c1Err!.code).toBe('ERR_TIMEOUT');
     expect(c1Err!.message).toContain("agent 'd'");
     expect(p.peers.sort()).toEqual(['c1', 'c2']);
@@ -153,11 +146,11 @@ describe('entries leave etcd with their agent', () => {
   });
 
   it('a killed agent (SIGKILL) is removed when its lease expires, and its peers drop it', async () => {
-    const victim = await spawnExchangePeer('victim', { metadata: inNamespace(ns, 2) });
+    const victim = await spawnPeer('victim', { metadata: inNamespace(ns, 2) });
     expect(await p.fetchRemoteMetadata('victim')).toBe('victim');
     const gone = nextPeerEvent(p, { name: 'victim', action: 'dropped', via: 'etcd' });
     const killedAt = Date.now();
-    victim.proc.kill('SIGKILL');
+    await victim.kill('SIGKILL');
     await gone;
     const after = Date.now() - killedAt;
     // The TTL is 2 s: etcd expires it within about that (its expiry checks run every 500 ms).
@@ -169,7 +162,7 @@ describe('entries leave etcd with their agent', () => {
     await expectCode(() => p.fetchRemoteMetadata('victim', { timeoutMs: 500 }), 'ERR_TIMEOUT');
 
     // Restarted under the same name, it is followed again without another fetch.
-    const reborn = await spawnExchangePeer('victim', { metadata: inNamespace(ns, 2) });
+    const reborn = await spawnPeer('victim', { metadata: inNamespace(ns, 2) });
     const remote = { addr: reborn.ready.addr, len: MiB };
     while (!p.checkRemote('victim', [remote])) await nextPeerEvent(p, { name: 'victim', action: 'loaded', via: 'etcd' });
     const data = random(MiB);
@@ -177,7 +170,7 @@ describe('entries leave etcd with their agent', () => {
     await p.createTransfer({ op: 'WRITE', peer: 'victim', local: [src.desc()], remote: [remote] }).run({ timeoutMs: 30_000 });
     expect((await reborn.request({ type: 'hash', offset: 0, len: MiB })).hash).toBe(sha(data));
     src.deregister();
-    reborn.proc.kill();
+    await reborn.kill();
   });
 
   it('close() removes the entry at once; invalidateLocalMetadata() withdraws it and sendLocalMetadata() brings it back', async () => {
@@ -269,8 +262,7 @@ describe('etcd going away', () => {
 });
 
 it('examples/exchange.mjs etcd: two processes find each other and check the bytes', async () => {
-  const example = path.join(import.meta.dirname, '..', 'examples', 'exchange.mjs');
-  const { stdout } = await promisify(execFile)(process.execPath, [example, 'etcd', etcd.endpoint], { timeout: 60_000 });
+  const stdout = await runExample('exchange.mjs', 'etcd', etcd.endpoint);
   expect(stdout).toMatch(/prefill-0: found 'decode-0' through etcd/);
   expect(stdout).toMatch(/decode-0: prefill-0 wrote 8388608 bytes into kv: checked/);
 });

@@ -7,7 +7,7 @@ import path from 'node:path';
 
 import { expect, it } from 'vitest';
 
-const root = path.join(import.meta.dirname, '..');
+import { root } from '../support/helpers.js';
 
 function which(cmd: string): string {
   return execFileSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).trim();

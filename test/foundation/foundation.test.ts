@@ -7,12 +7,11 @@ import { createRequire } from 'node:module';
 import koffi from 'koffi';
 import { describe, expect, it } from 'vitest';
 
-import { codeOfStatus, ErrorCodes, info, IxferError, makeError, TimeoutError } from '../lib/index.js';
+import { codeOfStatus, ErrorCodes, info, IxferError, makeError, TimeoutError } from '../../lib/index.js';
+import { cli, root } from '../support/helpers.js';
 
-const root = path.join(import.meta.dirname, '..');
-const cli = path.join(root, 'dist', 'cli.js');
 const require = createRequire(import.meta.url);
-const { sourceHash } = require('../scripts/source-hash.cjs') as { sourceHash(root: string): string };
+const { sourceHash } = require(path.join(root, 'scripts', 'source-hash.cjs')) as { sourceHash(root: string): string };
 
 function runCli(args: string[], env: NodeJS.ProcessEnv = {}) {
   return spawnSync(process.execPath, [cli, ...args], { env: { ...process.env, ...env }, encoding: 'utf8' });

@@ -11,10 +11,8 @@ import path from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { Agent, BlockStore, type FileRegion, type MemoryRegion } from '../lib/index.js';
-import { connectAll, expectCode, random } from './helpers.js';
-
-const MiB = 1 << 20;
+import { Agent, BlockStore, type FileRegion, type MemoryRegion } from '../../lib/index.js';
+import { connectAll, expectCode, MiB, random } from '../support/helpers.js';
 const same = (a: Uint8Array, b: Uint8Array) => Buffer.compare(Buffer.from(a), Buffer.from(b)) === 0;
 
 let dir: string;

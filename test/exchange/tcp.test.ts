@@ -1,34 +1,30 @@
-import { execFile } from 'node:child_process';
 import crypto from 'node:crypto';
 import net from 'node:net';
-import path from 'node:path';
-import { promisify } from 'node:util';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { encodeFrame, FrameReader, FrameType, HEADER_BYTES, ID_BYTES, MAC_BYTES } from '../lib/exchange/frame.js';
-import { isLoopback, RemoteRefusedError } from '../lib/exchange/tcp-channel.js';
-import { Agent, type MemoryRegion, type SocketAddress } from '../lib/index.js';
-import { ChildError, sha, spawnExchangePeer, type ExchangePeer } from './exchange-helpers.js';
-import { expectCode, random } from './helpers.js';
+import { encodeFrame, FrameReader, FrameType, HEADER_BYTES, ID_BYTES, MAC_BYTES } from '../../lib/exchange/frame.js';
+import { isLoopback, RemoteRefusedError } from '../../lib/exchange/tcp-channel.js';
+import { Agent, type IxferError, type MemoryRegion, type SocketAddress } from '../../lib/index.js';
+import { expectCode, MiB, random, runExample, sha } from '../support/helpers.js';
+import { spawnPeer, type Peer } from '../support/peer.js';
 
-const MiB = 1 << 20;
 const SECRET = 'exchange-test-secret-0123456789';
 
 describe('TCP side channel between two processes', () => {
   let a: Agent;
   let mem: MemoryRegion;
-  let child: ExchangePeer;
+  let child: Peer;
   let childAddress: SocketAddress;
   let parentAddress: SocketAddress;
   beforeAll(async () => {
     a = await Agent.create({ name: 'tcp-parent', metadata: { secret: SECRET } });
     mem = a.allocate(4 * MiB);
-    child = await spawnExchangePeer('tcp-child', { metadata: { secret: SECRET }, listen: true });
+    child = await spawnPeer('tcp-child', { metadata: { secret: SECRET }, listen: true });
     childAddress = child.ready.address!;
   });
   afterAll(async () => {
-    child?.proc.kill();
+    await child?.kill();
     await a?.close();
   });
 
@@ -67,8 +63,8 @@ describe('TCP side channel between two processes', () => {
   it('invalidate makes the peers we sent to, and those named, drop ours', async () => {
     await a.invalidateLocalMetadata();
     expect((await child.request({ type: 'peers' })).peers).not.toContain('tcp-parent');
-    const err = await child.request({ type: 'write', peer: 'tcp-parent', offset: 0, len: 64, remoteAddr: mem.addr }).catch((e: ChildError) => e);
-    expect((err as ChildError).code).toBe('ERR_NOT_FOUND');
+    const err = await child.request({ type: 'write', peer: 'tcp-parent', offset: 0, len: 64, remoteAddr: mem.addr }).catch((e: IxferError) => e);
+    expect((err as IxferError).code).toBe('ERR_NOT_FOUND');
 
     // Loaded again by the peer's own fetch, not sent by us: only an invalidation naming it reaches it.
     await child.request({ type: 'fetch', from: parentAddress });
@@ -88,7 +84,7 @@ describe('TCP side channel between two processes', () => {
 
 describe("a throwing 'peer' listener", () => {
   it('is an uncaught error of its own: pushes and invalidations are still answered OK', async () => {
-    const child = await spawnExchangePeer('tcp-throwing', { listen: true, throwOnPeer: true });
+    const child = await spawnPeer('tcp-throwing', { listen: true, throwOnPeer: true });
     try {
       await using a = await Agent.create({ name: 'tcp-pusher' });
       const to = child.ready.address!;
@@ -103,7 +99,7 @@ describe("a throwing 'peer' listener", () => {
       expect((await child.request({ type: 'stats' })).stats).toMatchObject({ served: 2, loadFailures: 0 });
       expect(await a.fetchRemoteMetadata(to)).toBe('tcp-throwing');
     } finally {
-      child.proc.kill();
+      await child.kill();
     }
   });
 });
@@ -414,8 +410,7 @@ it('a listener counts as loopback only on 127.0.0.0/8 and ::1', () => {
 });
 
 it('examples/exchange.mjs tcp: two processes find each other and check the bytes', async () => {
-  const example = path.join(import.meta.dirname, '..', 'examples', 'exchange.mjs');
-  const { stdout } = await promisify(execFile)(process.execPath, [example, 'tcp'], { timeout: 60_000 });
+  const stdout = await runExample('exchange.mjs', 'tcp');
   expect(stdout).toMatch(/prefill-0: found 'decode-0' through tcp/);
   expect(stdout).toMatch(/prefill-0: READ 8388608 bytes .*: checked/);
   expect(stdout).toMatch(/decode-0: prefill-0 wrote 8388608 bytes into kv: checked/);

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { Agent, MemoryRegion } from '../lib/index.js';
-import { agents, expectCode } from './helpers.js';
+import { Agent, MemoryRegion } from '../../lib/index.js';
+import { agents, expectCode } from '../support/helpers.js';
 
 describe('Agent.create', () => {
   it('binds tcp on loopback by default and reports what it uses', async () => {

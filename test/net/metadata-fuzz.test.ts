@@ -4,8 +4,8 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 
-import { Agent, IxferError, type MemoryRegion } from '../lib/index.js';
-import { random } from './helpers.js';
+import { Agent, IxferError, type MemoryRegion } from '../../lib/index.js';
+import { random } from '../support/helpers.js';
 
 let a: Agent;
 let b: Agent;

@@ -4,8 +4,8 @@
  * machine has no vitest). Exits 0 when every check passed, 1 when one failed,
  * and 0 with a SKIP line when there is no CUDA device (a skip, not a pass).
  *
- *   node test/gpu/files-gpu.mjs refuse DIR   # cuFile refuses files (no udev record): auto falls back to staging
- *   node test/gpu/files-gpu.mjs gds DIR      # cuFile accepts them: gds (batch) and gds_mt, compat mode
+ *   node test/file/gpu/files-gpu.mjs refuse DIR   # cuFile refuses files (no udev record): auto falls back to staging
+ *   node test/file/gpu/files-gpu.mjs gds DIR      # cuFile accepts them: gds (batch) and gds_mt, compat mode
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -13,7 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const { Agent, BlockStore, cuda } = await import(path.join(here, '..', '..', 'dist', 'index.js'));
+const { Agent, BlockStore, cuda } = await import(path.join(here, '..', '..', '..', 'dist', 'index.js'));
 
 const [mode = 'refuse', dir = '/tmp'] = process.argv.slice(2);
 const devices = cuda.deviceCount();
