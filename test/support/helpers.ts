@@ -8,14 +8,15 @@ import { expect } from 'vitest';
 
 import { Agent, IxferError, type ErrorCode, type PeerEvent } from '../../lib/index.js';
 
+/** SHA-256 in hex: the bench's consistency hash, which the peer fixture uses too. */
+export { hash as sha } from '../../lib/bench/pattern.js';
+
 export const MiB = 1 << 20;
 
 /** The repository root, so that tests do not depend on how deep their folder is. */
 export const root = path.join(import.meta.dirname, '..', '..');
 /** The compiled CLI (`npm test` compiles before it runs vitest). */
 export const cli = path.join(root, 'dist', 'cli.js');
-
-export const sha = (b: Uint8Array) => crypto.createHash('sha256').update(b).digest('hex');
 
 export function random(len: number): Buffer {
   return crypto.randomBytes(len);
