@@ -11,9 +11,9 @@ if [ ! -f .gpu/node.xz ]; then
   xz -T2 -6 -c /tmp/ixfer-node-stripped > .gpu/node.xz
 fi
 npm run --silent compile
-rm -rf .gpu/app && mkdir -p .gpu/app/node_modules .gpu/app/test
+rm -rf .gpu/app && mkdir -p .gpu/app/node_modules
 cp -r package.json dist prebuilds csrc scripts bench .gpu/app/
-cp -r test/fixtures test/gpu .gpu/app/test/
+cp -r --parents test/file/gpu test/support/fixtures .gpu/app/
 # Every production dependency (etcd3 brings grpc and protobuf along); nested
 # node_modules come with their parent package.
 npm ls --omit=dev --parseable --all 2>/dev/null | tail -n +2 | sed "s|^$root/||" |
