@@ -12,14 +12,16 @@ prefix="${LIBFABRIC_PREFIX:-/usr}"
 cc="${CC:-gcc}"
 # The hash only has to be 16 characters here; without node, use a placeholder.
 hash="$(node "$root/scripts/source-hash.cjs" 2>/dev/null)" || hash=0000000000000000
-# Each test is built with the shim's sources; notify_fuzz also reaches into
-# the shim's internals (csrc/src) to send raw fragments.
+# Each test is built with the shim's sources (every .c under csrc/src, as
+# binding.gyp lists them); notify_fuzz also reaches into the shim's internals
+# (csrc/src/net) to send raw fragments.
+mapfile -t sources < <(find "$root/csrc/src" -name '*.c' | sort)
 for t in shim_test notify_fuzz; do
   "$cc" -std=gnu11 -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
     -fno-sanitize-recover=all -Wall -Wextra -Werror \
     -DIXFER_BUILD_HASH="\"$hash\"" -DIXFER_VERSION='"sanitize"' \
     -I"$root/csrc/include" -I"$root/csrc/src" -I"$prefix/include" \
-    "$root"/csrc/src/*.c "$root/csrc/test/$t.c" \
+    "${sources[@]}" "$root/csrc/test/$t.c" \
     -ldl -lpthread -o "$out/$t"
 done
 
@@ -44,7 +46,7 @@ IXFER_SPIN_US=50 "$out/shim_test"
 "$cc" -std=gnu11 -g -O1 -fsanitize=thread -Wall -Wextra -Werror \
   -DIXFER_BUILD_HASH="\"$hash\"" -DIXFER_VERSION='"sanitize"' \
   -I"$root/csrc/include" -I"$root/csrc/src" -I"$prefix/include" \
-  "$root"/csrc/src/*.c "$root/csrc/test/shim_test.c" -ldl -lpthread -o "$out/shim_test_tsan"
+  "${sources[@]}" "$root/csrc/test/shim_test.c" -ldl -lpthread -o "$out/shim_test_tsan"
 cat > "$out/tsan.supp" <<'SUPP'
 called_from_lib:libfabric.so.1
 race:libfabric.so
