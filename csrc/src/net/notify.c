@@ -399,6 +399,18 @@ static int was_dropped(const struct sender *s, uint64_t id)
     return 0;
 }
 
+/* Hands m's record (if any: a dropped place has none) to the application and
+ * frees m. Its bytes leave the pending count first, so that an application
+ * reading ixfer_notif_pending on the event sees them gone. */
+static void deliver_message(struct ixfer_agent *a, struct inbound *m)
+{
+    unaccount(m);
+    if (m->rec)
+        deliver(a, m->rec);
+    m->rec = NULL;
+    release(m);
+}
+
 /* Delivers held ordered messages from next_seq on, skipping dropped places. */
 static void flush_held(struct ixfer_agent *a, struct sender *s)
 {
@@ -408,11 +420,7 @@ static void flush_held(struct ixfer_agent *a, struct sender *s)
         ixfer_list_remove(&m->link);
         if (m->seq == s->next_seq)
             s->next_seq++;
-        if (m->rec) {
-            deliver(a, m->rec);
-            m->rec = NULL;
-        }
-        release(m);
+        deliver_message(a, m);
     }
 }
 
@@ -431,11 +439,7 @@ static void hold(struct sender *s, struct inbound *m)
 static void ordered_ready(struct ixfer_agent *a, struct sender *s, struct inbound *m)
 {
     if (m->seq < s->next_seq) { /* late: its place was already given up */
-        if (m->rec) {
-            deliver(a, m->rec);
-            m->rec = NULL;
-        }
-        release(m);
+        deliver_message(a, m);
         return;
     }
     hold(s, m);
@@ -483,8 +487,9 @@ static void complete(struct ixfer_agent *a, struct sender *s, struct inbound *m)
         uint64_t tag = m->tag & n->tag_mask;
         struct tag_entry *t = tag_get(n, tag);
         if (!t) { /* out of memory: it cannot be held until its data is there */
-            report_drop(a, s, m->total, IXFER_ERR_BACKEND);
-            release(m);
+            uint64_t total = m->total;
+            release(m); /* before the report, as in drop_partial */
+            report_drop(a, s, total, IXFER_ERR_BACKEND);
             return;
         }
         if (t->msg) { /* two messages claim one tag: keep the first */
@@ -502,9 +507,7 @@ static void complete(struct ixfer_agent *a, struct sender *s, struct inbound *m)
         ordered_ready(a, s, m);
         return;
     }
-    deliver(a, m->rec);
-    m->rec = NULL;
-    release(m);
+    deliver_message(a, m);
 }
 
 void ixfer_notify_remote_write(struct ixfer_agent *a, uint64_t data)
