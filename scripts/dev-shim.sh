@@ -10,6 +10,7 @@ prefix="${LIBFABRIC_PREFIX:-/usr}"
 "${CC:-gcc}" -std=gnu11 -O2 -g -fPIC -shared -fvisibility=hidden -Wall -Wextra -Werror \
   -DIXFER_BUILD_HASH="\"$(node "$root/scripts/source-hash.cjs")\"" \
   -DIXFER_VERSION="\"$(node -p "require('$root/package.json').version")\"" \
-  -I"$root/csrc/include" -I"$prefix/include" "$root"/csrc/src/*.c \
+  -I"$root/csrc/include" -I"$root/csrc/src" -I"$prefix/include" \
+  $(find "$root/csrc/src" -name '*.c' | sort) \
   -Wl,--no-undefined -ldl -lpthread -o "$out"
 echo "$out"

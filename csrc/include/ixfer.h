@@ -249,7 +249,6 @@ IXFER_API int32_t ixfer_mem_alloc(uint64_t len, uint64_t *addr);
 IXFER_API void ixfer_mem_free(uint64_t addr);
 /* Address of a caller-supplied buffer (valid while the caller keeps it). */
 IXFER_API uint64_t ixfer_mem_address(const void *ptr);
-IXFER_API void ixfer_mem_copy(uint64_t dst, uint64_t src, uint64_t len);
 
 /* ==== CUDA memory ========================================================== */
 

@@ -2,8 +2,8 @@
  * tens of thousands of mutated and random fragments straight through the
  * provider (bypassing the sender side), under AddressSanitizer and UBSan
  * (scripts/sanitize.sh), then checks that a real notification still arrives
- * intact and that nothing is left pending. Uses the shim's internals to reach
- * the endpoint. */
+ * intact and that nothing is left pending. Uses the shim's internals
+ * (csrc/src/net) to reach the endpoint. */
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,10 +12,11 @@
 
 #include <rdma/fi_errno.h>
 
-#include "agent.h"
-#include "fabric_api.h"
 #include "ixfer.h"
-#include "notify.h"
+#include "net/agent.h"
+#include "net/fabric_api.h"
+#include "net/mr.h"
+#include "net/notify.h"
 
 #define ROUNDS 30000
 

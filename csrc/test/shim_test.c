@@ -230,6 +230,8 @@ static void test_notifications(void)
                            IXFER_POST_NOTIFY) == IXFER_OK);
     ixfer_event ev;
     EXPECT(wait_type(b, bfd, IXFER_EVENT_NOTIF, &ev));
+    /* Its bytes left the pending count before its event was pushed. */
+    EXPECT(ixfer_notif_pending(b) == 0);
     ixfer_notification *n = (ixfer_notification *)(uintptr_t)ev.user_id;
     if (n) {
         EXPECT(n->status == IXFER_OK && n->len == sizeof msg);

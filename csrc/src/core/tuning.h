@@ -1,0 +1,12 @@
+/* Settings read once from the environment and the machine, shared by the
+ * network progress thread and the file engine's workers (hence in core). */
+#ifndef IXFER_CORE_TUNING_H
+#define IXFER_CORE_TUNING_H
+
+#include <stdint.h>
+
+/* How long a thread that just worked watches for more before it sleeps
+ * (IXFER_SPIN_US; by default 50 us with 4 or more CPUs, else 0). */
+uint64_t ixfer_spin_ns(void);
+
+#endif

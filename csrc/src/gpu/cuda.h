@@ -1,0 +1,18 @@
+/* CUDA helpers for the engines (cuda.c): the file engine's staging and cuFile
+ * paths today. */
+#ifndef IXFER_GPU_CUDA_H
+#define IXFER_GPU_CUDA_H
+
+#include <stdint.h>
+
+/* Makes the primary context of device ordinal current on this thread (loading
+ * the driver first). */
+int32_t ixfer_cuda_bind(int32_t ordinal);
+/* Synchronous copies in the context bound on this thread. */
+int32_t ixfer_cuda_htod(uint64_t dst, const void *src, uint64_t len);
+int32_t ixfer_cuda_dtoh(void *dst, uint64_t src, uint64_t len);
+/* Page-locks host memory for faster copies; returns whether it did. */
+int ixfer_cuda_pin(void *p, uint64_t len);
+void ixfer_cuda_unpin(void *p);
+
+#endif

@@ -1,0 +1,59 @@
+/* The network agent: its libfabric resources and the state its modules share
+ * (mr.c registrations, progress.c the progress thread, notify.c
+ * notifications). Included only under net/. */
+#ifndef IXFER_NET_AGENT_H
+#define IXFER_NET_AGENT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include <rdma/fabric.h>
+#include <rdma/fi_domain.h>
+#include <rdma/fi_endpoint.h>
+#include <rdma/fi_eq.h>
+#include <rdma/fi_cm.h>
+#include <rdma/fi_rma.h>
+
+#include "core/events.h"
+#include "core/list.h"
+#include "ixfer.h"
+
+struct ixfer_agent {
+    struct ixfer_events events; /* first: see ixfer_agent_events() */
+    struct fi_info *info;
+    struct fid_fabric *fabric;
+    struct fid_domain *domain;
+    struct fid_ep *ep;
+    struct fid_cq *cq;
+    struct fid_av *av;
+    ixfer_provider_info caps;
+    uint32_t iov_limit;      /* pairs per provider op */
+    uint64_t max_msg_size;
+    char name[IXFER_SENDER_MAX];
+    uint32_t name_len;
+    struct notify_state *notify; /* notify.c; owned by the progress thread */
+
+    pthread_mutex_t mr_lock; /* the list of registrations */
+    struct ixfer_list mrs;   /* struct ixfer_mr (mr.h) */
+    uint64_t key_mask;       /* the domain's mr_key_size, as a mask */
+
+    /* Owned by the progress thread (progress.c): struct xfer_request. */
+    struct ixfer_list live;  /* every request not yet reported */
+    struct ixfer_list postq; /* requests with parts left to post */
+
+    pthread_t thread;
+    int thread_started;
+    atomic_int stop;
+    atomic_int spinning;    /* the progress thread is watching, not sleeping */
+    atomic_uint submitted;  /* submissions ever queued, for the watching thread */
+
+    pthread_mutex_t submit_lock;
+    pthread_cond_t submit_done;    /* signals SUBMIT_REMOVE_PEER completion */
+    struct ixfer_list submissions; /* struct submission (progress.h) */
+};
+
+_Static_assert(offsetof(struct ixfer_agent, events) == 0,
+               "ixfer_agent_events() finds the event queue at the start of the agent");
+
+#endif

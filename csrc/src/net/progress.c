@@ -1,0 +1,362 @@
+/* The agent's progress thread. It alone posts operations and reads the CQ:
+ * data progress is manual on tcp, EFA and CXI, so a target that nobody
+ * progresses never receives a write. It sleeps in fi_cq_sread (which also
+ * drives the provider) and is woken by fi_cq_signal when work is submitted,
+ * unless it is watching for work after activity (spin()), when submitters
+ * skip the signal. Posting here rather than on the caller's thread keeps the provider's
+ * copying (tcp sends the data while posting) off the JavaScript thread. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/error.h"
+#include "core/tuning.h"
+#include "net/fabric_api.h"
+#include "net/mr.h"
+#include "net/notify.h"
+#include "net/progress.h"
+
+#define CQ_BATCH 64
+#define MAX_IOV 16          /* cap on pairs per op, whatever the provider says */
+#define IDLE_WAIT_MS 1000   /* bounded so that a lost wake-up costs a second */
+
+void ixfer_submit(struct ixfer_agent *a, struct submission *s)
+{
+    pthread_mutex_lock(&a->submit_lock);
+    ixfer_list_push_back(&a->submissions, &s->link);
+    pthread_mutex_unlock(&a->submit_lock);
+    /* Counted before the flag is read: see spin(). */
+    atomic_fetch_add(&a->submitted, 1);
+    if (!atomic_load(&a->spinning))
+        fi_cq_signal(a->cq);
+}
+
+/* Hands r's notification to the sender. expected: tagged writes the receiver
+ * must count before delivering it. */
+static void send_notif(struct ixfer_agent *a, struct xfer_request *r, uint64_t expected)
+{
+    ixfer_notif_job_expect(r->notif, r->tag, expected);
+    r->notif_state = NOTIF_SENDING;
+    ixfer_notify_enqueue(a, r->notif);
+}
+
+/* Reports and frees a request once it is settled (core/request.h) and its
+ * notification, if any, is sent: the data must be in place before the peer
+ * hears of it, and the caller hears of both at once. */
+static void maybe_finish(struct ixfer_agent *a, struct xfer_request *r)
+{
+    if (!ixfer_request_settled(&r->base))
+        return;
+    int32_t status = ixfer_request_outcome(&r->base);
+    if (r->notif_state == NOTIF_WAITING && status == IXFER_OK) {
+        /* READ, or WRITE without CQ data: the data is in place now. */
+        send_notif(a, r, 0);
+        return;
+    }
+    if (r->notif_state == NOTIF_SENDING)
+        return;
+    if (r->notif_state == NOTIF_WAITING)
+        ixfer_notif_job_free(r->notif);
+    ixfer_request_end(&a->events, &r->base);
+}
+
+/* notify.c reports that the notification of r was sent (or not). */
+static void request_notified(struct ixfer_agent *a, void *ctx, int32_t status, int32_t fi_errno)
+{
+    struct xfer_request *r = ctx;
+    r->notif_state = NOTIF_NONE;
+    r->notif = NULL; /* freed by notify.c */
+    ixfer_request_fail(&r->base, status, fi_errno, 0);
+    maybe_finish(a, r);
+}
+
+static void fail_request(struct xfer_request *r, int fi_err)
+{
+    ixfer_request_fail(&r->base, ixfer_status_of(fi_err), fi_err, 0);
+}
+
+/* Posts as much of r as the provider takes. Returns -FI_EAGAIN when it had to
+ * stop for lack of resources, 0 when r needs no more posting. */
+static int post_some(struct ixfer_agent *a, struct xfer_request *r)
+{
+    uint32_t limit = a->iov_limit < MAX_IOV ? a->iov_limit : MAX_IOV;
+    while (!ixfer_request_handed_out(&r->base)) {
+        struct iovec iov[MAX_IOV];
+        void *desc[MAX_IOV];
+        struct fi_rma_iov rma[MAX_IOV];
+        size_t n = 0;
+        uint64_t total = 0;
+        uint32_t p = r->base.next_pair;
+        uint64_t off = r->base.next_offset;
+        while (n < limit && p < r->base.count && total < a->max_msg_size) {
+            const ixfer_iov_pair *pair = &r->pairs[p];
+            uint64_t left = pair->len - off;
+            uint64_t room = a->max_msg_size - total;
+            uint64_t seg = left < room ? left : room;
+            if (seg) {
+                iov[n].iov_base = (void *)(uintptr_t)(pair->local_addr + off);
+                iov[n].iov_len = seg;
+                desc[n] = pair->local_mr->desc;
+                rma[n].addr = pair->remote_addr + off;
+                rma[n].len = seg;
+                rma[n].key = pair->remote_key;
+                n++;
+                total += seg;
+                off += seg;
+            }
+            if (off == pair->len) {
+                p++;
+                off = 0;
+            }
+        }
+        if (n == 0) { /* only empty pairs were left */
+            r->base.next_pair = p;
+            r->base.next_offset = 0;
+            break;
+        }
+        struct xfer_op *op = &r->ops[r->ops_used];
+        op->ctx.kind = OP_KIND_RMA;
+        op->req = r;
+        struct fi_msg_rma msg = {
+            .msg_iov = iov, .desc = desc, .iov_count = n, .addr = r->peer,
+            .rma_iov = rma, .rma_iov_count = n, .context = op, .data = r->tag,
+        };
+        /* A WRITE is complete only once the data is in the target's memory
+         * (fi_cq(3) FI_DELIVERY_COMPLETE), not merely handed to the network:
+         * done() promises the bytes are there. */
+        ssize_t ret = r->op == IXFER_OP_WRITE
+                          ? fi_writemsg(a->ep, &msg, FI_DELIVERY_COMPLETE |
+                                                         (r->tagged ? FI_REMOTE_CQ_DATA : 0))
+                          : fi_readmsg(a->ep, &msg, 0);
+        if (ret == -FI_EAGAIN)
+            return -FI_EAGAIN;
+        if (ret) {
+            fail_request(r, (int)-ret);
+            break;
+        }
+        r->ops_used++;
+        r->base.busy++;
+        r->base.next_pair = p;
+        r->base.next_offset = off;
+    }
+    return 0;
+}
+
+/* Returns whether there were any. */
+static int take_submissions(struct ixfer_agent *a)
+{
+    struct ixfer_list taken;
+    ixfer_list_init(&taken);
+    pthread_mutex_lock(&a->submit_lock);
+    ixfer_list_splice_back(&taken, &a->submissions);
+    pthread_mutex_unlock(&a->submit_lock);
+    int any = !ixfer_list_empty(&taken);
+    struct ixfer_list *node;
+    while ((node = ixfer_list_pop_front(&taken))) {
+        struct submission *s = ixfer_container_of(node, struct submission, link);
+        if (s->kind == SUBMIT_POST) {
+            struct xfer_request *r = s->req;
+            if (r->notif)
+                ixfer_notif_job_attach(r->notif, request_notified, r);
+            if (r->tagged)
+                r->tag = ixfer_notify_next_tag(a);
+            ixfer_list_push_front(&a->live, &r->base.live);
+            ixfer_list_push_back(&a->postq, &r->base.queue);
+        } else if (s->kind == SUBMIT_CANCEL) {
+            /* Canceled requests still in the post queue are finished when the
+             * post pass reaches them; the others once their ops complete. */
+            struct ixfer_request *r = ixfer_request_find(&a->live, s->user_id);
+            if (r)
+                ixfer_request_cancel(r, s->cancel_status);
+            else
+                ixfer_notify_cancel(a, s->user_id, s->cancel_status);
+        } else if (s->kind == SUBMIT_NOTIFY) {
+            ixfer_notify_enqueue(a, s->job);
+        } else if (s->kind == SUBMIT_FORGET) {
+            ixfer_notify_forget(a, s->name);
+            free(s->name);
+        } else {
+            IXFER_LIST_FOR_EACH(n, &a->live) {
+                struct xfer_request *r = ixfer_container_of(n, struct xfer_request, base.live);
+                if (r->peer == s->peer)
+                    ixfer_request_cancel(&r->base, IXFER_ERR_REMOTE_DISCONNECT);
+            }
+            ixfer_notify_remove_peer(a, s->peer);
+            fi_av_remove(a->av, &s->peer, 1, 0);
+            pthread_mutex_lock(&a->submit_lock);
+            *s->done = 1;
+            pthread_cond_broadcast(&a->submit_done);
+            pthread_mutex_unlock(&a->submit_lock);
+        }
+        free(s);
+    }
+    return any;
+}
+
+/* r is fully posted, or stopped (and may be freed on return). */
+static void posted(struct ixfer_agent *a, struct xfer_request *r)
+{
+    /* Tagged WRITEs: the receiver holds the notification until it has
+     * counted them all, so it can go as soon as they are posted. */
+    if (r->tagged && r->notif_state == NOTIF_WAITING && ixfer_request_outcome(&r->base) == IXFER_OK)
+        send_notif(a, r, r->ops_used);
+    maybe_finish(a, r);
+}
+
+/* One pass over the post queue. A peer that returns -FI_EAGAIN is skipped for
+ * the rest of the pass, so that one unreachable peer does not hold up others.
+ * Returns whether anything was left unposted. */
+static int post_pass(struct ixfer_agent *a)
+{
+    struct blocked_peers blocked = {.n = 0};
+    IXFER_LIST_FOR_EACH_SAFE(node, &a->postq) {
+        struct xfer_request *r = ixfer_container_of(node, struct xfer_request, base.queue);
+        int skip = peer_blocked(&blocked, r->peer), full = 0;
+        if (!skip && !r->base.cancel_status && post_some(a, r) == -FI_EAGAIN) {
+            full = block_peer(&blocked, r->peer);
+            skip = 1;
+        }
+        if (full)
+            break;
+        if (skip)
+            continue;
+        ixfer_list_remove(&r->base.queue);
+        posted(a, r);
+    }
+    return !ixfer_list_empty(&a->postq);
+}
+
+static void op_done(struct ixfer_agent *a, const struct fi_cq_data_entry *e, void *context,
+                    int fi_err)
+{
+    if (e && (e->flags & FI_REMOTE_CQ_DATA) && (e->flags & FI_REMOTE_WRITE))
+        ixfer_notify_remote_write(a, e->data);
+    if (!context) /* remote writes carry no context of ours */
+        return;
+    struct op_ctx *ctx = context;
+    if (ctx->kind != OP_KIND_RMA) {
+        ixfer_notify_completion(a, ctx, e ? e->len : 0, fi_err);
+        return;
+    }
+    struct xfer_request *r = ((struct xfer_op *)context)->req;
+    if (fi_err)
+        fail_request(r, fi_err);
+    r->base.busy--;
+    /* A request still on the post queue is finished when the queue lets go. */
+    maybe_finish(a, r);
+}
+
+/* Handles what fi_cq_read/sread returned; returns the number of entries. */
+static ssize_t handle_cq(struct ixfer_agent *a, struct fi_cq_data_entry *ents, ssize_t n)
+{
+    if (n > 0) {
+        for (ssize_t i = 0; i < n; i++)
+            op_done(a, &ents[i], ents[i].op_context, 0);
+        return n;
+    }
+    if (n == -FI_EAVAIL) {
+        struct fi_cq_err_entry err;
+        memset(&err, 0, sizeof err);
+        if (fi_cq_readerr(a->cq, &err, 0) == 1) {
+            op_done(a, NULL, err.op_context, err.err ? err.err : FI_EIO);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* After activity, the thread watches for the next submission or completion
+ * for up to ixfer_spin_ns() before it sleeps: a stream of transfers then pays neither
+ * the submitter's wake-up write nor the thread's wake-up. Returns whether
+ * something came. */
+static int spin(struct ixfer_agent *a, struct fi_cq_data_entry *ents)
+{
+    unsigned seen = atomic_load(&a->submitted);
+    atomic_store(&a->spinning, 1);
+    int busy = 0;
+    uint64_t start = ixfer_now_ns(), limit = ixfer_spin_ns();
+    do {
+        busy = atomic_load(&a->submitted) != seen ||
+               handle_cq(a, ents, fi_cq_read(a->cq, ents, CQ_BATCH)) > 0;
+    } while (!busy && ixfer_now_ns() - start < limit);
+    atomic_store(&a->spinning, 0);
+    /* A submitter that saw the flag up did not signal; it counted its
+     * submission before reading the flag, so looking again now that the flag
+     * is down cannot miss it (all seq_cst). */
+    return busy || atomic_load(&a->submitted) != seen;
+}
+
+static void *progress_main(void *arg)
+{
+    struct ixfer_agent *a = arg;
+    struct fi_cq_data_entry ents[CQ_BATCH];
+    int backoff_ms = 0, active = 0;
+    while (!atomic_load(&a->stop)) {
+        active |= take_submissions(a);
+        int pending = post_pass(a);
+        pending |= ixfer_notify_pass(a);
+        if (handle_cq(a, ents, fi_cq_read(a->cq, ents, CQ_BATCH)) > 0) {
+            backoff_ms = 0;
+            active = 1;
+            continue;
+        }
+        if (active && !pending && ixfer_spin_ns()) {
+            active = spin(a, ents);
+            if (active)
+                continue;
+        }
+        /* Nothing completed. Sleep in the provider until something does, a
+         * submission signals us, or (when a peer refused more work) a short,
+         * growing back-off ends and posting is retried. */
+        int timeout = IDLE_WAIT_MS;
+        if (pending) {
+            backoff_ms = backoff_ms ? (backoff_ms < 16 ? backoff_ms * 2 : 16) : 1;
+            timeout = backoff_ms;
+        }
+        if (handle_cq(a, ents, fi_cq_sread(a->cq, ents, CQ_BATCH, NULL, timeout)) > 0) {
+            backoff_ms = 0;
+            active = 1;
+        }
+    }
+    return NULL;
+}
+
+int32_t ixfer_progress_start(struct ixfer_agent *a)
+{
+    if (pthread_create(&a->thread, NULL, progress_main, a))
+        return ixfer_fail(IXFER_ERR_BACKEND, "cannot start the progress thread");
+    a->thread_started = 1;
+    return IXFER_OK;
+}
+
+void ixfer_progress_stop(struct ixfer_agent *a)
+{
+    if (!a->thread_started)
+        return;
+    atomic_store(&a->stop, 1);
+    fi_cq_signal(a->cq);
+    pthread_join(a->thread, NULL);
+    a->thread_started = 0;
+}
+
+void ixfer_progress_discard(struct ixfer_agent *a)
+{
+    IXFER_LIST_FOR_EACH_SAFE(node, &a->submissions) {
+        struct submission *s = ixfer_container_of(node, struct submission, link);
+        if (s->req)
+            ixfer_notif_job_free(s->req->notif);
+        free(s->req);
+        ixfer_notif_job_free(s->job);
+        free(s->name);
+        free(s);
+    }
+    ixfer_list_init(&a->submissions);
+    IXFER_LIST_FOR_EACH_SAFE(node, &a->live) {
+        struct xfer_request *r = ixfer_container_of(node, struct xfer_request, base.live);
+        if (r->notif_state == NOTIF_WAITING) /* else notify.c owned it */
+            ixfer_notif_job_free(r->notif);
+        free(r);
+    }
+    ixfer_list_init(&a->live);
+    ixfer_list_init(&a->postq);
+}

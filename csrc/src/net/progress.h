@@ -1,0 +1,55 @@
+/* The progress thread (progress.c) and the work handed to it: transfer
+ * requests and submissions, built by the ABI calls in submit.c. */
+#ifndef IXFER_NET_PROGRESS_H
+#define IXFER_NET_PROGRESS_H
+
+#include "core/request.h"
+#include "net/agent.h"
+#include "net/ops.h"
+
+struct xfer_request;
+struct notif_job;
+
+struct xfer_op {
+    struct op_ctx ctx;
+    struct xfer_request *req;
+};
+
+/* A queued transfer, owned by the progress thread once submitted. base.busy
+ * counts provider ops posted and not yet completed. */
+struct xfer_request {
+    struct ixfer_request base; /* first: ixfer_request_end() frees the allocation */
+    struct xfer_op *ops;  /* enough for every provider op; in the same allocation */
+    uint32_t ops_used;
+    uint32_t op;
+    fi_addr_t peer;
+    struct notif_job *notif; /* attached notification, or NULL */
+    enum { NOTIF_NONE, NOTIF_WAITING, NOTIF_SENDING } notif_state; /* NONE once sent */
+    int tagged;              /* WRITE ops carry tag as remote CQ data */
+    uint64_t tag;
+    ixfer_iov_pair pairs[];
+};
+
+struct submission {
+    struct ixfer_list link; /* on the agent's submissions */
+    enum { SUBMIT_POST, SUBMIT_CANCEL, SUBMIT_REMOVE_PEER, SUBMIT_NOTIFY, SUBMIT_FORGET } kind;
+    struct xfer_request *req; /* SUBMIT_POST */
+    struct notif_job *job;    /* SUBMIT_NOTIFY */
+    char *name;               /* SUBMIT_FORGET */
+    uint64_t user_id;         /* SUBMIT_CANCEL */
+    fi_addr_t peer;           /* SUBMIT_REMOVE_PEER */
+    int *done;                /* SUBMIT_REMOVE_PEER: set under submit_lock */
+    int32_t cancel_status;
+};
+
+/* Queues a submission and wakes the progress thread. Any thread. */
+void ixfer_submit(struct ixfer_agent *agent, struct submission *s);
+
+int32_t ixfer_progress_start(struct ixfer_agent *agent);
+/* Stops and joins the thread; what it owned stays for _discard. */
+void ixfer_progress_stop(struct ixfer_agent *agent);
+/* Frees submissions and requests left at teardown, after the endpoint closed:
+ * no event is pushed for them. */
+void ixfer_progress_discard(struct ixfer_agent *agent);
+
+#endif

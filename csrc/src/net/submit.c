@@ -1,0 +1,129 @@
+/* The ABI calls that hand work to the progress thread: each checks its
+ * arguments on the caller's thread, copies what it needs into a submission
+ * and queues it (progress.c), so the caller never touches the provider. */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "net/mr.h"
+#include "net/notify.h"
+#include "net/progress.h"
+
+int32_t ixfer_peer_remove(ixfer_agent *agent, uint64_t peer)
+{
+    if (!agent)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
+    struct submission *s = calloc(1, sizeof *s);
+    if (!s)
+        return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
+    /* Done by the progress thread, which alone posts to the peer; waiting
+     * for it (briefly: it never blocks while submissions are queued) means
+     * that the handle can be reused as soon as this returns. */
+    int done = 0;
+    s->kind = SUBMIT_REMOVE_PEER;
+    s->peer = peer;
+    s->done = &done;
+    ixfer_submit(agent, s);
+    pthread_mutex_lock(&agent->submit_lock);
+    while (!done)
+        pthread_cond_wait(&agent->submit_done, &agent->submit_lock);
+    pthread_mutex_unlock(&agent->submit_lock);
+    return IXFER_OK;
+}
+
+int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer,
+                        const ixfer_iov_pair *pairs, uint32_t count, uint64_t user_id,
+                        const uint8_t *notif, uint64_t notif_len, uint32_t flags)
+{
+    int notify = (flags & IXFER_POST_NOTIFY) != 0;
+    if (!agent || (!pairs && count) || (notify && !notif && notif_len))
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
+    if (op != IXFER_OP_WRITE && op != IXFER_OP_READ)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "unknown operation %u", op);
+    /* Each op carries at least one segment; a pair longer than the provider's
+     * message size becomes several segments. */
+    uint64_t segments = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        if (!pairs[i].local_mr || pairs[i].local_mr->agent != agent)
+            return ixfer_fail(IXFER_ERR_NOT_FOUND, "pair %u has no local registration of "
+                                                   "this agent", i);
+        if (pairs[i].len)
+            segments += 1 + (pairs[i].len - 1) / agent->max_msg_size;
+    }
+    if (segments > UINT32_MAX)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "transfer needs too many operations");
+    /* One allocation: the request, its pairs, then its ops. */
+    size_t head = sizeof(struct xfer_request) + (size_t)count * sizeof *pairs;
+    struct xfer_request *r = malloc(head + (size_t)segments * sizeof(struct xfer_op));
+    struct notif_job *job = notify ? ixfer_notif_job_new(peer, notif, notif_len, 0, 0) : NULL;
+    struct submission *s = calloc(1, sizeof *s);
+    if (!r || !s || (notify && !job)) {
+        free(r);
+        free(s);
+        ixfer_notif_job_free(job);
+        return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
+    }
+    *r = (struct xfer_request){
+        .op = op, .peer = peer, .ops = (struct xfer_op *)((char *)r + head),
+        .notif = job, .notif_state = job ? NOTIF_WAITING : NOTIF_NONE,
+        /* The receiver counts tagged writes when its provider has CQ data. */
+        .tagged = job && op == IXFER_OP_WRITE && agent->caps.cq_data_size > 0};
+    ixfer_request_init(&r->base, user_id, count);
+    if (count)
+        memcpy(r->pairs, pairs, (size_t)count * sizeof *pairs);
+    s->kind = SUBMIT_POST;
+    s->req = r;
+    ixfer_submit(agent, s);
+    return IXFER_OK;
+}
+
+int32_t ixfer_xfer_cancel(ixfer_agent *agent, uint64_t user_id, int32_t status)
+{
+    if (!agent)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
+    struct submission *s = calloc(1, sizeof *s);
+    if (!s)
+        return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
+    s->kind = SUBMIT_CANCEL;
+    s->user_id = user_id;
+    s->cancel_status = ixfer_cancel_status(status);
+    ixfer_submit(agent, s);
+    return IXFER_OK;
+}
+
+int32_t ixfer_notify(ixfer_agent *agent, uint64_t peer, const uint8_t *data, uint64_t len,
+                     uint64_t seq, uint64_t user_id)
+{
+    if (!agent || (!data && len))
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
+    struct submission *s = calloc(1, sizeof *s);
+    struct notif_job *job = ixfer_notif_job_new(peer, data, len, seq, user_id);
+    if (!s || !job) {
+        free(s);
+        ixfer_notif_job_free(job);
+        return ixfer_fail(IXFER_ERR_BACKEND, "out of memory for a notification of %llu bytes",
+                          (unsigned long long)len);
+    }
+    s->kind = SUBMIT_NOTIFY;
+    s->job = job;
+    ixfer_submit(agent, s);
+    return IXFER_OK;
+}
+
+int32_t ixfer_notif_forget(ixfer_agent *agent, const char *name)
+{
+    if (!agent || !name)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
+    struct submission *s = calloc(1, sizeof *s);
+    char *copy = strdup(name);
+    if (!s || !copy) {
+        free(s);
+        free(copy);
+        return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
+    }
+    s->kind = SUBMIT_FORGET;
+    s->name = copy;
+    ixfer_submit(agent, s);
+    return IXFER_OK;
+}
