@@ -84,7 +84,7 @@ describe('the shim', () => {
     fs.cpSync(path.join(root, 'csrc'), path.join(copy, 'csrc'), { recursive: true });
     fs.copyFileSync(path.join(root, 'binding.gyp'), path.join(copy, 'binding.gyp'));
     const before = sourceHash(copy);
-    const file = path.join(copy, 'csrc', 'src', 'error.c');
+    const file = path.join(copy, 'csrc', 'src', 'core', 'error.c');
     fs.appendFileSync(file, ' ');
     expect(sourceHash(copy)).not.toBe(before);
     fs.rmSync(copy, { recursive: true });
