@@ -85,6 +85,7 @@ describe('the shim', () => {
     fs.copyFileSync(path.join(root, 'binding.gyp'), path.join(copy, 'binding.gyp'));
     const before = sourceHash(copy);
     const file = path.join(copy, 'csrc', 'src', 'core', 'error.c');
+    expect(fs.existsSync(file)).toBe(true); // a stale path would create a new file and pass anyway
     fs.appendFileSync(file, ' ');
     expect(sourceHash(copy)).not.toBe(before);
     fs.rmSync(copy, { recursive: true });
