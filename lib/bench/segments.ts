@@ -5,7 +5,7 @@
  */
 import type { Agent } from '../agent.js';
 import { NotSupportedError } from '../errors.js';
-import type { MemoryRegion } from '../memory.js';
+import type { MemoryRegion } from '../core/memory.js';
 import type { BenchOptions, MemorySegment } from './options.js';
 
 export function allocateSegment(agent: Agent, seg: MemorySegment, bytes: number): MemoryRegion {
