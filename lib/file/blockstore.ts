@@ -13,7 +13,13 @@ import { MismatchError, NoSpaceError, NotAllowedError, NotFoundError } from '../
 import { parse, parseDescriptors, type Descriptor, type ParsedDescriptor, type WaitOptions } from '../schemas.js';
 import type { FileTransfer } from './engine.js';
 import type { FileRegion } from './region.js';
-import { BlockKeySchema, BlockStoreOptionsSchema, type BlockStoreOptions, type FileOpenOptions, type FileTransferRequest } from './schemas.js';
+import {
+  BlockKeySchema,
+  BlockStoreOptionsSchema,
+  type BlockStoreOptions,
+  type FileOpenOptions,
+  type FileTransferRequest,
+} from './schemas.js';
 
 const SUFFIX = '.blk';
 /** This host in temporary file names, so that a store only removes leftovers of its own host's processes. */

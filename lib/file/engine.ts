@@ -219,7 +219,8 @@ export class FileEngine implements Engine<FilePosting>, FileOwner {
       local.map((d, i) => {
         const r = regions[i]!;
         bytes += d.len;
-        return { addr: d.addr, len: d.len, base: r.addr, file: files[i]!.handle, offset: descs[i]!.offset, device: r.kind === 'VRAM' ? r.devId : -1 };
+        const device = r.kind === 'VRAM' ? r.devId : -1;
+        return { addr: d.addr, len: d.len, base: r.addr, file: files[i]!.handle, offset: descs[i]!.offset, device };
       }),
     );
     const fileSet = [...new Set(files)];

@@ -86,7 +86,8 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     const key: (number | bigint)[] = [0];
     const out: (bigint | null)[] = [null];
     check(shim().mrRegister(this.endpoint.handle(), addr, len, key, out), `registering ${len} bytes`);
-    const region = new MemoryRegion({ owner: this, addr, len, key: toBigInt(key[0]!), handle: out[0] as MrHandle, keepAlive, view });
+    const handle = out[0] as MrHandle;
+    const region = new MemoryRegion({ owner: this, addr, len, key: toBigInt(key[0]!), handle, keepAlive, view });
     this.memory.add(region);
     this.#bump();
     return region;
@@ -152,7 +153,9 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
   /** A transfer between local and remote descriptors of peer, paired one to one. */
   transfer(op: Op, peerName: string, local: ParsedDescriptor[], remote: ParsedDescriptor[], notification: unknown): Transfer {
     const peer = this.peers.get(peerName);
-    if (local.length !== remote.length) throw new MismatchError(`${local.length} local descriptors but ${remote.length} remote ones`);
+    if (local.length !== remote.length) {
+      throw new MismatchError(`${local.length} local descriptors but ${remote.length} remote ones`);
+    }
     const sides = {
       local,
       localRegions: this.localRegions(local, 'local'),
@@ -173,8 +176,8 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
   }
 
   makeTransfer(op: Op, local: PreparedLocal, li: number[], remote: PreparedRemote, ri: number[], notification: unknown): Transfer {
-    const sides = pickSides(local, li, remote, ri);
-    return new Transfer(this, buildPosting(op, remote.peerRef, remote.generation, sides, notification));
+    const posting = buildPosting(op, remote.peerRef, remote.generation, pickSides(local, li, remote, ri), notification);
+    return new Transfer(this, posting);
   }
 
   /** A standalone notification to a loaded peer. */
