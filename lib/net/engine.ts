@@ -50,7 +50,7 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     this.notifications = new Notifications({
       endpoint: init.endpoint,
       completions: init.completions,
-      describe: (status, fiErrno) => describeNetError(status, fiErrno),
+      describe: describeNetError,
       dropped: init.dropped,
     });
     this.peers = new PeerTable(init.endpoint, (instance) => this.notifications.forget(instance));
