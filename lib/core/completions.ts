@@ -10,11 +10,13 @@
  */
 import net from 'node:net';
 
+import { statusOf } from '../errors.js';
 import { EVENT_BYTES, EVENT_XFER_DONE, forEachEvent } from '../native/layout.js';
 import type { AgentHandle, Shim } from '../native/shim.js';
 import type { Completion } from './engine.js';
 
 const DRAIN_BATCH = 1024;
+const CANCELED = statusOf('ERR_CANCELED');
 
 export class Completions {
   readonly #native: Shim;
@@ -83,12 +85,12 @@ export class Completions {
     if (this.#inflight.size === 0) this.refresh();
   }
 
-  /** After the shim's agent is destroyed (no more events): runs still in flight end as abandoned. */
+  /** After the shim's agent is destroyed (no more events): runs still in flight end as canceled. */
   close(): void {
     this.#handle = undefined;
     this.#events.destroy();
     const inflight = [...this.#inflight.values()];
     this.#inflight.clear();
-    for (const c of inflight) c.abandon();
+    for (const c of inflight) c.complete(CANCELED, 0, 0);
   }
 }

@@ -4,9 +4,9 @@
  * (file/) each build postings of their own kind, and a Transfer runs one
  * posting on its engine through this interface alone.
  */
+import type { Op } from '../schemas.js';
 import type { GiveUpCode } from './deadline.js';
 import type { MemoryRegion } from './memory.js';
-import type { Op } from '../schemas.js';
 
 /** What one transfer moves, resolved and packed by its engine once, posted as often as asked. */
 export interface Posting {
@@ -21,11 +21,9 @@ export interface Posting {
   readonly memory: readonly MemoryRegion[];
 }
 
-/** The end of one run, as the shim reports it (status 0 or an ixfer_status). */
+/** The end of one run, as the shim reports it (status 0 or an ixfer_status; ERR_CANCELED when the agent closed first). */
 export interface Completion {
   complete(status: number, fiErrno: number, detail: number): void;
-  /** The agent closed with the run in flight. */
-  abandon(): void;
 }
 
 export interface Engine<P extends Posting = Posting> {

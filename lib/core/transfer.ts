@@ -1,17 +1,8 @@
 /** A READ or WRITE that an engine moves, posted and awaited. */
+import { codeOfStatus, InvalidParamError, makeError, NotAllowedError, NotFoundError, RepostActiveError, type IxferError } from '../errors.js';
+import { parse, WaitOptionsSchema, type NotificationBody, type Op, type WaitOptions } from '../schemas.js';
 import { withDeadline, type GiveUpCode, type Settle } from './deadline.js';
 import type { Completion, Engine, Posting } from './engine.js';
-import {
-  codeOfStatus,
-  InvalidParamError,
-  makeError,
-  NotAllowedError,
-  NotFoundError,
-  RepostActiveError,
-  statusOf,
-  type IxferError,
-} from '../errors.js';
-import { parse, WaitOptionsSchema, type NotificationBody, type Op, type WaitOptions } from '../schemas.js';
 
 export type TransferStatus = 'idle' | 'pending' | 'done' | 'error';
 
@@ -153,10 +144,5 @@ export class Transfer implements Completion, Disposable {
       if (this.#status === 'done') w.resolve();
       else w.reject(this.#error!);
     }
-  }
-
-  /** @internal The agent closed with this transfer in flight. */
-  abandon(): void {
-    this.complete(statusOf('ERR_CANCELED'), 0, 0);
   }
 }

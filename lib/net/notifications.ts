@@ -64,7 +64,7 @@ export class Notifications {
       else settle?.reject(makeError(codeOfStatus(status), `${what} failed: ${this.#describe(status, fiErrno)}`));
     };
     const id = this.#completions.track(
-      { complete, abandon: () => complete(statusOf('ERR_CANCELED'), 0) },
+      { complete },
       (id) => check(shim().notify(handle, peer.fiAddr, bytes, bytes.length, seq, id), `notifying '${peer.name}'`),
     );
     this.#seq.set(peer.instance, seq);
