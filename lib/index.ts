@@ -1,16 +1,21 @@
-export { Agent, PreparedLocal, PreparedRemote, type NotificationStats } from './agent.js';
-export { deserializeDescriptors, serializeDescriptors } from './descriptors.js';
-export { BlockStore } from './blockstore.js';
-export { cuda } from './cuda.js';
-export type { BlockStoreOptions, FileDescriptor, FileOpenOptions, FileTransferRequest, VramSource } from './file-schemas.js';
-export { FileRegion, FileTransfer, type FileEngineKind } from './files.js';
+export { Agent } from './agent.js';
+export { deserializeDescriptors, serializeDescriptors } from './core/descriptors.js';
+export { MemoryRegion, type MemoryKind, type MemorySource } from './core/memory.js';
+export { Transfer, type TransferStatus } from './core/transfer.js';
 export * from './errors.js';
 export type { ExchangeStats, PeerEvent } from './exchange/context.js';
 export { RemoteRefusedError, type SocketAddress } from './exchange/tcp-channel.js';
+export { BlockStore } from './file/blockstore.js';
+export { FileTransfer, type FileEngineKind } from './file/engine.js';
+export { FileRegion, type FileDescriptor } from './file/region.js';
+export type { BlockStoreOptions, FileOpenOptions, FileTransferRequest } from './file/schemas.js';
+export { cuda } from './gpu/cuda.js';
+export type { VramSource } from './gpu/vram.js';
 export { formatInfo, info, type Info, type LibraryStatus } from './info.js';
-export { MemoryRegion, type MemoryKind, type MemorySource } from './memory.js';
-export { Notification, type NotificationMatch } from './notifications.js';
-export { listProviders, type ProviderSummary } from './providers.js';
+export { Notification, type NotificationMatch, type WaitForNotificationOptions } from './net/inbox.js';
+export type { NotificationStats } from './net/notifications.js';
+export { PreparedLocal, PreparedRemote } from './net/prepared.js';
+export { listProviders, type ProviderSummary } from './net/providers.js';
 export type {
   AgentOptions,
   Descriptor,
@@ -23,7 +28,5 @@ export type {
   Op,
   PeerAddress,
   TransferRequest,
-  WaitForNotificationOptions,
   WaitOptions,
 } from './schemas.js';
-export { Transfer, type TransferStatus } from './transfer.js';

@@ -6,8 +6,8 @@
 import fs from 'node:fs';
 
 import { IxferError } from './errors.js';
-import { check, shim } from './native.js';
-import { listProviders, type ProviderSummary } from './providers.js';
+import { check, shim } from './native/shim.js';
+import { listProviders, type ProviderSummary } from './net/providers.js';
 
 export interface LibraryStatus {
   available: boolean;

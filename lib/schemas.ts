@@ -5,7 +5,6 @@
 import { z } from 'zod';
 
 import { InvalidParamError } from './errors.js';
-import type { Notification } from './notifications.js';
 
 /** Addresses are numbers (user-space addresses are below 2^53); bigint is accepted. */
 const address = z.union([
@@ -59,7 +58,7 @@ export function parseIndices(value: unknown, what: string): number[] {
 
 const port = z.number().int().min(0).max(65535);
 /** A deadline in ms; setTimeout fires at once when given more than 2^31 - 1. */
-const timeoutMs = z.number().int().positive().max(2 ** 31 - 1);
+export const timeoutMs = z.number().int().positive().max(2 ** 31 - 1);
 
 export const EtcdOptionsSchema = z
   .object({
@@ -191,8 +190,7 @@ export const AgentOptionsSchema = z
 export type AgentOptions = z.input<typeof AgentOptionsSchema>;
 
 /** A notification's content: bytes, or text sent as UTF-8. */
-const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'a Uint8Array');
-export const NotificationBodySchema = z.union([bytes, z.string()]);
+export const NotificationBodySchema = z.union([z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'a Uint8Array'), z.string()]);
 export type NotificationBody = z.input<typeof NotificationBodySchema>;
 
 export const OpSchema = z.enum(['READ', 'WRITE']);
@@ -226,24 +224,6 @@ export const WaitOptionsSchema = z
 export type WaitOptions = z.input<typeof WaitOptionsSchema>;
 
 export const IterateOptionsSchema = z.object({ signal: z.instanceof(AbortSignal).optional() }).strict();
-
-export const WaitForNotificationSchema = z
-  .object({
-    /** Only from this peer. */
-    peer: z.string().min(1).optional(),
-    /** A prefix (text or bytes) or a predicate; any notification when absent. */
-    match: z
-      .union([
-        z.string(),
-        bytes,
-        z.custom<(n: Notification) => boolean>((v) => typeof v === 'function', 'a string, bytes or a predicate'),
-      ])
-      .optional(),
-    timeoutMs: timeoutMs.optional(),
-    signal: z.instanceof(AbortSignal).optional(),
-  })
-  .strict();
-export type WaitForNotificationOptions = z.input<typeof WaitForNotificationSchema>;
 
 export const MetadataOptionsSchema = z
   .object({

@@ -13,7 +13,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 
 import { BackendError, LibraryMissingError } from '../errors.js';
-import { packageRoot } from '../native.js';
+import { packageRoot } from '../native/shim.js';
 import type { Engine } from './engine.js';
 import type { BenchOptions, RowSpec } from './options.js';
 import type { Timing } from './stats.js';

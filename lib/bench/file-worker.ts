@@ -6,10 +6,11 @@
 import fs from 'node:fs';
 
 import { Agent } from '../agent.js';
-import { cuda } from '../cuda.js';
+import { cuda } from '../gpu/cuda.js';
 import { IxferError, makeError } from '../errors.js';
-import type { FileEngineKind, FileRegion } from '../files.js';
-import type { MemoryRegion } from '../memory.js';
+import type { FileEngineKind } from '../file/engine.js';
+import type { FileRegion } from '../file/region.js';
+import type { MemoryRegion } from '../core/memory.js';
 import { timeIterations } from './iterate.js';
 import { pieces } from './layout.js';
 import type { MemorySegment, RowSpec } from './options.js';

@@ -2,7 +2,7 @@
  * nixlbench's iteration, timed in a worker: post one transfer, await it, and
  * only then the next; prep, post and tx samples in µs.
  */
-import type { Transfer } from '../transfer.js';
+import type { Transfer } from '../core/transfer.js';
 import { summarize, type Timing } from './stats.js';
 
 const now = () => performance.now() * 1000;

@@ -5,7 +5,7 @@
  * serves the RMA) and fills or hashes it for --check-consistency.
  */
 import { Agent } from '../agent.js';
-import type { MemoryRegion } from '../memory.js';
+import type { MemoryRegion } from '../core/memory.js';
 import { timeIterations } from './iterate.js';
 import { pieces } from './layout.js';
 import type { MemorySegment, RowSpec } from './options.js';

@@ -8,9 +8,8 @@ import { parseArgs } from 'node:util';
 
 import { z } from 'zod';
 
-import { InvalidParamError } from '../errors.js';
+import { InvalidParamError, NotSupportedError } from '../errors.js';
 import { parse } from '../schemas.js';
-import { checkSegments } from './segments.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -43,7 +42,7 @@ const countOrZero = z.union([z.number(), z.string().transform(Number)]).pipe(z.n
 /**
  * What a side transfers from or to. Over the network both sides are DRAM;
  * with --target-seg FILE one process moves its memory (DRAM or VRAM) to and
- * from a file (checkSegments in segments.ts says which pairs are measured).
+ * from a file (checkSegments says which pairs are measured).
  */
 const SegmentSchema = z.enum(['DRAM', 'VRAM', 'FILE']);
 type Segment = z.infer<typeof SegmentSchema>;
@@ -250,3 +249,24 @@ columns (nixlbench's definitions; times in microseconds):
   rss MB      peak resident memory of each process during the row (MiB)
   C, net      the baselines' GB/s, and ixfer's ratio to them
 `;
+
+/**
+ * Refuses, before anything starts, the segment pairs that are not measured:
+ * ixfer measures DRAM to DRAM over the network, and DRAM or VRAM to and from a
+ * file in one process (--target-seg FILE).
+ */
+function checkSegments(o: BenchOptions): void {
+  const pair = `--initiator-seg ${o.initiatorSeg} --target-seg ${o.targetSeg}`;
+  if (o.initiatorSeg === 'FILE') {
+    throw new NotSupportedError(`${pair}: FILE is a target segment (the initiator's memory moves to and from it)`);
+  }
+  if (o.targetSeg === 'FILE') {
+    if (o.prepared) throw new NotSupportedError('--prepared: file transfers have no prepared descriptor lists');
+    return;
+  }
+  if (o.initiatorSeg === 'VRAM' || o.targetSeg === 'VRAM') {
+    throw new NotSupportedError(
+      `${pair}: VRAM over the network is not supported; VRAM moves to and from files (--initiator-seg VRAM --target-seg FILE)`,
+    );
+  }
+}

@@ -11,10 +11,10 @@
 import { Etcd3, GRPCDeadlineExceededError, type Lease, type Watcher } from 'etcd3';
 
 import { BackendError, CanceledError, InvalidParamError, IxferError, TimeoutError } from '../errors.js';
-import { decodeMetadata } from '../metadata.js';
+import { withDeadline, type Wait } from '../core/deadline.js';
+import { decodeMetadata } from '../net/metadata.js';
 import type { ExchangeOptionsParsed } from '../schemas.js';
 import type { ExchangeContext } from './context.js';
-import { abortable, withDeadline, type Wait } from './deadline.js';
 
 type Waiter = (blob: Buffer) => void;
 type EtcdSettings = NonNullable<ExchangeOptionsParsed['etcd']>;
@@ -97,15 +97,17 @@ export class EtcdDirectory {
       connected = false;
     });
     watcher.on('error', (err: Error) => this.#ctx.warn(`watch of ${this.#where} failed: ${err.message}`));
-    await withDeadline(this.#ctx.options.timeoutMs, undefined, () => `watching ${this.#prefix} in ${this.#where}`, (abort) =>
-      abortable(
-        new Promise<void>((resolve, reject) => {
-          watcher.once('connected', () => resolve());
-          watcher.once('error', (err: Error) => reject(this.#error(err, `watching ${this.#prefix}`)));
-        }),
-        abort,
-      ),
-    );
+    const what = `watching ${this.#prefix} in ${this.#where}`;
+    await withDeadline<void>({ what, timeoutMs: this.#ctx.options.timeoutMs }, ({ resolve, reject }) => {
+      const connected = () => resolve();
+      const failed = (err: Error) => reject(this.#error(err, `watching ${this.#prefix}`));
+      watcher.once('connected', connected);
+      watcher.once('error', failed);
+      return () => {
+        watcher.off('connected', connected);
+        watcher.off('error', failed);
+      };
+    });
   }
 
   #onPut(name: string, blob: Buffer): void {
@@ -206,22 +208,23 @@ export class EtcdDirectory {
     if (this.#closed) throw new CanceledError('the etcd directory is closed');
     const key = this.#prefix + name;
     const signal = wait.signal ? AbortSignal.any([wait.signal, this.#closing.signal]) : this.#closing.signal;
-    const blob = await withDeadline(wait.timeoutMs, signal, () => `waiting for agent '${name}' at ${key} in ${this.#where}`, async (abort) => {
+    const what = `waiting for agent '${name}' at ${key} in ${this.#where}`;
+    const blob = await withDeadline<Buffer>({ what, timeoutMs: wait.timeoutMs, signal }, ({ resolve, reject }) => {
       // Waiting starts before the read, so an entry written in between is seen by the watch.
       const waiters = this.#waiters.get(name) ?? new Set<Waiter>();
       this.#waiters.set(name, waiters);
-      let waiter!: Waiter;
-      const appeared = new Promise<Buffer>((resolve) => (waiter = resolve));
-      waiters.add(waiter);
-      try {
-        const current = await abortable(this.#client.get(key).buffer(), abort).catch((err: unknown) => {
-          throw this.#error(err, `reading ${key}`);
-        });
-        return current ?? (await abortable(appeared, abort));
-      } finally {
-        waiters.delete(waiter);
+      waiters.add(resolve);
+      this.#client
+        .get(key)
+        .buffer()
+        .then(
+          (current) => current && resolve(current),
+          (err: unknown) => reject(this.#error(err, `reading ${key}`)),
+        );
+      return () => {
+        waiters.delete(resolve);
         if (!waiters.size) this.#waiters.delete(name);
-      }
+      };
     });
     return this.#load(name, blob);
   }

@@ -17,8 +17,9 @@ import {
   type WaitOptions,
 } from '../schemas.js';
 import type { ExchangeContext, ExchangeHost, ExchangeStats, ExchangeVia, PeerEvent } from './context.js';
-import { abortable, withDeadline, type Wait } from './deadline.js';
-import { EtcdDirectory } from './etcd-directory.js';
+import { withDeadline, type Wait } from '../core/deadline.js';
+// Type only: etcd3 (with grpc and protobufjs) is loaded by start() when metadata.etcd asks for it.
+import type { EtcdDirectory } from './etcd-directory.js';
 import { FrameType } from './frame.js';
 import { formatAddress, isLoopback, request, TcpListener, type SocketAddress } from './tcp-channel.js';
 
@@ -53,7 +54,9 @@ export class MetadataExchange implements ExchangeContext {
 
   /** Joins etcd when configured: the agent is published once this resolves. */
   async start(): Promise<void> {
-    if (this.options.etcd) this.#directory = await EtcdDirectory.open(this, this.options.etcd);
+    if (!this.options.etcd) return;
+    const { EtcdDirectory } = await import('./etcd-directory.js');
+    this.#directory = await EtcdDirectory.open(this, this.options.etcd);
   }
 
   // ---- ExchangeContext -------------------------------------------------------
@@ -112,7 +115,9 @@ export class MetadataExchange implements ExchangeContext {
 
   /** Waits for an etcd write under the caller's deadline and signal; giving up does not undo the write. */
   #etcdWait(what: string, wait: Wait, write: () => Promise<void>): Promise<void> {
-    return withDeadline(wait.timeoutMs, wait.signal, () => what, (abort) => abortable(write(), abort));
+    return withDeadline<void>({ what, ...wait }, (settle) => {
+      write().then(settle.resolve, settle.reject);
+    });
   }
 
   async send(to: PeerAddress | undefined, options: WaitOptions = {}): Promise<void> {

@@ -11,7 +11,7 @@ import net from 'node:net';
 
 import { BackendError, InvalidParamError, IxferError, RemoteDisconnectError } from '../errors.js';
 import type { ExchangeContext } from './context.js';
-import { withDeadline, type Wait } from './deadline.js';
+import { withDeadline, type Wait } from '../core/deadline.js';
 import { encodeFrame, FrameError, FrameReader, FrameType, ID_BYTES, type Frame, type FrameFault } from './frame.js';
 
 export interface SocketAddress {
@@ -169,51 +169,49 @@ export function request(
     return Promise.reject(new InvalidParamError(`${payload.length} bytes for ${where} exceed maxFrameBytes (${ctx.options.maxFrameBytes})`));
   }
   let phase = `connecting to the metadata listener at ${where}`;
-  return withDeadline(wait.timeoutMs, wait.signal, () => phase, (abort) =>
-    new Promise<Buffer>((resolve, reject) => {
-      const id = crypto.randomBytes(ID_BYTES);
-      const reader = new FrameReader(ctx.options.maxFrameBytes, ctx.secret);
-      const socket = net.connect({ host: to.host, port: to.port });
-      const fail = (err: unknown) => {
-        reject(err);
-        socket.destroy();
-      };
-      abort.addEventListener('abort', () => fail(abort.reason), { once: true });
-      socket.once('connect', () => {
-        phase = `waiting for the answer of the metadata listener at ${where}`;
-        socket.write(encodeFrame(type, id, payload, ctx.secret));
-      });
-      socket.on('data', (chunk: Buffer) => {
-        let answer: Frame | undefined;
-        try {
-          answer = reader.push(chunk);
-        } catch (err) {
-          return fail(new InvalidParamError(`answer of ${where} refused: ${(err as Error).message}`));
-        }
-        if (!answer) return;
-        if (!answer.id.equals(id)) return fail(new InvalidParamError(`answer of ${where} is not for this request`));
-        if (answer.type === FrameType.OK) {
-          resolve(answer.payload);
-          socket.end();
-        } else if (answer.type === FrameType.ERROR) {
-          const text = answer.payload.toString('utf8');
-          const [code = '', ...message] = text.split('\n');
-          fail(new RemoteRefusedError(code, `${where} refused the request with ${code}: ${message.join('\n')}`));
-        } else {
-          fail(new InvalidParamError(`answer of ${where} has request type ${answer.type}`));
-        }
-      });
-      socket.on('error', (err: NodeJS.ErrnoException) =>
-        fail(new RemoteDisconnectError(`metadata listener at ${where}: ${err.code ?? err.message}`, { cause: err })),
-      );
-      socket.on('close', () =>
-        fail(
-          new RemoteDisconnectError(
-            `metadata listener at ${where} closed the connection without answering ` +
-              '(it refused the frame: same secret on both sides? or it had maxConnections open)',
-          ),
+  return withDeadline<Buffer>({ what: () => phase, ...wait }, ({ resolve, reject }, abort) => {
+    const id = crypto.randomBytes(ID_BYTES);
+    const reader = new FrameReader(ctx.options.maxFrameBytes, ctx.secret);
+    const socket = net.connect({ host: to.host, port: to.port });
+    const fail = (err: Error) => {
+      reject(err);
+      socket.destroy();
+    };
+    abort.addEventListener('abort', () => socket.destroy(), { once: true });
+    socket.once('connect', () => {
+      phase = `waiting for the answer of the metadata listener at ${where}`;
+      socket.write(encodeFrame(type, id, payload, ctx.secret));
+    });
+    socket.on('data', (chunk: Buffer) => {
+      let answer: Frame | undefined;
+      try {
+        answer = reader.push(chunk);
+      } catch (err) {
+        return fail(new InvalidParamError(`answer of ${where} refused: ${(err as Error).message}`));
+      }
+      if (!answer) return;
+      if (!answer.id.equals(id)) return fail(new InvalidParamError(`answer of ${where} is not for this request`));
+      if (answer.type === FrameType.OK) {
+        resolve(answer.payload);
+        socket.end();
+      } else if (answer.type === FrameType.ERROR) {
+        const text = answer.payload.toString('utf8');
+        const [code = '', ...message] = text.split('\n');
+        fail(new RemoteRefusedError(code, `${where} refused the request with ${code}: ${message.join('\n')}`));
+      } else {
+        fail(new InvalidParamError(`answer of ${where} has request type ${answer.type}`));
+      }
+    });
+    socket.on('error', (err: NodeJS.ErrnoException) =>
+      fail(new RemoteDisconnectError(`metadata listener at ${where}: ${err.code ?? err.message}`, { cause: err })),
+    );
+    socket.on('close', () =>
+      fail(
+        new RemoteDisconnectError(
+          `metadata listener at ${where} closed the connection without answering ` +
+            '(it refused the frame: same secret on both sides? or it had maxConnections open)',
         ),
-      );
-    }),
-  );
+      ),
+    );
+  });
 }

@@ -1,7 +1,7 @@
 /** Memory registered with an agent, and the descriptors that point into it. */
-import { InvalidParamError, NotAllowedError } from './errors.js';
-import type { MrHandle } from './native.js';
-import type { ParsedDescriptor } from './schemas.js';
+import { InvalidParamError, NotAllowedError } from '../errors.js';
+import type { MrHandle } from '../native/shim.js';
+import type { ParsedDescriptor } from '../schemas.js';
 
 /** Host memory, or CUDA device memory (devId is then the CUDA device). */
 export type MemoryKind = 'DRAM' | 'VRAM';
@@ -9,7 +9,7 @@ export type MemoryKind = 'DRAM' | 'VRAM';
 /** What registerMemory accepts: JavaScript memory, or native memory by address. */
 export type MemorySource = ArrayBuffer | ArrayBufferView | { addr: number | bigint; len: number };
 
-/** The agent-side operations a region needs; implemented by Agent. */
+/** Where a region was registered (the network engine for host memory, gpu/ for VRAM): it deregisters it. */
 export interface RegionOwner {
   deregister(region: MemoryRegion): void;
 }

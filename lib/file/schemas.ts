@@ -1,8 +1,8 @@
-/** zod schemas of the file API (files, file transfers, VRAM, block stores). */
+/** zod schemas of the file API (files, file transfers, block stores). */
 import { z } from 'zod';
 
-import type { FileRegion } from './files.js';
-import { FileEngineKindSchema, isCount, OpSchema, parse, type Descriptor } from './schemas.js';
+import { FileEngineKindSchema, isCount, OpSchema, parse, type Descriptor } from '../schemas.js';
+import type { FileDescriptor, FileRegion } from './region.js';
 
 const length = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 
@@ -30,13 +30,11 @@ export const FileDescriptorSchema = z
     len: length,
   })
   .strict();
-export type FileDescriptor = z.input<typeof FileDescriptorSchema>;
-type ParsedFileDescriptor = z.output<typeof FileDescriptorSchema>;
 
 /** File descriptors checked by a plain loop, zod only for the error (see parseDescriptors). */
-export function parseFileDescriptors(value: unknown, what: string): ParsedFileDescriptor[] {
+export function parseFileDescriptors(value: unknown, what: string): FileDescriptor[] {
   if (Array.isArray(value)) {
-    const out: ParsedFileDescriptor[] = new Array(value.length);
+    const out: FileDescriptor[] = new Array(value.length);
     let i = 0;
     for (; i < value.length; i++) {
       const d = value[i] as { file?: unknown; offset?: unknown; len?: unknown } | null;
@@ -64,14 +62,6 @@ export type FileTransferRequest = Omit<z.input<typeof FileTransferRequestSchema>
   local: Descriptor[];
   files: FileDescriptor[];
 };
-
-export const VramSourceSchema = z
-  .object({
-    addr: z.union([z.number().int().positive().max(Number.MAX_SAFE_INTEGER), z.bigint().positive().transform(Number)]),
-    len: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
-  })
-  .strict();
-export type VramSource = z.input<typeof VramSourceSchema>;
 
 export const BlockStoreOptionsSchema = z
   .object({

@@ -9,11 +9,17 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
-import type { Agent } from './agent.js';
-import { MismatchError, NoSpaceError, NotAllowedError, NotFoundError } from './errors.js';
-import { BlockKeySchema, BlockStoreOptionsSchema, type BlockStoreOptions } from './file-schemas.js';
-import type { FileRegion } from './files.js';
-import { parse, parseDescriptors, type Descriptor, type ParsedDescriptor, type WaitOptions } from './schemas.js';
+import { MismatchError, NoSpaceError, NotAllowedError, NotFoundError } from '../errors.js';
+import { parse, parseDescriptors, type Descriptor, type ParsedDescriptor, type WaitOptions } from '../schemas.js';
+import type { FileTransfer } from './engine.js';
+import type { FileRegion } from './region.js';
+import {
+  BlockKeySchema,
+  BlockStoreOptionsSchema,
+  type BlockStoreOptions,
+  type FileOpenOptions,
+  type FileTransferRequest,
+} from './schemas.js';
 
 const SUFFIX = '.blk';
 /** This host in temporary file names, so that a store only removes leftovers of its own host's processes. */
@@ -66,11 +72,18 @@ class Extents {
   }
 }
 
+/** What a store uses of its agent (an Agent): file registration and file transfers. */
+export interface BlockStoreAgent {
+  registerFile(source: string, options?: FileOpenOptions): FileRegion;
+  memoryFile(name: string): FileRegion;
+  createFileTransfer(request: FileTransferRequest): FileTransfer;
+}
+
 export class BlockStore implements AsyncDisposable {
   readonly capacityBytes: number;
   /** The directory, or undefined for the host memory pool. */
   readonly dir: string | undefined;
-  readonly #agent: Agent;
+  readonly #agent: BlockStoreAgent;
   readonly #opts: ReturnType<typeof BlockStoreOptionsSchema.parse>;
   readonly #blocks = new Map<string, Block>();
   readonly #pool: { file: FileRegion; extents: Extents } | undefined;
@@ -80,7 +93,7 @@ export class BlockStore implements AsyncDisposable {
   readonly #busy = new Set<Promise<unknown>>();
   #closing: Promise<void> | undefined;
 
-  private constructor(agent: Agent, opts: ReturnType<typeof BlockStoreOptionsSchema.parse>) {
+  private constructor(agent: BlockStoreAgent, opts: ReturnType<typeof BlockStoreOptionsSchema.parse>) {
     this.#agent = agent;
     this.#opts = opts;
     this.dir = opts.dir;
@@ -94,7 +107,7 @@ export class BlockStore implements AsyncDisposable {
    * Opens a store. With `dir`, blocks already there (from an earlier store)
    * are found again; without it, blocks live in host memory.
    */
-  static async open(agent: Agent, options: BlockStoreOptions): Promise<BlockStore> {
+  static async open(agent: BlockStoreAgent, options: BlockStoreOptions): Promise<BlockStore> {
     const opts = parse(BlockStoreOptionsSchema, options, 'block store options');
     const store = new BlockStore(agent, opts);
     if (opts.dir) await store.#scan(opts.dir);

@@ -3,9 +3,9 @@
  * (tests, setup, small control data). These calls are synchronous copies on
  * the calling thread: keep them small, and move bulk data with transfers.
  */
-import { IxferError } from './errors.js';
-import { DescriptorSchema, parse, type Descriptor } from './schemas.js';
-import { check, shim } from './native.js';
+import { IxferError } from '../errors.js';
+import { DescriptorSchema, parse, type Descriptor } from '../schemas.js';
+import { check, shim } from '../native/shim.js';
 
 /** Number of CUDA devices; 0 when the driver is missing or sees none. */
 function deviceCount(): number {

@@ -1,6 +1,6 @@
 /**
  * Sorted, non-overlapping address ranges with lookup of the range that holds a
- * span. Used for this agent's registrations and for each peer's regions.
+ * span: the agent's registrations, and each peer's regions.
  */
 export interface Range {
   readonly addr: number;

@@ -3,8 +3,8 @@
  * descriptor lists). Layout: "IXDL" u16 version u16 reserved u32 count, then
  * count x { u64 addr, u64 len, u16 devId, u16 reserved, u32 reserved }.
  */
-import { InvalidParamError } from './errors.js';
-import { parseDescriptors, type Descriptor, type ParsedDescriptor } from './schemas.js';
+import { InvalidParamError } from '../errors.js';
+import { parseDescriptors, type Descriptor, type ParsedDescriptor } from '../schemas.js';
 
 const MAGIC = 0x4c445849; // "IXDL" as little-endian u32
 const VERSION = 1;

@@ -4,14 +4,10 @@
  * (notifications()) or a drain grouped by peer (getNotifications). Each
  * notification goes to exactly one consumer, in arrival order.
  */
-import { deadlineWait } from './deadline-wait.js';
-import {
-  NotificationBodySchema,
-  parse,
-  WaitForNotificationSchema,
-  type NotificationBody,
-  type WaitForNotificationOptions,
-} from './schemas.js';
+import { z } from 'zod';
+
+import { withDeadline } from '../core/deadline.js';
+import { NotificationBodySchema, parse, timeoutMs, type NotificationBody } from '../schemas.js';
 
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
@@ -40,6 +36,24 @@ export class Notification {
     return decoder.decode(this.bytes);
   }
 }
+
+export const WaitForNotificationSchema = z
+  .object({
+    /** Only from this peer. */
+    peer: z.string().min(1).optional(),
+    /** A prefix (text or bytes) or a predicate; any notification when absent. */
+    match: z
+      .union([
+        z.string(),
+        z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'a Uint8Array'),
+        z.custom<(n: Notification) => boolean>((v) => typeof v === 'function', 'a string, bytes or a predicate'),
+      ])
+      .optional(),
+    timeoutMs: timeoutMs.optional(),
+    signal: z.instanceof(AbortSignal).optional(),
+  })
+  .strict();
+export type WaitForNotificationOptions = z.input<typeof WaitForNotificationSchema>;
 
 export type NotificationMatch = NonNullable<WaitForNotificationOptions['match']>;
 
@@ -176,15 +190,11 @@ export class NotificationInbox {
     const queued = this.#queue.take(accepts);
     if (queued) return Promise.resolve(queued);
     if (this.#closedError) return Promise.reject(this.#closedError);
-    return deadlineWait<Notification>({
-      timeoutMs,
-      signal,
-      what: `waiting for a notification${peer === undefined ? '' : ` from '${peer}'`}`,
-      start: (settle) => {
-        const consumer: Consumer = { accepts, take: settle.resolve, fail: settle.reject };
-        this.#add(consumer);
-        return () => this.#remove(consumer);
-      },
+    const what = `waiting for a notification${peer === undefined ? '' : ` from '${peer}'`}`;
+    return withDeadline<Notification>({ what, timeoutMs, signal }, (settle) => {
+      const consumer: Consumer = { accepts, take: settle.resolve, fail: settle.reject };
+      this.#add(consumer);
+      return () => this.#remove(consumer);
     });
   }
 

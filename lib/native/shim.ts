@@ -1,7 +1,9 @@
 /**
  * The only module that talks to koffi: it finds the prebuilt shim, checks its
- * ABI version, and declares the C functions of csrc/include/ixfer.h. Everything
- * above it sees plain TypeScript functions, branded handles and typed errors.
+ * ABI version, and declares the C functions of csrc/include/ixfer.h with the
+ * structs koffi converts for them. Structs that cross as raw bytes are laid
+ * out in ./layout.ts. Everything above sees plain TypeScript functions,
+ * branded handles and typed errors.
  */
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -9,29 +11,18 @@ import { fileURLToPath } from 'node:url';
 
 import koffi from 'koffi';
 
-import { codeOfStatus, LibraryMissingError, makeError } from './errors.js';
+import { codeOfStatus, LibraryMissingError, makeError } from '../errors.js';
 
 /** The ABI this TypeScript expects (IXFER_ABI_VERSION in ixfer.h). */
 export const EXPECTED_ABI_VERSION = 1;
 
-export const packageRoot = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+/** The package's root: this file is dist/native/shim.js. */
+export const packageRoot = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 declare const brand: unique symbol;
 type Handle<B extends string> = bigint & { readonly [brand]: B };
 export type AgentHandle = Handle<'ixfer_agent'>;
 export type MrHandle = Handle<'ixfer_mr'>;
-
-/** Sizes of the C structs that cross as raw bytes. */
-export const IOV_PAIR_BYTES = 40; // ixfer_iov_pair: five uint64_t
-export const EVENT_BYTES = 24; // ixfer_event
-
-export const OP_WRITE = 0;
-export const OP_READ = 1;
-export const EVENT_XFER_DONE = 1;
-export const EVENT_NOTIF = 2;
-export const POST_NOTIFY = 1;
-/** ixfer_notification: len u64, name_len u32, status i32, name[256], then data. */
-const NOTIF_HEADER_BYTES = 272;
 
 export interface ProviderInfoRaw {
   provider: string;
@@ -126,12 +117,10 @@ function declare(lib: ReturnType<typeof koffi.load>) {
       'int32_t ixfer_fabric_query(const char *prov, _Out_ uint8_t *out, uint32_t max, _Out_ uint32_t *count)',
     ) as (prov: string | null, out: Buffer, max: number, count: number[]) => number,
 
-    cudaLoad: f('int32_t ixfer_cuda_load()') as () => number,
     cudaPath: f('const char *ixfer_cuda_path()') as () => string,
     cudaDriverVersion: f('int32_t ixfer_cuda_driver_version(_Out_ int32_t *out)') as (o: number[]) => number,
     cudaDeviceCount: f('int32_t ixfer_cuda_device_count(_Out_ int32_t *out)') as (o: number[]) => number,
 
-    cufileLoad: f('int32_t ixfer_cufile_load()') as () => number,
     cufilePath: f('const char *ixfer_cufile_path()') as () => string,
     cufileVersion: f('int32_t ixfer_cufile_version(_Out_ int32_t *out)') as (o: number[]) => number,
 
@@ -215,18 +204,10 @@ function declare(lib: ReturnType<typeof koffi.load>) {
   };
 }
 
-// ---- CUDA memory and files (csrc/src/cuda.c, file*.c, gds.c) -----------------
+// ---- CUDA memory and files (csrc/src/gpu/cuda.c, csrc/src/file/*.c) -----------------
 
 export type FileHandle = Handle<'ixfer_file'>;
 export type FileEngineHandle = Handle<'ixfer_file_engine'>;
-export const FILE_PAIR_BYTES = 48; // ixfer_file_pair
-export const FILE_READ = 1;
-export const FILE_WRITE = 2;
-export const FILE_CREATE = 4;
-export const FILE_TRUNCATE = 8;
-export const FILE_DIRECT = 16;
-export const FILE_MEMORY = 32;
-export const FILE_ENGINE_KINDS = { posix: 0, gds: 1, gds_mt: 2 } as const;
 
 koffi.opaque('ixfer_file');
 koffi.opaque('ixfer_file_engine');
@@ -365,28 +346,4 @@ export function providerInfoBuffer(count: number): Buffer {
 /** An ArrayBuffer over native memory; valid only while that memory is. */
 export function viewNative(addr: number | bigint, len: number): ArrayBuffer {
   return koffi.view(addr, len);
-}
-
-export interface NativeNotification {
-  sender: string;
-  status: number;
-  /** Announced length (for a dropped message, no data came with it). */
-  len: number;
-  data: Uint8Array | undefined;
-}
-
-/** Copies an ixfer_notification out of native memory and frees it. */
-export function takeNotification(native: Shim, addr: number): NativeNotification {
-  const head = Buffer.from(viewNative(addr, NOTIF_HEADER_BYTES));
-  const len = Number(head.readBigUInt64LE(0));
-  const nameLen = Math.min(head.readUInt32LE(8), NOTIF_HEADER_BYTES - 16);
-  const status = head.readInt32LE(12);
-  const sender = head.toString('utf8', 16, 16 + nameLen);
-  let data: Uint8Array | undefined;
-  if (status === 0) {
-    data = new Uint8Array(len);
-    if (len) data.set(new Uint8Array(viewNative(addr + NOTIF_HEADER_BYTES, len)));
-  }
-  native.notifFree(addr);
-  return { sender, status, len, data };
 }

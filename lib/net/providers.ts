@@ -1,5 +1,8 @@
-/** libfabric provider discovery and the attributes of a provider that matter to ixfer. */
-import { check, decodeProviderInfo, providerInfoBuffer, shim, type ProviderInfoRaw } from './native.js';
+/** libfabric provider discovery, the attributes of a provider that matter to ixfer, and the choice of one. */
+import os from 'node:os';
+
+import { NotSupportedError } from '../errors.js';
+import { check, decodeProviderInfo, providerInfoBuffer, shim, type ProviderInfoRaw } from '../native/shim.js';
 
 const MR_MODE_BITS: [number, string][] = [
   [1 << 0, 'BASIC'],
@@ -80,4 +83,34 @@ export function coreName(name: string): string {
 }
 
 /** Preference of provider 'auto': fastest fabric first; shm is intra-node only. */
-export const AUTO_ORDER = ['cxi', 'efa', 'verbs', 'tcp'] as const;
+const AUTO_ORDER = ['cxi', 'efa', 'verbs', 'tcp'] as const;
+
+/** The provider asked for ('auto': the first of AUTO_ORDER offered), on interface iface if given. */
+export function pickProvider(requested: string, iface: string | undefined): ProviderSummary {
+  const all = listProviders().filter((p) => !iface || p.domain === iface);
+  const offered = [...new Set(all.map((p) => coreName(p.name)))];
+  const want = requested === 'auto' ? AUTO_ORDER.find((name) => offered.includes(name)) : requested;
+  const found = want && all.find((p) => coreName(p.name) === want || p.name === want);
+  if (!found) {
+    throw new NotSupportedError(
+      `provider '${requested}' does not offer RDM endpoints with RMA on this host` +
+        `${iface ? ` (interface ${iface})` : ''}; available: ${offered.join(', ') || 'none'}`,
+    );
+  }
+  return found;
+}
+
+const IP_PROVIDERS = new Set(['tcp', 'sockets', 'udp', 'verbs', 'net']);
+
+/**
+ * The node to bind: `address`, else the IPv4 (else IPv6) address of `iface`,
+ * else loopback for IP providers when neither is given.
+ */
+export function bindNode(provider: string, iface: string | undefined, address: string | undefined): string | undefined {
+  if (address) return address;
+  if (iface) {
+    const addrs = os.networkInterfaces()[iface];
+    return (addrs?.find((a) => a.family === 'IPv4') ?? addrs?.[0])?.address;
+  }
+  return IP_PROVIDERS.has(provider) ? '127.0.0.1' : undefined;
+}

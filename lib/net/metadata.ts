@@ -12,7 +12,7 @@
  *   u16 addrLen, addr               (addrLen 0 unless FLAG_CONNECTION)
  *   u32 regionCount, regionCount x { u64 addr, u64 len, u64 key, u16 devId, u16 kind, u32 reserved }
  */
-import { InvalidParamError, type IxferError } from './errors.js';
+import { InvalidParamError, type IxferError } from '../errors.js';
 
 const MAGIC = 0x444d5849; // "IXMD" read as little-endian u32
 export const METADATA_VERSION = 1;

@@ -1,0 +1,120 @@
+/**
+ * The structs of csrc/include/ixfer.h that cross as raw bytes, and the
+ * constants that go with them: packed and decoded here, and nowhere else.
+ * (Structs that koffi converts are declared with the functions, in shim.ts.)
+ */
+import { viewNative, type Shim } from './shim.js';
+
+export const OP_WRITE = 0;
+export const OP_READ = 1;
+export const POST_NOTIFY = 1;
+
+export const FILE_READ = 1;
+export const FILE_WRITE = 2;
+export const FILE_CREATE = 4;
+export const FILE_TRUNCATE = 8;
+export const FILE_DIRECT = 16;
+export const FILE_MEMORY = 32;
+export const FILE_ENGINE_KINDS = { posix: 0, gds: 1, gds_mt: 2 } as const;
+
+/** fi_info mr_mode bit: remote addresses are virtual addresses, not offsets into the region. */
+export const FI_MR_VIRT_ADDR = 1 << 4;
+
+/** Fills one word of 8 bytes from a number below 2^53: BigInt() per field costs more than the rest of building a transfer. */
+function putU64(u32: Uint32Array, word: number, v: number): void {
+  u32[word * 2] = v >>> 0;
+  u32[word * 2 + 1] = Math.floor(v / 0x1_0000_0000);
+}
+
+const IOV_PAIR_WORDS = 5; // ixfer_iov_pair: five uint64_t
+
+/** ixfer_iov_pair[]: local addr, len, local mr, remote addr, remote key. */
+export function packIovPairs(entries: { laddr: number; len: number; mr: bigint; raddr: number; key: bigint }[]): Uint8Array {
+  const u64 = new BigUint64Array(entries.length * IOV_PAIR_WORDS);
+  const u32 = new Uint32Array(u64.buffer);
+  let w = 0;
+  for (const e of entries) {
+    putU64(u32, w, e.laddr);
+    putU64(u32, w + 1, e.len);
+    u64[w + 2] = e.mr;
+    putU64(u32, w + 3, e.raddr);
+    u64[w + 4] = e.key;
+    w += IOV_PAIR_WORDS;
+  }
+  return new Uint8Array(u64.buffer);
+}
+
+const FILE_PAIR_BYTES = 48;
+
+/** ixfer_file_pair[]: addr, len, region base, file handle, file offset (u64 each), device (i32, -1 for host memory). */
+export function packFilePairs(
+  entries: { addr: number; len: number; base: number; file: bigint; offset: number; device: number }[],
+): Uint8Array {
+  const buf = Buffer.alloc(entries.length * FILE_PAIR_BYTES);
+  entries.forEach((e, i) => {
+    const o = i * FILE_PAIR_BYTES;
+    buf.writeBigUInt64LE(BigInt(e.addr), o);
+    buf.writeBigUInt64LE(BigInt(e.len), o + 8);
+    buf.writeBigUInt64LE(BigInt(e.base), o + 16);
+    buf.writeBigUInt64LE(e.file, o + 24);
+    buf.writeBigUInt64LE(BigInt(e.offset), o + 32);
+    buf.writeInt32LE(e.device, o + 40);
+  });
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.length);
+}
+
+/** ixfer_event: u64 id, u32 type, i32 status, i32 provider errno, u32 detail. */
+export const EVENT_BYTES = 24;
+export const EVENT_XFER_DONE = 1;
+/** A notification arrived: the id is the address of an ixfer_notification (see takeNotification). */
+export const EVENT_NOTIF = 2;
+
+/** Calls visit for each of the n events in buf; no allocation per event (one drain serves every transfer). */
+export function forEachEvent(
+  buf: Buffer,
+  n: number,
+  visit: (type: number, id: number, status: number, fiErrno: number, detail: number) => void,
+): void {
+  for (let i = 0; i < n; i++) {
+    const o = i * EVENT_BYTES;
+    const id = buf.readUInt32LE(o) + buf.readUInt32LE(o + 4) * 2 ** 32;
+    visit(buf.readUInt32LE(o + 8), id, buf.readInt32LE(o + 12), buf.readInt32LE(o + 16), buf.readUInt32LE(o + 20));
+  }
+}
+
+/** ixfer_notification: len u64, name_len u32, status i32, name[256], then data. */
+const NOTIF_HEADER_BYTES = 272;
+
+export interface NativeNotification {
+  sender: string;
+  status: number;
+  /** Announced length (for a dropped message, no data came with it). */
+  len: number;
+  data: Uint8Array | undefined;
+}
+
+/** Copies an ixfer_notification out of native memory and frees it. */
+export function takeNotification(native: Shim, addr: number): NativeNotification {
+  const head = Buffer.from(viewNative(addr, NOTIF_HEADER_BYTES));
+  const len = Number(head.readBigUInt64LE(0));
+  const nameLen = Math.min(head.readUInt32LE(8), NOTIF_HEADER_BYTES - 16);
+  const status = head.readInt32LE(12);
+  const sender = head.toString('utf8', 16, 16 + nameLen);
+  let data: Uint8Array | undefined;
+  if (status === 0) {
+    data = new Uint8Array(len);
+    if (len) data.set(new Uint8Array(viewNative(addr + NOTIF_HEADER_BYTES, len)));
+  }
+  native.notifFree(addr);
+  return { sender, status, len, data };
+}
+
+/** sockaddr families at the start of an IP provider's address (FI_SOCKADDR_IN/IN6). */
+const AF_INET = 2;
+const AF_INET6 = 10;
+const SOCKADDR_MIN_BYTES = 16;
+
+/** Whether addr looks like a sockaddr_in or sockaddr_in6 (family in the first two bytes, little-endian). */
+export function isSockaddr(addr: Uint8Array): boolean {
+  return addr.length >= SOCKADDR_MIN_BYTES && (addr[0] === AF_INET || addr[0] === AF_INET6) && addr[1] === 0;
+}

@@ -1,0 +1,101 @@
+/**
+ * The shim's agent: one libfabric endpoint with its progress thread and the
+ * event queue that every engine of the agent reports to. Opened and
+ * destroyed here; everything else borrows its handle.
+ */
+import crypto from 'node:crypto';
+
+import { NotAllowedError } from '../errors.js';
+import { check, decodeProviderInfo, providerInfoBuffer, shim, type AgentHandle } from '../native/shim.js';
+import { bindNode, coreName, pickProvider, summarizeProvider, type ProviderSummary } from './providers.js';
+
+/** Longest fabric address asked for. */
+const MAX_ADDRESS_BYTES = 4096;
+
+export interface EndpointOptions {
+  name: string;
+  /** 'auto' or a provider name; IXFER_PROVIDER overrides it. */
+  provider: string;
+  iface?: string | undefined;
+  address?: string | undefined;
+  notifications: { maxPendingBytesPerPeer: number; staleMs: number };
+}
+
+export class Endpoint {
+  readonly name: string;
+  /** Core provider name in use ('tcp', 'efa', ...). */
+  readonly provider: string;
+  /** What the opened endpoint offers. */
+  readonly info: ProviderSummary;
+  /** The fabric address. */
+  readonly address: Uint8Array;
+  /** This incarnation, in our metadata: a peer tells a restarted agent of the same name by it. */
+  readonly instance = crypto.randomBytes(16).toString('hex');
+  /** The event pipe's read end, for the agent's completions. */
+  readonly eventFd: number;
+  #handle: AgentHandle | undefined;
+
+  private constructor(name: string, provider: string, handle: AgentHandle) {
+    const native = shim();
+    this.name = name;
+    this.provider = provider;
+    this.#handle = handle;
+    const infoBuf = providerInfoBuffer(1);
+    check(native.agentInfo(handle, infoBuf), 'reading endpoint attributes');
+    this.info = summarizeProvider(decodeProviderInfo(infoBuf));
+    const addrBuf = Buffer.alloc(MAX_ADDRESS_BYTES);
+    const len: (number | bigint)[] = [addrBuf.length];
+    check(native.agentAddress(handle, addrBuf, len), 'reading endpoint address');
+    this.address = new Uint8Array(addrBuf.subarray(0, Number(len[0])));
+    const fd = [0];
+    check(native.agentTakeEventFd(handle, fd), 'taking the event descriptor');
+    this.eventFd = fd[0]!;
+  }
+
+  /** Binds to loopback unless `iface` or `address` says otherwise. */
+  static open(opts: EndpointOptions): Endpoint {
+    const native = shim();
+    const chosen = pickProvider(process.env.IXFER_PROVIDER || opts.provider, opts.iface);
+    const provider = coreName(chosen.name);
+    const node = bindNode(provider, opts.iface, opts.address);
+    const out: (bigint | null)[] = [null];
+    check(
+      native.agentCreate(
+        {
+          provider,
+          node: node ?? null,
+          domain: opts.iface ?? null,
+          name: opts.name,
+          notif_pending_cap: opts.notifications.maxPendingBytesPerPeer,
+          notif_stale_ms: opts.notifications.staleMs,
+        },
+        out,
+      ),
+      `creating agent '${opts.name}' on ${provider}${node ? ` at ${node}` : ''}`,
+    );
+    const handle = out[0] as AgentHandle;
+    try {
+      return new Endpoint(opts.name, provider, handle);
+    } catch (err) {
+      native.agentDestroy(handle);
+      throw err;
+    }
+  }
+
+  /** The handle; ERR_NOT_ALLOWED once destroyed. */
+  handle(): AgentHandle {
+    if (!this.#handle) throw new NotAllowedError(`agent '${this.name}' is closed`);
+    return this.#handle;
+  }
+
+  /** The handle, or undefined once destroyed (for what is harmless to skip then). */
+  get live(): AgentHandle | undefined {
+    return this.#handle;
+  }
+
+  /** Joins the progress thread and closes every registration. */
+  destroy(): void {
+    if (this.#handle) shim().agentDestroy(this.#handle);
+    this.#handle = undefined;
+  }
+}

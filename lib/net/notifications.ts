@@ -1,0 +1,117 @@
+/**
+ * Standalone notifications of an agent: sending them (each a run tracked by
+ * the completions, settled when the shim reports it sent), and receiving
+ * them (records of the event pump, queued in the inbox).
+ */
+import type { Completions } from '../core/completions.js';
+import { withDeadline, type GiveUpCode, type Settle, type Wait } from '../core/deadline.js';
+import { codeOfStatus, makeError, statusOf, type IxferError } from '../errors.js';
+import { EVENT_NOTIF, takeNotification } from '../native/layout.js';
+import { check, shim } from '../native/shim.js';
+import type { Endpoint } from './endpoint.js';
+import { Notification, NotificationInbox, parseNotificationBody } from './inbox.js';
+import type { Peer } from './peers.js';
+
+/** Counters of incoming notifications. */
+export interface NotificationStats {
+  received: number;
+  /** Dropped: over maxPendingBytesPerPeer, or stale (see the 'notification-dropped' event). */
+  dropped: number;
+  /** Fragments that were malformed (not ixfer's, or corrupted). */
+  malformed: number;
+  /** Bytes held now for incoming notifications not yet complete (or waiting for their data). */
+  pendingBytes: number;
+}
+
+export class Notifications {
+  readonly inbox: NotificationInbox;
+  readonly #ep: Endpoint;
+  readonly #completions: Completions;
+  readonly #describe: (status: number, fiErrno: number) => string;
+  readonly #dropped: (err: IxferError) => void;
+  #counts = { received: 0, dropped: 0 };
+  /** Next standalone-notification sequence number per receiving agent instance. */
+  readonly #seq = new Map<string, number>();
+
+  constructor(init: {
+    endpoint: Endpoint;
+    completions: Completions;
+    describe: (status: number, fiErrno: number) => string;
+    /** Reports a dropped incoming notification ('notification-dropped'). */
+    dropped: (err: IxferError) => void;
+  }) {
+    this.#ep = init.endpoint;
+    this.#completions = init.completions;
+    this.#describe = init.describe;
+    this.#dropped = init.dropped;
+    this.inbox = new NotificationInbox(() => this.#completions.refresh());
+    this.#completions.on(EVENT_NOTIF, (addr) => this.#received(addr));
+  }
+
+  /**
+   * Sends `message` to peer (fragmented and reassembled by the shim); in
+   * order with the other standalone notifications to that peer instance.
+   * Resolves once sent; the wait's deadline and signal stop what is not yet.
+   */
+  send(peer: Peer, message: unknown, wait: Wait): Promise<void> {
+    const handle = this.#ep.handle();
+    const bytes = parseNotificationBody(message);
+    const seq = (this.#seq.get(peer.instance) ?? 0) + 1;
+    const what = `notification of ${bytes.length} bytes to '${peer.name}'`;
+    let settle: Settle<void> | undefined;
+    const complete = (status: number, fiErrno: number) => {
+      if (status === 0) settle?.resolve();
+      else settle?.reject(makeError(codeOfStatus(status), `${what} failed: ${this.#describe(status, fiErrno)}`));
+    };
+    const id = this.#completions.track(
+      { complete },
+      (id) => check(shim().notify(handle, peer.fiAddr, bytes, bytes.length, seq, id), `notifying '${peer.name}'`),
+    );
+    this.#seq.set(peer.instance, seq);
+    const cancel = (code: GiveUpCode) => {
+      const live = this.#ep.live;
+      if (live && this.#completions.has(id)) shim().xferCancel(live, id, statusOf(code));
+    };
+    return withDeadline<void>({ what, ...wait, giveUp: cancel }, (s) => {
+      settle = s;
+      return () => (settle = undefined);
+    });
+  }
+
+  /** A peer instance is gone for good: its sequence numbers with it. */
+  forget(instance: string): void {
+    this.#seq.delete(instance);
+  }
+
+  get stats(): NotificationStats {
+    const h = this.#ep.live;
+    const native = shim();
+    return {
+      ...this.#counts,
+      malformed: h ? Number(native.notifMalformed(h)) : 0,
+      pendingBytes: h ? Number(native.notifPending(h)) : 0,
+    };
+  }
+
+  #received(addr: number): void {
+    const n = takeNotification(shim(), addr);
+    if (n.data) {
+      this.#counts.received++;
+      this.inbox.push(new Notification(n.sender, n.data));
+      return;
+    }
+    this.#counts.dropped++;
+    const code = codeOfStatus(n.status);
+    const err: IxferError & { peer?: string; bytes?: number } = makeError(
+      code,
+      `a notification of ${n.len} bytes from '${n.sender}' was dropped: ` +
+        (code === 'ERR_NOT_ALLOWED'
+          ? 'it exceeds the pending limit for one peer (notifications.maxPendingBytesPerPeer)'
+          : 'its data or its remaining fragments did not arrive within notifications.staleMs'),
+    );
+    err.peer = n.sender;
+    err.bytes = n.len;
+    // Not from inside the drain: a throwing listener must not cost other events.
+    queueMicrotask(() => this.#dropped(err));
+  }
+}

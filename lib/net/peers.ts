@@ -1,0 +1,188 @@
+/** Peers whose metadata an agent has loaded, and their regions. */
+import { RangeIndex } from '../core/ranges.js';
+import { InvalidParamError, NotFoundError } from '../errors.js';
+import { FI_MR_VIRT_ADDR, isSockaddr } from '../native/layout.js';
+import { check, shim } from '../native/shim.js';
+import { parseDescriptors, type Descriptor, type ParsedDescriptor } from '../schemas.js';
+import type { Endpoint } from './endpoint.js';
+import { decodeMetadata, type RegionInfo } from './metadata.js';
+
+export interface RemoteRegion extends RegionInfo {
+  /** False once the peer's newer metadata dropped it or the peer was invalidated. */
+  valid: boolean;
+}
+
+export class Peer {
+  readonly name: string;
+  instance: string;
+  sequence: bigint;
+  /** Handle in the agent's address vector. */
+  fiAddr: number | bigint;
+  address: Uint8Array;
+  /** Remote addresses are virtual addresses (FI_MR_VIRT_ADDR) rather than offsets. */
+  virtAddr: boolean;
+  readonly regions = new RangeIndex<RemoteRegion>();
+  /** Bumped when the peer is reloaded with a new instance or address. */
+  generation = 1;
+  valid = true;
+
+  constructor(init: {
+    name: string;
+    instance: string;
+    sequence: bigint;
+    fiAddr: number | bigint;
+    address: Uint8Array;
+    virtAddr: boolean;
+  }) {
+    this.name = init.name;
+    this.instance = init.instance;
+    this.sequence = init.sequence;
+    this.fiAddr = init.fiAddr;
+    this.address = init.address;
+    this.virtAddr = init.virtAddr;
+  }
+
+  /** Replaces (complete metadata) or adds to (partial metadata) the regions. */
+  setRegions(regions: RegionInfo[], complete: boolean): void {
+    if (complete) {
+      for (const r of this.regions.values()) r.valid = false;
+      this.regions.clear();
+    }
+    for (const info of regions) {
+      // A region listed again replaces what overlaps it.
+      for (let old = this.regions.overlapping(info.addr, info.len); old; old = this.regions.overlapping(info.addr, info.len)) {
+        old.valid = false;
+        this.regions.remove(old);
+      }
+      this.regions.insert({ ...info, valid: true });
+    }
+  }
+
+  invalidate(): void {
+    this.valid = false;
+    for (const r of this.regions.values()) r.valid = false;
+    this.regions.clear();
+  }
+}
+
+/** The peer table of one endpoint: loading metadata (versioned), and the address vector entries that go with it. */
+export class PeerTable {
+  readonly #ep: Endpoint;
+  readonly #peers = new Map<string, Peer>();
+  /** A peer instance is gone for good (replaced by a new one). */
+  readonly #onInstanceGone: (instance: string) => void;
+
+  constructor(ep: Endpoint, onInstanceGone: (instance: string) => void) {
+    this.#ep = ep;
+    this.#onInstanceGone = onInstanceGone;
+  }
+
+  /** Names of loaded peers. */
+  get names(): string[] {
+    return [...this.#peers.keys()];
+  }
+
+  /** A loaded peer; ERR_NOT_FOUND otherwise. */
+  get(name: string): Peer {
+    const p = this.#peers.get(name);
+    if (!p) throw new NotFoundError(`unknown peer '${name}': load its metadata first`);
+    return p;
+  }
+
+  /**
+   * Loads a peer's metadata (untrusted: malformed blobs are ERR_INVALID_PARAM)
+   * and returns its name. Newer metadata of a known peer replaces the old; a
+   * new instance or address starts a new generation. Partial metadata adds
+   * regions to a known peer.
+   */
+  load(blob: Uint8Array): string {
+    const ep = this.#ep;
+    const handle = ep.handle();
+    const md = decodeMetadata(blob);
+    if (md.provider !== ep.provider) {
+      throw new InvalidParamError(`peer '${md.name}' uses provider '${md.provider}', this agent '${ep.provider}'`);
+    }
+    if (md.name === ep.name && md.instance !== ep.instance) {
+      throw new InvalidParamError(`peer name '${md.name}' is this agent's own name`);
+    }
+    const existing = this.#peers.get(md.name);
+    if (existing && existing.instance === md.instance && md.sequence < existing.sequence) {
+      throw new InvalidParamError(`metadata of '${md.name}' is older than what is loaded`);
+    }
+    const sameEndpoint =
+      existing && existing.instance === md.instance && (!md.address || Buffer.from(md.address).equals(existing.address));
+    if (sameEndpoint) {
+      existing.sequence = md.sequence;
+      existing.setRegions(md.regions, md.complete);
+      return md.name;
+    }
+    if (!md.address) throw new NotFoundError(`metadata of unknown peer '${md.name}' has no connection information`);
+    this.#checkAddress(md.address, md.name);
+    const fiAddr: (number | bigint)[] = [0];
+    check(shim().peerInsert(handle, md.address, md.address.length, fiAddr), `adding peer '${md.name}'`);
+    if (existing) {
+      this.#drop(existing);
+      if (existing.instance !== md.instance) this.#onInstanceGone(existing.instance);
+    }
+    const peer = new Peer({
+      name: md.name,
+      instance: md.instance,
+      sequence: md.sequence,
+      fiAddr: fiAddr[0]!,
+      address: md.address,
+      virtAddr: (md.mrModeBits & FI_MR_VIRT_ADDR) !== 0,
+    });
+    if (existing) peer.generation = existing.generation + 1;
+    peer.setRegions(md.regions, true);
+    this.#peers.set(md.name, peer);
+    return md.name;
+  }
+
+  /** A peer address must have our own address's size, or be a sockaddr like ours (same provider). */
+  #checkAddress(addr: Uint8Array, name: string): void {
+    const own = this.#ep.address;
+    if (isSockaddr(own) ? !isSockaddr(addr) : addr.length !== own.length) {
+      throw new InvalidParamError(`invalid metadata: address of '${name}' is not a ${this.#ep.provider} address`);
+    }
+  }
+
+  #drop(peer: Peer): void {
+    peer.invalidate();
+    const handle = this.#ep.live;
+    if (handle && peer.name !== this.#ep.name) check(shim().peerRemove(handle, peer.fiAddr), `removing peer '${peer.name}'`);
+  }
+
+  /** Forgets a peer: its transfers not yet posted fail, new ones get ERR_NOT_FOUND. */
+  invalidate(name: string): void {
+    const handle = this.#ep.handle();
+    const p = this.#peers.get(name);
+    if (!p) throw new NotFoundError(`unknown peer '${name}'`);
+    this.#peers.delete(name);
+    this.#drop(p);
+    check(shim().notifForget(handle, name), `forgetting notifications of '${name}'`);
+  }
+
+  /** The peer's region holding each descriptor; ERR_NOT_FOUND naming the first that none holds. */
+  regions(peer: Peer, descs: readonly ParsedDescriptor[], what: string): RemoteRegion[] {
+    return descs.map((d, i) => {
+      const r = peer.regions.find(d.addr, d.len);
+      if (!r) {
+        throw new NotFoundError(`${what}[${i}] [0x${d.addr.toString(16)}, +${d.len}) is not in memory '${peer.name}' registered`);
+      }
+      return r;
+    });
+  }
+
+  /** Whether every descriptor lies in a region of the peer's loaded metadata. */
+  holds(name: string, descriptors: Descriptor[]): boolean {
+    const p = this.#peers.get(name);
+    if (!p) return false;
+    return parseDescriptors(descriptors, 'descriptors').every((d) => p.regions.find(d.addr, d.len) !== undefined);
+  }
+
+  /** The agent closed (the endpoint is gone with its address vector). */
+  close(): void {
+    for (const p of this.#peers.values()) p.invalidate();
+    this.#peers.clear();
+  }
+}

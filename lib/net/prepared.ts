@@ -1,0 +1,105 @@
+/**
+ * Network postings: descriptor lists resolved to registered regions (here,
+ * and at the peer) and packed for the shim, straight from a request or from
+ * prepared lists (like NIXL's prepXferDlist and makeXferReq).
+ */
+import type { Posting } from '../core/engine.js';
+import type { MemoryRegion } from '../core/memory.js';
+import { InvalidParamError, MismatchError } from '../errors.js';
+import { packIovPairs } from '../native/layout.js';
+import type { Op, ParsedDescriptor } from '../schemas.js';
+import { parseNotificationBody } from './inbox.js';
+import type { Peer, RemoteRegion } from './peers.js';
+
+/** Local descriptors validated once, for transfers made by index. */
+export class PreparedLocal {
+  /** @internal */
+  constructor(
+    readonly descs: readonly ParsedDescriptor[],
+    /** @internal */ readonly regions: readonly MemoryRegion[],
+  ) {}
+  get length(): number {
+    return this.descs.length;
+  }
+}
+
+/** Remote descriptors of one peer validated once, for transfers made by index. */
+export class PreparedRemote {
+  /** @internal */
+  constructor(
+    readonly peer: string,
+    readonly descs: readonly ParsedDescriptor[],
+    /** @internal */ readonly regions: readonly RemoteRegion[],
+    /** @internal */ readonly peerRef: Peer,
+    /** @internal */ readonly generation: number,
+  ) {}
+  get length(): number {
+    return this.descs.length;
+  }
+}
+
+export interface NetPosting extends Posting {
+  readonly peer: Peer;
+  /** The peer's generation when the transfer was made: a reloaded peer fails it. */
+  readonly generation: number;
+  readonly remote: readonly RemoteRegion[];
+  /** ixfer_iov_pair[] */
+  readonly pairs: Uint8Array;
+  /** Delivered once the data is in place, unless post() is given another. */
+  readonly notification: Uint8Array | undefined;
+}
+
+/** Local and remote sides of one transfer, each descriptor with the region that holds it. */
+export interface Sides {
+  local: readonly ParsedDescriptor[];
+  localRegions: readonly MemoryRegion[];
+  remote: readonly ParsedDescriptor[];
+  remoteRegions: readonly RemoteRegion[];
+}
+
+/** Pairs local and remote descriptors one to one (the callers checked that the lists are as long) and packs them. */
+export function buildPosting(op: Op, peer: Peer, generation: number, s: Sides, notification: unknown): NetPosting {
+  let bytes = 0;
+  const entries = s.local.map((l, i) => {
+    const r = s.remote[i]!;
+    if (l.len !== r.len) throw new MismatchError(`descriptor ${i}: local length ${l.len}, remote length ${r.len}`);
+    bytes += l.len;
+    const rr = s.remoteRegions[i]!;
+    return {
+      laddr: l.addr,
+      len: l.len,
+      mr: s.localRegions[i]!.handle as bigint,
+      // Providers without FI_MR_VIRT_ADDR take offsets into the remote region.
+      raddr: peer.virtAddr ? r.addr : r.addr - rr.addr,
+      key: rr.key,
+    };
+  });
+  return {
+    op,
+    target: peer.name,
+    count: entries.length,
+    bytes,
+    memory: [...new Set(s.localRegions)],
+    peer,
+    generation,
+    remote: [...new Set(s.remoteRegions)],
+    pairs: packIovPairs(entries),
+    notification: notification === undefined ? undefined : parseNotificationBody(notification),
+  };
+}
+
+/** The entries of prepared lists at the given indices. */
+export function pickSides(local: PreparedLocal, li: number[], remote: PreparedRemote, ri: number[]): Sides {
+  if (li.length !== ri.length) throw new MismatchError(`${li.length} local indices but ${ri.length} remote ones`);
+  const pick = <T>(list: readonly T[], idx: number[], what: string): T[] =>
+    idx.map((i) => {
+      if (i >= list.length) throw new InvalidParamError(`${what} index ${i} is outside the prepared list of ${list.length}`);
+      return list[i]!;
+    });
+  return {
+    local: pick(local.descs, li, 'local'),
+    localRegions: pick(local.regions, li, 'local'),
+    remote: pick(remote.descs, ri, 'remote'),
+    remoteRegions: pick(remote.regions, ri, 'remote'),
+  };
+}
