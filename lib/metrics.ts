@@ -5,7 +5,7 @@
  * Agents sharing a registry share the metrics, told apart by the `agent` label.
  */
 import type { MetricsSink, TransferTelemetry } from './core/telemetry.js';
-import { InvalidParamError } from './errors.js';
+import { InvalidParamError, LibraryMissingError } from './errors.js';
 import type { MetricsRegistry, Op } from './schemas.js';
 
 type PromClient = typeof import('prom-client');
@@ -34,7 +34,7 @@ async function load(): Promise<PromClient> {
   try {
     return await import('prom-client');
   } catch (err) {
-    throw new InvalidParamError(`options.metrics needs the prom-client package (npm install prom-client): ${(err as Error).message}`);
+    throw new LibraryMissingError(`options.metrics needs the prom-client package (npm install prom-client): ${(err as Error).message}`);
   }
 }
 

@@ -1,5 +1,7 @@
 import diagnostics from 'node:diagnostics_channel';
 import { execFile, spawn } from 'node:child_process';
+import fs from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 
@@ -108,6 +110,37 @@ describe('metrics (prom-client)', () => {
       JSON.parse((await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script(metrics)], { cwd: root })).stdout);
     expect(await run('')).toEqual([false, false]);
     expect(await run('metrics: { registry: { registerMetric() {}, getSingleMetric() {} } }')).toEqual([false, true]);
+  });
+});
+
+describe('metrics without prom-client', () => {
+  it('is ERR_LIBRARY_MISSING saying what to install; the agent works without metrics', async () => {
+    // A copy of the package whose node_modules lacks prom-client.
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'ixfer-noprom-'));
+    try {
+      await fs.cp(path.join(root, 'dist'), path.join(dir, 'dist'), { recursive: true });
+      await fs.copyFile(path.join(root, 'package.json'), path.join(dir, 'package.json'));
+      await fs.symlink(path.join(root, 'prebuilds'), path.join(dir, 'prebuilds'));
+      await fs.mkdir(path.join(dir, 'node_modules'));
+      for (const name of await fs.readdir(path.join(root, 'node_modules'))) {
+        if (name !== 'prom-client') await fs.symlink(path.join(root, 'node_modules', name), path.join(dir, 'node_modules', name));
+      }
+      const script = `
+        import { Agent } from './dist/index.js';
+        const registry = { registerMetric() {}, getSingleMetric() {} };
+        const err = await Agent.create({ name: 'np', metrics: { registry } }).catch((e) => e);
+        const a = await Agent.create({ name: 'np' });
+        a.allocate(4096);
+        await a.close();
+        console.log(JSON.stringify({ code: err.code, message: err.message }));
+      `;
+      const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { cwd: dir });
+      const { code, message } = JSON.parse(stdout);
+      expect(code).toBe('ERR_LIBRARY_MISSING');
+      expect(message).toContain('npm install prom-client');
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
