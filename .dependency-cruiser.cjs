@@ -80,6 +80,19 @@ module.exports = {
       from: { path: '^dist/', pathNot: ours('bench/') },
       to: { path: 'node_modules/(d3-|cli-progress)' },
     },
+    {
+      name: 'prom-client-on-demand',
+      comment: "import 'ixfer' must not load prom-client (an optional peer dependency): only Agent.create({ metrics }) does.",
+      severity: 'error',
+      from: {},
+      to: { path: ours('metrics\\.js$'), dynamic: false },
+    },
+    {
+      name: 'prom-client-in-metrics',
+      severity: 'error',
+      from: { path: '^dist/', pathNot: ours('metrics\\.js$') },
+      to: { path: 'node_modules/prom-client/' },
+    },
   ],
   options: {
     doNotFollow: { path: 'node_modules' },

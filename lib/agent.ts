@@ -10,8 +10,9 @@ import { EventEmitter } from 'node:events';
 
 import { Completions } from './core/completions.js';
 import type { MemoryRegion, MemorySource } from './core/memory.js';
+import { debug, Telemetry } from './core/telemetry.js';
 import type { Transfer } from './core/transfer.js';
-import { NotAllowedError } from './errors.js';
+import { NotAllowedError, NotFoundError } from './errors.js';
 import type { ExchangeHost, ExchangeStats } from './exchange/context.js';
 import { MetadataExchange } from './exchange/exchange.js';
 import type { SocketAddress } from './exchange/tcp-channel.js';
@@ -34,6 +35,7 @@ import {
   parse,
   parseDescriptors,
   parseIndices,
+  RegionOptionsSchema,
   TransferRequestSchema,
   WaitOptionsSchema,
   type AgentOptions,
@@ -45,9 +47,21 @@ import {
   type NotificationBody,
   type Op,
   type PeerAddress,
+  type RegionOptions,
   type TransferRequest,
   type WaitOptions,
 } from './schemas.js';
+
+type AgentOptionsParsed = ReturnType<typeof AgentOptionsSchema.parse>;
+
+/** A region of a peer, as its metadata describes it. */
+export interface RemoteRegionInfo {
+  /** The name the peer gave it (registerMemory's `name`), if any. */
+  name: string | undefined;
+  addr: number;
+  len: number;
+  kind: 'DRAM';
+}
 
 /**
  * Events:
@@ -73,10 +87,11 @@ export class Agent extends EventEmitter implements ExchangeHost, AsyncDisposable
   #files: FileEngine | undefined;
   readonly #fileOptions: FileEngineOptions;
   readonly #exchange: MetadataExchange;
+  readonly #telemetry: Telemetry;
   #closed = false;
   #closing: Promise<void> | undefined;
 
-  private constructor(endpoint: Endpoint, opts: ReturnType<typeof AgentOptionsSchema.parse>) {
+  private constructor(endpoint: Endpoint, opts: AgentOptionsParsed) {
     super();
     this.#endpoint = endpoint;
     this.name = endpoint.name;
@@ -84,10 +99,12 @@ export class Agent extends EventEmitter implements ExchangeHost, AsyncDisposable
     this.providerInfo = endpoint.info;
     this.address = endpoint.address;
     this.defaultTimeoutMs = opts.transferTimeoutMs;
+    const telemetry = (this.#telemetry = new Telemetry(this.name));
     const completions = new Completions(shim(), endpoint.handle(), endpoint.eventFd, () => net.notifications.inbox.waiting > 0);
     const net = new NetEngine({
       endpoint,
       completions,
+      telemetry,
       defaultTimeoutMs: this.defaultTimeoutMs,
       changed: () => this.#exchange.localChanged(),
       dropped: (err) => this.emit('notification-dropped', err),
@@ -113,12 +130,22 @@ export class Agent extends EventEmitter implements ExchangeHost, AsyncDisposable
       endpoint.destroy();
       throw err;
     }
-    // Joins etcd when configured: peers can find the agent once create() resolves.
-    await agent.#exchange.start().catch(async (err: unknown) => {
+    await agent.#start(opts.metrics).catch(async (err: unknown) => {
       await agent.close();
       throw err;
     });
+    debug('agent %s: open on %s', agent.name, agent.provider);
     return agent;
+  }
+
+  async #start(metrics: AgentOptionsParsed['metrics']): Promise<void> {
+    if (metrics) {
+      const { createMetrics } = await import('./metrics.js'); // loads prom-client: only when asked
+      const memoryBytes = () => this.regions.reduce((sum, r) => sum + r.len, 0);
+      this.#telemetry.metrics = await createMetrics(metrics, this.name, memoryBytes);
+    }
+    // Joins etcd when configured: peers can find the agent once create() resolves.
+    await this.#exchange.start();
   }
 
   /** Refuses new work once close() has begun. */
@@ -132,15 +159,15 @@ export class Agent extends EventEmitter implements ExchangeHost, AsyncDisposable
    * Registers memory for transfers: a Buffer, TypedArray or ArrayBuffer (kept
    * alive while registered), or native memory as {addr, len}.
    */
-  registerMemory(source: MemorySource): MemoryRegion {
+  registerMemory(source: MemorySource, options: RegionOptions = {}): MemoryRegion {
     this.#open();
-    return this.#net.registerMemory(source);
+    return this.#net.registerMemory(source, parse(RegionOptionsSchema, options, 'region options').name);
   }
 
   /** Allocates page-aligned, zeroed native memory, registered; freed when deregistered. */
-  allocate(bytes: number): MemoryRegion {
+  allocate(bytes: number, options: RegionOptions = {}): MemoryRegion {
     this.#open();
-    return this.#net.allocate(bytes);
+    return this.#net.allocate(bytes, parse(RegionOptionsSchema, options, 'region options').name);
   }
 
   /** Registered host memory regions, in address order. */
@@ -177,18 +204,45 @@ export class Agent extends EventEmitter implements ExchangeHost, AsyncDisposable
    */
   loadRemoteMetadata(blob: Uint8Array): string {
     this.#open();
-    return this.#net.peers.load(blob);
+    const name = this.#net.peers.load(blob);
+    this.#telemetry.peer(name, 'loaded');
+    return name;
   }
 
   /** Forgets a peer: its transfers not yet posted fail, new ones get ERR_NOT_FOUND. */
   invalidateRemote(peer: string): void {
     this.#open();
     this.#net.peers.invalidate(peer);
+    this.#telemetry.peer(peer, 'dropped');
   }
 
   /** Names of loaded peers. */
   get peers(): string[] {
     return this.#net.peers.names;
+  }
+
+  /** A loaded peer's regions, from its metadata, in address order (ERR_NOT_FOUND for an unknown peer). */
+  remoteRegions(peer: string): RemoteRegionInfo[] {
+    return this.#net.peers.get(peer).regions.values().map(({ name, addr, len }) => ({ name, addr, len, kind: 'DRAM' as const }));
+  }
+
+  /** A loaded peer's region named `name` at registration; ERR_NOT_FOUND when it has none of that name. */
+  remoteRegion(peer: string, name: string): RemoteRegionInfo {
+    const found = this.remoteRegions(peer).find((r) => r.name === name);
+    if (!found) throw new NotFoundError(`peer '${peer}' has no region named '${name}' in its loaded metadata`);
+    return found;
+  }
+
+  /**
+   * Sets up the connection to a loaded peer now rather than on the first
+   * transfer (NIXL's make_connection). Needs a region in the peer's metadata.
+   * ERR_TIMEOUT after timeoutMs (default: transferTimeoutMs, else 10 s).
+   */
+  async connect(peer: string, options: WaitOptions = {}): Promise<void> {
+    const wait = parse(WaitOptionsSchema, options, 'connect options');
+    this.#open();
+    await this.#net.connect(peer, wait);
+    debug('agent %s: connected to %s', this.name, peer);
   }
 
   /** Whether every descriptor lies in a region of the peer's loaded metadata. */
@@ -292,6 +346,7 @@ export class Agent extends EventEmitter implements ExchangeHost, AsyncDisposable
     this.#files ??= new FileEngine({
       agent: () => this.#endpoint.handle(),
       completions: this.#completions,
+      telemetry: this.#telemetry,
       defaultTimeoutMs: this.defaultTimeoutMs,
       options: this.#fileOptions,
       findMemory: (addr, len) => this.#net.memory.find(addr, len) ?? this.#vram.memory.find(addr, len),
@@ -369,6 +424,7 @@ export class Agent extends EventEmitter implements ExchangeHost, AsyncDisposable
     this.#net.notifications.inbox.close(new NotAllowedError(`agent '${this.name}' is closed`));
     this.#net.close();
     this.#vram.close();
+    this.#telemetry.close();
   }
 
   get closed(): boolean {

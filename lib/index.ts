@@ -1,6 +1,7 @@
-export { Agent } from './agent.js';
+export { Agent, type RemoteRegionInfo } from './agent.js';
 export { deserializeDescriptors, serializeDescriptors } from './core/descriptors.js';
 export { MemoryRegion, type MemoryKind, type MemorySource } from './core/memory.js';
+export type { TransferMessage, TransferTelemetry } from './core/telemetry.js';
 export { Transfer, type TransferStatus } from './core/transfer.js';
 export * from './errors.js';
 export type { ExchangeStats, PeerEvent } from './exchange/context.js';
@@ -24,9 +25,11 @@ export type {
   InvalidateOptions,
   ListenOptions,
   MetadataOptions,
+  MetricsRegistry,
   NotificationBody,
   Op,
   PeerAddress,
+  RegionOptions,
   TransferRequest,
   WaitOptions,
 } from './schemas.js';

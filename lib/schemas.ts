@@ -145,14 +145,32 @@ export const FileEngineOptionsSchema = z
   .strict();
 export type FileEngineOptions = z.output<typeof FileEngineOptionsSchema>;
 
+/** A name carried in metadata: UTF-8, 1 to 255 bytes, no control characters. */
+const label = z
+  .string()
+  .min(1)
+  .max(255)
+  .refine((s) => Buffer.byteLength(s) <= 255 && !/[\u0000-\u001f]/.test(s), 'at most 255 bytes, no control characters');
+
+/** Options of registerMemory and allocate. */
+export const RegionOptionsSchema = z
+  .object({
+    /** Names the region in our metadata, so that peers find it (remoteRegion); unique per agent. */
+    name: label.optional(),
+  })
+  .strict();
+export type RegionOptions = z.input<typeof RegionOptionsSchema>;
+
+/** What ixfer uses of a prom-client Registry (typed here so that prom-client stays optional). */
+export interface MetricsRegistry {
+  registerMetric(metric: never): void;
+  getSingleMetric(name: string): unknown;
+}
+
 export const AgentOptionsSchema = z
   .object({
     /** Unique among the agents that talk to each other. */
-    name: z
-      .string()
-      .min(1)
-      .max(255)
-      .refine((s) => Buffer.byteLength(s) <= 255 && !/[\u0000-\u001f]/.test(s), 'at most 255 bytes, no control characters'),
+    name: label,
     /** 'auto' or a libfabric provider name ('tcp', 'efa', 'cxi', 'verbs', 'shm', ...). IXFER_PROVIDER overrides it. */
     provider: z.string().min(1).default('auto'),
     /** Interface (libfabric domain) to bind, e.g. 'lo' or 'eth0'. */
@@ -185,6 +203,18 @@ export const AgentOptionsSchema = z
     metadata: ExchangeOptionsSchema.prefault({}),
     /** File transfers. */
     files: FileEngineOptionsSchema.prefault({}),
+    /** Prometheus metrics on the user's prom-client registry (prom-client is loaded only then). */
+    metrics: z
+      .object({
+        registry: z.custom<MetricsRegistry>(
+          (v) => typeof v === 'object' && v !== null && typeof (v as MetricsRegistry).registerMetric === 'function',
+          'a prom-client Registry',
+        ),
+        /** Distinct `peer` label values per agent; later peers are counted as 'other'. */
+        maxPeerLabels: z.number().int().min(1).max(10_000).default(32),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 export type AgentOptions = z.input<typeof AgentOptionsSchema>;

@@ -7,6 +7,7 @@
 import type { Op } from '../schemas.js';
 import type { GiveUpCode } from './deadline.js';
 import type { MemoryRegion } from './memory.js';
+import type { Telemetry } from './telemetry.js';
 
 /** What one transfer moves, resolved and packed by its engine once, posted as often as asked. */
 export interface Posting {
@@ -27,6 +28,8 @@ export interface Completion {
 }
 
 export interface Engine<P extends Posting = Posting> {
+  /** The agent's telemetry: runs report their start and end to it. */
+  readonly telemetry: Telemetry;
   /** Deadline of Transfer.done() when the call gives none. */
   readonly defaultTimeoutMs: number | undefined;
   /**

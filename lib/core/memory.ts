@@ -19,6 +19,8 @@ export class MemoryRegion implements Disposable {
   readonly len: number;
   readonly kind: MemoryKind;
   readonly devId: number;
+  /** The name given at registration: peers find the region by it in our metadata. */
+  readonly name: string | undefined;
   /** Remote key peers use to reach this region. */
   readonly key: bigint;
   /** @internal */ readonly handle: MrHandle;
@@ -42,10 +44,12 @@ export class MemoryRegion implements Disposable {
     view?: Uint8Array;
     kind?: MemoryKind;
     devId?: number;
+    name?: string | undefined;
   }) {
     this.#owner = init.owner;
     this.kind = init.kind ?? 'DRAM';
     this.devId = init.devId ?? 0;
+    this.name = init.name;
     this.addr = init.addr;
     this.len = init.len;
     this.key = init.key;

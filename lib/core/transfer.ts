@@ -3,6 +3,7 @@ import { codeOfStatus, InvalidParamError, makeError, NotAllowedError, NotFoundEr
 import { parse, WaitOptionsSchema, type NotificationBody, type Op, type WaitOptions } from '../schemas.js';
 import { withDeadline, type GiveUpCode, type Settle } from './deadline.js';
 import type { Completion, Engine, Posting } from './engine.js';
+import { micros, type TransferTelemetry } from './telemetry.js';
 
 export type TransferStatus = 'idle' | 'pending' | 'done' | 'error';
 
@@ -23,6 +24,11 @@ export class Transfer implements Completion, Disposable {
   readonly #posting: Posting;
   /** The posting of the run in flight (it may carry a notification given to post()). */
   #running: Posting;
+  /** performance.now() and Date.now() at the last post, and how long post() took (µs). */
+  #postedAt = 0;
+  #startTime = 0;
+  #postUs = 0;
+  #telemetry: TransferTelemetry | undefined;
 
   /** @internal */
   constructor(engine: Engine, posting: Posting) {
@@ -36,6 +42,11 @@ export class Transfer implements Completion, Disposable {
 
   get status(): TransferStatus {
     return this.#status;
+  }
+
+  /** Numbers of the last run that ended (undefined before): start, post and transfer time, bytes, descriptors. */
+  get telemetry(): TransferTelemetry | undefined {
+    return this.#telemetry;
   }
 
   /** The failure of the last post, when status is 'error'. */
@@ -61,7 +72,18 @@ export class Transfer implements Completion, Disposable {
     for (const region of posting.memory) {
       if (!region.registered) throw new NotFoundError('a local region of this transfer was deregistered');
     }
-    this.#id = this.#engine.post(posting, this);
+    const telemetry = this.#engine.telemetry;
+    const start = performance.now();
+    try {
+      this.#id = this.#engine.post(posting, this);
+    } catch (err) {
+      if (err instanceof Error && 'code' in err) telemetry.failed(err as IxferError);
+      throw err;
+    }
+    this.#postedAt = start;
+    this.#startTime = performance.timeOrigin + start;
+    this.#postUs = micros(start, performance.now());
+    telemetry.transferStarted(this.op, this.peer, this.bytes, this.count, this);
     this.#running = posting;
     for (const region of posting.memory) region.acquire();
     this.#status = 'pending';
@@ -138,6 +160,14 @@ export class Transfer implements Completion, Disposable {
         nativeMessage: fiErrno ? why : undefined,
       });
     }
+    this.#telemetry = {
+      startTime: this.#startTime,
+      postDurationUs: this.#postUs,
+      transferDurationUs: micros(this.#postedAt, performance.now()),
+      bytes: this.bytes,
+      descriptors: this.count,
+    };
+    this.#engine.telemetry.transferEnded(this.op, this.peer, this.#telemetry, this, this.#error);
     const waiters = this.#waiters;
     this.#waiters = [];
     for (const w of waiters) {

@@ -12,6 +12,7 @@ import type { Completions } from '../core/completions.js';
 import type { GiveUpCode } from '../core/deadline.js';
 import type { Completion, Engine, Posting } from '../core/engine.js';
 import type { MemoryRegion } from '../core/memory.js';
+import type { Telemetry } from '../core/telemetry.js';
 import { Transfer } from '../core/transfer.js';
 import { codeOfStatus, InvalidParamError, MismatchError, NotAllowedError, NotFoundError, statusOf } from '../errors.js';
 import {
@@ -69,6 +70,7 @@ export interface FileEngineDeps {
   /** The shim's agent, whose event queue the engine reports to. */
   agent(): AgentHandle;
   completions: Completions;
+  telemetry: Telemetry;
   defaultTimeoutMs: number | undefined;
   options: { engine: 'auto' | FileEngineKind; threads: number; chunkBytes: number; gdsBatch: number };
   /** The registered memory (host or device) holding [addr, +len). */
@@ -86,6 +88,7 @@ function warnOnce(message: string): void {
 /** @internal One per agent, made on first use; its native engine and threads start with the first transfer. */
 export class FileEngine implements Engine<FilePosting>, FileOwner {
   readonly defaultTimeoutMs: number | undefined;
+  readonly telemetry: Telemetry;
   readonly #d: FileEngineDeps;
   #handle: FileEngineHandle | undefined;
   #files = new Set<FileRegion>();
@@ -95,6 +98,7 @@ export class FileEngine implements Engine<FilePosting>, FileOwner {
   constructor(deps: FileEngineDeps) {
     this.#d = deps;
     this.defaultTimeoutMs = deps.defaultTimeoutMs;
+    this.telemetry = deps.telemetry;
   }
 
   #engine(): FileEngineHandle {

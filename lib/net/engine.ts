@@ -8,6 +8,7 @@ import type { GiveUpCode, Wait } from '../core/deadline.js';
 import type { Completion, Engine } from '../core/engine.js';
 import { describeSource, MemoryRegion, type MemorySource, type RegionOwner } from '../core/memory.js';
 import { MemoryRegistry } from '../core/registry.js';
+import type { Telemetry } from '../core/telemetry.js';
 import { Transfer } from '../core/transfer.js';
 import { codeOfStatus, InvalidParamError, MismatchError, NotFoundError, statusOf, type IxferError } from '../errors.js';
 import { OP_READ, OP_WRITE, POST_NOTIFY } from '../native/layout.js';
@@ -20,8 +21,13 @@ import { Notifications } from './notifications.js';
 import { PeerTable } from './peers.js';
 import { buildPosting, pickSides, PreparedLocal, PreparedRemote, type NetPosting } from './prepared.js';
 
+/** connect()'s deadline when neither the call nor the agent gives one. */
+const CONNECT_TIMEOUT_MS = 10_000;
+const PROBE_BYTES = 64;
+
 export class NetEngine implements Engine<NetPosting>, RegionOwner {
   readonly defaultTimeoutMs: number | undefined;
+  readonly telemetry: Telemetry;
   readonly endpoint: Endpoint;
   readonly peers: PeerTable;
   readonly notifications: Notifications;
@@ -33,10 +39,13 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
   /** Our metadata's version: bumped by every registration change. */
   #sequence = 0n;
   readonly #changed: () => void;
+  /** connect()'s landing place, made on first use. */
+  #probe: MemoryRegion | undefined;
 
   constructor(init: {
     endpoint: Endpoint;
     completions: Completions;
+    telemetry: Telemetry;
     defaultTimeoutMs: number | undefined;
     /** Registrations changed (our metadata with them). */
     changed: () => void;
@@ -46,10 +55,12 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     this.endpoint = init.endpoint;
     this.#completions = init.completions;
     this.defaultTimeoutMs = init.defaultTimeoutMs;
+    this.telemetry = init.telemetry;
     this.#changed = init.changed;
     this.notifications = new Notifications({
       endpoint: init.endpoint,
       completions: init.completions,
+      telemetry: init.telemetry,
       describe: describeNetError,
       dropped: init.dropped,
     });
@@ -58,21 +69,23 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
 
   // ---- memory --------------------------------------------------------------
 
-  registerMemory(source: MemorySource): MemoryRegion {
+  registerMemory(source: MemorySource, name?: string): MemoryRegion {
     this.endpoint.handle();
+    this.#checkName(name);
     const { addr, len, keepAlive } = describeSource(source, (v) => Number(shim().memAddress(v)));
-    return this.#register(addr, len, keepAlive);
+    return this.#register(addr, len, name, keepAlive);
   }
 
-  allocate(bytes: number): MemoryRegion {
+  allocate(bytes: number, name?: string): MemoryRegion {
     this.endpoint.handle();
     if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new InvalidParamError('allocate needs a positive byte count');
+    this.#checkName(name);
     const native = shim();
     const out: (number | bigint)[] = [0];
     check(native.memAlloc(bytes, out), `allocating ${bytes} bytes`);
     const addr = Number(out[0]);
     try {
-      const region = this.#register(addr, bytes, undefined, new Uint8Array(viewNative(addr, bytes)));
+      const region = this.#register(addr, bytes, name, undefined, new Uint8Array(viewNative(addr, bytes)));
       this.#owned.set(region, addr);
       return region;
     } catch (err) {
@@ -81,13 +94,20 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     }
   }
 
-  #register(addr: number, len: number, keepAlive?: unknown, view?: Uint8Array): MemoryRegion {
+  /** Peers look regions up by name: one region per name. */
+  #checkName(name: string | undefined): void {
+    if (name !== undefined && this.memory.values().some((r) => r.name === name)) {
+      throw new InvalidParamError(`a registered region is already named '${name}'`);
+    }
+  }
+
+  #register(addr: number, len: number, name: string | undefined, keepAlive?: unknown, view?: Uint8Array): MemoryRegion {
     this.memory.checkFree(addr, len);
     const key: (number | bigint)[] = [0];
     const out: (bigint | null)[] = [null];
     check(shim().mrRegister(this.endpoint.handle(), addr, len, key, out), `registering ${len} bytes`);
     const handle = out[0] as MrHandle;
-    const region = new MemoryRegion({ owner: this, addr, len, key: toBigInt(key[0]!), handle, keepAlive, view });
+    const region = new MemoryRegion({ owner: this, addr, len, key: toBigInt(key[0]!), handle, keepAlive, view, name });
     this.memory.add(region);
     this.#bump();
     return region;
@@ -144,7 +164,7 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
       complete: regions === undefined,
       regions: [...(chosen as MemoryRegion[])]
         .sort((a, b) => a.addr - b.addr)
-        .map((r) => ({ addr: r.addr, len: r.len, key: r.key, devId: r.devId, kind: 0 })),
+        .map((r) => ({ addr: r.addr, len: r.len, key: r.key, devId: r.devId, kind: 0, ...(r.name ? { name: r.name } : {}) })),
     });
   }
 
@@ -178,6 +198,43 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
   makeTransfer(op: Op, local: PreparedLocal, li: number[], remote: PreparedRemote, ri: number[], notification: unknown): Transfer {
     const posting = buildPosting(op, remote.peerRef, remote.generation, pickSides(local, li, remote, ri), notification);
     return new Transfer(this, posting);
+  }
+
+  /**
+   * Sets up the connection to a loaded peer ahead of the first transfer: a
+   * one-byte READ of its first region into memory of our own (tcp;ofi_rxm
+   * connects on the first operation; a READ changes nothing on the peer).
+   */
+  async connect(peerName: string, wait: Wait): Promise<void> {
+    const peer = this.peers.get(peerName);
+    const region = peer.regions.values()[0];
+    if (!region) throw new NotFoundError(`peer '${peerName}' has no registered region: connect needs its metadata to list one`);
+    const probe = this.#probeRegion();
+    const sides = {
+      local: [{ addr: probe.addr, len: 1, devId: 0 }],
+      localRegions: [probe],
+      remote: [{ addr: region.addr, len: 1, devId: 0 }],
+      remoteRegions: [region],
+    };
+    const t = new Transfer(this, buildPosting('READ', peer, peer.generation, sides, undefined));
+    await t.run({ signal: wait.signal, timeoutMs: wait.timeoutMs ?? this.defaultTimeoutMs ?? CONNECT_TIMEOUT_MS });
+  }
+
+  /** A few bytes of our own for connect()'s READ: registered, but not in our metadata. */
+  #probeRegion(): MemoryRegion {
+    if (this.#probe) return this.#probe;
+    const native = shim();
+    const out: (number | bigint)[] = [0];
+    check(native.memAlloc(PROBE_BYTES, out), 'allocating the connect probe');
+    const addr = Number(out[0]);
+    const key: (number | bigint)[] = [0];
+    const mr: (bigint | null)[] = [null];
+    const status = native.mrRegister(this.endpoint.handle(), addr, PROBE_BYTES, key, mr);
+    if (status !== 0) native.memFree(addr);
+    check(status, 'registering the connect probe');
+    const owner = { deregister: () => {} }; // lives as long as the endpoint
+    this.#probe = new MemoryRegion({ owner, addr, len: PROBE_BYTES, key: toBigInt(key[0]!), handle: mr[0] as MrHandle });
+    return this.#probe;
   }
 
   /** A standalone notification to a loaded peer. */
@@ -235,6 +292,8 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
   /** After the endpoint is destroyed: regions and peers end with it, allocated memory is freed. */
   close(): void {
     for (const region of this.memory.clear()) this.#free(region);
+    if (this.#probe) shim().memFree(this.#probe.addr);
+    this.#probe = undefined;
     this.peers.close();
   }
 }

@@ -11,6 +11,9 @@
  *   u32 mrModeBits
  *   u16 addrLen, addr               (addrLen 0 unless FLAG_CONNECTION)
  *   u32 regionCount, regionCount x { u64 addr, u64 len, u64 key, u16 devId, u16 kind, u32 reserved }
+ *   with FLAG_NAMES: regionCount x { u8 nameLen, name (UTF-8; 0: unnamed) }
+ * FLAG_NAMES is set only when a region is named, so blobs without names stay
+ * readable by ixfer versions that predate it.
  */
 import { InvalidParamError, type IxferError } from '../errors.js';
 
@@ -18,6 +21,7 @@ const MAGIC = 0x444d5849; // "IXMD" read as little-endian u32
 export const METADATA_VERSION = 1;
 export const FLAG_CONNECTION = 1;
 export const FLAG_COMPLETE = 2; // lists every region of the agent
+export const FLAG_NAMES = 4; // region names follow the regions
 const REGION_BYTES = 32;
 const MAX_BLOB = 64 * 1024 * 1024;
 const MAX_ADDR = 4096;
@@ -28,6 +32,7 @@ export interface RegionInfo {
   key: bigint;
   devId: number;
   kind: number; // 0 = DRAM
+  name?: string;
 }
 
 export interface Metadata {
@@ -45,12 +50,15 @@ export function encodeMetadata(md: Metadata): Uint8Array {
   const name = Buffer.from(md.name);
   const provider = Buffer.from(md.provider);
   const addr = md.address ?? new Uint8Array(0);
-  const size = 4 + 4 + 16 + 8 + 2 + name.length + 2 + provider.length + 4 + 2 + addr.length + 4 + md.regions.length * REGION_BYTES;
+  const names = md.regions.some((r) => r.name) ? md.regions.map((r) => Buffer.from(r.name ?? '')) : undefined;
+  const namesBytes = names ? names.reduce((n, b) => n + 1 + b.length, 0) : 0;
+  const size =
+    4 + 4 + 16 + 8 + 2 + name.length + 2 + provider.length + 4 + 2 + addr.length + 4 + md.regions.length * REGION_BYTES + namesBytes;
   const out = Buffer.alloc(size);
   let o = 0;
   o = out.writeUInt32LE(MAGIC, o);
   o = out.writeUInt16LE(METADATA_VERSION, o);
-  o = out.writeUInt16LE((md.address ? FLAG_CONNECTION : 0) | (md.complete ? FLAG_COMPLETE : 0), o);
+  o = out.writeUInt16LE((md.address ? FLAG_CONNECTION : 0) | (md.complete ? FLAG_COMPLETE : 0) | (names ? FLAG_NAMES : 0), o);
   o += Buffer.from(md.instance, 'hex').copy(out, o);
   o = out.writeBigUInt64LE(md.sequence, o);
   o = out.writeUInt16LE(name.length, o);
@@ -70,6 +78,10 @@ export function encodeMetadata(md: Metadata): Uint8Array {
     o = out.writeUInt16LE(r.kind, o);
     o = out.writeUInt32LE(0, o);
   }
+  for (const n of names ?? []) {
+    o = out.writeUInt8(n.length, o);
+    o += n.copy(out, o);
+  }
   return new Uint8Array(out.buffer, out.byteOffset, out.length);
 }
 
@@ -81,6 +93,10 @@ class Reader {
   }
   need(n: number, what: string): void {
     if (this.#o + n > this.#b.length) throw bad(`truncated at ${what}`);
+  }
+  u8(what: string): number {
+    this.need(1, what);
+    return this.#b[this.#o++]!;
   }
   u16(what: string): number {
     this.need(2, what);
@@ -131,7 +147,7 @@ export function decodeMetadata(blob: Uint8Array): Metadata {
   const version = r.u16('version');
   if (version !== METADATA_VERSION) throw bad(`version ${version}, this ixfer reads version ${METADATA_VERSION}`);
   const flags = r.u16('flags');
-  if (flags & ~(FLAG_CONNECTION | FLAG_COMPLETE)) throw bad(`unknown flags 0x${flags.toString(16)}`);
+  if (flags & ~(FLAG_CONNECTION | FLAG_COMPLETE | FLAG_NAMES)) throw bad(`unknown flags 0x${flags.toString(16)}`);
   const instance = r.bytes(16, 'instance').toString('hex');
   const sequence = r.u64('sequence');
   const nameLen = r.u16('name length');
@@ -146,7 +162,9 @@ export function decodeMetadata(blob: Uint8Array): Metadata {
   if (Boolean(flags & FLAG_CONNECTION) !== addrLen > 0) throw bad('connection flag and address length disagree');
   const address = addrLen ? new Uint8Array(r.bytes(addrLen, 'address')) : undefined;
   const count = r.u32('region count');
-  if (count * REGION_BYTES !== r.remaining) {
+  const named = Boolean(flags & FLAG_NAMES);
+  // Names take at least a byte per region.
+  if (named ? count * (REGION_BYTES + 1) > r.remaining : count * REGION_BYTES !== r.remaining) {
     throw bad(`${count} regions need ${count * REGION_BYTES} bytes, ${r.remaining} remain`);
   }
   const regions: RegionInfo[] = [];
@@ -164,6 +182,18 @@ export function decodeMetadata(blob: Uint8Array): Metadata {
     if (Number(addr) < end) throw bad(`region ${i} is out of order or overlaps the previous one`);
     end = Number(addr + len);
     regions.push({ addr: Number(addr), len: Number(len), key, devId, kind });
+  }
+  if (named) {
+    const seen = new Set<string>();
+    for (const [i, region] of regions.entries()) {
+      const n = r.u8('region name length');
+      if (n === 0) continue;
+      const name = utf8(r.bytes(n, 'region name'), `region ${i}'s name`);
+      if (seen.has(name)) throw bad(`region name '${name}' appears twice`);
+      seen.add(name);
+      region.name = name;
+    }
+    if (r.remaining !== 0) throw bad(`${r.remaining} bytes after the region names`);
   }
   return {
     name,

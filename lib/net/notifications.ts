@@ -4,6 +4,7 @@
  * them (records of the event pump, queued in the inbox).
  */
 import type { Completions } from '../core/completions.js';
+import type { Telemetry } from '../core/telemetry.js';
 import { withDeadline, type GiveUpCode, type Settle, type Wait } from '../core/deadline.js';
 import { codeOfStatus, makeError, statusOf, type IxferError } from '../errors.js';
 import { EVENT_NOTIF, takeNotification } from '../native/layout.js';
@@ -27,6 +28,7 @@ export class Notifications {
   readonly inbox: NotificationInbox;
   readonly #ep: Endpoint;
   readonly #completions: Completions;
+  readonly #telemetry: Telemetry;
   readonly #describe: (status: number, fiErrno: number) => string;
   readonly #dropped: (err: IxferError) => void;
   #counts = { received: 0, dropped: 0 };
@@ -36,12 +38,14 @@ export class Notifications {
   constructor(init: {
     endpoint: Endpoint;
     completions: Completions;
+    telemetry: Telemetry;
     describe: (status: number, fiErrno: number) => string;
     /** Reports a dropped incoming notification ('notification-dropped'). */
     dropped: (err: IxferError) => void;
   }) {
     this.#ep = init.endpoint;
     this.#completions = init.completions;
+    this.#telemetry = init.telemetry;
     this.#describe = init.describe;
     this.#dropped = init.dropped;
     this.inbox = new NotificationInbox(() => this.#completions.refresh());
@@ -60,8 +64,10 @@ export class Notifications {
     const what = `notification of ${bytes.length} bytes to '${peer.name}'`;
     let settle: Settle<void> | undefined;
     const complete = (status: number, fiErrno: number) => {
-      if (status === 0) settle?.resolve();
-      else settle?.reject(makeError(codeOfStatus(status), `${what} failed: ${this.#describe(status, fiErrno)}`));
+      if (status === 0) {
+        this.#telemetry.notification('sent', peer.name, bytes.length);
+        settle?.resolve();
+      } else settle?.reject(makeError(codeOfStatus(status), `${what} failed: ${this.#describe(status, fiErrno)}`));
     };
     const id = this.#completions.track(
       { complete },
@@ -97,6 +103,7 @@ export class Notifications {
     const n = takeNotification(shim(), addr);
     if (n.data) {
       this.#counts.received++;
+      this.#telemetry.notification('received', n.sender, n.data.length);
       this.inbox.push(new Notification(n.sender, n.data));
       return;
     }
@@ -111,6 +118,7 @@ export class Notifications {
     );
     err.peer = n.sender;
     err.bytes = n.len;
+    this.#telemetry.notification('dropped', n.sender, n.len, err);
     // Not from inside the drain: a throwing listener must not cost other events.
     queueMicrotask(() => this.#dropped(err));
   }

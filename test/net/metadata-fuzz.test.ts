@@ -18,9 +18,9 @@ beforeAll(async () => {
   a = await Agent.create({ name: 'fuzz-a' });
   b = await Agent.create({ name: 'fuzz-b' });
   aMem = a.allocate(65536);
-  bMem = b.allocate(65536);
+  bMem = b.allocate(65536, { name: 'kv' }); // names are fuzzed too
   b.allocate(4096);
-  b.registerMemory(Buffer.alloc(100));
+  b.registerMemory(Buffer.alloc(100), { name: 'scratch' });
   full = b.getLocalMetadata();
   partial = b.getLocalMetadata({ regions: [bMem], includeConnection: false });
 });

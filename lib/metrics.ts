@@ -1,0 +1,133 @@
+/**
+ * Prometheus metrics of agents, on the user's prom-client registry (names
+ * after NIXL's telemetry, prefixed ixfer_). Loaded only by Agent.create when
+ * `metrics` is given, so prom-client stays an optional peer dependency.
+ * Agents sharing a registry share the metrics, told apart by the `agent` label.
+ */
+import type { MetricsSink, TransferTelemetry } from './core/telemetry.js';
+import { InvalidParamError, LibraryMissingError } from './errors.js';
+import type { MetricsRegistry, Op } from './schemas.js';
+
+type PromClient = typeof import('prom-client');
+type Labels = 'agent' | 'peer';
+
+/** µs: from a small loopback write to a multi-second bulk move. */
+const BUCKETS_US = [10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000, 5_000_000];
+
+interface Family {
+  txBytes: import('prom-client').Counter<Labels>;
+  rxBytes: import('prom-client').Counter<Labels>;
+  txRequests: import('prom-client').Counter<Labels>;
+  rxRequests: import('prom-client').Counter<Labels>;
+  xferTime: import('prom-client').Histogram<Labels>;
+  postTime: import('prom-client').Histogram<Labels>;
+  errors: import('prom-client').Counter<'agent' | 'code'>;
+  memory: import('prom-client').Gauge<'agent'>;
+  notifications: Record<'sent' | 'received' | 'dropped', import('prom-client').Counter<Labels>>;
+  /** Registered bytes of each live agent, read at scrape time. */
+  memorySources: Map<string, () => number>;
+}
+
+const families = new WeakMap<MetricsRegistry, Family>();
+
+async function load(): Promise<PromClient> {
+  try {
+    return await import('prom-client');
+  } catch (err) {
+    throw new LibraryMissingError(`options.metrics needs the prom-client package (npm install prom-client): ${(err as Error).message}`);
+  }
+}
+
+function family(prom: PromClient, registry: MetricsRegistry): Family {
+  let f = families.get(registry);
+  if (f) return f;
+  const registers = [registry as unknown as import('prom-client').Registry];
+  const existing = (name: string) => {
+    if (registry.getSingleMetric(name)) throw new InvalidParamError(`the metrics registry already has a metric named ${name}`);
+    return name;
+  };
+  const counter = <L extends string>(name: string, help: string, labelNames: L[]) =>
+    new prom.Counter<L>({ name: existing(name), help, labelNames, registers });
+  const histogram = (name: string, help: string) =>
+    new prom.Histogram<Labels>({ name: existing(name), help, labelNames: ['agent', 'peer'], buckets: BUCKETS_US, registers });
+  const memorySources = new Map<string, () => number>();
+  f = {
+    txBytes: counter('ixfer_agent_tx_bytes', 'Bytes written to peers (WRITE) or files', ['agent', 'peer']),
+    rxBytes: counter('ixfer_agent_rx_bytes', 'Bytes read from peers (READ) or files', ['agent', 'peer']),
+    txRequests: counter('ixfer_agent_tx_requests', 'WRITE runs completed', ['agent', 'peer']),
+    rxRequests: counter('ixfer_agent_rx_requests', 'READ runs completed', ['agent', 'peer']),
+    xferTime: histogram('ixfer_agent_xfer_time_us', 'Time from post to completion of a transfer run, in microseconds'),
+    postTime: histogram('ixfer_agent_xfer_post_time_us', 'Time to post a transfer run, in microseconds'),
+    errors: counter('ixfer_agent_errors', 'Failed transfer runs and posts, by error code', ['agent', 'code']),
+    memory: new prom.Gauge<'agent'>({
+      name: existing('ixfer_agent_memory_registered_bytes'),
+      help: 'Host memory registered for transfers, in bytes',
+      labelNames: ['agent'],
+      registers,
+      collect() {
+        for (const [agent, bytes] of memorySources) this.set({ agent }, bytes());
+      },
+    }),
+    notifications: {
+      sent: counter('ixfer_agent_notifications_sent', 'Standalone notifications sent', ['agent', 'peer']),
+      received: counter('ixfer_agent_notifications_received', 'Notifications received', ['agent', 'peer']),
+      dropped: counter('ixfer_agent_notifications_dropped', 'Incoming notifications dropped', ['agent', 'peer']),
+    },
+    memorySources,
+  };
+  families.set(registry, f);
+  return f;
+}
+
+/** The sink of one agent: its peer label values are capped at maxPeerLabels, later ones fold into 'other'. */
+class PromSink implements MetricsSink {
+  readonly #f: Family;
+  readonly #peers = new Set<string>();
+  readonly #max: number;
+
+  constructor(f: Family, maxPeerLabels: number) {
+    this.#f = f;
+    this.#max = maxPeerLabels;
+  }
+
+  #peer(peer: string): string {
+    if (this.#peers.has(peer)) return peer;
+    if (this.#peers.size >= this.#max) return 'other';
+    this.#peers.add(peer);
+    return peer;
+  }
+
+  transfer(agent: string, op: Op, peer: string, t: TransferTelemetry, error: unknown): void {
+    const f = this.#f;
+    const labels = { agent, peer: this.#peer(peer) };
+    f.postTime.observe(labels, t.postDurationUs);
+    if (error) return;
+    f.xferTime.observe(labels, t.transferDurationUs);
+    (op === 'WRITE' ? f.txBytes : f.rxBytes).inc(labels, t.bytes);
+    (op === 'WRITE' ? f.txRequests : f.rxRequests).inc(labels);
+  }
+
+  notification(agent: string, what: 'sent' | 'received' | 'dropped', peer: string): void {
+    this.#f.notifications[what].inc({ agent, peer: this.#peer(peer) });
+  }
+
+  error(agent: string, code: string): void {
+    this.#f.errors.inc({ agent, code });
+  }
+
+  close(agent: string): void {
+    this.#f.memorySources.delete(agent);
+    this.#f.memory.remove({ agent });
+  }
+}
+
+/** Builds an agent's sink on `registry` (loading prom-client); memoryBytes is read at each scrape. */
+export async function createMetrics(
+  options: { registry: MetricsRegistry; maxPeerLabels: number },
+  agent: string,
+  memoryBytes: () => number,
+): Promise<MetricsSink> {
+  const f = family(await load(), options.registry);
+  f.memorySources.set(agent, memoryBytes);
+  return new PromSink(f, options.maxPeerLabels);
+}
