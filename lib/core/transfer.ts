@@ -3,6 +3,7 @@ import { codeOfStatus, InvalidParamError, makeError, NotAllowedError, NotFoundEr
 import { parse, WaitOptionsSchema, type NotificationBody, type Op, type WaitOptions } from '../schemas.js';
 import { withDeadline, type GiveUpCode, type Settle } from './deadline.js';
 import type { Completion, Engine, Posting } from './engine.js';
+import { detachedError } from './memory.js';
 
 export type TransferStatus = 'idle' | 'pending' | 'done' | 'error';
 
@@ -60,6 +61,11 @@ export class Transfer implements Completion, Disposable {
     }
     for (const region of posting.memory) {
       if (!region.registered) throw new NotFoundError('a local region of this transfer was deregistered');
+      if (region.detached) {
+        // Closing the registration at once makes peers' writes fail instead of landing in freed memory.
+        if (region.inUse === 0) region.deregister();
+        throw detachedError();
+      }
     }
     this.#id = this.#engine.post(posting, this);
     this.#running = posting;

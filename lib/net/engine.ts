@@ -6,7 +6,7 @@
 import type { Completions } from '../core/completions.js';
 import type { GiveUpCode, Wait } from '../core/deadline.js';
 import type { Completion, Engine } from '../core/engine.js';
-import { describeSource, MemoryRegion, type MemorySource, type RegionOwner } from '../core/memory.js';
+import { describeSource, isDetached, MemoryRegion, type MemorySource, type RegionOwner } from '../core/memory.js';
 import { MemoryRegistry } from '../core/registry.js';
 import { Transfer } from '../core/transfer.js';
 import { codeOfStatus, InvalidParamError, MismatchError, NotFoundError, statusOf, type IxferError } from '../errors.js';
@@ -19,6 +19,9 @@ import { encodeMetadata } from './metadata.js';
 import { Notifications } from './notifications.js';
 import { PeerTable } from './peers.js';
 import { buildPosting, pickSides, PreparedLocal, PreparedRemote, type NetPosting } from './prepared.js';
+
+/** Unmaps retired allocations once no JavaScript view can reach them. */
+const unmapWhenCollected = new FinalizationRegistry<{ addr: number; len: number }>(({ addr, len }) => shim().memUnmap(addr, len));
 
 export class NetEngine implements Engine<NetPosting>, RegionOwner {
   readonly defaultTimeoutMs: number | undefined;
@@ -69,14 +72,14 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new InvalidParamError('allocate needs a positive byte count');
     const native = shim();
     const out: (number | bigint)[] = [0];
-    check(native.memAlloc(bytes, out), `allocating ${bytes} bytes`);
+    check(native.memMap(bytes, out), `allocating ${bytes} bytes`);
     const addr = Number(out[0]);
     try {
       const region = this.#register(addr, bytes, undefined, new Uint8Array(viewNative(addr, bytes)));
       this.#owned.set(region, addr);
       return region;
     } catch (err) {
-      native.memFree(addr);
+      native.memUnmap(addr, bytes);
       throw err;
     }
   }
@@ -105,7 +108,11 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     const addr = this.#owned.get(region);
     if (addr === undefined) return;
     this.#owned.delete(region);
-    shim().memFree(addr);
+    // The pages go back now; the range stays mapped (reading zeros) while a
+    // view the user kept can still reach it, and is unmapped when it cannot.
+    shim().memRetire(addr, region.len);
+    const ab = region.retireView();
+    if (ab && !isDetached(ab)) unmapWhenCollected.register(ab, { addr, len: region.len });
   }
 
   #bump(): void {
