@@ -91,6 +91,7 @@ export class Agent extends EventEmitter implements ExchangeHost, AsyncDisposable
       defaultTimeoutMs: this.defaultTimeoutMs,
       changed: () => this.#exchange.localChanged(),
       dropped: (err) => this.emit('notification-dropped', err),
+      maxRegionsPerPeer: opts.metadata.maxRegionsPerPeer,
     });
     this.#completions = completions;
     this.#net = net;

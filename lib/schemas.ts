@@ -90,6 +90,8 @@ export const ExchangeOptionsSchema = z
       .default(16 << 20),
     /** Connections a listener holds at once; more are closed on arrival (each request takes one, briefly). */
     maxConnections: z.number().int().min(1).max(65535).default(64),
+    /** Regions one peer's metadata may list; a blob (or a partial update) that would make more is ERR_INVALID_PARAM. */
+    maxRegionsPerPeer: z.number().int().min(1).max(2 ** 32).default(1_000_000),
     etcd: EtcdOptionsSchema.optional(),
   })
   .strict();

@@ -45,6 +45,8 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     changed: () => void;
     /** An incoming notification was dropped. */
     dropped: (err: IxferError) => void;
+    /** metadata.maxRegionsPerPeer */
+    maxRegionsPerPeer: number;
   }) {
     this.endpoint = init.endpoint;
     this.#completions = init.completions;
@@ -56,7 +58,7 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
       describe: describeNetError,
       dropped: init.dropped,
     });
-    this.peers = new PeerTable(init.endpoint, (instance) => this.notifications.forget(instance));
+    this.peers = new PeerTable(init.endpoint, (instance) => this.notifications.forget(instance), init.maxRegionsPerPeer);
   }
 
   // ---- memory --------------------------------------------------------------
@@ -133,12 +135,15 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
 
   /** Our metadata: every region, or `regions` only (partial). */
   localMetadata(regions: unknown[] | undefined, includeConnection: boolean): Uint8Array {
-    const all = this.memory.values();
-    const chosen = regions ?? all;
-    for (const r of chosen) {
-      if (!(r instanceof MemoryRegion) || !all.includes(r)) {
-        throw new NotFoundError('getLocalMetadata: a region is not registered with this agent');
+    // All regions come sorted; a chosen few are checked by lookup (O(log n) each) and sorted.
+    let chosen: readonly MemoryRegion[] = this.memory.values();
+    if (regions) {
+      for (const r of regions) {
+        if (!(r instanceof MemoryRegion) || !r.registered || this.memory.find(r.addr, r.len) !== r) {
+          throw new NotFoundError('getLocalMetadata: a region is not registered with this agent');
+        }
       }
+      chosen = [...(regions as MemoryRegion[])].sort((a, b) => a.addr - b.addr);
     }
     const ep = this.endpoint;
     return encodeMetadata({
@@ -149,9 +154,7 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
       mrModeBits: ep.info.mrModeBits,
       ...(includeConnection ? { address: ep.address } : {}),
       complete: regions === undefined,
-      regions: [...(chosen as MemoryRegion[])]
-        .sort((a, b) => a.addr - b.addr)
-        .map((r) => ({ addr: r.addr, len: r.len, key: r.key, devId: r.devId, kind: 0 })),
+      regions: chosen.map((r) => ({ addr: r.addr, len: r.len, key: r.key, devId: r.devId, kind: 0 })),
     });
   }
 
