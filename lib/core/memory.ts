@@ -165,8 +165,7 @@ export function describeSource(
 ): { addr: number; len: number; keepAlive?: unknown } {
   const isShared = typeof SharedArrayBuffer === 'function' && source instanceof SharedArrayBuffer;
   if (source instanceof ArrayBuffer || isShared || ArrayBuffer.isView(source)) {
-    const view = ArrayBuffer.isView(source) ? source : new Uint8Array(source as ArrayBufferLike);
-    const ab = view.buffer;
+    const ab = ArrayBuffer.isView(source) ? source.buffer : (source as ArrayBufferLike);
     if (ab instanceof ArrayBuffer) {
       if (isDetached(ab)) throw new InvalidParamError('cannot register a detached ArrayBuffer');
       if ((ab as ArrayBuffer & { resizable?: boolean }).resizable) {
@@ -175,6 +174,7 @@ export function describeSource(
     } else if ((ab as SharedArrayBuffer & { growable?: boolean }).growable) {
       throw new InvalidParamError('a growable SharedArrayBuffer can move: register a fixed-length one');
     }
+    const view = ArrayBuffer.isView(source) ? source : new Uint8Array(ab);
     const len = view.byteLength;
     if (len === 0) throw new InvalidParamError('cannot register zero bytes');
     if (ab instanceof ArrayBuffer) markAsUntransferable(ab);
