@@ -88,8 +88,10 @@ export const ExchangeOptionsSchema = z
       .min(1024)
       .max(64 << 20)
       .default(16 << 20),
-    /** Connections a listener holds at once; more are closed on arrival (each request takes one, briefly). */
+    /** Connections a listener holds at once (each request takes one, briefly); see README for who makes room. */
     maxConnections: z.number().int().min(1).max(65535).default(64),
+    /** Connections a listener holds at once from one remote (not loopback) address. */
+    maxConnectionsPerSource: z.number().int().min(1).max(65535).default(32),
     /** Regions one peer's metadata may list; a blob (or a partial update) that would make more is ERR_INVALID_PARAM. */
     maxRegionsPerPeer: z.number().int().min(1).max(2 ** 32).default(1_000_000),
     etcd: EtcdOptionsSchema.optional(),
