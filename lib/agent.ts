@@ -92,6 +92,7 @@ export class Agent extends EventEmitter implements ExchangeHost, AsyncDisposable
       changed: () => this.#exchange.localChanged(),
       dropped: (err) => this.emit('notification-dropped', err),
       maxRegionsPerPeer: opts.metadata.maxRegionsPerPeer,
+      inbox: opts.notifications,
     });
     this.#completions = completions;
     this.#net = net;

@@ -182,6 +182,27 @@ export const AgentOptionsSchema = z
           .min(10)
           .max(2 ** 31)
           .default(30_000),
+        /** Delivered notifications held for the application to take; past it the oldest are dropped and reported. */
+        maxQueued: z
+          .number()
+          .int()
+          .min(1)
+          .max(2 ** 32)
+          .default(10_000),
+        /** Bytes of delivered notifications held for the application to take. */
+        maxQueuedBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(2 ** 50)
+          .default(256 << 20),
+        /** Bytes of delivered notifications from one sender held for the application to take. */
+        maxQueuedBytesPerPeer: z
+          .number()
+          .int()
+          .min(1024)
+          .max(2 ** 50)
+          .default(64 << 20),
       })
       .strict()
       .prefault({}),

@@ -14,7 +14,7 @@ import { OP_READ, OP_WRITE, POST_NOTIFY } from '../native/layout.js';
 import { check, shim, toBigInt, viewNative, type MrHandle } from '../native/shim.js';
 import { parseDescriptors, type Descriptor, type Op, type ParsedDescriptor } from '../schemas.js';
 import type { Endpoint } from './endpoint.js';
-import { parseNotificationBody } from './inbox.js';
+import { parseNotificationBody, type InboxLimits } from './inbox.js';
 import { encodeMetadata } from './metadata.js';
 import { Notifications } from './notifications.js';
 import { PeerTable } from './peers.js';
@@ -47,6 +47,8 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     dropped: (err: IxferError) => void;
     /** metadata.maxRegionsPerPeer */
     maxRegionsPerPeer: number;
+    /** Bounds of the delivered-notification queue. */
+    inbox: InboxLimits;
   }) {
     this.endpoint = init.endpoint;
     this.#completions = init.completions;
@@ -57,6 +59,7 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
       completions: init.completions,
       describe: describeNetError,
       dropped: init.dropped,
+      limits: init.inbox,
     });
     this.peers = new PeerTable(init.endpoint, (instance) => this.notifications.forget(instance), init.maxRegionsPerPeer);
   }
