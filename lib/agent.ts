@@ -108,6 +108,8 @@ export class Agent extends EventEmitter implements ExchangeHost, AsyncDisposable
       defaultTimeoutMs: this.defaultTimeoutMs,
       changed: () => this.#exchange.localChanged(),
       dropped: (err) => this.emit('notification-dropped', err),
+      maxRegionsPerPeer: opts.metadata.maxRegionsPerPeer,
+      inbox: opts.notifications,
     });
     this.#completions = completions;
     this.#net = net;

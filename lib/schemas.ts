@@ -88,8 +88,12 @@ export const ExchangeOptionsSchema = z
       .min(1024)
       .max(64 << 20)
       .default(16 << 20),
-    /** Connections a listener holds at once; more are closed on arrival (each request takes one, briefly). */
+    /** Connections a listener holds at once (each request takes one, briefly); see README for who makes room. */
     maxConnections: z.number().int().min(1).max(65535).default(64),
+    /** Connections a listener holds at once from one remote (not loopback) address. */
+    maxConnectionsPerSource: z.number().int().min(1).max(65535).default(32),
+    /** Regions one peer's metadata may list; a blob (or a partial update) that would make more is ERR_INVALID_PARAM. */
+    maxRegionsPerPeer: z.number().int().min(1).max(2 ** 32).default(1_000_000),
     etcd: EtcdOptionsSchema.optional(),
   })
   .strict();
@@ -196,6 +200,27 @@ export const AgentOptionsSchema = z
           .min(10)
           .max(2 ** 31)
           .default(30_000),
+        /** Delivered notifications held for the application to take; past it the oldest are dropped and reported. */
+        maxQueued: z
+          .number()
+          .int()
+          .min(1)
+          .max(2 ** 32)
+          .default(10_000),
+        /** Bytes of delivered notifications held for the application to take. */
+        maxQueuedBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(2 ** 50)
+          .default(256 << 20),
+        /** Bytes of delivered notifications from one sender held for the application to take. */
+        maxQueuedBytesPerPeer: z
+          .number()
+          .int()
+          .min(1024)
+          .max(2 ** 50)
+          .default(64 << 20),
       })
       .strict()
       .prefault({}),

@@ -247,6 +247,11 @@ IXFER_API uint32_t ixfer_agent_drain(ixfer_agent *agent, ixfer_event *out, uint3
 /* Page-aligned, zeroed native memory. */
 IXFER_API int32_t ixfer_mem_alloc(uint64_t len, uint64_t *addr);
 IXFER_API void ixfer_mem_free(uint64_t addr);
+/* Page-aligned, zeroed mapping; retire gives its pages back but keeps the
+ * range mapped (reads see zeros) until unmap. */
+IXFER_API int32_t ixfer_mem_map(uint64_t len, uint64_t *addr);
+IXFER_API void ixfer_mem_retire(uint64_t addr, uint64_t len);
+IXFER_API void ixfer_mem_unmap(uint64_t addr, uint64_t len);
 /* Address of a caller-supplied buffer (valid while the caller keeps it). */
 IXFER_API uint64_t ixfer_mem_address(const void *ptr);
 

@@ -1,5 +1,7 @@
 /** Memory registered with an agent, and the descriptors that point into it. */
-import { InvalidParamError, NotAllowedError } from '../errors.js';
+import { markAsUntransferable } from 'node:worker_threads';
+
+import { InvalidParamError, NotAllowedError, type IxferError } from '../errors.js';
 import type { MrHandle } from '../native/shim.js';
 import type { ParsedDescriptor } from '../schemas.js';
 
@@ -7,7 +9,7 @@ import type { ParsedDescriptor } from '../schemas.js';
 export type MemoryKind = 'DRAM' | 'VRAM';
 
 /** What registerMemory accepts: JavaScript memory, or native memory by address. */
-export type MemorySource = ArrayBuffer | ArrayBufferView | { addr: number | bigint; len: number };
+export type MemorySource = ArrayBuffer | SharedArrayBuffer | ArrayBufferView | { addr: number | bigint; len: number };
 
 /** Where a region was registered (the network engine for host memory, gpu/ for VRAM): it deregisters it. */
 export interface RegionOwner {
@@ -30,8 +32,9 @@ export class MemoryRegion implements Disposable {
   readonly #owner: RegionOwner;
   /** Keeps JavaScript memory alive (and unmoved) while registered. */
   readonly #keepAlive: unknown;
-  /** For memory the agent allocated: a view of it. */
-  readonly #view: Uint8Array | undefined;
+  /** For memory the agent allocated: a view of it, dropped once the memory is retired. */
+  #view: Uint8Array | undefined;
+  #retired = false;
 
   /** @internal */
   constructor(init: {
@@ -65,9 +68,10 @@ export class MemoryRegion implements Disposable {
   /** Bytes of this region (for memory the agent allocated, or registered from JavaScript). */
   get bytes(): Uint8Array {
     if (this.kind === 'VRAM') throw new NotAllowedError('device memory has no host view: use cuda.read() and cuda.write()');
+    if (this.#retired) throw new NotAllowedError('this region was deregistered: the memory the agent allocated for it is gone');
     if (this.#view) return this.#view;
     const k = this.#keepAlive;
-    if (k instanceof ArrayBuffer) return new Uint8Array(k);
+    if (k instanceof ArrayBuffer || (typeof SharedArrayBuffer === 'function' && k instanceof SharedArrayBuffer)) return new Uint8Array(k);
     if (ArrayBuffer.isView(k)) return new Uint8Array(k.buffer, k.byteOffset, k.byteLength);
     throw new NotAllowedError('this region was registered by address: its bytes belong to the code that owns it');
   }
@@ -85,10 +89,28 @@ export class MemoryRegion implements Disposable {
     return Array.from({ length: count }, (_, i) => this.desc(offset + i * blockSize, blockSize));
   }
 
-  /** Deregisters the region; refused with ERR_NOT_ALLOWED while a transfer uses it. */
+  /**
+   * Whether the JavaScript memory of this region was detached (transferred
+   * to a stream, a worker, or by ArrayBuffer.prototype.transfer): its bytes
+   * may then be freed or reused while peers can still write them.
+   */
+  get detached(): boolean {
+    const k = this.#keepAlive;
+    const ab = k instanceof ArrayBuffer ? k : ArrayBuffer.isView(k) ? k.buffer : undefined;
+    return ab instanceof ArrayBuffer && isDetached(ab);
+  }
+
+  /**
+   * Deregisters the region; refused with ERR_NOT_ALLOWED while a transfer
+   * uses it. Also ERR_NOT_ALLOWED, after deregistering, when its memory was
+   * found detached: whatever peers wrote meanwhile went to memory that was no
+   * longer the caller's.
+   */
   deregister(): void {
     if (!this.#registered) return;
+    const lost = this.detached;
     this.#owner.deregister(this);
+    if (lost) throw detachedError();
   }
 
   [Symbol.dispose](): void {
@@ -104,13 +126,28 @@ export class MemoryRegion implements Disposable {
   /** @internal */ releaseUse(): void {
     this.#inUse--;
   }
+  /** @internal Forgets the agent-allocated view (the memory is retired); returns its buffer. */
+  retireView(): ArrayBufferLike | undefined {
+    const ab = this.#view?.buffer;
+    this.#view = undefined;
+    this.#retired = true;
+    return ab;
+  }
   /** @internal */ markDeregistered(): void {
     this.#registered = false;
   }
 }
 
+/** Memory that was detached under its registration. */
+export function detachedError(): IxferError {
+  return new NotAllowedError(
+    'the ArrayBuffer of a registered region was detached (transferred) while registered, so its memory may have been freed: ' +
+      'register agent.allocate() memory or a SharedArrayBuffer for memory that outlives such use',
+  );
+}
+
 /** Node 20 has no ArrayBuffer.prototype.detached; viewing a detached buffer throws. */
-function isDetached(ab: ArrayBufferLike): boolean {
+export function isDetached(ab: ArrayBufferLike): boolean {
   try {
     new Uint8Array(ab, 0, 0);
     return false;
@@ -119,21 +156,33 @@ function isDetached(ab: ArrayBufferLike): boolean {
   }
 }
 
-/** Address and length of JavaScript memory, refusing detached or empty buffers. */
+/**
+ * Address and length of JavaScript memory, refusing detached, growable or
+ * empty buffers. A plain ArrayBuffer is marked untransferable, so that
+ * postMessage and structuredClone copy it instead of detaching it (which would
+ * free the memory under the registration); a SharedArrayBuffer cannot be
+ * detached at all.
+ */
 export function describeSource(
   source: MemorySource,
-  addressOf: (v: ArrayBuffer | ArrayBufferView) => number,
+  addressOf: (v: ArrayBufferView) => number,
 ): { addr: number; len: number; keepAlive?: unknown } {
-  if (source instanceof ArrayBuffer || ArrayBuffer.isView(source)) {
-    const ab = source instanceof ArrayBuffer ? source : source.buffer;
-    if (isDetached(ab)) throw new InvalidParamError('cannot register a detached ArrayBuffer');
-    if (!(ab instanceof ArrayBuffer)) throw new InvalidParamError('SharedArrayBuffer memory cannot be registered');
-    if ((ab as ArrayBuffer & { resizable?: boolean }).resizable) {
-      throw new InvalidParamError('a resizable ArrayBuffer can move: register a fixed-length one');
+  const isShared = typeof SharedArrayBuffer === 'function' && source instanceof SharedArrayBuffer;
+  if (source instanceof ArrayBuffer || isShared || ArrayBuffer.isView(source)) {
+    const ab = ArrayBuffer.isView(source) ? source.buffer : (source as ArrayBufferLike);
+    if (ab instanceof ArrayBuffer) {
+      if (isDetached(ab)) throw new InvalidParamError('cannot register a detached ArrayBuffer');
+      if ((ab as ArrayBuffer & { resizable?: boolean }).resizable) {
+        throw new InvalidParamError('a resizable ArrayBuffer can move: register a fixed-length one');
+      }
+    } else if ((ab as SharedArrayBuffer & { growable?: boolean }).growable) {
+      throw new InvalidParamError('a growable SharedArrayBuffer can move: register a fixed-length one');
     }
-    const len = source.byteLength;
+    const view = ArrayBuffer.isView(source) ? source : new Uint8Array(ab);
+    const len = view.byteLength;
     if (len === 0) throw new InvalidParamError('cannot register zero bytes');
-    return { addr: addressOf(source), len, keepAlive: source };
+    if (ab instanceof ArrayBuffer) markAsUntransferable(ab);
+    return { addr: addressOf(view), len, keepAlive: source };
   }
   if (source && typeof source === 'object' && 'addr' in source && 'len' in source) {
     const addr = typeof source.addr === 'bigint' ? Number(source.addr) : source.addr;

@@ -55,10 +55,43 @@ export class RangeIndex<R extends Range> {
   }
 
   remove(r: R): boolean {
-    const i = this.#items.indexOf(r);
-    if (i < 0) return false;
+    const i = this.#floor(r.addr); // ranges do not overlap: only one can start at r.addr
+    if (i < 0 || this.#items[i] !== r) return false;
     this.#items.splice(i, 1);
     return true;
+  }
+
+  /**
+   * Merges ranges sorted by address and not overlapping each other (as decoded
+   * metadata is) in one pass, O(n + m): each replaces the ranges it overlaps,
+   * and with `replaceAll` the ranges it does not overlap go too. `make` builds
+   * the range to keep from an incoming one and the one range it exactly
+   * overlaps, if any (which it may return to keep it). Returns the ranges
+   * that went, or undefined, changing nothing, when more than `max` would remain.
+   */
+  mergeSorted<I extends Range>(
+    incoming: readonly I[],
+    make: (info: I, same: R | undefined) => R,
+    options: { replaceAll: boolean; max: number },
+  ): R[] | undefined {
+    const old = this.#items;
+    const out: R[] = [];
+    const gone: R[] = [];
+    const skip = (r: R) => (options.replaceAll ? gone.push(r) : out.push(r));
+    let i = 0;
+    for (const info of incoming) {
+      while (i < old.length && old[i]!.addr + old[i]!.len <= info.addr) skip(old[i++]!);
+      const first = i;
+      while (i < old.length && old[i]!.addr < info.addr + info.len) i++;
+      const same = i - first === 1 && old[first]!.addr === info.addr && old[first]!.len === info.len ? old[first] : undefined;
+      const r = make(info, same);
+      for (let j = first; j < i; j++) if (old[j] !== r) gone.push(old[j]!);
+      out.push(r);
+    }
+    while (i < old.length) skip(old[i++]!);
+    if (out.length > options.max) return undefined;
+    this.#items = out;
+    return gone;
   }
 
   clear(): void {

@@ -4,6 +4,7 @@ import { parse, WaitOptionsSchema, type NotificationBody, type Op, type WaitOpti
 import { withDeadline, type GiveUpCode, type Settle } from './deadline.js';
 import type { Completion, Engine, Posting } from './engine.js';
 import { micros, type TransferTelemetry } from './telemetry.js';
+import { detachedError } from './memory.js';
 
 export type TransferStatus = 'idle' | 'pending' | 'done' | 'error';
 
@@ -71,6 +72,11 @@ export class Transfer implements Completion, Disposable {
     }
     for (const region of posting.memory) {
       if (!region.registered) throw new NotFoundError('a local region of this transfer was deregistered');
+      if (region.detached) {
+        // Closing the registration at once makes peers' writes fail instead of landing in freed memory.
+        if (region.inUse === 0) region.deregister();
+        throw detachedError();
+      }
     }
     const telemetry = this.#engine.telemetry;
     const start = performance.now();

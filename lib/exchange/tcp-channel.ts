@@ -42,26 +42,103 @@ export class RemoteRefusedError extends RemoteDisconnectError {
   }
 }
 
+/** Idle closes, evictions and drops are logged once a minute per source, not once per connection. */
+const WARN_EVERY_MS = 60_000;
+/** The source address of every local client that does not pick one. */
+const LOCAL_SOURCES = new Set(['127.0.0.1', '::1', '::ffff:127.0.0.1']);
+
 export class TcpListener {
   readonly #ctx: ExchangeContext;
   readonly #server: net.Server;
-  readonly #sockets = new Set<net.Socket>();
+  /** Open connections and their source address. */
+  readonly #sockets = new Map<net.Socket, string>();
+  /** Connections still reading their request, oldest first (a Map keeps insertion order). */
+  readonly #reading = new Map<net.Socket, number>();
+  readonly #perSource = new Map<string, number>();
+  readonly #warned = new Map<string, number>();
 
   private constructor(ctx: ExchangeContext, server: net.Server) {
     this.#ctx = ctx;
     this.#server = server;
-    server.on('connection', (socket) => this.#serve(socket));
+    server.on('connection', (socket) => this.#admit(socket));
+  }
+
+  /**
+   * Admission: at most maxConnections, and maxConnectionsPerSource from one
+   * address other than 127.0.0.1 and ::1. When full, the oldest connection still reading its request
+   * (of that source, for the per-source cap) is closed to make room, so
+   * idle connections cannot keep requests out; only when every slot is busy
+   * answering is the newcomer closed (dropped).
+   */
+  #admit(socket: net.Socket): void {
+    const { maxConnections, maxConnectionsPerSource } = this.#ctx.options;
+    const source = socket.remoteAddress ?? '?';
+    let full: string | undefined;
+    // Every local client comes from 127.0.0.1 (or ::1): there the cap would only refuse bursts; eviction protects instead.
+    const capped = !LOCAL_SOURCES.has(source) && (this.#perSource.get(source) ?? 0) >= maxConnectionsPerSource;
+    if (capped && !this.#evict(source)) {
+      full = `maxConnectionsPerSource (${maxConnectionsPerSource}) are open from it`;
+    } else if (this.#sockets.size >= maxConnections && !this.#evict()) {
+      full = `maxConnections (${maxConnections}) are open`;
+    }
+    if (full) {
+      this.#ctx.stats.dropped++;
+      this.#warnOnce(source, `metadata listener dropped a connection from ${formatAddress({ host: source, port: socket.remotePort ?? 0 })}: ${full}`);
+      socket.on('error', () => {});
+      socket.destroy();
+      return;
+    }
+    this.#sockets.set(socket, source);
+    this.#perSource.set(source, (this.#perSource.get(source) ?? 0) + 1);
+    this.#reading.set(socket, performance.now());
+    this.#serve(socket, source);
+  }
+
+  /**
+   * Closes the oldest connection still reading its request (from `source` if
+   * given). Honest requests arrive within milliseconds of connecting, so they
+   * are never the oldest for long; idle connections only recycle their own slots.
+   */
+  #evict(source?: string): boolean {
+    const now = performance.now();
+    for (const [socket, since] of this.#reading) {
+      if (source !== undefined && this.#sockets.get(socket) !== source) continue;
+      this.#timedOut(socket, `closed a connection that sent no complete request in ${Math.round(now - since)} ms, to admit another`);
+      return true;
+    }
+    return false;
+  }
+
+  /** A connection closed for not sending its request in time: counted in timedOut. */
+  #timedOut(socket: net.Socket, why: string): void {
+    const source = this.#sockets.get(socket) ?? '?';
+    this.#ctx.stats.timedOut++;
+    this.#warnOnce(source, `metadata listener ${why} (from ${source}; logged once a minute per source)`);
+    this.#forget(socket);
+    socket.destroy();
+  }
+
+  #forget(socket: net.Socket): void {
+    const source = this.#sockets.get(socket);
+    if (source === undefined) return;
+    this.#sockets.delete(socket);
+    this.#reading.delete(socket);
+    const n = (this.#perSource.get(source) ?? 1) - 1;
+    if (n > 0) this.#perSource.set(source, n);
+    else this.#perSource.delete(source);
+  }
+
+  #warnOnce(source: string, message: string): void {
+    const now = performance.now();
+    const last = this.#warned.get(source);
+    if (last !== undefined && now - last < WARN_EVERY_MS) return;
+    if (this.#warned.size >= 1024) this.#warned.clear(); // many sources: bounded, at worst a few more warnings
+    this.#warned.set(source, now);
+    this.#ctx.warn(message);
   }
 
   static async open(ctx: ExchangeContext, host: string, port: number): Promise<{ listener: TcpListener; address: SocketAddress }> {
     const server = net.createServer();
-    // Requests are short: the cap bounds what a flood of idle connections holds (each for up to timeoutMs).
-    server.maxConnections = ctx.options.maxConnections;
-    server.on('drop', (d?: net.DropArgument) => {
-      ctx.stats.dropped++;
-      const from = formatAddress({ host: d?.remoteAddress ?? '?', port: d?.remotePort ?? 0 });
-      ctx.warn(`metadata listener dropped a connection from ${from}: maxConnections (${ctx.options.maxConnections}) are open`);
-    });
     const listener = new TcpListener(ctx, server);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -77,11 +154,10 @@ export class TcpListener {
     return { listener, address: { host: bound.address, port: bound.port } };
   }
 
-  #serve(socket: net.Socket): void {
+  #serve(socket: net.Socket, source: string): void {
     const ctx = this.#ctx;
-    const from = formatAddress({ host: socket.remoteAddress ?? '?', port: socket.remotePort ?? 0 });
+    const from = formatAddress({ host: source, port: socket.remotePort ?? 0 });
     const reader = new FrameReader(ctx.options.maxFrameBytes, ctx.secret);
-    this.#sockets.add(socket);
     const refuse = (fault: FrameFault | 'timedOut', why: string) => {
       ctx.stats[fault]++;
       ctx.warn(`metadata listener refused a frame from ${from}: ${why}`);
@@ -90,7 +166,7 @@ export class TcpListener {
     // The request must arrive whole within timeoutMs of the connection, and the answer be taken within timeoutMs after.
     let deadline = setTimeout(() => {
       if (reader.partial) refuse('timedOut', `no complete frame within ${ctx.options.timeoutMs} ms`);
-      else socket.destroy();
+      else this.#timedOut(socket, `closed a connection that sent nothing within ${ctx.options.timeoutMs} ms`);
     }, ctx.options.timeoutMs);
     socket.on('data', (chunk: Buffer) => {
       let frame: Frame | undefined;
@@ -104,6 +180,7 @@ export class TcpListener {
       if (!frame) return;
       // One request per connection: read no more, answer, and close once the answer is handed to the kernel.
       socket.pause();
+      this.#reading.delete(socket); // answering: never evicted
       clearTimeout(deadline);
       deadline = setTimeout(() => socket.destroy(), ctx.options.timeoutMs);
       const answer = this.#answer(frame);
@@ -118,7 +195,7 @@ export class TcpListener {
     socket.on('error', () => {}); // a peer's reset is its own business
     socket.on('close', () => {
       clearTimeout(deadline);
-      this.#sockets.delete(socket);
+      this.#forget(socket);
     });
   }
 
@@ -147,7 +224,7 @@ export class TcpListener {
   }
 
   async close(): Promise<void> {
-    for (const s of this.#sockets) s.destroy();
+    for (const s of this.#sockets.keys()) s.destroy();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
 }

@@ -9,7 +9,15 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
-import { MismatchError, NoSpaceError, NotAllowedError, NotFoundError } from '../errors.js';
+import {
+  BackendError,
+  InvalidParamError,
+  IxferError,
+  MismatchError,
+  NoSpaceError,
+  NotAllowedError,
+  NotFoundError,
+} from '../errors.js';
 import { parse, parseDescriptors, type Descriptor, type ParsedDescriptor, type WaitOptions } from '../schemas.js';
 import type { FileTransfer } from './engine.js';
 import type { FileRegion } from './region.js';
@@ -34,6 +42,17 @@ interface Block {
   /** Pool only: gets under way, and whether the block was replaced or deleted meanwhile (its extent is freed by the last get). */
   readers: number;
   forgotten: boolean;
+}
+
+/** A typed error for a failed file system call on `what`. */
+function fsError(err: unknown, what: string): IxferError {
+  const code = (err as NodeJS.ErrnoException).code;
+  const msg = `${what}: ${(err as Error).message}`;
+  if (code === 'ENOTDIR' || code === 'EEXIST') return new InvalidParamError(`${what} is not a directory`, { cause: err });
+  if (code === 'ENOENT') return new NotFoundError(msg, { cause: err });
+  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') return new NotAllowedError(msg, { cause: err });
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new NoSpaceError(msg, { cause: err });
+  return new BackendError(msg, { cause: err });
 }
 
 function alive(pid: number): boolean {
@@ -114,17 +133,35 @@ export class BlockStore implements AsyncDisposable {
     return store;
   }
 
-  /** Indexes the directory's blocks, and removes temporary files left by dead processes of this host. */
+  /**
+   * Indexes the directory's blocks, and removes temporary files left by dead
+   * processes of this host. Other processes may write and delete blocks
+   * meanwhile: a file gone between listing and stat is skipped, and only
+   * regular files are blocks (a FIFO would block the reads).
+   */
   async #scan(dir: string): Promise<void> {
-    await fs.mkdir(dir, { recursive: true });
-    for (const name of await fs.readdir(dir)) {
+    let names: string[];
+    try {
+      await fs.mkdir(dir, { recursive: true });
+      names = await fs.readdir(dir);
+    } catch (err) {
+      throw fsError(err, `block store directory '${dir}'`);
+    }
+    for (const name of names) {
       const temp = TEMP.exec(name);
       if (temp) {
         if (temp[1] === HOST && !alive(Number(temp[2]))) await fs.rm(path.join(dir, name), { force: true });
         continue;
       }
       if (!/^[0-9a-f]+\.blk$/.test(name)) continue;
-      const st = await fs.stat(path.join(dir, name));
+      let st;
+      try {
+        st = await fs.lstat(path.join(dir, name));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw fsError(err, `block file '${name}' in '${dir}'`);
+      }
+      if (!st.isFile()) continue;
       const key = Buffer.from(name.slice(0, -SUFFIX.length), 'hex').toString('utf8');
       this.#blocks.set(key, { size: st.size, offset: 0, readers: 0, forgotten: false });
       this.#used += st.size;
@@ -248,7 +285,17 @@ export class BlockStore implements AsyncDisposable {
       return;
     }
     // Once open, the file reads whole even if a put or delete replaces or removes it meanwhile.
-    const file = this.#agent.registerFile(this.#file(key), { write: false, direct: this.#opts.direct });
+    let file: FileRegion;
+    try {
+      file = this.#agent.registerFile(this.#file(key), { write: false, direct: this.#opts.direct });
+    } catch (err) {
+      // Another process deleted (or replaced it with something that is not a block): the index heals.
+      if (err instanceof IxferError && (err.code === 'ERR_NOT_FOUND' || err.code === 'ERR_INVALID_PARAM')) {
+        this.#forget(key);
+        throw new NotFoundError(`no block '${key}' (its file was removed or replaced by another process)`, { cause: err });
+      }
+      throw err;
+    }
     try {
       await this.#move('READ', file, 0, descs, options);
     } finally {

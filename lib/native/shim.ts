@@ -193,11 +193,9 @@ function declare(lib: ReturnType<typeof koffi.load>) {
       status: number,
     ) => number,
 
-    memAlloc: f('int32_t ixfer_mem_alloc(uint64_t len, _Out_ uint64_t *addr)') as (
-      len: number,
-      out: (number | bigint)[],
-    ) => number,
-    memFree: f('void ixfer_mem_free(uint64_t addr)') as (addr: number | bigint) => void,
+    memMap: f('int32_t ixfer_mem_map(uint64_t len, _Out_ uint64_t *addr)') as (len: number, out: (number | bigint)[]) => number,
+    memRetire: f('void ixfer_mem_retire(uint64_t addr, uint64_t len)') as (addr: number, len: number) => void,
+    memUnmap: f('void ixfer_mem_unmap(uint64_t addr, uint64_t len)') as (addr: number, len: number) => void,
     memAddress: f('uint64_t ixfer_mem_address(const void *ptr)') as (p: ArrayBufferView | ArrayBuffer) => number | bigint,
 
     ...declareFiles(f),

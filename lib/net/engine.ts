@@ -6,7 +6,7 @@
 import type { Completions } from '../core/completions.js';
 import type { GiveUpCode, Wait } from '../core/deadline.js';
 import type { Completion, Engine } from '../core/engine.js';
-import { describeSource, MemoryRegion, type MemorySource, type RegionOwner } from '../core/memory.js';
+import { describeSource, isDetached, MemoryRegion, type MemorySource, type RegionOwner } from '../core/memory.js';
 import { MemoryRegistry } from '../core/registry.js';
 import type { Telemetry } from '../core/telemetry.js';
 import { Transfer } from '../core/transfer.js';
@@ -15,7 +15,7 @@ import { OP_READ, OP_WRITE, POST_NOTIFY } from '../native/layout.js';
 import { check, shim, toBigInt, viewNative, type MrHandle } from '../native/shim.js';
 import { parseDescriptors, type Descriptor, type Op, type ParsedDescriptor } from '../schemas.js';
 import type { Endpoint } from './endpoint.js';
-import { parseNotificationBody } from './inbox.js';
+import { parseNotificationBody, type InboxLimits } from './inbox.js';
 import { encodeMetadata } from './metadata.js';
 import { Notifications } from './notifications.js';
 import { PeerTable } from './peers.js';
@@ -24,6 +24,8 @@ import { buildPosting, pickSides, PreparedLocal, PreparedRemote, type NetPosting
 /** connect()'s deadline when neither the call nor the agent gives one. */
 const CONNECT_TIMEOUT_MS = 10_000;
 const PROBE_BYTES = 64;
+/** Unmaps retired allocations once no JavaScript view can reach them. */
+const unmapWhenCollected = new FinalizationRegistry<{ addr: number; len: number }>(({ addr, len }) => shim().memUnmap(addr, len));
 
 export class NetEngine implements Engine<NetPosting>, RegionOwner {
   readonly defaultTimeoutMs: number | undefined;
@@ -51,6 +53,10 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     changed: () => void;
     /** An incoming notification was dropped. */
     dropped: (err: IxferError) => void;
+    /** metadata.maxRegionsPerPeer */
+    maxRegionsPerPeer: number;
+    /** Bounds of the delivered-notification queue. */
+    inbox: InboxLimits;
   }) {
     this.endpoint = init.endpoint;
     this.#completions = init.completions;
@@ -63,8 +69,9 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
       telemetry: init.telemetry,
       describe: describeNetError,
       dropped: init.dropped,
+      limits: init.inbox,
     });
-    this.peers = new PeerTable(init.endpoint, (instance) => this.notifications.forget(instance));
+    this.peers = new PeerTable(init.endpoint, (instance) => this.notifications.forget(instance), init.maxRegionsPerPeer);
   }
 
   // ---- memory --------------------------------------------------------------
@@ -82,14 +89,14 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     this.#checkName(name);
     const native = shim();
     const out: (number | bigint)[] = [0];
-    check(native.memAlloc(bytes, out), `allocating ${bytes} bytes`);
+    check(native.memMap(bytes, out), `allocating ${bytes} bytes`);
     const addr = Number(out[0]);
     try {
       const region = this.#register(addr, bytes, name, undefined, new Uint8Array(viewNative(addr, bytes)));
       this.#owned.set(region, addr);
       return region;
     } catch (err) {
-      native.memFree(addr);
+      native.memUnmap(addr, bytes);
       throw err;
     }
   }
@@ -125,7 +132,11 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     const addr = this.#owned.get(region);
     if (addr === undefined) return;
     this.#owned.delete(region);
-    shim().memFree(addr);
+    // The pages go back now; the range stays mapped (reading zeros) while a
+    // view the user kept can still reach it, and is unmapped when it cannot.
+    shim().memRetire(addr, region.len);
+    const ab = region.retireView();
+    if (ab && !isDetached(ab)) unmapWhenCollected.register(ab, { addr, len: region.len });
   }
 
   #bump(): void {
@@ -146,12 +157,15 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
 
   /** Our metadata: every region, or `regions` only (partial). */
   localMetadata(regions: unknown[] | undefined, includeConnection: boolean): Uint8Array {
-    const all = this.memory.values();
-    const chosen = regions ?? all;
-    for (const r of chosen) {
-      if (!(r instanceof MemoryRegion) || !all.includes(r)) {
-        throw new NotFoundError('getLocalMetadata: a region is not registered with this agent');
+    // All regions come sorted; a chosen few are checked by lookup (O(log n) each) and sorted.
+    let chosen: readonly MemoryRegion[] = this.memory.values();
+    if (regions) {
+      for (const r of regions) {
+        if (!(r instanceof MemoryRegion) || !r.registered || this.memory.find(r.addr, r.len) !== r) {
+          throw new NotFoundError('getLocalMetadata: a region is not registered with this agent');
+        }
       }
+      chosen = [...(regions as MemoryRegion[])].sort((a, b) => a.addr - b.addr);
     }
     const ep = this.endpoint;
     return encodeMetadata({
@@ -162,9 +176,7 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
       mrModeBits: ep.info.mrModeBits,
       ...(includeConnection ? { address: ep.address } : {}),
       complete: regions === undefined,
-      regions: [...(chosen as MemoryRegion[])]
-        .sort((a, b) => a.addr - b.addr)
-        .map((r) => ({ addr: r.addr, len: r.len, key: r.key, devId: r.devId, kind: 0, ...(r.name ? { name: r.name } : {}) })),
+      regions: chosen.map((r) => ({ addr: r.addr, len: r.len, key: r.key, devId: r.devId, kind: 0, ...(r.name ? { name: r.name } : {}) })),
     });
   }
 
@@ -225,12 +237,12 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     if (this.#probe) return this.#probe;
     const native = shim();
     const out: (number | bigint)[] = [0];
-    check(native.memAlloc(PROBE_BYTES, out), 'allocating the connect probe');
+    check(native.memMap(PROBE_BYTES, out), 'allocating the connect probe');
     const addr = Number(out[0]);
     const key: (number | bigint)[] = [0];
     const mr: (bigint | null)[] = [null];
     const status = native.mrRegister(this.endpoint.handle(), addr, PROBE_BYTES, key, mr);
-    if (status !== 0) native.memFree(addr);
+    if (status !== 0) native.memUnmap(addr, PROBE_BYTES);
     check(status, 'registering the connect probe');
     const owner = { deregister: () => {} }; // lives as long as the endpoint
     this.#probe = new MemoryRegion({ owner, addr, len: PROBE_BYTES, key: toBigInt(key[0]!), handle: mr[0] as MrHandle });
@@ -292,7 +304,8 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
   /** After the endpoint is destroyed: regions and peers end with it, allocated memory is freed. */
   close(): void {
     for (const region of this.memory.clear()) this.#free(region);
-    if (this.#probe) shim().memFree(this.#probe.addr);
+    // No JavaScript view of the probe exists, so it can be unmapped at once.
+    if (this.#probe) shim().memUnmap(this.#probe.addr, PROBE_BYTES);
     this.#probe = undefined;
     this.peers.close();
   }

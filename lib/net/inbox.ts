@@ -76,6 +76,10 @@ class Fifo<T> {
   #items: (T | undefined)[] = [];
   #head = 0;
 
+  get size(): number {
+    return this.#items.length - this.#head;
+  }
+
   push(item: T): void {
     this.#items.push(item);
   }
@@ -121,15 +125,90 @@ interface Consumer {
   fail(err: Error): void;
 }
 
+/** Bounds of the queue of delivered notifications nobody has taken yet. */
+export interface InboxLimits {
+  maxQueued: number;
+  maxQueuedBytes: number;
+  maxQueuedBytesPerPeer: number;
+}
+
 export class NotificationInbox {
   #queue = new Fifo<Notification>();
   #consumers: Consumer[] = [];
   /** Called when the number of waiting consumers changes (to hold the process open). */
   readonly #onWaitingChange: () => void;
+  /** Called for a queued notification dropped to stay within the limits. */
+  readonly #onOverflow: (n: Notification, why: string) => void;
+  readonly #limits: InboxLimits;
   #closedError: Error | undefined;
+  #bytes = 0;
+  readonly #byPeer = new Map<string, { count: number; bytes: number }>();
 
-  constructor(onWaitingChange: () => void) {
+  constructor(onWaitingChange: () => void, limits: InboxLimits, onOverflow: (n: Notification, why: string) => void) {
     this.#onWaitingChange = onWaitingChange;
+    this.#limits = limits;
+    this.#onOverflow = onOverflow;
+  }
+
+  /** Notifications queued (delivered, not yet taken), and their bytes. */
+  get queued(): { count: number; bytes: number } {
+    return { count: this.#queue.size, bytes: this.#bytes };
+  }
+
+  /**
+   * Queues n within the limits. Drops the oldest first, and of the peer over
+   * its share first: n's own sender when it passes maxQueuedBytesPerPeer,
+   * else the sender holding the most, so one chatty sender cannot push out
+   * the others' notifications.
+   */
+  #enqueue(n: Notification): void {
+    const { maxQueued, maxQueuedBytes, maxQueuedBytesPerPeer } = this.#limits;
+    const size = n.bytes.length;
+    if (size > maxQueuedBytesPerPeer || size > maxQueuedBytes) {
+      this.#onOverflow(n, `it alone is over notifications.${size > maxQueuedBytes ? 'maxQueuedBytes' : 'maxQueuedBytesPerPeer'}`);
+      return;
+    }
+    this.#queue.push(n);
+    this.#count(n, 1);
+    while ((this.#byPeer.get(n.peer)?.bytes ?? 0) > maxQueuedBytesPerPeer) {
+      this.#evict(n.peer, 'notifications.maxQueuedBytesPerPeer');
+    }
+    while (this.#queue.size > maxQueued) this.#evict(this.#largest('count'), 'notifications.maxQueued');
+    while (this.#bytes > maxQueuedBytes) this.#evict(this.#largest('bytes'), 'notifications.maxQueuedBytes');
+  }
+
+  /** The peer holding the most queued notifications (or bytes). */
+  #largest(by: 'count' | 'bytes'): string {
+    let peer = '';
+    let most = -1;
+    for (const [name, held] of this.#byPeer) {
+      if (held[by] > most) {
+        most = held[by];
+        peer = name;
+      }
+    }
+    return peer;
+  }
+
+  #evict(peer: string, cap: string): void {
+    const n = this.#queue.take((q) => q.peer === peer)!;
+    this.#count(n, -1);
+    this.#onOverflow(n, `the queue of notifications not yet taken was full (${cap}); the oldest of the sender over its share went first`);
+  }
+
+  #count(n: Notification, sign: 1 | -1): void {
+    const size = n.bytes.length;
+    this.#bytes += sign * size;
+    const held = this.#byPeer.get(n.peer) ?? { count: 0, bytes: 0 };
+    held.count += sign;
+    held.bytes += sign * size;
+    if (held.count > 0) this.#byPeer.set(n.peer, held);
+    else this.#byPeer.delete(n.peer);
+  }
+
+  #taken(n: Notification | undefined): Notification | undefined {
+    if (n) this.#count(n, -1);
+    return n;
   }
 
   /** Consumers currently waiting. */
@@ -160,7 +239,7 @@ export class NotificationInbox {
     }
     const i = this.#consumers.findIndex((c) => !c.accepts);
     if (i < 0) {
-      this.#queue.push(n);
+      this.#enqueue(n);
       return;
     }
     const [iterator] = this.#consumers.splice(i, 1);
@@ -171,6 +250,8 @@ export class NotificationInbox {
   /** Everything queued, grouped by peer, in arrival order (like NIXL's getNotifs). */
   drain(): Map<string, Notification[]> {
     const out = new Map<string, Notification[]>();
+    this.#bytes = 0;
+    this.#byPeer.clear();
     for (const n of this.#queue.drain()) {
       const list = out.get(n.peer);
       if (list) list.push(n);
@@ -187,7 +268,7 @@ export class NotificationInbox {
       'waitForNotification options',
     );
     const accepts = matcher(match, peer);
-    const queued = this.#queue.take(accepts);
+    const queued = this.#taken(this.#queue.take(accepts));
     if (queued) return Promise.resolve(queued);
     if (this.#closedError) return Promise.reject(this.#closedError);
     const what = `waiting for a notification${peer === undefined ? '' : ` from '${peer}'`}`;
@@ -202,7 +283,7 @@ export class NotificationInbox {
   async *iterate(signal?: AbortSignal): AsyncGenerator<Notification, void, undefined> {
     for (;;) {
       if (this.#closedError || signal?.aborted) return;
-      const next = this.#queue.shift();
+      const next = this.#taken(this.#queue.shift());
       if (next) {
         yield next;
         continue;

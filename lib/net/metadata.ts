@@ -110,6 +110,14 @@ class Reader {
     this.#o += 4;
     return v;
   }
+  /** A u64 as a number; undefined when it is 2^53 or more. */
+  u53(what: string): number | undefined {
+    this.need(8, what);
+    const lo = this.#b.readUInt32LE(this.#o);
+    const hi = this.#b.readUInt32LE(this.#o + 4);
+    this.#o += 8;
+    return hi < 0x200000 ? hi * 0x100000000 + lo : undefined;
+  }
   u64(what: string): bigint {
     this.need(8, what);
     const v = this.#b.readBigUInt64LE(this.#o);
@@ -137,9 +145,8 @@ function utf8(b: Buffer, what: string): string {
   return s;
 }
 
-const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
-
-export function decodeMetadata(blob: Uint8Array): Metadata {
+/** Decodes a blob; more than `maxRegions` regions is refused before any is read. */
+export function decodeMetadata(blob: Uint8Array, maxRegions = Infinity): Metadata {
   if (!(blob instanceof Uint8Array)) throw bad('expected a Uint8Array');
   if (blob.length > MAX_BLOB) throw bad(`blob of ${blob.length} bytes exceeds ${MAX_BLOB}`);
   const r = new Reader(Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength));
@@ -162,6 +169,7 @@ export function decodeMetadata(blob: Uint8Array): Metadata {
   if (Boolean(flags & FLAG_CONNECTION) !== addrLen > 0) throw bad('connection flag and address length disagree');
   const address = addrLen ? new Uint8Array(r.bytes(addrLen, 'address')) : undefined;
   const count = r.u32('region count');
+  if (count > maxRegions) throw bad(`${count} regions, more than the ${maxRegions} allowed per peer (metadata.maxRegionsPerPeer)`);
   const named = Boolean(flags & FLAG_NAMES);
   // Names take at least a byte per region.
   if (named ? count * (REGION_BYTES + 1) > r.remaining : count * REGION_BYTES !== r.remaining) {
@@ -170,18 +178,18 @@ export function decodeMetadata(blob: Uint8Array): Metadata {
   const regions: RegionInfo[] = [];
   let end = 0;
   for (let i = 0; i < count; i++) {
-    const addr = r.u64('region address');
-    const len = r.u64('region length');
+    const addr = r.u53('region address');
+    const len = r.u53('region length');
     const key = r.u64('region key');
     const devId = r.u16('device id');
     const kind = r.u16('region kind');
     r.u32('reserved');
-    if (len === 0n) throw bad(`region ${i} is empty`);
-    if (addr + len > SAFE) throw bad(`region ${i} ends beyond 2^53`);
+    if (len === 0) throw bad(`region ${i} is empty`);
+    if (addr === undefined || len === undefined || addr + len > Number.MAX_SAFE_INTEGER) throw bad(`region ${i} ends beyond 2^53`);
     if (kind !== 0) throw bad(`region ${i} has unknown kind ${kind}`);
-    if (Number(addr) < end) throw bad(`region ${i} is out of order or overlaps the previous one`);
-    end = Number(addr + len);
-    regions.push({ addr: Number(addr), len: Number(len), key, devId, kind });
+    if (addr < end) throw bad(`region ${i} is out of order or overlaps the previous one`);
+    end = addr + len;
+    regions.push({ addr, len, key, devId, kind });
   }
   if (named) {
     const seen = new Set<string>();

@@ -6,11 +6,11 @@
 import type { Completions } from '../core/completions.js';
 import type { Telemetry } from '../core/telemetry.js';
 import { withDeadline, type GiveUpCode, type Settle, type Wait } from '../core/deadline.js';
-import { codeOfStatus, makeError, statusOf, type IxferError } from '../errors.js';
+import { codeOfStatus, makeError, NoSpaceError, statusOf, type IxferError } from '../errors.js';
 import { EVENT_NOTIF, takeNotification } from '../native/layout.js';
 import { check, shim } from '../native/shim.js';
 import type { Endpoint } from './endpoint.js';
-import { Notification, NotificationInbox, parseNotificationBody } from './inbox.js';
+import { Notification, NotificationInbox, parseNotificationBody, type InboxLimits } from './inbox.js';
 import type { Peer } from './peers.js';
 
 /** Counters of incoming notifications. */
@@ -22,6 +22,11 @@ export interface NotificationStats {
   malformed: number;
   /** Bytes held now for incoming notifications not yet complete (or waiting for their data). */
   pendingBytes: number;
+  /** Delivered notifications dropped because nobody took them and the queue was full (notifications.maxQueued*). */
+  overflowed: number;
+  /** Delivered notifications waiting to be taken, and their bytes. */
+  queued: number;
+  queuedBytes: number;
 }
 
 export class Notifications {
@@ -31,7 +36,8 @@ export class Notifications {
   readonly #telemetry: Telemetry;
   readonly #describe: (status: number, fiErrno: number) => string;
   readonly #dropped: (err: IxferError) => void;
-  #counts = { received: 0, dropped: 0 };
+  #counts = { received: 0, dropped: 0, overflowed: 0 };
+  #warned = false;
   /** Next standalone-notification sequence number per receiving agent instance. */
   readonly #seq = new Map<string, number>();
 
@@ -42,13 +48,18 @@ export class Notifications {
     describe: (status: number, fiErrno: number) => string;
     /** Reports a dropped incoming notification ('notification-dropped'). */
     dropped: (err: IxferError) => void;
+    limits: InboxLimits;
   }) {
     this.#ep = init.endpoint;
     this.#completions = init.completions;
     this.#telemetry = init.telemetry;
     this.#describe = init.describe;
     this.#dropped = init.dropped;
-    this.inbox = new NotificationInbox(() => this.#completions.refresh());
+    this.inbox = new NotificationInbox(
+      () => this.#completions.refresh(),
+      init.limits,
+      (n, why) => this.#overflowed(n, why),
+    );
     this.#completions.on(EVENT_NOTIF, (addr) => this.#received(addr));
   }
 
@@ -89,11 +100,34 @@ export class Notifications {
     this.#seq.delete(instance);
   }
 
+  /** A delivered notification dropped from the full queue: reported like the shim's drops. */
+  #overflowed(n: Notification, why: string): void {
+    this.#counts.overflowed++;
+    const err: IxferError & { peer?: string; bytes?: number; reason?: string } = new NoSpaceError(
+      `a notification of ${n.bytes.length} bytes from '${n.peer}' was dropped unread: ${why}`,
+    );
+    err.peer = n.peer;
+    err.bytes = n.bytes.length;
+    err.reason = 'queue-full';
+    if (!this.#warned) {
+      // Usually an application that never reads its notifications: say so once.
+      this.#warned = true;
+      process.emitWarning(`${err.message} (logged once per agent; see notificationStats.overflowed)`, {
+        type: 'IxferNotificationWarning',
+        code: 'IXFER_NOTIF_OVERFLOW',
+      });
+    }
+    queueMicrotask(() => this.#dropped(err));
+  }
+
   get stats(): NotificationStats {
     const h = this.#ep.live;
     const native = shim();
+    const queued = this.inbox.queued;
     return {
       ...this.#counts,
+      queued: queued.count,
+      queuedBytes: queued.bytes,
       malformed: h ? Number(native.notifMalformed(h)) : 0,
       pendingBytes: h ? Number(native.notifPending(h)) : 0,
     };

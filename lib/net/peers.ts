@@ -42,20 +42,23 @@ export class Peer {
     this.virtAddr = init.virtAddr;
   }
 
-  /** Replaces (complete metadata) or adds to (partial metadata) the regions. */
-  setRegions(regions: RegionInfo[], complete: boolean): void {
-    if (complete) {
-      for (const r of this.regions.values()) r.valid = false;
-      this.regions.clear();
+  /**
+   * Replaces (complete metadata) or adds to (partial metadata) the regions: a
+   * region listed again replaces what overlaps it, and one listed exactly as
+   * before stays as it is (transfers made on it stay valid). Refused,
+   * changing nothing, when the peer would have more than `max` regions.
+   */
+  setRegions(regions: RegionInfo[], complete: boolean, max = Infinity): void {
+    const gone = this.regions.mergeSorted(
+      regions,
+      (info, same) =>
+        same && same.key === info.key && same.devId === info.devId && same.kind === info.kind ? same : { ...info, valid: true },
+      { replaceAll: complete, max },
+    );
+    if (!gone) {
+      throw new InvalidParamError(`peer '${this.name}' would have more than ${max} regions (metadata.maxRegionsPerPeer)`);
     }
-    for (const info of regions) {
-      // A region listed again replaces what overlaps it.
-      for (let old = this.regions.overlapping(info.addr, info.len); old; old = this.regions.overlapping(info.addr, info.len)) {
-        old.valid = false;
-        this.regions.remove(old);
-      }
-      this.regions.insert({ ...info, valid: true });
-    }
+    for (const r of gone) r.valid = false;
   }
 
   invalidate(): void {
@@ -72,9 +75,13 @@ export class PeerTable {
   /** A peer instance is gone for good (replaced by a new one). */
   readonly #onInstanceGone: (instance: string) => void;
 
-  constructor(ep: Endpoint, onInstanceGone: (instance: string) => void) {
+  /** Regions one peer may have (metadata.maxRegionsPerPeer): bounds what one blob can make us hold. */
+  readonly #maxRegions: number;
+
+  constructor(ep: Endpoint, onInstanceGone: (instance: string) => void, maxRegionsPerPeer = Infinity) {
     this.#ep = ep;
     this.#onInstanceGone = onInstanceGone;
+    this.#maxRegions = maxRegionsPerPeer;
   }
 
   /** Names of loaded peers. */
@@ -98,7 +105,7 @@ export class PeerTable {
   load(blob: Uint8Array): string {
     const ep = this.#ep;
     const handle = ep.handle();
-    const md = decodeMetadata(blob);
+    const md = decodeMetadata(blob, this.#maxRegions);
     if (md.provider !== ep.provider) {
       throw new InvalidParamError(`peer '${md.name}' uses provider '${md.provider}', this agent '${ep.provider}'`);
     }
@@ -112,8 +119,8 @@ export class PeerTable {
     const sameEndpoint =
       existing && existing.instance === md.instance && (!md.address || Buffer.from(md.address).equals(existing.address));
     if (sameEndpoint) {
+      existing.setRegions(md.regions, md.complete, this.#maxRegions);
       existing.sequence = md.sequence;
-      existing.setRegions(md.regions, md.complete);
       return md.name;
     }
     if (!md.address) throw new NotFoundError(`metadata of unknown peer '${md.name}' has no connection information`);

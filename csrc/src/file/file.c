@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -45,6 +46,27 @@ static int32_t make_file(int fd, int owned, uint32_t flags, ixfer_file **out)
     return IXFER_OK;
 }
 
+/* Files with offsets only: a FIFO, socket, terminal or pipe has none (lseek
+ * fails with ESPIPE) and would block or fail the I/O threads; a directory
+ * cannot be read or written. Regular files, block devices and seekable
+ * character devices (/dev/zero, /dev/full) pass. */
+static int32_t check_positional(int fd, const char *what)
+{
+    struct stat st;
+    if (fstat(fd, &st))
+        return ixfer_fail(IXFER_ERR_BACKEND, "fstat '%s': %s", what, strerror(errno));
+    const char *kind = S_ISFIFO(st.st_mode)  ? "a FIFO"
+                       : S_ISSOCK(st.st_mode) ? "a socket"
+                       : S_ISDIR(st.st_mode)  ? "a directory"
+                                              : NULL;
+    if (!kind && lseek(fd, 0, SEEK_CUR) < 0 && errno == ESPIPE)
+        kind = "not seekable (a terminal or pipe)";
+    if (!kind)
+        return IXFER_OK;
+    return ixfer_fail(IXFER_ERR_INVALID_PARAM, "'%s' is %s: only files with offsets (regular "
+                      "files, block devices) can be registered", what, kind);
+}
+
 int32_t ixfer_file_open(const char *path, uint32_t flags, ixfer_file **out)
 {
     if (!path || !*path || !out)
@@ -62,13 +84,29 @@ int32_t ixfer_file_open(const char *path, uint32_t flags, ixfer_file **out)
         oflags |= O_TRUNC;
     if (flags & IXFER_FILE_DIRECT)
         oflags |= O_DIRECT;
-    int fd = flags & IXFER_FILE_MEMORY ? memfd_create(path, MFD_CLOEXEC) : open(path, oflags, 0644);
+    /* O_NONBLOCK: opening a FIFO must not wait for its other end on the
+     * caller's (JavaScript) thread; cleared once the file is known to have offsets. */
+    int fd = flags & IXFER_FILE_MEMORY ? memfd_create(path, MFD_CLOEXEC)
+                                       : open(path, oflags | O_NONBLOCK | O_NOCTTY, 0644);
     if (fd < 0) {
         int err = errno;
+        if (err == ENXIO) /* O_WRONLY|O_NONBLOCK on a FIFO without a reader, or a socket */
+            return ixfer_fail(IXFER_ERR_INVALID_PARAM, "'%s' is a FIFO or socket: only files "
+                              "with offsets (regular files, block devices) can be registered", path);
         if (err == EINVAL && (flags & IXFER_FILE_DIRECT))
             return ixfer_fail(IXFER_ERR_NOT_SUPPORTED,
                               "open '%s': the filesystem does not support O_DIRECT", path);
         return ixfer_fail(ixfer_errno_status(err), "open '%s': %s", path, strerror(err));
+    }
+    if (!(flags & IXFER_FILE_MEMORY)) {
+        int32_t rc = check_positional(fd, path);
+        if (rc != IXFER_OK) {
+            close(fd);
+            return rc;
+        }
+        int fl = fcntl(fd, F_GETFL);
+        if (fl >= 0)
+            fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
     }
     if (flags & IXFER_FILE_MEMORY) /* never O_DIRECT */
         flags &= ~(uint32_t)IXFER_FILE_DIRECT;
@@ -93,6 +131,11 @@ int32_t ixfer_file_adopt(int32_t fd, ixfer_file **out)
     if ((fl & O_APPEND) && acc != O_RDONLY)
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "file descriptor %d is open with O_APPEND, "
                           "which makes positioned writes append: open it without O_APPEND", fd);
+    char what[32];
+    snprintf(what, sizeof what, "fd %d", fd);
+    int32_t rc = check_positional(fd, what);
+    if (rc != IXFER_OK)
+        return rc;
     uint32_t flags = (acc == O_RDONLY || acc == O_RDWR ? IXFER_FILE_READ : 0) |
                      (acc == O_WRONLY || acc == O_RDWR ? IXFER_FILE_WRITE : 0) |
                      (fl & O_DIRECT ? IXFER_FILE_DIRECT : 0);
