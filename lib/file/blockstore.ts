@@ -9,7 +9,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
-import { MismatchError, NoSpaceError, NotAllowedError, NotFoundError } from '../errors.js';
+import { IxferError, makeError, MismatchError, NoSpaceError, NotAllowedError, NotFoundError, type ErrorCode } from '../errors.js';
 import { parse, parseDescriptors, type Descriptor, type ParsedDescriptor, type WaitOptions } from '../schemas.js';
 import type { FileTransfer } from './engine.js';
 import type { FileRegion } from './region.js';
@@ -26,6 +26,29 @@ const SUFFIX = '.blk';
 const HOST = createHash('sha256').update(os.hostname()).digest('hex').slice(0, 8);
 /** tmp.HOST.PID.RANDOM: a put under way (or one whose process died). */
 const TEMP = /^tmp\.([0-9a-f]{8})\.(\d+)\.[0-9a-f]{16}$/;
+
+/** The OS's reasons a store directory cannot be used, as ixfer codes. */
+const DIR_ERRNO: Record<string, ErrorCode> = {
+  ENOENT: 'ERR_NOT_FOUND',
+  ENOTDIR: 'ERR_INVALID_PARAM',
+  EEXIST: 'ERR_INVALID_PARAM',
+  EACCES: 'ERR_NOT_ALLOWED',
+  EPERM: 'ERR_NOT_ALLOWED',
+  EROFS: 'ERR_NOT_ALLOWED',
+  ENOSPC: 'ERR_NO_SPACE',
+  EDQUOT: 'ERR_NO_SPACE',
+};
+
+function directoryError(dir: string, err: unknown): unknown {
+  if (err instanceof IxferError) return err;
+  const errno = (err as NodeJS.ErrnoException).code;
+  if (!errno) return err;
+  const code = DIR_ERRNO[errno] ?? 'ERR_BACKEND';
+  return makeError(code, `block store directory '${dir}' cannot be used: ${(err as Error).message}`, {
+    nativeMessage: errno,
+    cause: err,
+  });
+}
 
 interface Block {
   size: number;
@@ -110,7 +133,12 @@ export class BlockStore implements AsyncDisposable {
   static async open(agent: BlockStoreAgent, options: BlockStoreOptions): Promise<BlockStore> {
     const opts = parse(BlockStoreOptionsSchema, options, 'block store options');
     const store = new BlockStore(agent, opts);
-    if (opts.dir) await store.#scan(opts.dir);
+    if (opts.dir) {
+      const dir = opts.dir;
+      await store.#scan(dir).catch((err: unknown) => {
+        throw directoryError(dir, err);
+      });
+    }
     return store;
   }
 
