@@ -34,7 +34,8 @@ export interface ProviderSummary {
   rmaIovLimit: number;
   injectSize: number;
   cqDataSize: number;
-  maxMsgSize: number;
+  /** Decimal string: libfabric reports up to 2^64 - 1, which a JavaScript number cannot hold exactly. */
+  maxMsgSize: string;
   txSize: number;
   dataProgress: (typeof PROGRESS)[number];
   controlProgress: (typeof PROGRESS)[number];
@@ -54,7 +55,7 @@ export function summarizeProvider(raw: ProviderInfoRaw): ProviderSummary {
     rmaIovLimit: raw.rma_iov_limit,
     injectSize: Number(raw.inject_size),
     cqDataSize: Number(raw.cq_data_size),
-    maxMsgSize: Number(raw.max_msg_size),
+    maxMsgSize: String(raw.max_msg_size),
     txSize: raw.tx_size,
     dataProgress: PROGRESS[raw.data_progress] ?? 'unspec',
     controlProgress: PROGRESS[raw.control_progress] ?? 'unspec',
