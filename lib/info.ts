@@ -148,6 +148,13 @@ function cufileInfo(): Info['cufile'] {
   };
 }
 
+/** The libfabric that loads, as major.minor; throws LibraryMissingError when none does. */
+export function libfabricVersion(): string {
+  const native = shim();
+  check(native.fabricLoad(), 'opening libfabric');
+  return fiVersion(native.fabricVersion());
+}
+
 export function hostInfo(): HostInfo {
   return { hostname: os.hostname(), os: `${os.type()} ${os.release()}`, arch: os.arch(), cpus: os.availableParallelism(), node: process.version };
 }

@@ -47,6 +47,11 @@ it('npm pack, install with no cc/gcc/make on PATH, run ixfer info', () => {
     encoding: 'utf8',
   });
   expect(install.status, install.stderr).toBe(0);
+  // No install script of ours: the prebuild is found when the package loads.
+  expect(install.stderr).not.toMatch(/ixfer@[^ ]* \(install/);
+  // The benchmark's plot and progress line are our own code: no d3 or cli-progress.
+  const installed = fs.readdirSync(path.join(project, 'node_modules'));
+  expect(installed.filter((name) => name.startsWith('d3-') || name === 'cli-progress')).toEqual([]);
 
   const run = spawnSync(path.join(project, 'node_modules', '.bin', 'ixfer'), ['info', '--json'], {
     cwd: project,
