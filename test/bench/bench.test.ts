@@ -230,9 +230,14 @@ describe('ixfer plan', () => {
 
   it('refuses a malformed model', async () => {
     const file = path.join(tmp, 'bad.json');
-    fs.writeFileSync(file, JSON.stringify({ name: 'x', layers: 0 }));
+    fs.writeFileSync(file, JSON.stringify({ name: 'x', layers: 0, headDim: 'wide' }));
     const { code, stderr } = await ixfer('plan', file);
     expect(code).toBe(1);
-    expect(stderr).toMatch(/ERR_INVALID_PARAM.*layers/);
+    // Every problem at once, the field apart from the file's path.
+    expect(stderr).toContain(`ERR_INVALID_PARAM: invalid model ${file} (6 problems):`);
+    for (const field of ['layers', 'kvHeads', 'headDim', 'dtypeBytes', 'tokensPerPage', 'inputLength']) {
+      expect(stderr).toMatch(new RegExp(`^  ${field}: `, 'm'));
+    }
+    expect(stderr).not.toContain(`${file}.layers`);
   });
 });
