@@ -1,10 +1,16 @@
 /**
- * zod schemas for everything that crosses the public API; the types come from
- * them. parse() turns a zod failure into InvalidParamError naming the field.
+ * zod schemas for everything that crosses the public API. The public types are
+ * written out as plain interfaces (what an editor shows), each checked against
+ * its schema's input at compile time. parse() turns a zod failure into
+ * InvalidParamError naming the field.
  */
 import { z } from 'zod';
 
+import type { MemoryRegion } from './core/memory.js';
 import { InvalidParamError } from './errors.js';
+
+/** true when A and B accept the same values: a hand-written type has not drifted from its schema. */
+export type Agrees<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 
 /** Addresses are numbers (user-space addresses are below 2^53); bigint is accepted. */
 const address = z.union([
@@ -23,7 +29,15 @@ export const DescriptorSchema = z.object({
   /** Device id: 0 for host memory. */
   devId: z.number().int().nonnegative().max(0xffff).default(0),
 });
-export type Descriptor = z.input<typeof DescriptorSchema>;
+/** A range of registered memory. */
+export interface Descriptor {
+  /** Address; a bigint below 2^53 is accepted. */
+  addr: number | bigint;
+  len: number;
+  /** Device id: 0 for host memory. */
+  devId?: number;
+}
+true satisfies Agrees<Descriptor, z.input<typeof DescriptorSchema>>;
 export type ParsedDescriptor = z.output<typeof DescriptorSchema>;
 export const DescriptorListSchema = z.array(DescriptorSchema);
 
@@ -70,13 +84,22 @@ export const EtcdOptionsSchema = z
     leaseTtlSec: z.number().int().min(1).max(3600).default(10),
   })
   .strict();
-export type EtcdOptions = z.input<typeof EtcdOptionsSchema>;
+export interface EtcdOptions {
+  /** etcd client URLs, e.g. 'http://127.0.0.1:2379'. */
+  endpoints: string[];
+  /** Key prefix: the agent publishes under `${namespace}/${name}` (default 'ixfer'). */
+  namespace?: string;
+  /** Seconds a crashed agent's entry outlives its last keepalive (default 10). */
+  leaseTtlSec?: number;
+}
+true satisfies Agrees<EtcdOptions, z.input<typeof EtcdOptionsSchema>>;
 
 export const ExchangeOptionsSchema = z
   .object({
     /** Shared secret (16 bytes or more): every frame of the TCP channel then carries an HMAC-SHA256. */
     secret: z
-      .union([z.string(), z.instanceof(Uint8Array)])
+      // Not z.instanceof: its type, Uint8Array<ArrayBuffer>, refuses Node's Buffer.
+      .union([z.string(), z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'a string or Uint8Array')])
       .refine((s) => (typeof s === 'string' ? Buffer.byteLength(s) : s.byteLength) >= 16, 'at least 16 bytes')
       .optional(),
     /** Default deadline of exchange calls (connect and answer, or waiting for a peer in etcd), and of a listener's read of one frame. */
@@ -93,7 +116,18 @@ export const ExchangeOptionsSchema = z
     etcd: EtcdOptionsSchema.optional(),
   })
   .strict();
-export type ExchangeOptions = z.input<typeof ExchangeOptionsSchema>;
+export interface ExchangeOptions {
+  /** Shared secret (16 bytes or more): every frame of the TCP channel then carries an HMAC-SHA256. */
+  secret?: string | Uint8Array;
+  /** Default deadline of exchange calls, and of a listener's read of one frame (default 5000). */
+  timeoutMs?: number;
+  /** Largest frame payload sent or accepted on the TCP channel (default 16 MiB). */
+  maxFrameBytes?: number;
+  /** Connections a listener holds at once (default 64). */
+  maxConnections?: number;
+  etcd?: EtcdOptions;
+}
+true satisfies Agrees<ExchangeOptions, z.input<typeof ExchangeOptionsSchema>>;
 export type ExchangeOptionsParsed = z.output<typeof ExchangeOptionsSchema>;
 
 /** Where a listener binds: loopback and a free port unless told otherwise. */
@@ -103,7 +137,13 @@ export const ListenOptionsSchema = z
     port: port.default(0),
   })
   .strict();
-export type ListenOptions = z.input<typeof ListenOptionsSchema>;
+export interface ListenOptions {
+  /** Default '127.0.0.1'. */
+  host?: string;
+  /** Default 0: a free port. */
+  port?: number;
+}
+true satisfies Agrees<ListenOptions, z.input<typeof ListenOptionsSchema>>;
 
 /** A peer's listener. */
 export const PeerAddressSchema = z
@@ -112,7 +152,12 @@ export const PeerAddressSchema = z
     port: port.min(1),
   })
   .strict();
-export type PeerAddress = z.input<typeof PeerAddressSchema>;
+export interface PeerAddress {
+  /** Default '127.0.0.1'. */
+  host?: string;
+  port: number;
+}
+true satisfies Agrees<PeerAddress, z.input<typeof PeerAddressSchema>>;
 
 export const InvalidateOptionsSchema = z
   .object({
@@ -122,7 +167,13 @@ export const InvalidateOptionsSchema = z
     signal: z.instanceof(AbortSignal).optional(),
   })
   .strict();
-export type InvalidateOptions = z.input<typeof InvalidateOptionsSchema>;
+export interface InvalidateOptions {
+  /** Listeners to tell, besides those we sent our metadata to. */
+  to?: PeerAddress[];
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+true satisfies Agrees<InvalidateOptions, z.input<typeof InvalidateOptionsSchema>>;
 
 /** Memory <-> file transfers (the agent's file engine, started on first use). */
 export const FileEngineKindSchema = z.enum(['auto', 'gds', 'gds_mt', 'posix']);
@@ -187,11 +238,43 @@ export const AgentOptionsSchema = z
     files: FileEngineOptionsSchema.prefault({}),
   })
   .strict();
-export type AgentOptions = z.input<typeof AgentOptionsSchema>;
+export interface AgentOptions {
+  /** Unique among the agents that talk to each other: at most 255 bytes, no control characters. */
+  name: string;
+  /** 'auto' (default) or a libfabric provider name ('tcp', 'efa', 'cxi', 'verbs', 'shm', ...). */
+  provider?: string;
+  /** Interface (libfabric domain) to bind, e.g. 'lo' or 'eth0'. */
+  iface?: string;
+  /** Address to bind, e.g. '127.0.0.1' or '::1'. Defaults to loopback when no iface is given. */
+  address?: string;
+  /** Default deadline of Transfer.done() when the call gives none. */
+  transferTimeoutMs?: number;
+  notifications?: {
+    /** Bytes of unfinished incoming notifications held per sender (default 64 MiB). */
+    maxPendingBytesPerPeer?: number;
+    /** An incoming notification that makes no progress for this long is dropped (default 30000). */
+    staleMs?: number;
+  };
+  /** Metadata exchange: TCP side channel settings, and etcd. */
+  metadata?: ExchangeOptions;
+  /** File transfers. */
+  files?: {
+    /** Default engine of file transfers (default 'auto'); IXFER_FILE_ENGINE overrides it. */
+    engine?: 'auto' | 'gds' | 'gds_mt' | 'posix';
+    /** I/O threads, posix and gds_mt (default 4). */
+    threads?: number;
+    /** Largest single I/O call, and each thread's VRAM staging buffer (default 8 MiB). */
+    chunkBytes?: number;
+    /** Entries per cuFile batch, 'gds' (default 16). */
+    gdsBatch?: number;
+  };
+}
+true satisfies Agrees<AgentOptions, z.input<typeof AgentOptionsSchema>>;
 
 /** A notification's content: bytes, or text sent as UTF-8. */
 export const NotificationBodySchema = z.union([z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'a Uint8Array'), z.string()]);
-export type NotificationBody = z.input<typeof NotificationBodySchema>;
+export type NotificationBody = Uint8Array | string;
+true satisfies Agrees<NotificationBody, z.input<typeof NotificationBodySchema>>;
 
 export const OpSchema = z.enum(['READ', 'WRITE']);
 export type Op = z.infer<typeof OpSchema>;
@@ -221,7 +304,11 @@ export const WaitOptionsSchema = z
     signal: z.instanceof(AbortSignal).optional(),
   })
   .strict();
-export type WaitOptions = z.input<typeof WaitOptionsSchema>;
+export interface WaitOptions {
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+true satisfies Agrees<WaitOptions, z.input<typeof WaitOptionsSchema>>;
 
 export const IterateOptionsSchema = z.object({ signal: z.instanceof(AbortSignal).optional() }).strict();
 
@@ -233,7 +320,13 @@ export const MetadataOptionsSchema = z
     includeConnection: z.boolean().default(true),
   })
   .strict();
-export type MetadataOptions = z.input<typeof MetadataOptionsSchema>;
+export interface MetadataOptions {
+  /** Only these regions (partial metadata); all when absent. */
+  regions?: MemoryRegion[];
+  /** Include the agent's fabric address (default true; needed by a peer that has never loaded us). */
+  includeConnection?: boolean;
+}
+true satisfies Agrees<MetadataOptions, z.input<typeof MetadataOptionsSchema>>;
 
 export const IndexListSchema = z.array(z.number().int().nonnegative());
 

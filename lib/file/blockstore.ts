@@ -98,6 +98,7 @@ class Extents {
 /** What a store uses of its agent (an Agent): file registration and file transfers. */
 export interface BlockStoreAgent {
   registerFile(source: string, options?: FileOpenOptions): FileRegion;
+  /** @internal Agent's, unpublished: stripped here too, or a published Agent would not fit. */
   memoryFile(name: string): FileRegion;
   createFileTransfer(request: FileTransferRequest): FileTransfer;
 }

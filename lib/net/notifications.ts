@@ -13,6 +13,9 @@ import { Notification, NotificationInbox, parseNotificationBody } from './inbox.
 import type { Peer } from './peers.js';
 
 /** Counters of incoming notifications. */
+/** The 'notification-dropped' event's error: its sender and size besides the code. */
+export type NotificationDroppedError = IxferError & { peer: string; bytes: number };
+
 export interface NotificationStats {
   received: number;
   /** Dropped: over maxPendingBytesPerPeer, or stale (see the 'notification-dropped' event). */
@@ -28,7 +31,7 @@ export class Notifications {
   readonly #ep: Endpoint;
   readonly #completions: Completions;
   readonly #describe: (status: number, fiErrno: number) => string;
-  readonly #dropped: (err: IxferError) => void;
+  readonly #dropped: (err: NotificationDroppedError) => void;
   #counts = { received: 0, dropped: 0 };
   /** Next standalone-notification sequence number per receiving agent instance. */
   readonly #seq = new Map<string, number>();
@@ -38,7 +41,7 @@ export class Notifications {
     completions: Completions;
     describe: (status: number, fiErrno: number) => string;
     /** Reports a dropped incoming notification ('notification-dropped'). */
-    dropped: (err: IxferError) => void;
+    dropped: (err: NotificationDroppedError) => void;
   }) {
     this.#ep = init.endpoint;
     this.#completions = init.completions;
@@ -102,15 +105,13 @@ export class Notifications {
     }
     this.#counts.dropped++;
     const code = codeOfStatus(n.status);
-    const err: IxferError & { peer?: string; bytes?: number } = makeError(
+    const err: NotificationDroppedError = Object.assign(makeError(
       code,
       `a notification of ${n.len} bytes from '${n.sender}' was dropped: ` +
         (code === 'ERR_NOT_ALLOWED'
           ? 'it exceeds the pending limit for one peer (notifications.maxPendingBytesPerPeer)'
           : 'its data or its remaining fragments did not arrive within notifications.staleMs'),
-    );
-    err.peer = n.sender;
-    err.bytes = n.len;
+    ), { peer: n.sender, bytes: n.len });
     // Not from inside the drain: a throwing listener must not cost other events.
     queueMicrotask(() => this.#dropped(err));
   }
