@@ -23,8 +23,8 @@ export interface RowResult {
 export interface BenchReport {
   host: HostInfo;
   ixfer: string;
-  /** The libfabric loaded, as major.minor. */
-  libfabric: string;
+  /** The libfabric loaded, as major.minor; set when the sweep ends. */
+  libfabric?: string;
   options: BenchOptions;
   /** Bytes registered (allocated) on each side, per engine; with FILE, memory and file each. */
   bufferBytes: number;
@@ -82,7 +82,6 @@ export async function runBench(o: BenchOptions, onRow?: (report: BenchReport) =>
     const report: BenchReport = {
       host: hostInfo(),
       ixfer: packageVersion,
-      libfabric: libfabricVersion(),
       options: o,
       bufferBytes: bytes,
       engines: engines.map((e) => e.name),
@@ -104,6 +103,8 @@ export async function runBench(o: BenchOptions, onRow?: (report: BenchReport) =>
       progress.clear();
       onRow?.(report);
     }
+    // Only now: loading libfabric here installs its signal handling, and Ctrl-C during the sweep should end it as usual.
+    report.libfabric = libfabricVersion();
     return report;
   } finally {
     progress?.clear();
