@@ -13,7 +13,7 @@ import type { MemoryRegion, MemorySource } from './core/memory.js';
 import { debug, Telemetry } from './core/telemetry.js';
 import type { Transfer } from './core/transfer.js';
 import { NotAllowedError, NotFoundError } from './errors.js';
-import type { ExchangeHost, ExchangeStats } from './exchange/context.js';
+import type { ExchangeHost, ExchangeStats, PeerEvent } from './exchange/context.js';
 import { MetadataExchange } from './exchange/exchange.js';
 import type { SocketAddress } from './exchange/tcp-channel.js';
 import { FileEngine, type FileTransfer } from './file/engine.js';
@@ -24,7 +24,7 @@ import { shim } from './native/shim.js';
 import { Endpoint } from './net/endpoint.js';
 import { NetEngine } from './net/engine.js';
 import type { Notification, WaitForNotificationOptions } from './net/inbox.js';
-import type { NotificationStats } from './net/notifications.js';
+import type { NotificationDroppedError, NotificationStats } from './net/notifications.js';
 import type { PreparedLocal, PreparedRemote } from './net/prepared.js';
 import type { ProviderSummary } from './net/providers.js';
 import {
@@ -70,7 +70,13 @@ export interface RemoteRegionInfo {
  *   maxPendingBytesPerPeer, ERR_TIMEOUT when it stalled for staleMs.
  * - 'peer' (PeerEvent): the metadata exchange loaded or dropped a peer.
  */
-export class Agent extends EventEmitter implements ExchangeHost, AsyncDisposable {
+/** The agent's events and their listeners' arguments: `agent.on('peer', (e) => ...)`. */
+export interface AgentEvents {
+  'notification-dropped': [err: NotificationDroppedError];
+  peer: [event: PeerEvent];
+}
+
+export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, AsyncDisposable {
   readonly name: string;
   /** Core provider name in use ('tcp', 'efa', ...). */
   readonly provider: string;

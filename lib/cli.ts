@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 
 import { IxferError } from './errors.js';
 import { formatInfo, info } from './info.js';
+import { packageVersion } from './native/shim.js';
 
 const USAGE = `usage: ixfer <command> [options]
 
@@ -14,6 +15,12 @@ commands:
                    'ixfer bench --help' for the options and column definitions
   plan MODEL.json  KV block size and batch of a model; prints (or --run) the bench
   help             this text
+
+options:
+  --version        the ixfer version
+
+exit codes: 0 success; 1 failure (info: libfabric or the shim cannot be loaded;
+bench: a consistency check failed; any command: an ixfer error); 2 bad usage
 `;
 
 function runInfo(args: string[]): number {
@@ -22,12 +29,15 @@ function runInfo(args: string[]): number {
     options: { json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } },
   });
   if (values.help) {
-    process.stdout.write('usage: ixfer info [--json]\n\nWhat this host offers: the shim, libfabric and its providers, CUDA, cuFile.\n');
+    process.stdout.write(
+      'usage: ixfer info [--json]\n\nWhat this host offers: the shim, libfabric and its providers, CUDA, cuFile.\n' +
+        'Exits 1 when libfabric cannot be loaded (no agent can be created), so it can gate a start-up script.\n',
+    );
     return 0;
   }
   const report = info();
   process.stdout.write(values.json ? JSON.stringify(report, null, 2) + '\n' : formatInfo(report));
-  return 0;
+  return report.libfabric.available ? 0 : 1;
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -40,6 +50,10 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./bench/command.js')).benchCommand(rest);
     case 'plan':
       return (await import('./bench/plan.js')).planCommand(rest);
+    case '--version':
+    case '-v':
+      process.stdout.write(`${packageVersion}\n`);
+      return 0;
     case undefined:
     case 'help':
     case '--help':

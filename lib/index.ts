@@ -1,4 +1,4 @@
-export { Agent, type RemoteRegionInfo } from './agent.js';
+export { Agent, type AgentEvents, type RemoteRegionInfo } from './agent.js';
 export { deserializeDescriptors, serializeDescriptors } from './core/descriptors.js';
 export { MemoryRegion, type MemoryKind, type MemorySource } from './core/memory.js';
 export type { TransferMessage, TransferTelemetry } from './core/telemetry.js';
@@ -14,7 +14,7 @@ export { cuda } from './gpu/cuda.js';
 export type { VramSource } from './gpu/vram.js';
 export { formatInfo, info, type Info, type LibraryStatus } from './info.js';
 export { Notification, type NotificationMatch, type WaitForNotificationOptions } from './net/inbox.js';
-export type { NotificationStats } from './net/notifications.js';
+export type { NotificationDroppedError, NotificationStats } from './net/notifications.js';
 export { PreparedLocal, PreparedRemote } from './net/prepared.js';
 export { listProviders, type ProviderSummary } from './net/providers.js';
 export type {
@@ -27,6 +27,7 @@ export type {
   MetadataOptions,
   MetricsRegistry,
   NotificationBody,
+  NotificationOptions,
   Op,
   PeerAddress,
   RegionOptions,

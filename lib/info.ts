@@ -4,9 +4,10 @@
  * how to fix it, never thrown.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 
 import { IxferError } from './errors.js';
-import { check, shim } from './native/shim.js';
+import { check, packageVersion, shim } from './native/shim.js';
 import { listProviders, type ProviderSummary } from './net/providers.js';
 
 export interface LibraryStatus {
@@ -19,7 +20,20 @@ export interface LibraryStatus {
   disables?: string;
 }
 
+/** The machine a report comes from, so that reports from different hosts can be told apart. */
+export interface HostInfo {
+  hostname: string;
+  /** `os.type()` and `os.release()`, e.g. "Linux 6.8.0". */
+  os: string;
+  arch: string;
+  cpus: number;
+  node: string;
+}
+
 export interface Info {
+  host: HostInfo;
+  /** The ixfer package version. */
+  ixfer: string;
   shim: { version: string; abi: number; buildHash: string; path: string };
   libfabric: LibraryStatus & { version?: string; builtAgainst: string; providers: ProviderSummary[] };
   cuda: LibraryStatus & { driverVersion?: string; deviceCount?: number };
@@ -134,10 +148,23 @@ function cufileInfo(): Info['cufile'] {
   };
 }
 
+/** The libfabric that loads, as major.minor; throws LibraryMissingError when none does. */
+export function libfabricVersion(): string {
+  const native = shim();
+  check(native.fabricLoad(), 'opening libfabric');
+  return fiVersion(native.fabricVersion());
+}
+
+export function hostInfo(): HostInfo {
+  return { hostname: os.hostname(), os: `${os.type()} ${os.release()}`, arch: os.arch(), cpus: os.availableParallelism(), node: process.version };
+}
+
 /** Everything `ixfer info` reports. Throws only when the shim itself cannot load. */
 export function info(): Info {
   const native = shim();
   return {
+    host: hostInfo(),
+    ixfer: packageVersion,
     shim: { version: native.version(), abi: native.abiVersion(), buildHash: native.buildHash(), path: native.path },
     libfabric: libfabricInfo(),
     cuda: cudaInfo(),
@@ -156,7 +183,7 @@ export function formatInfo(i: Info): string {
     if (s.disables) row('disables', s.disables);
   };
 
-  lines.push(`ixfer ${i.shim.version}`);
+  lines.push(`ixfer ${i.ixfer} on ${i.host.hostname} (${i.host.os}, ${i.host.arch}, Node ${i.host.node})`);
   row('shim', i.shim.path);
   row('ABI', i.shim.abi);
   row('build hash', i.shim.buildHash);

@@ -1,10 +1,18 @@
 /**
- * zod schemas for everything that crosses the public API; the types come from
- * them. parse() turns a zod failure into InvalidParamError naming the field.
+ * zod schemas for everything that crosses the public API. The public types are
+ * written out as plain interfaces (what an editor shows), each checked against
+ * its schema's input at compile time. parse() turns a zod failure into
+ * InvalidParamError naming the field.
  */
 import { z } from 'zod';
 
+import type { MemoryRegion } from './core/memory.js';
 import { InvalidParamError } from './errors.js';
+
+/** true when A and B accept the same values: a hand-written type has not drifted from its schema. */
+/** A and B accept the same values and name the same keys (optional keys are invisible to assignability alone). */
+export type Agrees<A, B> = [A] extends [B] ? ([B] extends [A] ? SameKeys<A, B> : false) : false;
+type SameKeys<A, B> = [Exclude<keyof A, keyof B> | Exclude<keyof B, keyof A>] extends [never] ? true : false;
 
 /** Addresses are numbers (user-space addresses are below 2^53); bigint is accepted. */
 const address = z.union([
@@ -23,7 +31,15 @@ export const DescriptorSchema = z.object({
   /** Device id: 0 for host memory. */
   devId: z.number().int().nonnegative().max(0xffff).default(0),
 });
-export type Descriptor = z.input<typeof DescriptorSchema>;
+/** A range of registered memory. */
+export interface Descriptor {
+  /** Address; a bigint below 2^53 is accepted. */
+  addr: number | bigint;
+  len: number;
+  /** Device id: 0 for host memory. */
+  devId?: number;
+}
+true satisfies Agrees<Descriptor, z.input<typeof DescriptorSchema>>;
 export type ParsedDescriptor = z.output<typeof DescriptorSchema>;
 export const DescriptorListSchema = z.array(DescriptorSchema);
 
@@ -70,13 +86,22 @@ export const EtcdOptionsSchema = z
     leaseTtlSec: z.number().int().min(1).max(3600).default(10),
   })
   .strict();
-export type EtcdOptions = z.input<typeof EtcdOptionsSchema>;
+export interface EtcdOptions {
+  /** etcd client URLs, e.g. 'http://127.0.0.1:2379'. */
+  endpoints: string[];
+  /** Key prefix: the agent publishes under `${namespace}/${name}` (default 'ixfer'). */
+  namespace?: string;
+  /** Seconds a crashed agent's entry outlives its last keepalive (default 10). */
+  leaseTtlSec?: number;
+}
+true satisfies Agrees<EtcdOptions, z.input<typeof EtcdOptionsSchema>>;
 
 export const ExchangeOptionsSchema = z
   .object({
     /** Shared secret (16 bytes or more): every frame of the TCP channel then carries an HMAC-SHA256. */
     secret: z
-      .union([z.string(), z.instanceof(Uint8Array)])
+      // Not z.instanceof: its type, Uint8Array<ArrayBuffer>, refuses Node's Buffer.
+      .union([z.string(), z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'a string or Uint8Array')])
       .refine((s) => (typeof s === 'string' ? Buffer.byteLength(s) : s.byteLength) >= 16, 'at least 16 bytes')
       .optional(),
     /** Default deadline of exchange calls (connect and answer, or waiting for a peer in etcd), and of a listener's read of one frame. */
@@ -97,7 +122,22 @@ export const ExchangeOptionsSchema = z
     etcd: EtcdOptionsSchema.optional(),
   })
   .strict();
-export type ExchangeOptions = z.input<typeof ExchangeOptionsSchema>;
+export interface ExchangeOptions {
+  /** Shared secret (16 bytes or more): every frame of the TCP channel then carries an HMAC-SHA256. */
+  secret?: string | Uint8Array;
+  /** Default deadline of exchange calls, and of a listener's read of one frame (default 5000). */
+  timeoutMs?: number;
+  /** Largest frame payload sent or accepted on the TCP channel (default 16 MiB). */
+  maxFrameBytes?: number;
+  /** Connections a listener holds at once (default 64). */
+  maxConnections?: number;
+  /** Connections a listener holds at once from one remote (not loopback) address (default 32). */
+  maxConnectionsPerSource?: number;
+  /** Regions one peer's metadata may list (default 1,000,000). */
+  maxRegionsPerPeer?: number;
+  etcd?: EtcdOptions;
+}
+true satisfies Agrees<ExchangeOptions, z.input<typeof ExchangeOptionsSchema>>;
 export type ExchangeOptionsParsed = z.output<typeof ExchangeOptionsSchema>;
 
 /** Where a listener binds: loopback and a free port unless told otherwise. */
@@ -107,7 +147,13 @@ export const ListenOptionsSchema = z
     port: port.default(0),
   })
   .strict();
-export type ListenOptions = z.input<typeof ListenOptionsSchema>;
+export interface ListenOptions {
+  /** Default '127.0.0.1'. */
+  host?: string;
+  /** Default 0: a free port. */
+  port?: number;
+}
+true satisfies Agrees<ListenOptions, z.input<typeof ListenOptionsSchema>>;
 
 /** A peer's listener. */
 export const PeerAddressSchema = z
@@ -116,7 +162,12 @@ export const PeerAddressSchema = z
     port: port.min(1),
   })
   .strict();
-export type PeerAddress = z.input<typeof PeerAddressSchema>;
+export interface PeerAddress {
+  /** Default '127.0.0.1'. */
+  host?: string;
+  port: number;
+}
+true satisfies Agrees<PeerAddress, z.input<typeof PeerAddressSchema>>;
 
 export const InvalidateOptionsSchema = z
   .object({
@@ -126,7 +177,13 @@ export const InvalidateOptionsSchema = z
     signal: z.instanceof(AbortSignal).optional(),
   })
   .strict();
-export type InvalidateOptions = z.input<typeof InvalidateOptionsSchema>;
+export interface InvalidateOptions {
+  /** Listeners to tell, besides those we sent our metadata to. */
+  to?: PeerAddress[];
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+true satisfies Agrees<InvalidateOptions, z.input<typeof InvalidateOptionsSchema>>;
 
 /** Memory <-> file transfers (the agent's file engine, started on first use). */
 export const FileEngineKindSchema = z.enum(['auto', 'gds', 'gds_mt', 'posix']);
@@ -171,6 +228,59 @@ export interface MetricsRegistry {
   getSingleMetric(name: string): unknown;
 }
 
+export const NotificationOptionsSchema = z
+  .object({
+    /** Bytes of unfinished incoming notifications held per sender; a message past it is dropped and reported. */
+    maxPendingBytesPerPeer: z
+      .number()
+      .int()
+      .min(1024)
+      .max(2 ** 40)
+      .default(64 << 20),
+    /** An incoming notification that makes no progress for this long is dropped and reported (frees what a lost peer left). */
+    staleMs: z
+      .number()
+      .int()
+      .min(10)
+      .max(2 ** 31)
+      .default(30_000),
+    /** Delivered notifications held for the application to take; past it the oldest are dropped and reported. */
+    maxQueued: z
+      .number()
+      .int()
+      .min(1)
+      .max(2 ** 32)
+      .default(10_000),
+    /** Bytes of delivered notifications held for the application to take. */
+    maxQueuedBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .max(2 ** 50)
+      .default(256 << 20),
+    /** Bytes of delivered notifications from one sender held for the application to take. */
+    maxQueuedBytesPerPeer: z
+      .number()
+      .int()
+      .min(1024)
+      .max(2 ** 50)
+      .default(64 << 20),
+  })
+  .strict();
+export interface NotificationOptions {
+  /** Bytes of unfinished incoming notifications held per sender (default 64 MiB). */
+  maxPendingBytesPerPeer?: number;
+  /** An incoming notification that makes no progress for this long is dropped (default 30000). */
+  staleMs?: number;
+  /** Delivered notifications held for the application to take (default 10,000). */
+  maxQueued?: number;
+  /** Bytes of delivered notifications held for the application to take (default 256 MiB). */
+  maxQueuedBytes?: number;
+  /** Bytes of delivered notifications from one sender held for the application to take (default 64 MiB). */
+  maxQueuedBytesPerPeer?: number;
+}
+true satisfies Agrees<NotificationOptions, z.input<typeof NotificationOptionsSchema>>;
+
 export const AgentOptionsSchema = z
   .object({
     /** Unique among the agents that talk to each other. */
@@ -184,46 +294,7 @@ export const AgentOptionsSchema = z
     /** Default deadline of Transfer.done() when the call gives none. */
     transferTimeoutMs: timeoutMs.optional(),
     /** Incoming notifications. */
-    notifications: z
-      .object({
-        /** Bytes of unfinished incoming notifications held per sender; a message past it is dropped and reported. */
-        maxPendingBytesPerPeer: z
-          .number()
-          .int()
-          .min(1024)
-          .max(2 ** 40)
-          .default(64 << 20),
-        /** An incoming notification that makes no progress for this long is dropped and reported (frees what a lost peer left). */
-        staleMs: z
-          .number()
-          .int()
-          .min(10)
-          .max(2 ** 31)
-          .default(30_000),
-        /** Delivered notifications held for the application to take; past it the oldest are dropped and reported. */
-        maxQueued: z
-          .number()
-          .int()
-          .min(1)
-          .max(2 ** 32)
-          .default(10_000),
-        /** Bytes of delivered notifications held for the application to take. */
-        maxQueuedBytes: z
-          .number()
-          .int()
-          .min(1024)
-          .max(2 ** 50)
-          .default(256 << 20),
-        /** Bytes of delivered notifications from one sender held for the application to take. */
-        maxQueuedBytesPerPeer: z
-          .number()
-          .int()
-          .min(1024)
-          .max(2 ** 50)
-          .default(64 << 20),
-      })
-      .strict()
-      .prefault({}),
+    notifications: NotificationOptionsSchema.prefault({}),
     /** Metadata exchange: TCP side channel settings, and etcd. */
     metadata: ExchangeOptionsSchema.prefault({}),
     /** File transfers. */
@@ -242,11 +313,44 @@ export const AgentOptionsSchema = z
       .optional(),
   })
   .strict();
-export type AgentOptions = z.input<typeof AgentOptionsSchema>;
+export interface AgentOptions {
+  /** Unique among the agents that talk to each other: at most 255 bytes, no control characters. */
+  name: string;
+  /** 'auto' (default) or a libfabric provider name ('tcp', 'efa', 'cxi', 'verbs', 'shm', ...). */
+  provider?: string;
+  /** Interface (libfabric domain) to bind, e.g. 'lo' or 'eth0'. */
+  iface?: string;
+  /** Address to bind, e.g. '127.0.0.1' or '::1'. Defaults to loopback when no iface is given. */
+  address?: string;
+  /** Default deadline of Transfer.done() when the call gives none. */
+  transferTimeoutMs?: number;
+  notifications?: NotificationOptions;
+  /** Metadata exchange: TCP side channel settings, and etcd. */
+  metadata?: ExchangeOptions;
+  /** File transfers. */
+  files?: {
+    /** Default engine of file transfers (default 'auto'); IXFER_FILE_ENGINE overrides it. */
+    engine?: 'auto' | 'gds' | 'gds_mt' | 'posix';
+    /** I/O threads, posix and gds_mt (default 4). */
+    threads?: number;
+    /** Largest single I/O call, and each thread's VRAM staging buffer (default 8 MiB). */
+    chunkBytes?: number;
+    /** Entries per cuFile batch, 'gds' (default 16). */
+    gdsBatch?: number;
+  };
+  /** Prometheus metrics on your prom-client registry (prom-client is loaded only then). */
+  metrics?: {
+    registry: MetricsRegistry;
+    /** Distinct `peer` label values per agent; later peers are counted as 'other' (default 32). */
+    maxPeerLabels?: number;
+  };
+}
+true satisfies Agrees<AgentOptions, z.input<typeof AgentOptionsSchema>>;
 
 /** A notification's content: bytes, or text sent as UTF-8. */
 export const NotificationBodySchema = z.union([z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'a Uint8Array'), z.string()]);
-export type NotificationBody = z.input<typeof NotificationBodySchema>;
+export type NotificationBody = Uint8Array | string;
+true satisfies Agrees<NotificationBody, z.input<typeof NotificationBodySchema>>;
 
 export const OpSchema = z.enum(['READ', 'WRITE']);
 export type Op = z.infer<typeof OpSchema>;
@@ -276,7 +380,11 @@ export const WaitOptionsSchema = z
     signal: z.instanceof(AbortSignal).optional(),
   })
   .strict();
-export type WaitOptions = z.input<typeof WaitOptionsSchema>;
+export interface WaitOptions {
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+true satisfies Agrees<WaitOptions, z.input<typeof WaitOptionsSchema>>;
 
 export const IterateOptionsSchema = z.object({ signal: z.instanceof(AbortSignal).optional() }).strict();
 
@@ -288,7 +396,13 @@ export const MetadataOptionsSchema = z
     includeConnection: z.boolean().default(true),
   })
   .strict();
-export type MetadataOptions = z.input<typeof MetadataOptionsSchema>;
+export interface MetadataOptions {
+  /** Only these regions (partial metadata); all when absent. */
+  regions?: MemoryRegion[];
+  /** Include the agent's fabric address (default true; needed by a peer that has never loaded us). */
+  includeConnection?: boolean;
+}
+true satisfies Agrees<MetadataOptions, z.input<typeof MetadataOptionsSchema>>;
 
 export const IndexListSchema = z.array(z.number().int().nonnegative());
 

@@ -2,14 +2,23 @@
 import fs from 'node:fs';
 
 import { BENCH_HELP, parseBenchArgs, type BenchOptions } from './options.js';
-import { formatCsv, formatJson, formatTable } from './output.js';
+import { formatCsv, formatJson, tableHeader, tableRow } from './output.js';
 import { renderPlot } from './plot.js';
 import { runBench } from './runner.js';
 
 export async function runAndReport(options: BenchOptions): Promise<number> {
-  const report = await runBench(options);
-  const format = options.json ? formatJson : options.csv ? formatCsv : formatTable;
-  process.stdout.write(format(report));
+  const table = !options.json && !options.csv;
+  // The table streams, a row as it finishes; JSON and CSV are written whole at the end.
+  const report = await runBench(
+    options,
+    table
+      ? (partial) => {
+          const last = partial.rows.at(-1);
+          process.stdout.write(last ? tableRow(partial, last) : tableHeader(partial));
+        }
+      : undefined,
+  );
+  if (!table) process.stdout.write((options.json ? formatJson : formatCsv)(report));
   if (options.plot) fs.writeFileSync(options.plot, renderPlot(report));
   const failed = report.rows.filter((r) => r.results.ixfer.consistent === false);
   if (failed.length) {

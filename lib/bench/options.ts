@@ -232,7 +232,7 @@ options (nixlbench's names):
   --file-threads N            FILE: I/O threads of the file engine (default 4)
   --file-direct               FILE: open the file with O_DIRECT (in the C loop too)
   --preset iov-sweep          block 1179648 bytes, 1, 2, 4, ... 128 iovs per block
-  --json | --csv              machine-readable output on stdout (no progress bar)
+  --json | --csv              machine-readable output on stdout (no progress line)
   --plot FILE.svg             GB/s against block size, one line per engine
 
 columns (nixlbench's definitions; times in microseconds):

@@ -7,6 +7,8 @@ const BASELINES: EngineName[] = ['c', 'net'];
 
 interface Column {
   title: string;
+  /** Characters, when values outgrow the title (latencies of big blocks). */
+  width?: number;
   value(row: BenchReport['rows'][number]): string;
 }
 
@@ -15,29 +17,45 @@ const f1 = f(1);
 const f2 = f(2);
 const f3 = f(3);
 
+/**
+ * With baselines the table keeps ixfer's main columns and the comparisons, so
+ * that it fits in 100 columns; --json and --csv carry every measurement.
+ */
 function columns(report: BenchReport): Column[] {
   const ix = (pick: (m: Measurement) => number, fmt: (v: number) => string) => (r: BenchReport['rows'][number]) =>
     fmt(pick(r.results.ixfer));
+  const baselines = BASELINES.filter((e) => report.engines.includes(e));
+  const full = baselines.length === 0;
   const cols: Column[] = [
     { title: 'block (B)', value: (r) => String(r.spec.blockSize) },
     { title: 'batch', value: (r) => String(r.spec.batchSize) },
   ];
-  if (report.rows.some((r) => r.spec.numIovs > 1)) cols.push({ title: 'iovs', value: (r) => String(r.spec.numIovs) });
+  if (report.options.preset === 'iov-sweep' || report.options.numIovs > 1) {
+    cols.push({ title: 'iovs', value: (r) => String(r.spec.numIovs) });
+  }
   cols.push(
     { title: 'GB/s', value: ix((m) => m.gbps, f3) },
-    { title: 'avg lat', value: ix((m) => m.avgLatUs, f1) },
-    { title: 'prep avg', value: ix((m) => m.prepUs.avg, f1) },
-    { title: 'prep p99', value: ix((m) => m.prepUs.p99, f1) },
+    ...(full
+      ? [
+          { title: 'avg lat', width: 8, value: ix((m) => m.avgLatUs, f1) },
+          { title: 'prep avg', value: ix((m) => m.prepUs.avg, f1) },
+          { title: 'prep p99', value: ix((m) => m.prepUs.p99, f1) },
+        ]
+      : []),
     { title: 'post avg', value: ix((m) => m.postUs.avg, f1) },
-    { title: 'post p99', value: ix((m) => m.postUs.p99, f1) },
-    { title: 'tx avg', value: ix((m) => m.txUs.avg, f1) },
-    { title: 'tx p99', value: ix((m) => m.txUs.p99, f1) },
+    ...(full ? [{ title: 'post p99', value: ix((m) => m.postUs.p99, f1) }] : []),
+    ...(full ? [{ title: 'tx avg', value: ix((m) => m.txUs.avg, f1) }] : []),
+    { title: 'tx p99', width: 8, value: ix((m) => m.txUs.p99, f1) },
     { title: 'cpu s/GB i', value: ix((m) => m.cpuSecPerGB.initiator, f3) },
-    { title: 'cpu s/GB t', value: ix((m) => m.cpuSecPerGB.target, f3) },
-    { title: 'rss MB i', value: ix((m) => m.peakRssMB.initiator, f(0)) },
-    { title: 'rss MB t', value: ix((m) => m.peakRssMB.target, f(0)) },
+    ...(full
+      ? [
+          { title: 'cpu s/GB t', value: ix((m) => m.cpuSecPerGB.target, f3) },
+          { title: 'rss MB i', value: ix((m) => m.peakRssMB.initiator, f(0)) },
+          { title: 'rss MB t', value: ix((m) => m.peakRssMB.target, f(0)) },
+        ]
+      : []),
   );
-  for (const b of BASELINES.filter((e) => report.engines.includes(e))) {
+  for (const b of baselines) {
     cols.push(
       { title: `${b} GB/s`, value: (r) => f3(r.results[b]!.gbps) },
       { title: `x ${b}`, value: (r) => f2(r.results.ixfer.gbps / r.results[b]!.gbps) },
@@ -49,27 +67,43 @@ function columns(report: BenchReport): Column[] {
   return cols;
 }
 
-export function formatTable(report: BenchReport): string {
+/** Column widths fixed before the first row, so that rows can be printed as they finish. */
+const width = (c: Column, i: number) => (i < 2 ? c.title.length : Math.max(c.title.length, c.width ?? 6));
+
+function line(cols: Column[], cells: string[]): string {
+  return cells.map((cell, i) => (i < 2 ? cell.padEnd(width(cols[i]!, i)) : cell.padStart(width(cols[i]!, i)))).join('  ');
+}
+
+/** The title lines and column heads; then one tableRow per row. */
+export function tableHeader(report: BenchReport): string {
   const o = report.options;
   const cols = columns(report);
-  const cells = [cols.map((c) => c.title), ...report.rows.map((r) => cols.map((c) => c.value(r)))];
-  const widths = cols.map((_, i) => Math.max(...cells.map((row) => row[i]!.length)));
-  const line = (row: string[]) => row.map((cell, i) => (i < 2 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  ');
   const source = (e: EngineName) => (e === 'net' ? 'node:net' : o.targetSeg === 'FILE' ? 'bench/file_baseline.c' : 'bench/fi_rma_baseline.c');
   const key = BASELINES.filter((e) => report.engines.includes(e)).map((e) => `${e} = ${engineLabel(e, o)} (${source(e)})`);
   const file = report.file;
   const header =
     (file
       ? `ixfer bench: ${o.op} ${o.initiatorSeg} -> FILE, ${report.bufferBytes} bytes of memory and file in ${o.fileDir}` +
-        `${o.fileDirect ? ' (O_DIRECT)' : ''}, file engine ${file.engine} (${file.engineReason}), ${o.fileThreads} I/O threads, ` +
+        `${o.fileDirect ? ' (O_DIRECT)' : ''}\nfile engine ${file.engine} (${file.engineReason}), ${o.fileThreads} I/O threads, ` +
         `one transfer per row, reposted\n` +
         `times in microseconds; i = the one process (agent and I/O threads), t = - (no target process)`
-      : `ixfer bench: ${o.op} ${o.initiatorSeg} -> ${o.targetSeg}, provider ${o.provider} on ${o.address}, ` +
-        `${report.bufferBytes} bytes registered per side, ${o.prepared ? 'prepared lists + makeTransfer' : 'one transfer per row, reposted'}\n` +
+      : `ixfer bench: ${o.op} ${o.initiatorSeg} -> ${o.targetSeg}, provider ${o.provider} on ${o.address}` +
+        `\n${report.bufferBytes} bytes registered per side, ${o.prepared ? 'prepared lists + makeTransfer' : 'one transfer per row, reposted'}\n` +
         `times in microseconds; i = initiator, t = target`) +
-    (key.length ? `; ${key.join(', ')}; x = ixfer / baseline GB/s` : '') +
+    (key.length ? `\n${key.join('\n')}\nx = ixfer / baseline GB/s; --json or --csv for every column` : '') +
     '\n\n';
-  return header + [line(cells[0]!), line(widths.map((w) => '-'.repeat(w))), ...cells.slice(1).map(line)].join('\n') + '\n';
+  return (
+    header +
+    line(cols, cols.map((c) => c.title)) +
+    '\n' +
+    line(cols, cols.map((c, i) => '-'.repeat(width(c, i)))) +
+    '\n'
+  );
+}
+
+export function tableRow(report: BenchReport, row: BenchReport['rows'][number]): string {
+  const cols = columns(report);
+  return line(cols, cols.map((c) => c.value(row))) + '\n';
 }
 
 export function formatCsv(report: BenchReport): string {

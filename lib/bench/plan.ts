@@ -18,7 +18,6 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 
 import { InvalidParamError } from '../errors.js';
-import { parse } from '../schemas.js';
 import { runAndReport } from './command.js';
 import { parseBenchArgs } from './options.js';
 
@@ -79,7 +78,11 @@ function loadModel(file: string): Model {
   } catch (err) {
     throw new InvalidParamError(`cannot read model ${file}: ${(err as Error).message}`);
   }
-  return parse(ModelSchema, json, `model ${file}`);
+  const r = ModelSchema.safeParse(json);
+  if (r.success) return r.data;
+  // Every problem at once, each on its own line with its field, so one edit fixes the file.
+  const problems = r.error.issues.map((i) => `  ${i.path.length ? i.path.join('.') : '(top level)'}: ${i.message}`);
+  throw new InvalidParamError(`invalid model ${file} (${problems.length} problem${problems.length > 1 ? 's' : ''}):\n${problems.join('\n')}`);
 }
 
 const PLAN_HELP = `usage: ixfer plan MODEL.json [--run] [--json] [-- BENCH_OPTIONS]

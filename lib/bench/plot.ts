@@ -1,11 +1,8 @@
 /**
  * --plot: GB/s against block size (log2 x axis; iovs per block for the
  * iov-sweep preset), one line per engine (and batch size), as a standalone
- * SVG. Scales, ticks and paths come from d3-scale and d3-shape; the markup is
- * plain strings, so no DOM is needed.
+ * SVG. The markup is plain strings, so no DOM is needed.
  */
-import { scaleLinear, scaleLog } from 'd3-scale';
-import { line } from 'd3-shape';
 
 import { engineLabel, type EngineName } from './engine.js';
 import { formatSize } from './options.js';
@@ -18,6 +15,13 @@ const COLORS: Record<EngineName, string> = { ixfer: '#d62728', c: '#1f77b4', net
 const DASHES = ['', '6 3', '2 3', '8 3 2 3'];
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
+
+/** Step of about `span / count` that is 1, 2 or 5 times a power of ten, so tick labels read well. */
+function niceStep(span: number, count: number): number {
+  const raw = span / count;
+  const pow = 10 ** Math.floor(Math.log10(raw));
+  return [1, 2, 5, 10].map((m) => m * pow).find((s) => s >= raw)!;
+}
 
 export function renderPlot(report: BenchReport): string {
   const o = report.options;
@@ -38,11 +42,14 @@ export function renderPlot(report: BenchReport): string {
   const maxY = Math.max(...series.flatMap((s) => s.points.map((p) => p[1])), 0.001);
   const lo = xs[0]!;
   const hi = xs.length > 1 ? xs[xs.length - 1]! : lo * 2;
-  const x = scaleLog().base(2).domain([lo, hi]).range([M.left, W - M.right]);
-  const y = scaleLinear().domain([0, maxY * 1.08]).nice().range([H - M.bottom, M.top]);
-  const path = line<[number, number]>()
-    .x((p) => x(p[0]))
-    .y((p) => y(p[1]));
+  const [left, right] = [M.left, W - M.right];
+  const x = (v: number) => left + ((Math.log2(v) - Math.log2(lo)) / (Math.log2(hi) - Math.log2(lo))) * (right - left);
+  const step = niceStep(maxY * 1.08, 6);
+  const top = Math.ceil((maxY * 1.08) / step) * step;
+  const y = (v: number) => H - M.bottom - (v / top) * (H - M.bottom - M.top);
+  const yTicks = Array.from({ length: Math.round(top / step) + 1 }, (_, i) => i * step);
+  const decimals = Math.max(0, -Math.floor(Math.log10(step)));
+  const path = (points: [number, number][]) => 'M' + points.map(([px, py]) => `${x(px)},${y(py)}`).join('L');
 
   const out: string[] = [];
   out.push(
@@ -56,10 +63,10 @@ export function renderPlot(report: BenchReport): string {
   );
   // y axis: grid lines and labels
   out.push(`<g class="y-axis">`);
-  for (const t of y.ticks(6)) {
+  for (const t of yTicks) {
     out.push(
       `<line x1="${M.left}" x2="${W - M.right}" y1="${y(t)}" y2="${y(t)}" stroke="#e0e0e0"/>`,
-      `<text x="${M.left - 8}" y="${y(t) + 4}" text-anchor="end">${esc(y.tickFormat(6)(t))}</text>`,
+      `<text x="${M.left - 8}" y="${y(t) + 4}" text-anchor="end">${t.toFixed(decimals)}</text>`,
     );
   }
   out.push(

@@ -1,20 +1,15 @@
-/** The sweep's progress bar: on stderr, only when a person watches it. */
-import cliProgress from 'cli-progress';
-
+/** The sweep's progress line: on stderr, only when a person watches it. */
 export interface Progress {
   step(label: string): void;
-  stop(): void;
+  /** Erases the line, so that a table row written next starts clean. */
+  clear(): void;
 }
 
-export function progressBar(total: number, enabled: boolean): Progress {
-  if (!enabled || !process.stderr.isTTY) return { step() {}, stop() {} };
-  const bar = new cliProgress.SingleBar(
-    { stream: process.stderr, format: 'ixfer bench [{bar}] {value}/{total} {label}', hideCursor: true, clearOnComplete: true },
-    cliProgress.Presets.shades_classic,
-  );
-  bar.start(total, 0, { label: '' });
+export function progressLine(total: number, enabled: boolean): Progress {
+  if (!enabled || !process.stderr.isTTY) return { step() {}, clear() {} };
+  let done = 0;
   return {
-    step: (label) => bar.increment(1, { label }),
-    stop: () => bar.stop(),
+    step: (label) => process.stderr.write(`\r\x1b[Kixfer bench ${++done}/${total} ${label}`),
+    clear: () => process.stderr.write('\r\x1b[K'),
   };
 }

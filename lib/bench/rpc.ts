@@ -66,15 +66,17 @@ function codeOf(code: string | undefined): ErrorCode {
 /** The worker's side: answers each request with its handler's result. */
 export function serve(handlers: Record<string, (msg: Request) => unknown>): void {
   process.on('disconnect', () => process.exit(0));
+  // An interrupted orchestrator (Ctrl-C) is gone before the answer: nothing to report then.
+  const reply = (m: object) => process.connected && process.send!(m, () => {});
   process.on('message', async (msg: Request & { id: number }) => {
     try {
       const handler = handlers[msg.type];
       if (!handler) throw new Error(`unknown request '${msg.type}'`);
       const result = (await handler(msg)) ?? {};
-      process.send!({ ...result, id: msg.id });
+      reply({ ...result, id: msg.id });
     } catch (err) {
       const e = err as { code?: string; message?: string };
-      process.send!({ id: msg.id, error: e.message ?? String(err), code: e.code });
+      reply({ id: msg.id, error: e.message ?? String(err), code: e.code });
     }
   });
 }

@@ -10,7 +10,9 @@ import type { CheckedEngine, Engine, EngineName } from './engine.js';
 import { IxferEngine, IxferFileEngine, NetEngine } from './node-engines.js';
 import { bufferSize, formatSize, sweep, type BenchOptions, type RowSpec } from './options.js';
 import { cpuSeconds, peakRss, resetPeakRss } from './procstat.js';
-import { progressBar, type Progress } from './progress.js';
+import { hostInfo, libfabricVersion, type HostInfo } from '../info.js';
+import { packageVersion } from '../native/shim.js';
+import { progressLine, type Progress } from './progress.js';
 import { measure, type Measurement } from './stats.js';
 
 export interface RowResult {
@@ -19,6 +21,10 @@ export interface RowResult {
 }
 
 export interface BenchReport {
+  host: HostInfo;
+  ixfer: string;
+  /** The libfabric loaded, as major.minor; set when the sweep ends. */
+  libfabric?: string;
   options: BenchOptions;
   /** Bytes registered (allocated) on each side, per engine; with FILE, memory and file each. */
   bufferBytes: number;
@@ -58,15 +64,31 @@ async function startEngines(o: BenchOptions, bytes: number, engines: Engine[]): 
   return ixfer;
 }
 
-export async function runBench(o: BenchOptions): Promise<BenchReport> {
+/**
+ * Runs the sweep. `onRow` gets the report so far once the engines run (no
+ * rows yet) and after each row, so that the table can be printed as rows
+ * finish (an interrupted run keeps them).
+ */
+export async function runBench(o: BenchOptions, onRow?: (report: BenchReport) => void): Promise<BenchReport> {
   const rows = sweep(o);
   const bytes = bufferSize(o, rows);
   const engines: Engine[] = [];
   let progress: Progress | undefined;
   try {
     const ixfer = await startEngines(o, bytes, engines);
-    progress = progressBar(rows.length * engines.length, !o.json && !o.csv);
+    progress = progressLine(rows.length * engines.length, !o.json && !o.csv);
     const results: RowResult[] = [];
+    const file = ixfer instanceof IxferFileEngine ? { engine: ixfer.engine, engineReason: ixfer.engineReason } : undefined;
+    const report: BenchReport = {
+      host: hostInfo(),
+      ixfer: packageVersion,
+      options: o,
+      bufferBytes: bytes,
+      engines: engines.map((e) => e.name),
+      ...(file && { file }),
+      rows: results,
+    };
+    onRow?.(report);
     for (const [i, row] of rows.entries()) {
       const label = `${formatSize(row.blockSize)} x${row.batchSize}${row.numIovs > 1 ? ` iovs ${row.numIovs}` : ''}`;
       if (o.checkConsistency) await ixfer.fill(row, 2 * i + 1);
@@ -78,11 +100,14 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
         progress.step(`${label} ${e.name}`);
       }
       results.push({ spec: row, results: r as RowResult['results'] });
+      progress.clear();
+      onRow?.(report);
     }
-    const file = ixfer instanceof IxferFileEngine ? { engine: ixfer.engine, engineReason: ixfer.engineReason } : undefined;
-    return { options: o, bufferBytes: bytes, engines: engines.map((e) => e.name), ...(file && { file }), rows: results };
+    // Only now: loading libfabric here installs its signal handling, and Ctrl-C during the sweep should end it as usual.
+    report.libfabric = libfabricVersion();
+    return report;
   } finally {
-    progress?.stop();
+    progress?.clear();
     await Promise.all(engines.map((e) => e.close()));
   }
 }

@@ -24,6 +24,7 @@ export interface Posting {
 
 /** The end of one run, as the shim reports it (status 0 or an ixfer_status; ERR_CANCELED when the agent closed first). */
 export interface Completion {
+  /** @internal Transfer's, unpublished: stripped here too, so the published Transfer still implements this. */
   complete(status: number, fiErrno: number, detail: number): void;
 }
 

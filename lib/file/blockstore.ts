@@ -9,15 +9,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
-import {
-  BackendError,
-  InvalidParamError,
-  IxferError,
-  MismatchError,
-  NoSpaceError,
-  NotAllowedError,
-  NotFoundError,
-} from '../errors.js';
+import { IxferError, makeError, MismatchError, NoSpaceError, NotAllowedError, NotFoundError, type ErrorCode } from '../errors.js';
 import { parse, parseDescriptors, type Descriptor, type ParsedDescriptor, type WaitOptions } from '../schemas.js';
 import type { FileTransfer } from './engine.js';
 import type { FileRegion } from './region.js';
@@ -35,6 +27,18 @@ const HOST = createHash('sha256').update(os.hostname()).digest('hex').slice(0, 8
 /** tmp.HOST.PID.RANDOM: a put under way (or one whose process died). */
 const TEMP = /^tmp\.([0-9a-f]{8})\.(\d+)\.[0-9a-f]{16}$/;
 
+/** The OS's reasons a store directory or block file cannot be used, as ixfer codes. */
+const FS_ERRNO: Record<string, ErrorCode> = {
+  ENOENT: 'ERR_NOT_FOUND',
+  ENOTDIR: 'ERR_INVALID_PARAM',
+  EEXIST: 'ERR_INVALID_PARAM',
+  EACCES: 'ERR_NOT_ALLOWED',
+  EPERM: 'ERR_NOT_ALLOWED',
+  EROFS: 'ERR_NOT_ALLOWED',
+  ENOSPC: 'ERR_NO_SPACE',
+  EDQUOT: 'ERR_NO_SPACE',
+};
+
 interface Block {
   size: number;
   /** Pool only: where the block lies in the memory file. */
@@ -44,15 +48,15 @@ interface Block {
   forgotten: boolean;
 }
 
-/** A typed error for a failed file system call on `what`. */
+/** A typed error for a failed file system call on `what` (the OS's code in nativeMessage). */
 function fsError(err: unknown, what: string): IxferError {
-  const code = (err as NodeJS.ErrnoException).code;
-  const msg = `${what}: ${(err as Error).message}`;
-  if (code === 'ENOTDIR' || code === 'EEXIST') return new InvalidParamError(`${what} is not a directory`, { cause: err });
-  if (code === 'ENOENT') return new NotFoundError(msg, { cause: err });
-  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') return new NotAllowedError(msg, { cause: err });
-  if (code === 'ENOSPC' || code === 'EDQUOT') return new NoSpaceError(msg, { cause: err });
-  return new BackendError(msg, { cause: err });
+  if (err instanceof IxferError) return err;
+  const errno = (err as NodeJS.ErrnoException).code ?? '';
+  const why = errno === 'ENOTDIR' || errno === 'EEXIST' ? 'is not a directory' : 'cannot be used';
+  return makeError(FS_ERRNO[errno] ?? 'ERR_BACKEND', `${what} ${why}: ${(err as Error).message}`, {
+    nativeMessage: errno,
+    cause: err,
+  });
 }
 
 function alive(pid: number): boolean {
@@ -94,6 +98,7 @@ class Extents {
 /** What a store uses of its agent (an Agent): file registration and file transfers. */
 export interface BlockStoreAgent {
   registerFile(source: string, options?: FileOpenOptions): FileRegion;
+  /** @internal Agent's, unpublished: stripped here too, or a published Agent would not fit. */
   memoryFile(name: string): FileRegion;
   createFileTransfer(request: FileTransferRequest): FileTransfer;
 }
@@ -129,7 +134,10 @@ export class BlockStore implements AsyncDisposable {
   static async open(agent: BlockStoreAgent, options: BlockStoreOptions): Promise<BlockStore> {
     const opts = parse(BlockStoreOptionsSchema, options, 'block store options');
     const store = new BlockStore(agent, opts);
-    if (opts.dir) await store.#scan(opts.dir);
+    if (opts.dir) {
+      const dir = opts.dir;
+      await store.#scan(dir);
+    }
     return store;
   }
 

@@ -1,7 +1,7 @@
 /** zod schemas of the file API (files, file transfers, block stores). */
 import { z } from 'zod';
 
-import { FileEngineKindSchema, isCount, OpSchema, parse, type Descriptor } from '../schemas.js';
+import { FileEngineKindSchema, isCount, OpSchema, parse, type Agrees, type Descriptor, type Op } from '../schemas.js';
 import type { FileDescriptor, FileRegion } from './region.js';
 
 const length = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
@@ -20,7 +20,19 @@ export const FileOpenOptionsSchema = z
     direct: z.boolean().default(false),
   })
   .strict();
-export type FileOpenOptions = z.input<typeof FileOpenOptionsSchema>;
+export interface FileOpenOptions {
+  /** Open for reading (default true). */
+  read?: boolean;
+  /** Open for writing (default true). */
+  write?: boolean;
+  /** Create the file when missing (default: when writing). */
+  create?: boolean;
+  /** Empty it first (default false). */
+  truncate?: boolean;
+  /** O_DIRECT: bypass the page cache; offsets, lengths and memory must then be aligned (default false). */
+  direct?: boolean;
+}
+true satisfies Agrees<FileOpenOptions, z.input<typeof FileOpenOptionsSchema>>;
 
 /** A range of a registered file. */
 export const FileDescriptorSchema = z
@@ -58,10 +70,15 @@ export const FileTransferRequestSchema = z
     engine: FileEngineKindSchema.optional(),
   })
   .strict();
-export type FileTransferRequest = Omit<z.input<typeof FileTransferRequestSchema>, 'local' | 'files'> & {
+export interface FileTransferRequest {
+  /** WRITE: memory to file; READ: file to memory. */
+  op: Op;
   local: Descriptor[];
   files: FileDescriptor[];
-};
+  /** Overrides the agent's default engine (and IXFER_FILE_ENGINE) for this transfer. */
+  engine?: 'auto' | 'gds' | 'gds_mt' | 'posix';
+}
+true satisfies Agrees<Omit<FileTransferRequest, 'local' | 'files'>, Omit<z.input<typeof FileTransferRequestSchema>, 'local' | 'files'>>;
 
 export const BlockStoreOptionsSchema = z
   .object({
@@ -75,7 +92,17 @@ export const BlockStoreOptionsSchema = z
     direct: z.boolean().default(false),
   })
   .strict();
-export type BlockStoreOptions = z.input<typeof BlockStoreOptionsSchema>;
+export interface BlockStoreOptions {
+  /** Directory of one file per block; without it, blocks live in host memory. */
+  dir?: string;
+  /** Most bytes the store holds. */
+  capacityBytes: number;
+  /** Engine of its transfers (default: the agent's). */
+  engine?: 'auto' | 'gds' | 'gds_mt' | 'posix';
+  /** O_DIRECT block files, dir only (default false). */
+  direct?: boolean;
+}
+true satisfies Agrees<BlockStoreOptions, z.input<typeof BlockStoreOptionsSchema>>;
 
 /** A block key names its file (hex of its UTF-8 bytes), which NAME_MAX (255) bounds. */
 export const BLOCK_KEY_MAX_BYTES = 120;

@@ -18,6 +18,8 @@ export const EXPECTED_ABI_VERSION = 1;
 
 /** The package's root: this file is dist/native/shim.js. */
 export const packageRoot = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+/** The ixfer package's version (package.json), for `--version` and reports. */
+export const packageVersion = (createRequire(import.meta.url)(path.join(packageRoot, 'package.json')) as { version: string }).version;
 
 declare const brand: unique symbol;
 type Handle<B extends string> = bigint & { readonly [brand]: B };

@@ -14,7 +14,7 @@ const MAX_ADDRESS_BYTES = 4096;
 
 export interface EndpointOptions {
   name: string;
-  /** 'auto' or a provider name; IXFER_PROVIDER overrides it. */
+  /** 'auto' or a provider name; IXFER_PROVIDER chooses in place of 'auto'. */
   provider: string;
   iface?: string | undefined;
   address?: string | undefined;
@@ -55,7 +55,12 @@ export class Endpoint {
   /** Binds to loopback unless `iface` or `address` says otherwise. */
   static open(opts: EndpointOptions): Endpoint {
     const native = shim();
-    const chosen = pickProvider(process.env.IXFER_PROVIDER || opts.provider, opts.iface);
+    // A provider named in code wins: the variable only fills in for 'auto'.
+    const env = process.env.IXFER_PROVIDER;
+    const fromEnv = opts.provider === 'auto' && !!env;
+    const chosen = fromEnv
+      ? pickProvider(env, opts.iface, 'from IXFER_PROVIDER')
+      : pickProvider(opts.provider, opts.iface, env ? `option provider; IXFER_PROVIDER=${env} is ignored when the option names one` : 'option provider');
     const provider = coreName(chosen.name);
     const node = bindNode(provider, opts.iface, opts.address);
     const out: (bigint | null)[] = [null];

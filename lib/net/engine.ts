@@ -10,14 +10,14 @@ import { describeSource, isDetached, MemoryRegion, type MemorySource, type Regio
 import { MemoryRegistry } from '../core/registry.js';
 import type { Telemetry } from '../core/telemetry.js';
 import { Transfer } from '../core/transfer.js';
-import { codeOfStatus, InvalidParamError, MismatchError, NotFoundError, statusOf, type IxferError } from '../errors.js';
+import { codeOfStatus, InvalidParamError, MismatchError, NotFoundError, statusOf } from '../errors.js';
 import { OP_READ, OP_WRITE, POST_NOTIFY } from '../native/layout.js';
 import { check, shim, toBigInt, viewNative, type MrHandle } from '../native/shim.js';
 import { parseDescriptors, type Descriptor, type Op, type ParsedDescriptor } from '../schemas.js';
 import type { Endpoint } from './endpoint.js';
 import { parseNotificationBody, type InboxLimits } from './inbox.js';
 import { encodeMetadata } from './metadata.js';
-import { Notifications } from './notifications.js';
+import { Notifications, type NotificationDroppedError } from './notifications.js';
 import { PeerTable } from './peers.js';
 import { buildPosting, pickSides, PreparedLocal, PreparedRemote, type NetPosting } from './prepared.js';
 
@@ -52,7 +52,7 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     /** Registrations changed (our metadata with them). */
     changed: () => void;
     /** An incoming notification was dropped. */
-    dropped: (err: IxferError) => void;
+    dropped: (err: NotificationDroppedError) => void;
     /** metadata.maxRegionsPerPeer */
     maxRegionsPerPeer: number;
     /** Bounds of the delivered-notification queue. */

@@ -13,7 +13,14 @@ import type { Endpoint } from './endpoint.js';
 import { Notification, NotificationInbox, parseNotificationBody, type InboxLimits } from './inbox.js';
 import type { Peer } from './peers.js';
 
-/** Counters of incoming notifications. */
+/** The 'notification-dropped' event's error: its sender and size besides the code. */
+export type NotificationDroppedError = IxferError & {
+  peer: string;
+  bytes: number;
+  /** 'queue-full': delivered, but dropped unread from the full queue (notifications.maxQueued*). */
+  reason?: 'queue-full';
+};
+
 export interface NotificationStats {
   received: number;
   /** Dropped: over maxPendingBytesPerPeer, or stale (see the 'notification-dropped' event). */
@@ -35,7 +42,7 @@ export class Notifications {
   readonly #completions: Completions;
   readonly #telemetry: Telemetry;
   readonly #describe: (status: number, fiErrno: number) => string;
-  readonly #dropped: (err: IxferError) => void;
+  readonly #dropped: (err: NotificationDroppedError) => void;
   #counts = { received: 0, dropped: 0, overflowed: 0 };
   #warned = false;
   /** Next standalone-notification sequence number per receiving agent instance. */
@@ -47,7 +54,7 @@ export class Notifications {
     telemetry: Telemetry;
     describe: (status: number, fiErrno: number) => string;
     /** Reports a dropped incoming notification ('notification-dropped'). */
-    dropped: (err: IxferError) => void;
+    dropped: (err: NotificationDroppedError) => void;
     limits: InboxLimits;
   }) {
     this.#ep = init.endpoint;
@@ -103,12 +110,11 @@ export class Notifications {
   /** A delivered notification dropped from the full queue: reported like the shim's drops. */
   #overflowed(n: Notification, why: string): void {
     this.#counts.overflowed++;
-    const err: IxferError & { peer?: string; bytes?: number; reason?: string } = new NoSpaceError(
-      `a notification of ${n.bytes.length} bytes from '${n.peer}' was dropped unread: ${why}`,
+    const err: NotificationDroppedError = Object.assign(
+      new NoSpaceError(`a notification of ${n.bytes.length} bytes from '${n.peer}' was dropped unread: ${why}`),
+      { peer: n.peer, bytes: n.bytes.length, reason: 'queue-full' as const },
     );
-    err.peer = n.peer;
-    err.bytes = n.bytes.length;
-    err.reason = 'queue-full';
+    this.#telemetry.notification('dropped', n.peer, n.bytes.length, err);
     if (!this.#warned) {
       // Usually an application that never reads its notifications: say so once.
       this.#warned = true;
@@ -143,15 +149,13 @@ export class Notifications {
     }
     this.#counts.dropped++;
     const code = codeOfStatus(n.status);
-    const err: IxferError & { peer?: string; bytes?: number } = makeError(
+    const err: NotificationDroppedError = Object.assign(makeError(
       code,
       `a notification of ${n.len} bytes from '${n.sender}' was dropped: ` +
         (code === 'ERR_NOT_ALLOWED'
           ? 'it exceeds the pending limit for one peer (notifications.maxPendingBytesPerPeer)'
           : 'its data or its remaining fragments did not arrive within notifications.staleMs'),
-    );
-    err.peer = n.sender;
-    err.bytes = n.len;
+    ), { peer: n.sender, bytes: n.len });
     this.#telemetry.notification('dropped', n.sender, n.len, err);
     // Not from inside the drain: a throwing listener must not cost other events.
     queueMicrotask(() => this.#dropped(err));

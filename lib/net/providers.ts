@@ -1,7 +1,7 @@
 /** libfabric provider discovery, the attributes of a provider that matter to ixfer, and the choice of one. */
 import os from 'node:os';
 
-import { NotSupportedError } from '../errors.js';
+import { NotFoundError, NotSupportedError } from '../errors.js';
 import { check, decodeProviderInfo, providerInfoBuffer, shim, type ProviderInfoRaw } from '../native/shim.js';
 
 const MR_MODE_BITS: [number, string][] = [
@@ -34,7 +34,8 @@ export interface ProviderSummary {
   rmaIovLimit: number;
   injectSize: number;
   cqDataSize: number;
-  maxMsgSize: number;
+  /** Decimal string: libfabric reports up to 2^64 - 1, which a JavaScript number cannot hold exactly. */
+  maxMsgSize: string;
   txSize: number;
   dataProgress: (typeof PROGRESS)[number];
   controlProgress: (typeof PROGRESS)[number];
@@ -54,7 +55,7 @@ export function summarizeProvider(raw: ProviderInfoRaw): ProviderSummary {
     rmaIovLimit: raw.rma_iov_limit,
     injectSize: Number(raw.inject_size),
     cqDataSize: Number(raw.cq_data_size),
-    maxMsgSize: Number(raw.max_msg_size),
+    maxMsgSize: String(raw.max_msg_size),
     txSize: raw.tx_size,
     dataProgress: PROGRESS[raw.data_progress] ?? 'unspec',
     controlProgress: PROGRESS[raw.control_progress] ?? 'unspec',
@@ -85,16 +86,29 @@ export function coreName(name: string): string {
 /** Preference of provider 'auto': fastest fabric first; shm is intra-node only. */
 const AUTO_ORDER = ['cxi', 'efa', 'verbs', 'tcp'] as const;
 
-/** The provider asked for ('auto': the first of AUTO_ORDER offered), on interface iface if given. */
-export function pickProvider(requested: string, iface: string | undefined): ProviderSummary {
-  const all = listProviders().filter((p) => !iface || p.domain === iface);
+/**
+ * The provider asked for ('auto': the first of AUTO_ORDER offered), on interface iface if given.
+ * `source` names where the request came from, for the error message.
+ */
+export function pickProvider(requested: string, iface: string | undefined, source = 'option provider'): ProviderSummary {
+  const providers = listProviders();
+  if (iface && !providers.some((p) => p.domain === iface) && !(iface in os.networkInterfaces())) {
+    // Said first: otherwise the miss reads as "no provider", which sends the user the wrong way.
+    const known = [...new Set([...Object.keys(os.networkInterfaces()), ...providers.map((p) => p.domain)])];
+    throw new NotFoundError(`interface '${iface}' does not exist on this host; interfaces: ${known.sort().join(', ') || 'none'}`);
+  }
+  const all = providers.filter((p) => !iface || p.domain === iface);
   const offered = [...new Set(all.map((p) => coreName(p.name)))];
   const want = requested === 'auto' ? AUTO_ORDER.find((name) => offered.includes(name)) : requested;
   const found = want && all.find((p) => coreName(p.name) === want || p.name === want);
   if (!found) {
+    const where = iface ? ` on interface ${iface}` : ' on this host';
+    const elsewhere = iface
+      ? `; '${requested}' is on: ${[...new Set(providers.filter((p) => requested === 'auto' || coreName(p.name) === requested).map((p) => p.domain))].join(', ') || 'no interface'}`
+      : '';
     throw new NotSupportedError(
-      `provider '${requested}' does not offer RDM endpoints with RMA on this host` +
-        `${iface ? ` (interface ${iface})` : ''}; available: ${offered.join(', ') || 'none'}`,
+      `provider '${requested}' (${source}) does not offer RDM endpoints with RMA${where}; ` +
+        `available${iface ? ` on ${iface}` : ''}: ${offered.join(', ') || 'none'}${elsewhere}`,
     );
   }
   return found;

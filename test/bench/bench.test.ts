@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -41,6 +41,9 @@ interface Measurement {
   consistent?: boolean;
 }
 interface Report {
+  host: { hostname: string; node: string };
+  ixfer: string;
+  libfabric: string;
   bufferBytes: number;
   engines: string[];
   file?: { engine: string; engineReason: string };
@@ -54,6 +57,10 @@ describe('ixfer bench', () => {
     expect(code, stderr).toBe(0);
     expect(stderr).toBe(''); // no progress bar without a TTY, and none with --json
     const report = JSON.parse(stdout) as Report;
+    expect(report.host.hostname).toBe(os.hostname());
+    expect(report.host.node).toBe(process.version);
+    expect(report.ixfer).toBe(JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).version);
+    expect(report.libfabric).toMatch(/^1\.\d+$/);
     expect(report.engines).toEqual(['ixfer', 'c', 'net']);
     expect(report.bufferBytes).toBe(8192);
     expect(report.rows.map((r) => r.spec.blockSize)).toEqual([4096, 8192]);
@@ -101,6 +108,37 @@ describe('ixfer bench', () => {
     }
   });
 
+  it('the table streams row by row; an interrupt keeps the rows so far', async () => {
+    // 4 KiB .. 64 MiB: the first row finishes long before the last.
+    const args = ['bench', '--start-block-size', '4K', '--max-block-size', '64M', '--num-iter', '20', '--warmup-iter', '2'];
+    const child = spawn(process.execPath, [cli, ...args], { cwd: root, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    child.stdout.setEncoding('utf8');
+    const exited = new Promise<NodeJS.Signals | number | null>((resolve) => child.on('close', (code, signal) => resolve(signal ?? code)));
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (chunk: string) => {
+        stdout += chunk;
+        if (/^4096\s+1\s+\d/m.test(stdout)) resolve();
+      });
+      child.on('close', () => reject(new Error(`bench ended before its first row was printed: ${stdout}`)));
+    });
+    expect(child.exitCode).toBeNull(); // still running: the row came as it finished, not at the end
+    // What Ctrl-C does: SIGINT to the foreground process group (the bench and its workers).
+    process.kill(-child.pid!, 'SIGINT');
+    expect(await exited).not.toBe(0);
+    expect(stdout).toMatch(/block \(B\)\s+batch\s+GB\/s/);
+    expect(stdout).toMatch(/^4096\s+1\s+\d/m);
+    expect(stdout).not.toMatch(/^67108864\s+1\s+\d/m);
+  });
+
+  it('the --baseline table fits in 100 columns', async () => {
+    const { code, stdout, stderr } = await ixfer('bench', ...tiny, '--baseline', '--check-consistency');
+    expect(code, stderr).toBe(0);
+    expect(stdout).toMatch(/block \(B\)\s+batch\s+GB\/s\s+post avg\s+tx p99\s+cpu s\/GB i\s+c GB\/s\s+x c\s+net GB\/s\s+x net\s+check/);
+    expect(stdout).toMatch(/^8192\s+1\s+\d.*ok$/m);
+    for (const line of stdout.split('\n')) expect(line.length, line).toBeLessThanOrEqual(100);
+  });
+
   it('the table, and --preset iov-sweep', async () => {
     const table = await ixfer('bench', ...tiny);
     expect(table.code, table.stderr).toBe(0);
@@ -145,7 +183,9 @@ describe('ixfer bench', () => {
     expect(table.stdout).toContain('file engine posix (posix asked for)');
     expect(table.stdout).toMatch(/c GB\/s\s+x c\s+check$/m);
     expect(table.stdout).not.toContain('net GB/s');
-    expect(table.stdout).toMatch(/^8192\s+1\s+\d.*\s-\s.*\sok$/m);
+    // With the baseline the table is compact: no t columns (here '-' anyway).
+    expect(table.stdout).toMatch(/^8192\s+1\s+\d.*\sok$/m);
+    expect(table.stdout).not.toContain('cpu s/GB t');
   });
 
   it('VRAM over the network is ERR_NOT_SUPPORTED, before anything starts', async () => {
@@ -192,9 +232,14 @@ describe('ixfer plan', () => {
 
   it('refuses a malformed model', async () => {
     const file = path.join(tmp, 'bad.json');
-    fs.writeFileSync(file, JSON.stringify({ name: 'x', layers: 0 }));
+    fs.writeFileSync(file, JSON.stringify({ name: 'x', layers: 0, headDim: 'wide' }));
     const { code, stderr } = await ixfer('plan', file);
     expect(code).toBe(1);
-    expect(stderr).toMatch(/ERR_INVALID_PARAM.*layers/);
+    // Every problem at once, the field apart from the file's path.
+    expect(stderr).toContain(`ERR_INVALID_PARAM: invalid model ${file} (6 problems):`);
+    for (const field of ['layers', 'kvHeads', 'headDim', 'dtypeBytes', 'tokensPerPage', 'inputLength']) {
+      expect(stderr).toMatch(new RegExp(`^  ${field}: `, 'm'));
+    }
+    expect(stderr).not.toContain(`${file}.layers`);
   });
 });

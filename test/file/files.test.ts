@@ -11,7 +11,7 @@ import path from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { Agent, BlockStore, type FileRegion, type MemoryRegion } from '../../lib/index.js';
+import { Agent, BlockStore, type ErrorCode, type FileRegion, type MemoryRegion } from '../../lib/index.js';
 import { connectAll, expectCode, MiB, random } from '../support/helpers.js';
 const same = (a: Uint8Array, b: Uint8Array) => Buffer.compare(Buffer.from(a), Buffer.from(b)) === 0;
 
@@ -443,6 +443,26 @@ describe('BlockStore', () => {
       await store.close();
     });
   }
+
+  it('a directory that cannot be used is a typed error naming it; the agent still works', async () => {
+    const file = tmpFile();
+    fs.writeFileSync(file, 'x');
+    const dangling = path.join(dir, 'dangling');
+    fs.symlinkSync(path.join(dir, 'nowhere', 'deeper'), dangling);
+    const cases: [string, ErrorCode, string][] = [
+      [path.join(file, 'blocks'), 'ERR_INVALID_PARAM', 'ENOTDIR'],
+      [file, 'ERR_INVALID_PARAM', 'EEXIST'],
+      [dangling, 'ERR_NOT_FOUND', 'ENOENT'],
+      // Not even root may create directories in sysfs.
+      ['/sys/ixfer-blocks', 'ERR_NOT_ALLOWED', ''],
+    ];
+    for (const [where, code, errno] of cases) {
+      const err = await expectCode(() => BlockStore.open(agent, { dir: where, capacityBytes: MiB }), code);
+      expect(err.message).toContain(`'${where}'`);
+      if (errno) expect(err.nativeMessage).toBe(errno);
+    }
+    await stillWorks();
+  });
 
   it('keys: at most 120 UTF-8 bytes, as they name files', async () => {
     const store = await BlockStore.open(agent, { dir: path.join(dir, 'blocks4'), capacityBytes: MiB });

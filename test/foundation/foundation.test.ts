@@ -40,18 +40,34 @@ describe('ixfer info', () => {
     expect(json.status).toBe(0);
     const parsed = JSON.parse(json.stdout);
     expect(parsed.libfabric.providers.some((p: { name: string }) => p.name === 'tcp;ofi_rxm')).toBe(true);
+    // 64-bit attributes exactly: tcp reports SIZE_MAX, which a double would print as 18446744073709552000.
+    const tcp = parsed.libfabric.providers.find((p: { name: string }) => p.name === 'tcp;ofi_rxm');
+    expect(BigInt(tcp.maxMsgSize)).toBeGreaterThan(0n);
+    expect(json.stdout).not.toContain('18446744073709552000');
+    expect(json.stdout).toMatch(/"maxMsgSize": "\d+"/);
+    // Where the report comes from.
+    expect(parsed.ixfer).toBe(JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).version);
+    expect(parsed.host.hostname).toBe(os.hostname());
+    expect(parsed.host.node).toBe(process.version);
+    expect(parsed.libfabric.version).toMatch(/^1\.\d+$/);
   });
 
-  it('explains a missing libfabric instead of failing', () => {
-    const r = runCli(['info', '--json'], { IXFER_LIBFABRIC_SO: '/nonexistent/libfabric.so.1' });
+  it('--version prints the package version', () => {
+    const r = runCli(['--version']);
     expect(r.status).toBe(0);
+    expect(r.stdout.trim()).toBe(JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).version);
+  });
+
+  it('explains a missing libfabric, and exits 1 so that it can gate a start-up script', () => {
+    const r = runCli(['info', '--json'], { IXFER_LIBFABRIC_SO: '/nonexistent/libfabric.so.1' });
+    expect(r.status).toBe(1);
     const parsed = JSON.parse(r.stdout);
     expect(parsed.libfabric.available).toBe(false);
     expect(parsed.libfabric.error).toContain('/nonexistent/libfabric.so.1');
     expect(parsed.libfabric.error).toContain('apt-get install libfabric1');
     expect(parsed.libfabric.disables).toMatch(/network transfers/);
     const table = runCli(['info'], { IXFER_LIBFABRIC_SO: '/nonexistent/libfabric.so.1' });
-    expect(table.status).toBe(0);
+    expect(table.status).toBe(1);
     expect(table.stdout).toContain('MISSING');
   });
 
@@ -69,6 +85,41 @@ describe('ixfer info', () => {
     const r = runCli(['frobnicate']);
     expect(r.status).toBe(2);
     expect(r.stderr).toContain('usage: ixfer');
+  });
+});
+
+describe('CommonJS', () => {
+  it("require('ixfer') from a CommonJS script loads the package and moves bytes", () => {
+    const app = fs.mkdtempSync(path.join(os.tmpdir(), 'ixfer-cjs-'));
+    try {
+      // node_modules/ixfer -> this package: resolution goes through package.json's exports map.
+      fs.mkdirSync(path.join(app, 'node_modules'));
+      fs.symlinkSync(root, path.join(app, 'node_modules', 'ixfer'));
+      fs.writeFileSync(
+        path.join(app, 'main.cjs'),
+        `const { Agent, IxferError } = require('ixfer');
+(async () => {
+  const a = await Agent.create({ name: 'cjs-a' });
+  const b = await Agent.create({ name: 'cjs-b' });
+  const src = a.allocate(4096);
+  src.bytes.fill(7);
+  const dst = b.allocate(4096);
+  const peer = a.loadRemoteMetadata(b.getLocalMetadata());
+  await a.createTransfer({ op: 'WRITE', peer, local: [src.desc()], remote: [dst.desc()] }).run({ timeoutMs: 10000 });
+  let typed = false;
+  try { a.allocate(-1); } catch (e) { typed = e instanceof IxferError; }
+  console.log(JSON.stringify({ sum: dst.bytes.reduce((s, v) => s + v, 0), typed }));
+  await a.close();
+  await b.close();
+})();
+`,
+      );
+      const r = spawnSync(process.execPath, ['main.cjs'], { cwd: app, encoding: 'utf8', timeout: 30_000 });
+      expect(r.status, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout)).toEqual({ sum: 7 * 4096, typed: true });
+    } finally {
+      fs.rmSync(app, { recursive: true, force: true });
+    }
   });
 });
 

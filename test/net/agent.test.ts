@@ -36,10 +36,18 @@ describe('Agent.create', () => {
     expect(e.message).toContain('tcp');
   });
 
-  it('IXFER_PROVIDER overrides the option', async () => {
-    process.env.IXFER_PROVIDER = 'efa';
+  it('IXFER_PROVIDER fills in for provider auto; a provider named in code wins', async () => {
+    process.env.IXFER_PROVIDER = 'bogus';
     try {
-      await expectCode(() => Agent.create({ name: 'x', provider: 'tcp' }), 'ERR_NOT_SUPPORTED');
+      const a = await Agent.create({ name: 'x', provider: 'tcp' });
+      expect(a.provider).toBe('tcp');
+      await a.close();
+      const e = await expectCode(() => Agent.create({ name: 'x' }), 'ERR_NOT_SUPPORTED');
+      expect(e.message).toContain("'bogus'");
+      expect(e.message).toContain('IXFER_PROVIDER');
+      // The variable is named even when the option is the one that failed.
+      const e2 = await expectCode(() => Agent.create({ name: 'x', provider: 'cxi' }), 'ERR_NOT_SUPPORTED');
+      expect(e2.message).toContain('IXFER_PROVIDER=bogus');
     } finally {
       delete process.env.IXFER_PROVIDER;
     }
@@ -51,6 +59,15 @@ describe('Agent.create', () => {
     } finally {
       delete process.env.IXFER_PROVIDER;
     }
+  });
+
+  it('an interface that does not exist is ERR_NOT_FOUND listing the ones that do', async () => {
+    const e = await expectCode(() => Agent.create({ name: 'x', iface: 'eth9' }), 'ERR_NOT_FOUND');
+    expect(e.message).toContain("interface 'eth9' does not exist");
+    expect(e.message).toContain('lo');
+    const a = await Agent.create({ name: 'after', iface: 'lo' });
+    expect(a.providerInfo.domain).toBe('lo');
+    await a.close();
   });
 });
 
