@@ -1,9 +1,9 @@
 /**
  * The orchestrator: starts each engine's processes (two per engine over the
  * network, one with --target-seg FILE), then for every row of
- * the sweep runs every engine in turn (interleaved, so that a noisy machine
- * disturbs all engines alike), sampling both processes' CPU time and peak RSS
- * from /proc around the measured iterations.
+ * the sweep runs every engine in turn, --repeat times (interleaved, so that a
+ * noisy machine disturbs all engines alike), sampling both processes' CPU time
+ * and peak RSS from /proc around the measured iterations.
  */
 import { CEngine } from './c-baseline.js';
 import type { CheckedEngine, Engine, EngineName } from './engine.js';
@@ -11,7 +11,7 @@ import { IxferEngine, IxferFileEngine, NetEngine } from './node-engines.js';
 import { bufferSize, formatSize, sweep, type BenchOptions, type RowSpec } from './options.js';
 import { cpuSeconds, peakRss, resetPeakRss } from './procstat.js';
 import { progressBar, type Progress } from './progress.js';
-import { measure, type Measurement } from './stats.js';
+import { measure, medianRun, type Measurement } from './stats.js';
 
 export interface RowResult {
   spec: RowSpec;
@@ -58,6 +58,12 @@ async function startEngines(o: BenchOptions, bytes: number, engines: Engine[]): 
   return ixfer;
 }
 
+/** The engines whose data --check-consistency compares: ixfer's, and the C RMA loop's. */
+function checkedEngine(e: Engine, ixfer: CheckedEngine): CheckedEngine | undefined {
+  if (e === ixfer) return ixfer;
+  return e instanceof CEngine && e.checked ? e : undefined;
+}
+
 export async function runBench(o: BenchOptions): Promise<BenchReport> {
   const rows = sweep(o);
   const bytes = bufferSize(o, rows);
@@ -65,18 +71,25 @@ export async function runBench(o: BenchOptions): Promise<BenchReport> {
   let progress: Progress | undefined;
   try {
     const ixfer = await startEngines(o, bytes, engines);
-    progress = progressBar(rows.length * engines.length, !o.json && !o.csv);
+    progress = progressBar(rows.length * engines.length * o.repeat, !o.json && !o.csv);
     const results: RowResult[] = [];
     for (const [i, row] of rows.entries()) {
       const label = `${formatSize(row.blockSize)} x${row.batchSize}${row.numIovs > 1 ? ` iovs ${row.numIovs}` : ''}`;
-      if (o.checkConsistency) await ixfer.fill(row, 2 * i + 1);
-      const r: Partial<Record<EngineName, Measurement>> = {};
-      for (const e of engines) {
-        r[e.name] = await measureRow(e, row);
-        // Checked before the baselines run: the C file loop writes the same file.
-        if (e === ixfer && o.checkConsistency) r.ixfer!.consistent = await ixfer.consistent(row);
-        progress.step(`${label} ${e.name}`);
+      const runs = new Map<Engine, Measurement[]>(engines.map((e) => [e, []]));
+      for (let rep = 0; rep < o.repeat; rep++) {
+        for (const e of engines) {
+          // Filled before each engine runs and checked right after: the C
+          // file loop writes the same file, and the C RMA loop its own buffers.
+          const checked = o.checkConsistency ? checkedEngine(e, ixfer) : undefined;
+          if (checked) await checked.fill(row, 2 * (i * o.repeat + rep) + 1);
+          const m = await measureRow(e, row);
+          if (checked) m.consistent = await checked.consistent(row);
+          runs.get(e)!.push(m);
+          progress.step(`${label} ${e.name}`);
+        }
       }
+      const r: Partial<Record<EngineName, Measurement>> = {};
+      for (const e of engines) r[e.name] = medianRun(runs.get(e)!);
       results.push({ spec: row, results: r as RowResult['results'] });
     }
     const file = ixfer instanceof IxferFileEngine ? { engine: ixfer.engine, engineReason: ixfer.engineReason } : undefined;
