@@ -399,7 +399,9 @@ static uint64_t now_ns(void)
  * the submission lands when the progress thread is about to sleep again. A
  * wake-up lost there used to cost a whole idle wait (one second) for that
  * transfer; no transfer may take half of that (a correctness bound, far
- * above any loaded-machine latency of a 4 KiB write on loopback). */
+ * above any loaded-machine latency of a 4 KiB write on loopback).
+ * scripts/sanitize.sh runs it with IXFER_SPIN_US=50 too, which aims the next
+ * submission right at the moment the thread goes to sleep. */
 static void test_wakeups(const char *provider, const char *node)
 {
     ixfer_agent_config cfg = {.provider = provider, .node = node};
@@ -435,7 +437,7 @@ static void test_wakeups(const char *provider, const char *node)
     ixfer_iov_pair pair = {src, len, smr, rbase, dkey};
     const int rounds = 2000;
     uint64_t worst = 0;
-    int ok = 0;
+    int ok = 0, worst_round = 0;
     for (int i = 0; i < rounds; i++) {
         ((uint8_t *)(uintptr_t)src)[i % len] = (uint8_t)(i + 1);
         uint64_t t0 = now_ns();
@@ -445,12 +447,15 @@ static void test_wakeups(const char *provider, const char *node)
         if (!wait_event(a, afd, &ev) || ev.status != IXFER_OK || ev.user_id != 1000ull + i)
             break;
         uint64_t took = now_ns() - t0;
-        worst = took > worst ? took : worst;
+        if (i > 0 && took > worst) { /* round 0 also connects */
+            worst = took;
+            worst_round = i;
+        }
         ok++;
     }
     if (ok != rounds || worst >= 500000000ull)
-        fprintf(stderr, "%s: %d of %d rounds done, slowest %.1f ms\n", provider, ok, rounds,
-                worst / 1e6);
+        fprintf(stderr, "%s: %d of %d rounds done, slowest %.1f ms (round %d)\n", provider, ok,
+                rounds, worst / 1e6, worst_round);
     EXPECT(ok == rounds);
     EXPECT(worst < 500000000ull);
     EXPECT(memcmp((void *)(uintptr_t)src, (void *)(uintptr_t)dst, len) == 0);
@@ -465,9 +470,6 @@ static void test_wakeups(const char *provider, const char *node)
 
 int main(void)
 {
-    /* Watching after activity aims the next submission at the moment the
-     * thread goes to sleep: test_wakeups wants that. */
-    setenv("IXFER_SPIN_US", "50", 0);
     test_identity();
     test_query();
     test_bad_input();
