@@ -6,7 +6,7 @@
 import type { Posting } from '../core/engine.js';
 import type { MemoryRegion } from '../core/memory.js';
 import { InvalidParamError, MismatchError } from '../errors.js';
-import { packIovPairs } from '../native/layout.js';
+import { IovPairs } from '../native/layout.js';
 import type { Op, ParsedDescriptor } from '../schemas.js';
 import { parseNotificationBody } from './inbox.js';
 import type { Peer, RemoteRegion } from './peers.js';
@@ -59,31 +59,36 @@ export interface Sides {
 
 /** Pairs local and remote descriptors one to one (the callers checked that the lists are as long) and packs them. */
 export function buildPosting(op: Op, peer: Peer, generation: number, s: Sides, notification: unknown): NetPosting {
+  const n = s.local.length;
+  const pairs = new IovPairs(n);
+  // Descriptors of one region come in runs: the sets see each run once.
+  const memory = new Set<MemoryRegion>();
+  const remote = new Set<RemoteRegion>();
+  let lastLocal: MemoryRegion | undefined;
+  let lastRemote: RemoteRegion | undefined;
   let bytes = 0;
-  const entries = s.local.map((l, i) => {
+  for (let i = 0; i < n; i++) {
+    const l = s.local[i]!;
     const r = s.remote[i]!;
     if (l.len !== r.len) throw new MismatchError(`descriptor ${i}: local length ${l.len}, remote length ${r.len}`);
     bytes += l.len;
+    const lr = s.localRegions[i]!;
     const rr = s.remoteRegions[i]!;
-    return {
-      laddr: l.addr,
-      len: l.len,
-      mr: s.localRegions[i]!.handle as bigint,
-      // Providers without FI_MR_VIRT_ADDR take offsets into the remote region.
-      raddr: peer.virtAddr ? r.addr : r.addr - rr.addr,
-      key: rr.key,
-    };
-  });
+    if (lr !== lastLocal) memory.add((lastLocal = lr));
+    if (rr !== lastRemote) remote.add((lastRemote = rr));
+    // Providers without FI_MR_VIRT_ADDR take offsets into the remote region.
+    pairs.set(i, l.addr, l.len, lr.handle as bigint, peer.virtAddr ? r.addr : r.addr - rr.addr, rr.key);
+  }
   return {
     op,
     target: peer.name,
-    count: entries.length,
+    count: n,
     bytes,
-    memory: [...new Set(s.localRegions)],
+    memory: [...memory],
     peer,
     generation,
-    remote: [...new Set(s.remoteRegions)],
-    pairs: packIovPairs(entries),
+    remote: [...remote],
+    pairs: pairs.bytes,
     notification: notification === undefined ? undefined : parseNotificationBody(notification),
   };
 }
