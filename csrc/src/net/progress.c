@@ -33,8 +33,8 @@
 /* Why not fi_cq_signal + fi_cq_sread: in libfabric 1.17 ofi_cq_sreadfrom
  * checks cq->wakeup and then calls fi_wait, whose util_wait_fd_try starts
  * with fd_signal_reset(): a signal landing between the two is drained and the
- * thread sleeps its whole timeout (one transfer took a second, issue 16). Our
- * own eventfd is never reset by libfabric. Why poll some CQs: shm's wait
+ * thread sleeps its whole timeout (one transfer took a second). Our own
+ * eventfd is never reset by libfabric. Why poll some CQs: shm's wait
  * object is FI_WAIT_YIELD, whose wait busy-waits on every version and on 1.17
  * ignores the timeout; EFA before 2.5 refuses any wait object. */
 int32_t ixfer_progress_open_cq(struct ixfer_agent *a)
@@ -325,19 +325,16 @@ static ssize_t handle_cq(struct ixfer_agent *a, struct fi_cq_data_entry *ents, s
  * something came. */
 static int spin(struct ixfer_agent *a, struct fi_cq_data_entry *ents)
 {
+    /* Submitters write nothing meanwhile (the thread is not `sleeping`): the
+     * count they bump is what it watches. */
     unsigned seen = atomic_load(&a->submitted);
-    atomic_store(&a->spinning, 1);
     int busy = 0;
     uint64_t start = ixfer_now_ns(), limit = ixfer_spin_ns();
     do {
         busy = atomic_load(&a->submitted) != seen ||
                handle_cq(a, ents, fi_cq_read(a->cq, ents, CQ_BATCH)) > 0;
     } while (!busy && ixfer_now_ns() - start < limit);
-    atomic_store(&a->spinning, 0);
-    /* A submitter that saw the flag up did not signal; it counted its
-     * submission before reading the flag, so looking again now that the flag
-     * is down cannot miss it (all seq_cst). */
-    return busy || atomic_load(&a->submitted) != seen;
+    return busy;
 }
 
 /* Sleeps until the CQ may have something, wake_fd is written, or timeout_ns
