@@ -18,7 +18,7 @@ import { parseNotificationBody } from './inbox.js';
 import { encodeMetadata } from './metadata.js';
 import { Notifications } from './notifications.js';
 import { PeerTable } from './peers.js';
-import { buildPosting, pickSides, PreparedLocal, PreparedRemote, type NetPosting } from './prepared.js';
+import { buildPosting, PreparedLocal, PreparedRemote, type NetPosting } from './prepared.js';
 
 export class NetEngine implements Engine<NetPosting>, RegionOwner {
   readonly defaultTimeoutMs: number | undefined;
@@ -176,7 +176,9 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
   }
 
   makeTransfer(op: Op, local: PreparedLocal, li: number[], remote: PreparedRemote, ri: number[], notification: unknown): Transfer {
-    const posting = buildPosting(op, remote.peerRef, remote.generation, pickSides(local, li, remote, ri), notification);
+    if (li.length !== ri.length) throw new MismatchError(`${li.length} local indices but ${ri.length} remote ones`);
+    const sides = { local: local.descs, localRegions: local.regions, remote: remote.descs, remoteRegions: remote.regions };
+    const posting = buildPosting(op, remote.peerRef, remote.generation, sides, notification, { local: li, remote: ri });
     return new Transfer(this, posting);
   }
 

@@ -57,9 +57,19 @@ export interface Sides {
   remoteRegions: readonly RemoteRegion[];
 }
 
-/** Pairs local and remote descriptors one to one (the callers checked that the lists are as long) and packs them. */
-export function buildPosting(op: Op, peer: Peer, generation: number, s: Sides, notification: unknown): NetPosting {
-  const n = s.local.length;
+/** Which entries of Sides a posting takes: the i-th pair is local[local[i]] with remote[remote[i]]. */
+export interface Picks {
+  local: readonly number[];
+  remote: readonly number[];
+}
+
+/**
+ * Pairs local and remote descriptors one to one (the callers checked that the
+ * lists, or the picks, are as long) and packs them; picks (makeTransfer)
+ * choose entries of prepared lists by index.
+ */
+export function buildPosting(op: Op, peer: Peer, generation: number, s: Sides, notification: unknown, picks?: Picks): NetPosting {
+  const n = picks ? picks.local.length : s.local.length;
   const pairs = new IovPairs(n);
   // Descriptors of one region come in runs: the sets see each run once.
   const memory = new Set<MemoryRegion>();
@@ -68,12 +78,16 @@ export function buildPosting(op: Op, peer: Peer, generation: number, s: Sides, n
   let lastRemote: RemoteRegion | undefined;
   let bytes = 0;
   for (let i = 0; i < n; i++) {
-    const l = s.local[i]!;
-    const r = s.remote[i]!;
+    const li = picks ? picks.local[i]! : i;
+    const ri = picks ? picks.remote[i]! : i;
+    if (li >= s.local.length) throw new InvalidParamError(`local index ${li} is outside the prepared list of ${s.local.length}`);
+    if (ri >= s.remote.length) throw new InvalidParamError(`remote index ${ri} is outside the prepared list of ${s.remote.length}`);
+    const l = s.local[li]!;
+    const r = s.remote[ri]!;
     if (l.len !== r.len) throw new MismatchError(`descriptor ${i}: local length ${l.len}, remote length ${r.len}`);
     bytes += l.len;
-    const lr = s.localRegions[i]!;
-    const rr = s.remoteRegions[i]!;
+    const lr = s.localRegions[li]!;
+    const rr = s.remoteRegions[ri]!;
     if (lr !== lastLocal) memory.add((lastLocal = lr));
     if (rr !== lastRemote) remote.add((lastRemote = rr));
     // Providers without FI_MR_VIRT_ADDR take offsets into the remote region.
@@ -90,21 +104,5 @@ export function buildPosting(op: Op, peer: Peer, generation: number, s: Sides, n
     remote: [...remote],
     pairs: pairs.bytes,
     notification: notification === undefined ? undefined : parseNotificationBody(notification),
-  };
-}
-
-/** The entries of prepared lists at the given indices. */
-export function pickSides(local: PreparedLocal, li: number[], remote: PreparedRemote, ri: number[]): Sides {
-  if (li.length !== ri.length) throw new MismatchError(`${li.length} local indices but ${ri.length} remote ones`);
-  const pick = <T>(list: readonly T[], idx: number[], what: string): T[] =>
-    idx.map((i) => {
-      if (i >= list.length) throw new InvalidParamError(`${what} index ${i} is outside the prepared list of ${list.length}`);
-      return list[i]!;
-    });
-  return {
-    local: pick(local.descs, li, 'local'),
-    localRegions: pick(local.regions, li, 'local'),
-    remote: pick(remote.descs, ri, 'remote'),
-    remoteRegions: pick(remote.regions, ri, 'remote'),
   };
 }
