@@ -123,6 +123,29 @@ static void print_address(void)
     fflush(stdout);
 }
 
+/* ---- --check-consistency: both sides fill and hash their buffer's start - */
+
+/* Answers "fill SEED LEN" (a byte pattern of SEED over the first LEN bytes)
+ * and "sum LEN" (their FNV-1a hash); returns 0 for any other line. */
+static int check_command(const char *line)
+{
+    uint64_t seed, len;
+    if (sscanf(line, "fill %" SCNu64 " %" SCNu64, &seed, &len) == 2 && len <= buf_len) {
+        for (uint64_t i = 0; i < len; i++)
+            buf[i] = (uint8_t)(i * 131 + (i >> 9) + seed * 7);
+        printf("ok\n");
+    } else if (sscanf(line, "sum %" SCNu64, &len) == 1 && len <= buf_len) {
+        uint64_t h = 0xcbf29ce484222325ull;
+        for (uint64_t i = 0; i < len; i++)
+            h = (h ^ buf[i]) * 0x100000001b3ull;
+        printf("sum %016" PRIx64 "\n", h);
+    } else {
+        return 0;
+    }
+    fflush(stdout);
+    return 1;
+}
+
 /* ---- target ----------------------------------------------------------- */
 
 static atomic_int stop;
@@ -147,9 +170,10 @@ static int run_target(void)
     pthread_t thread;
     if (pthread_create(&thread, NULL, progress_main, NULL))
         die("cannot start the progress thread");
-    char sink[256];
-    while (read(0, sink, sizeof sink) > 0) /* until the orchestrator closes stdin */
-        ;
+    char line[256];
+    while (fgets(line, sizeof line, stdin)) /* until the orchestrator closes stdin */
+        if (!check_command(line))
+            die("bad command: %s", line);
     atomic_store(&stop, 1);
     pthread_join(thread, NULL);
     return 0;
@@ -286,6 +310,8 @@ static int run_initiator(const char *addr_hex, const char *key, const char *base
     char line[256], cmd[16], op[16];
     uint64_t block, batch, iovs, iters;
     while (fgets(line, sizeof line, stdin)) {
+        if (check_command(line))
+            continue;
         if (sscanf(line, "%15s %15s %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64, cmd, op, &block,
                    &batch, &iovs, &iters) != 6 ||
             !block || !batch || !iovs || iovs > block || block * batch > buf_len)

@@ -14,7 +14,7 @@ import readline from 'node:readline';
 
 import { BackendError, LibraryMissingError } from '../errors.js';
 import { packageRoot } from '../native/shim.js';
-import type { Engine } from './engine.js';
+import type { CheckedEngine } from './engine.js';
 import type { BenchOptions, RowSpec } from './options.js';
 import type { Timing } from './stats.js';
 
@@ -110,7 +110,7 @@ class LineProcess {
  * A C baseline: the RMA loop's initiator and target, or the file loop's one
  * process (no target; its columns show '-').
  */
-export class CEngine implements Engine {
+export class CEngine implements CheckedEngine {
   readonly name = 'c';
   private constructor(
     readonly initiator: LineProcess,
@@ -167,6 +167,25 @@ export class CEngine implements Engine {
       post: { avg: us(postAvg), p99: us(postP99) },
       tx: { avg: us(txAvg), p99: us(txP99) },
     };
+  }
+
+  /** --check-consistency (the RMA loop only): the source gets the pattern of seed, the destination another. */
+  async fill(row: RowSpec, seed: number): Promise<void> {
+    const len = row.blockSize * row.batchSize;
+    const [src, dst] = row.op === 'WRITE' ? [this.initiator, this.target!] : [this.target!, this.initiator];
+    await Promise.all([src.line(`fill ${seed} ${len}`), dst.line(`fill ${seed + 1} ${len}`)]);
+  }
+
+  /** Whether the row's bytes hash alike on both sides (FNV-1a, computed by the C processes). */
+  async consistent(row: RowSpec): Promise<boolean> {
+    const len = row.blockSize * row.batchSize;
+    const [a, b] = await Promise.all([this.initiator.line(`sum ${len}`), this.target!.line(`sum ${len}`)]);
+    return a[1] === b[1];
+  }
+
+  /** Whether fill and consistent apply: the file loop has no second side to compare. */
+  get checked(): boolean {
+    return this.target !== undefined;
   }
 
   async close(): Promise<void> {

@@ -61,6 +61,8 @@ const BenchOptionsSchema = z
     numIovs: count.default(1),
     numIter: count.default(1000),
     warmupIter: countOrZero.default(100),
+    /** Runs of each row, interleaved across engines; the table shows the median run. */
+    repeat: count.default(1),
     largeBlkIterFtr: count.default(16),
     prepared: z.boolean().default(false),
     checkConsistency: z.boolean().default(false),
@@ -147,6 +149,7 @@ const FLAGS = {
   'num-iovs': { type: 'string' },
   'num-iter': { type: 'string' },
   'warmup-iter': { type: 'string' },
+  repeat: { type: 'string' },
   'large-blk-iter-ftr': { type: 'string' },
   prepared: { type: 'boolean' },
   'check-consistency': { type: 'boolean' },
@@ -214,6 +217,11 @@ options (nixlbench's names):
   --num-iter N                measured iterations per row (default 1000)
   --warmup-iter N             unmeasured iterations before them (default 100)
   --large-blk-iter-ftr N      blocks over 1M run num-iter/N, warmup-iter/N (default 16)
+  --repeat N                  run each row N times, every engine in turn each time
+                              (default 1); each engine's columns show its median
+                              run by GB/s (for even N the lower middle one), the
+                              spread column the lowest and highest GB/s, and the
+                              ratios are ratios of medians
   --prepared                  prepare descriptor lists once, make each iteration's
                               transfer from indices (makeTransfer); default: one
                               transfer per row (createTransfer), posted again and again
@@ -247,7 +255,10 @@ columns (nixlbench's definitions; times in microseconds):
               initiator (i) and target (t), measured iterations only; with
               FILE the one process is in i (its I/O threads included), t is -
   rss MB      peak resident memory of each process during the row (MiB)
+  spread      --repeat N > 1: lowest-highest GB/s of ixfer's N runs
   C, net      the baselines' GB/s, and ixfer's ratio to them
+  check       --check-consistency: ok when every checked engine's data matched
+              in every run (the C RMA loop is checked too; the C file loop not)
 `;
 
 /**

@@ -35,6 +35,12 @@ function columns(report: BenchReport): Column[] {
   }
   cols.push(
     { title: 'GB/s', value: ix((m) => m.gbps, f3) },
+  );
+  if (report.options.repeat > 1) {
+    const spread = (m: Measurement) => `${f3(Math.min(...m.runsGbps!))}-${f3(Math.max(...m.runsGbps!))}`;
+    cols.push({ title: 'spread', value: (r) => spread(r.results.ixfer) });
+  }
+  cols.push(
     ...(full
       ? [
           { title: 'avg lat', width: 8, value: ix((m) => m.avgLatUs, f1) },
@@ -62,7 +68,13 @@ function columns(report: BenchReport): Column[] {
     );
   }
   if (report.options.checkConsistency) {
-    cols.push({ title: 'check', value: (r) => (r.results.ixfer.consistent ? 'ok' : 'FAILED') });
+    cols.push({
+      title: 'check',
+      value: (r) => {
+        const failed = report.engines.filter((e) => r.results[e]!.consistent === false);
+        return failed.length ? `FAILED (${failed.join(', ')})` : 'ok';
+      },
+    });
   }
   return cols;
 }
@@ -90,6 +102,7 @@ export function tableHeader(report: BenchReport): string {
       : `ixfer bench: ${o.op} ${o.initiatorSeg} -> ${o.targetSeg}, provider ${o.provider} on ${o.address}` +
         `\n${report.bufferBytes} bytes registered per side, ${o.prepared ? 'prepared lists + makeTransfer' : 'one transfer per row, reposted'}\n` +
         `times in microseconds; i = initiator, t = target`) +
+    (o.repeat > 1 ? `\neach row run ${o.repeat} times, interleaved: median run shown, ratios of medians` : '') +
     (key.length ? `\n${key.join('\n')}\nx = ixfer / baseline GB/s; --json or --csv for every column` : '') +
     '\n\n';
   return (
@@ -111,7 +124,7 @@ export function formatCsv(report: BenchReport): string {
     'engine', 'op', 'block_size', 'batch_size', 'num_iovs', 'iters', 'gbps', 'ops_per_sec', 'avg_lat_us',
     'prep_avg_us', 'prep_p99_us', 'post_avg_us', 'post_p99_us', 'tx_avg_us', 'tx_p99_us',
     'cpu_s_per_gb_initiator', 'cpu_s_per_gb_target', 'peak_rss_mb_initiator', 'peak_rss_mb_target',
-    'ixfer_ratio', 'consistent',
+    'ixfer_ratio', 'consistent', 'runs_gbps',
   ];
   const lines = [head.join(',')];
   for (const r of report.rows) {
@@ -125,6 +138,7 @@ export function formatCsv(report: BenchReport): string {
           m.cpuSecPerGB.initiator, m.cpuSecPerGB.target, m.peakRssMB.initiator, m.peakRssMB.target,
           e === 'ixfer' ? '' : r.results.ixfer.gbps / m.gbps,
           m.consistent === undefined ? '' : m.consistent,
+          (m.runsGbps ?? [m.gbps]).join(' '),
         ].join(','),
       );
     }

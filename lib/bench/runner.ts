@@ -1,9 +1,9 @@
 /**
  * The orchestrator: starts each engine's processes (two per engine over the
  * network, one with --target-seg FILE), then for every row of
- * the sweep runs every engine in turn (interleaved, so that a noisy machine
- * disturbs all engines alike), sampling both processes' CPU time and peak RSS
- * from /proc around the measured iterations.
+ * the sweep runs every engine in turn, --repeat times (interleaved, so that a
+ * noisy machine disturbs all engines alike), sampling both processes' CPU time
+ * and peak RSS from /proc around the measured iterations.
  */
 import { CEngine } from './c-baseline.js';
 import type { CheckedEngine, Engine, EngineName } from './engine.js';
@@ -13,7 +13,7 @@ import { cpuSeconds, peakRss, resetPeakRss } from './procstat.js';
 import { hostInfo, libfabricVersion, type HostInfo } from '../info.js';
 import { packageVersion } from '../native/shim.js';
 import { progressLine, type Progress } from './progress.js';
-import { measure, type Measurement } from './stats.js';
+import { measure, medianRun, type Measurement } from './stats.js';
 
 export interface RowResult {
   spec: RowSpec;
@@ -64,6 +64,12 @@ async function startEngines(o: BenchOptions, bytes: number, engines: Engine[]): 
   return ixfer;
 }
 
+/** The engines whose data --check-consistency compares: ixfer's, and the C RMA loop's. */
+function checkedEngine(e: Engine, ixfer: CheckedEngine): CheckedEngine | undefined {
+  if (e === ixfer) return ixfer;
+  return e instanceof CEngine && e.checked ? e : undefined;
+}
+
 /**
  * Runs the sweep. `onRow` gets the report so far once the engines run (no
  * rows yet) and after each row, so that the table can be printed as rows
@@ -76,7 +82,7 @@ export async function runBench(o: BenchOptions, onRow?: (report: BenchReport) =>
   let progress: Progress | undefined;
   try {
     const ixfer = await startEngines(o, bytes, engines);
-    progress = progressLine(rows.length * engines.length, !o.json && !o.csv);
+    progress = progressLine(rows.length * engines.length * o.repeat, !o.json && !o.csv);
     const results: RowResult[] = [];
     const file = ixfer instanceof IxferFileEngine ? { engine: ixfer.engine, engineReason: ixfer.engineReason } : undefined;
     const report: BenchReport = {
@@ -91,14 +97,21 @@ export async function runBench(o: BenchOptions, onRow?: (report: BenchReport) =>
     onRow?.(report);
     for (const [i, row] of rows.entries()) {
       const label = `${formatSize(row.blockSize)} x${row.batchSize}${row.numIovs > 1 ? ` iovs ${row.numIovs}` : ''}`;
-      if (o.checkConsistency) await ixfer.fill(row, 2 * i + 1);
-      const r: Partial<Record<EngineName, Measurement>> = {};
-      for (const e of engines) {
-        r[e.name] = await measureRow(e, row);
-        // Checked before the baselines run: the C file loop writes the same file.
-        if (e === ixfer && o.checkConsistency) r.ixfer!.consistent = await ixfer.consistent(row);
-        progress.step(`${label} ${e.name}`);
+      const runs = new Map<Engine, Measurement[]>(engines.map((e) => [e, []]));
+      for (let rep = 0; rep < o.repeat; rep++) {
+        for (const e of engines) {
+          // Filled before each engine runs and checked right after: the C
+          // file loop writes the same file, and the C RMA loop its own buffers.
+          const checked = o.checkConsistency ? checkedEngine(e, ixfer) : undefined;
+          if (checked) await checked.fill(row, 2 * (i * o.repeat + rep) + 1);
+          const m = await measureRow(e, row);
+          if (checked) m.consistent = await checked.consistent(row);
+          runs.get(e)!.push(m);
+          progress.step(`${label} ${e.name}`);
+        }
       }
+      const r: Partial<Record<EngineName, Measurement>> = {};
+      for (const e of engines) r[e.name] = medianRun(runs.get(e)!);
       results.push({ spec: row, results: r as RowResult['results'] });
       progress.clear();
       onRow?.(report);

@@ -31,8 +31,23 @@ export interface Measurement {
   txUs: Summary;
   cpuSecPerGB: { initiator: number; target: number };
   peakRssMB: { initiator: number; target: number };
-  /** With --check-consistency (ixfer only): whether source and destination matched. */
+  /** With --check-consistency: whether source and destination matched (in every run). */
   consistent?: boolean;
+  /** With --repeat N > 1: the GB/s of every run, in order; the other fields are the median run's. */
+  runsGbps?: number[];
+}
+
+/**
+ * The median run by GB/s (for an even count the lower middle one, so that
+ * every field comes from one real run), with every run's GB/s and the AND of
+ * their consistency checks.
+ */
+export function medianRun(runs: Measurement[]): Measurement {
+  if (runs.length === 1) return runs[0]!;
+  const sorted = [...runs].sort((a, b) => a.gbps - b.gbps);
+  const median: Measurement = { ...sorted[Math.floor((sorted.length - 1) / 2)]!, runsGbps: runs.map((r) => r.gbps) };
+  if (runs.some((r) => r.consistent !== undefined)) median.consistent = runs.every((r) => r.consistent === true);
+  return median;
 }
 
 /** Mean, and nixlbench's p99: the sorted sample at index floor(n * 0.99). */

@@ -19,7 +19,7 @@ import { parseNotificationBody, type InboxLimits } from './inbox.js';
 import { encodeMetadata } from './metadata.js';
 import { Notifications, type NotificationDroppedError } from './notifications.js';
 import { PeerTable } from './peers.js';
-import { buildPosting, pickSides, PreparedLocal, PreparedRemote, type NetPosting } from './prepared.js';
+import { buildPosting, PreparedLocal, PreparedRemote, type NetPosting } from './prepared.js';
 
 /** connect()'s deadline when neither the call nor the agent gives one. */
 const CONNECT_TIMEOUT_MS = 10_000;
@@ -208,7 +208,9 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
   }
 
   makeTransfer(op: Op, local: PreparedLocal, li: number[], remote: PreparedRemote, ri: number[], notification: unknown): Transfer {
-    const posting = buildPosting(op, remote.peerRef, remote.generation, pickSides(local, li, remote, ri), notification);
+    if (li.length !== ri.length) throw new MismatchError(`${li.length} local indices but ${ri.length} remote ones`);
+    const sides = { local: local.descs, localRegions: local.regions, remote: remote.descs, remoteRegions: remote.regions };
+    const posting = buildPosting(op, remote.peerRef, remote.generation, sides, notification, { local: li, remote: ri });
     return new Transfer(this, posting);
   }
 

@@ -6,7 +6,7 @@
 import type { Posting } from '../core/engine.js';
 import type { MemoryRegion } from '../core/memory.js';
 import { InvalidParamError, MismatchError } from '../errors.js';
-import { packIovPairs } from '../native/layout.js';
+import { IovPairs } from '../native/layout.js';
 import type { Op, ParsedDescriptor } from '../schemas.js';
 import { parseNotificationBody } from './inbox.js';
 import type { Peer, RemoteRegion } from './peers.js';
@@ -57,49 +57,52 @@ export interface Sides {
   remoteRegions: readonly RemoteRegion[];
 }
 
-/** Pairs local and remote descriptors one to one (the callers checked that the lists are as long) and packs them. */
-export function buildPosting(op: Op, peer: Peer, generation: number, s: Sides, notification: unknown): NetPosting {
+/** Which entries of Sides a posting takes: the i-th pair is local[local[i]] with remote[remote[i]]. */
+export interface Picks {
+  local: readonly number[];
+  remote: readonly number[];
+}
+
+/**
+ * Pairs local and remote descriptors one to one (the callers checked that the
+ * lists, or the picks, are as long) and packs them; picks (makeTransfer)
+ * choose entries of prepared lists by index.
+ */
+export function buildPosting(op: Op, peer: Peer, generation: number, s: Sides, notification: unknown, picks?: Picks): NetPosting {
+  const n = picks ? picks.local.length : s.local.length;
+  const pairs = new IovPairs(n);
+  // Descriptors of one region come in runs: the sets see each run once.
+  const memory = new Set<MemoryRegion>();
+  const remote = new Set<RemoteRegion>();
+  let lastLocal: MemoryRegion | undefined;
+  let lastRemote: RemoteRegion | undefined;
   let bytes = 0;
-  const entries = s.local.map((l, i) => {
-    const r = s.remote[i]!;
+  for (let i = 0; i < n; i++) {
+    const li = picks ? picks.local[i]! : i;
+    const ri = picks ? picks.remote[i]! : i;
+    if (li >= s.local.length) throw new InvalidParamError(`local index ${li} is outside the prepared list of ${s.local.length}`);
+    if (ri >= s.remote.length) throw new InvalidParamError(`remote index ${ri} is outside the prepared list of ${s.remote.length}`);
+    const l = s.local[li]!;
+    const r = s.remote[ri]!;
     if (l.len !== r.len) throw new MismatchError(`descriptor ${i}: local length ${l.len}, remote length ${r.len}`);
     bytes += l.len;
-    const rr = s.remoteRegions[i]!;
-    return {
-      laddr: l.addr,
-      len: l.len,
-      mr: s.localRegions[i]!.handle as bigint,
-      // Providers without FI_MR_VIRT_ADDR take offsets into the remote region.
-      raddr: peer.virtAddr ? r.addr : r.addr - rr.addr,
-      key: rr.key,
-    };
-  });
+    const lr = s.localRegions[li]!;
+    const rr = s.remoteRegions[ri]!;
+    if (lr !== lastLocal) memory.add((lastLocal = lr));
+    if (rr !== lastRemote) remote.add((lastRemote = rr));
+    // Providers without FI_MR_VIRT_ADDR take offsets into the remote region.
+    pairs.set(i, l.addr, l.len, lr.handle as bigint, peer.virtAddr ? r.addr : r.addr - rr.addr, rr.key);
+  }
   return {
     op,
     target: peer.name,
-    count: entries.length,
+    count: n,
     bytes,
-    memory: [...new Set(s.localRegions)],
+    memory: [...memory],
     peer,
     generation,
-    remote: [...new Set(s.remoteRegions)],
-    pairs: packIovPairs(entries),
+    remote: [...remote],
+    pairs: pairs.bytes,
     notification: notification === undefined ? undefined : parseNotificationBody(notification),
-  };
-}
-
-/** The entries of prepared lists at the given indices. */
-export function pickSides(local: PreparedLocal, li: number[], remote: PreparedRemote, ri: number[]): Sides {
-  if (li.length !== ri.length) throw new MismatchError(`${li.length} local indices but ${ri.length} remote ones`);
-  const pick = <T>(list: readonly T[], idx: number[], what: string): T[] =>
-    idx.map((i) => {
-      if (i >= list.length) throw new InvalidParamError(`${what} index ${i} is outside the prepared list of ${list.length}`);
-      return list[i]!;
-    });
-  return {
-    local: pick(local.descs, li, 'local'),
-    localRegions: pick(local.regions, li, 'local'),
-    remote: pick(remote.descs, ri, 'remote'),
-    remoteRegions: pick(remote.regions, ri, 'remote'),
   };
 }

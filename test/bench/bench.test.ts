@@ -39,6 +39,7 @@ interface Measurement {
   cpuSecPerGB: { initiator: number; target: number };
   peakRssMB: { initiator: number; target: number };
   consistent?: boolean;
+  runsGbps?: number[];
 }
 interface Report {
   host: { hostname: string; node: string };
@@ -76,6 +77,7 @@ describe('ixfer bench', () => {
         expect(m.peakRssMB.target).toBeGreaterThan(1);
       }
       expect(row.results.ixfer!.consistent).toBe(true);
+      expect(row.results.c!.consistent).toBe(true); // the C loop's bytes are compared too
     }
 
     const svg = fs.readFileSync(plot, 'utf8');
@@ -137,6 +139,30 @@ describe('ixfer bench', () => {
     expect(stdout).toMatch(/block \(B\)\s+batch\s+GB\/s\s+post avg\s+tx p99\s+cpu s\/GB i\s+c GB\/s\s+x c\s+net GB\/s\s+x net\s+check/);
     expect(stdout).toMatch(/^8192\s+1\s+\d.*ok$/m);
     for (const line of stdout.split('\n')) expect(line.length, line).toBeLessThanOrEqual(100);
+  });
+
+  it('--repeat 3: every engine runs each row three times, the median run is reported with every run, data checked', async () => {
+    const args = ['--start-block-size', '4K', '--max-block-size', '4K', '--num-iter', '10', '--warmup-iter', '1', '--repeat', '3'];
+    const { code, stdout, stderr } = await ixfer('bench', ...args, '--baseline', '--check-consistency', '--op', 'read', '--json');
+    expect(code, stderr).toBe(0);
+    const report = JSON.parse(stdout) as Report;
+    expect(report.engines).toEqual(['ixfer', 'c', 'net']);
+    const [row] = report.rows;
+    for (const engine of report.engines) {
+      const m = row!.results[engine]!;
+      expect(m.runsGbps, engine).toHaveLength(3);
+      const sorted = [...m.runsGbps!].sort((a, b) => a - b);
+      expect(m.gbps, engine).toBe(sorted[1]); // the median run's numbers
+      for (const g of m.runsGbps!) expect(g).toBeGreaterThan(0);
+    }
+    expect(row!.results.ixfer!.consistent).toBe(true);
+    expect(row!.results.c!.consistent).toBe(true);
+
+    const table = await ixfer('bench', ...args);
+    expect(table.code, table.stderr).toBe(0);
+    expect(table.stdout).toContain('each row run 3 times, interleaved: median run shown');
+    expect(table.stdout).toMatch(/block \(B\)\s+batch\s+GB\/s\s+spread\s+avg lat/);
+    expect(table.stdout).toMatch(/^4096\s+1\s+[\d.]+\s+[\d.]+-[\d.]+\s/m);
   });
 
   it('the table, and --preset iov-sweep', async () => {
@@ -202,9 +228,12 @@ describe('ixfer bench', () => {
     expect(bad.stderr).toMatch(/ERR_INVALID_PARAM.*lots/);
     const order = await ixfer('bench', '--start-block-size', '1M', '--max-block-size', '4K');
     expect(order.stderr).toMatch(/start-block-size is above max-block-size/);
+    const repeat = await ixfer('bench', '--repeat', '0');
+    expect(repeat.code).toBe(1);
+    expect(repeat.stderr).toMatch(/ERR_INVALID_PARAM.*repeat/);
     const help = await ixfer('bench', '--help');
     expect(help.code).toBe(0);
-    for (const word of ['--baseline', '--preset iov-sweep', 'prep', 'post', 'tx', 'p99', 'cpu s/GB', 'rss MB', '--file-dir', '--file-engine']) {
+    for (const word of ['--baseline', '--repeat', 'spread', '--preset iov-sweep', 'prep', 'post', 'tx', 'p99', 'cpu s/GB', 'rss MB', '--file-dir', '--file-engine']) {
       expect(help.stdout).toContain(word);
     }
   });

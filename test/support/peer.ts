@@ -19,6 +19,8 @@ export interface PeerOptions {
   metadata?: ExchangeOptions;
   /** The peer listens for metadata over TCP; `ready.address` is where. */
   listen?: boolean;
+  /** The peer agent's libfabric provider (default: the agent's). */
+  provider?: string;
   /** The peer creates no agent: a process that dies before publishing. */
   idle?: boolean;
   /** The peer's first 'peer' listener throws; its uncaught errors are kept for the 'uncaught' request. */

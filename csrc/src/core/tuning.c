@@ -25,3 +25,22 @@ uint64_t ixfer_spin_ns(void)
     pthread_once(&spin_once, spin_init);
     return spin_ns;
 }
+
+static uint64_t poll_max_ns;
+static pthread_once_t poll_once = PTHREAD_ONCE_INIT;
+
+static void poll_init(void)
+{
+    /* The longest sleep of a progress thread that must poll its CQ (no wait
+     * fd): bounds both the latency of the first completion after an idle
+     * spell and the idle CPU (one CQ read per period). */
+    const char *env = getenv("IXFER_POLL_MAX_US");
+    uint64_t us = env && *env ? strtoull(env, NULL, 10) : 1000;
+    poll_max_ns = (us ? us : 1) * 1000ull;
+}
+
+uint64_t ixfer_poll_max_ns(void)
+{
+    pthread_once(&poll_once, poll_init);
+    return poll_max_ns;
+}

@@ -9,4 +9,8 @@
  * (IXFER_SPIN_US; by default 50 us with 4 or more CPUs, else 0). */
 uint64_t ixfer_spin_ns(void);
 
+/* The longest idle sleep between two CQ reads of a thread that polls
+ * (IXFER_POLL_MAX_US, default 1000 us). */
+uint64_t ixfer_poll_max_ns(void);
+
 #endif

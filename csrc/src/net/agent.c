@@ -63,6 +63,7 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
     struct ixfer_agent *a = calloc(1, sizeof *a);
     if (!a)
         return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
+    a->wake_fd = a->wait_epfd = -1;
     a->name_len = (uint32_t)strlen(name);
     memcpy(a->name, name, a->name_len);
     /* Everything agent_free touches is initialized before the first failure. */
@@ -104,14 +105,9 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
     FI_CHECK(ixfer_fab.fabric(fi->fabric_attr, &a->fabric, NULL), "fi_fabric");
     FI_CHECK(fi_domain(a->fabric, fi, &a->domain, NULL), "fi_domain");
 
-    struct fi_cq_attr cq_attr = {
-        .format = FI_CQ_FORMAT_DATA,
-        /* A thread blocked in fi_cq_sread on such a CQ also drives manual
-         * progress (tcp/rxm, fi_cq(3)). */
-        .wait_obj = FI_WAIT_UNSPEC,
-        .size = 0,
-    };
-    FI_CHECK(fi_cq_open(a->domain, &cq_attr, &a->cq, NULL), "fi_cq_open");
+    rc = ixfer_progress_open_cq(a);
+    if (rc != IXFER_OK)
+        goto fail;
     struct fi_av_attr av_attr = {.type = FI_AV_UNSPEC};
     FI_CHECK(fi_av_open(a->domain, &av_attr, &a->av, NULL), "fi_av_open");
     FI_CHECK(fi_endpoint(a->domain, fi, &a->ep, NULL), "fi_endpoint");

@@ -45,8 +45,12 @@ struct ixfer_agent {
     pthread_t thread;
     int thread_started;
     atomic_int stop;
-    atomic_int spinning;    /* the progress thread is watching, not sleeping */
     atomic_uint submitted;  /* submissions ever queued, for the watching thread */
+    /* The thread sleeps on wake_fd, an eventfd of ours that submitters write
+     * while `sleeping` is set, and (wait_epfd >= 0) on the CQ's wait fd in one
+     * epoll set; with no usable wait fd it polls the CQ (progress.c). */
+    int wake_fd, wait_epfd;
+    atomic_int sleeping;
 
     pthread_mutex_t submit_lock;
     pthread_cond_t submit_done;    /* signals SUBMIT_REMOVE_PEER completion */

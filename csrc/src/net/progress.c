@@ -1,12 +1,21 @@
 /* The agent's progress thread. It alone posts operations and reads the CQ:
  * data progress is manual on tcp, EFA and CXI, so a target that nobody
- * progresses never receives a write. It sleeps in fi_cq_sread (which also
- * drives the provider) and is woken by fi_cq_signal when work is submitted,
- * unless it is watching for work after activity (spin()), when submitters
- * skip the signal. Posting here rather than on the caller's thread keeps the provider's
- * copying (tcp sends the data while posting) off the JavaScript thread. */
+ * progresses never receives a write. It sleeps on the CQ's wait fd and an
+ * eventfd of its own (or, on CQs without a usable wait fd, polls the CQ with
+ * short growing sleeps on that eventfd), and is woken through the eventfd
+ * when work is submitted while it sleeps; after activity it watches for work
+ * (spin()) and submitters write nothing. Posting here rather than on the
+ * caller's thread keeps the provider's copying (tcp sends the data while
+ * posting) off the JavaScript thread. */
+#define _GNU_SOURCE /* ppoll */
+#include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "core/clock.h"
 #include "core/error.h"
@@ -18,17 +27,62 @@
 
 #define CQ_BATCH 64
 #define MAX_IOV 16          /* cap on pairs per op, whatever the provider says */
-#define IDLE_WAIT_MS 1000   /* bounded so that a lost wake-up costs a second */
+#define IDLE_WAIT_MS 1000   /* a safety net only: no wake-up can be lost (wait_cq) */
+#define POLL_MIN_NS 50000   /* first sleep of a polling thread after activity */
+
+/* Why not fi_cq_signal + fi_cq_sread: in libfabric 1.17 ofi_cq_sreadfrom
+ * checks cq->wakeup and then calls fi_wait, whose util_wait_fd_try starts
+ * with fd_signal_reset(): a signal landing between the two is drained and the
+ * thread sleeps its whole timeout (one transfer took a second). Our own
+ * eventfd is never reset by libfabric. Why poll some CQs: shm's wait
+ * object is FI_WAIT_YIELD, whose wait busy-waits on every version and on 1.17
+ * ignores the timeout; EFA before 2.5 refuses any wait object. */
+int32_t ixfer_progress_open_cq(struct ixfer_agent *a)
+{
+    struct fi_cq_attr attr = {.format = FI_CQ_FORMAT_DATA, .wait_obj = FI_WAIT_UNSPEC};
+    int ret = fi_cq_open(a->domain, &attr, &a->cq, NULL);
+    if (ret == 0) {
+        enum fi_wait_obj obj = FI_WAIT_NONE;
+        int fd = -1;
+        if (fi_control(&a->cq->fid, FI_GETWAITOBJ, &obj) == 0 && obj == FI_WAIT_FD &&
+            fi_control(&a->cq->fid, FI_GETWAIT, &fd) == 0 && fd >= 0) {
+            a->wait_epfd = epoll_create1(EPOLL_CLOEXEC);
+            struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+            if (a->wait_epfd >= 0 && epoll_ctl(a->wait_epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
+                return IXFER_OK;
+            if (a->wait_epfd >= 0)
+                close(a->wait_epfd);
+            a->wait_epfd = -1;
+        }
+        fi_close(&a->cq->fid);
+        a->cq = NULL;
+    } else if (ret != -FI_ENOSYS && ret != -FI_EINVAL) {
+        return ixfer_fail(IXFER_ERR_BACKEND, "fi_cq_open: %s", ixfer_fab.strerror(-ret));
+    }
+    attr.wait_obj = FI_WAIT_NONE;
+    ret = fi_cq_open(a->domain, &attr, &a->cq, NULL);
+    if (ret)
+        return ixfer_fail(IXFER_ERR_BACKEND, "fi_cq_open: %s", ixfer_fab.strerror(-ret));
+    return IXFER_OK;
+}
+
+static void wake(struct ixfer_agent *a)
+{
+    uint64_t one = 1;
+    /* Fails only when the counter is saturated, and it is readable then. */
+    ssize_t w = write(a->wake_fd, &one, sizeof one);
+    (void)w;
+}
 
 void ixfer_submit(struct ixfer_agent *a, struct submission *s)
 {
     pthread_mutex_lock(&a->submit_lock);
     ixfer_list_push_back(&a->submissions, &s->link);
     pthread_mutex_unlock(&a->submit_lock);
-    /* Counted before the flag is read: see spin(). */
+    /* Counted before the flag is read: see wait_cq() (all seq_cst). */
     atomic_fetch_add(&a->submitted, 1);
-    if (!atomic_load(&a->spinning))
-        fi_cq_signal(a->cq);
+    if (atomic_load(&a->sleeping))
+        wake(a);
 }
 
 /* Hands r's notification to the sender. expected: tagged writes the receiver
@@ -271,19 +325,47 @@ static ssize_t handle_cq(struct ixfer_agent *a, struct fi_cq_data_entry *ents, s
  * something came. */
 static int spin(struct ixfer_agent *a, struct fi_cq_data_entry *ents)
 {
+    /* Submitters write nothing meanwhile (the thread is not `sleeping`): the
+     * count they bump is what it watches. */
     unsigned seen = atomic_load(&a->submitted);
-    atomic_store(&a->spinning, 1);
     int busy = 0;
     uint64_t start = ixfer_now_ns(), limit = ixfer_spin_ns();
     do {
         busy = atomic_load(&a->submitted) != seen ||
                handle_cq(a, ents, fi_cq_read(a->cq, ents, CQ_BATCH)) > 0;
     } while (!busy && ixfer_now_ns() - start < limit);
-    atomic_store(&a->spinning, 0);
-    /* A submitter that saw the flag up did not signal; it counted its
-     * submission before reading the flag, so looking again now that the flag
-     * is down cannot miss it (all seq_cst). */
-    return busy || atomic_load(&a->submitted) != seen;
+    return busy;
+}
+
+/* Sleeps until the CQ may have something, wake_fd is written, or timeout_ns
+ * passes; seen is the submission count read before the last
+ * take_submissions, so work submitted since is never slept through. Then
+ * reads the CQ. With a wait fd the protocol is fi_trywait(3)'s: it succeeds
+ * only when nothing is ready, and arms the provider's fds. */
+static ssize_t wait_cq(struct ixfer_agent *a, struct fi_cq_data_entry *ents,
+                       uint64_t timeout_ns, unsigned seen)
+{
+    struct fid *cq = &a->cq->fid;
+    if (a->wait_epfd < 0 || fi_trywait(a->fabric, &cq, 1) == 0) {
+        atomic_store(&a->sleeping, 1);
+        /* A submitter that read sleeping == 0 counted its work before. */
+        if (atomic_load(&a->submitted) == seen && !atomic_load(&a->stop)) {
+            if (a->wait_epfd >= 0) { /* wake_fd is in the set: ixfer_progress_start */
+                struct epoll_event ev;
+                epoll_wait(a->wait_epfd, &ev, 1, (int)(timeout_ns / 1000000));
+            } else {
+                struct pollfd p = {.fd = a->wake_fd, .events = POLLIN};
+                struct timespec ts = {.tv_sec = (time_t)(timeout_ns / 1000000000ull),
+                                      .tv_nsec = (long)(timeout_ns % 1000000000ull)};
+                ppoll(&p, 1, &ts, NULL);
+            }
+        }
+        atomic_store(&a->sleeping, 0);
+        uint64_t count;
+        ssize_t r = read(a->wake_fd, &count, sizeof count); /* nonblocking */
+        (void)r;
+    }
+    return fi_cq_read(a->cq, ents, CQ_BATCH);
 }
 
 static void *progress_main(void *arg)
@@ -291,13 +373,19 @@ static void *progress_main(void *arg)
     struct ixfer_agent *a = arg;
     struct fi_cq_data_entry ents[CQ_BATCH];
     int backoff_ms = 0, active = 0;
+    uint64_t poll_ns = POLL_MIN_NS;
     while (!atomic_load(&a->stop)) {
-        active |= take_submissions(a);
+        unsigned seen = atomic_load(&a->submitted);
+        if (take_submissions(a)) {
+            active = 1;
+            poll_ns = POLL_MIN_NS;
+        }
         int pending = post_pass(a);
         pending |= ixfer_notify_pass(a);
         if (handle_cq(a, ents, fi_cq_read(a->cq, ents, CQ_BATCH)) > 0) {
             backoff_ms = 0;
             active = 1;
+            poll_ns = POLL_MIN_NS;
             continue;
         }
         if (active && !pending && ixfer_spin_ns()) {
@@ -305,17 +393,26 @@ static void *progress_main(void *arg)
             if (active)
                 continue;
         }
-        /* Nothing completed. Sleep in the provider until something does, a
-         * submission signals us, or (when a peer refused more work) a short,
-         * growing back-off ends and posting is retried. */
-        int timeout = IDLE_WAIT_MS;
+        /* Nothing completed. Sleep until something does, a submission wakes
+         * us, or (when a peer refused more work) a short, growing back-off
+         * ends and posting is retried. A polling thread sleeps 50 us after
+         * activity, doubling up to ixfer_poll_max_ns() while idle. */
+        uint64_t timeout_ns = IDLE_WAIT_MS * 1000000ull;
+        if (a->wait_epfd < 0) {
+            timeout_ns = poll_ns;
+            uint64_t max = ixfer_poll_max_ns();
+            poll_ns = poll_ns * 2 < max ? poll_ns * 2 : max;
+        }
         if (pending) {
             backoff_ms = backoff_ms ? (backoff_ms < 16 ? backoff_ms * 2 : 16) : 1;
-            timeout = backoff_ms;
+            if (backoff_ms * 1000000ull < timeout_ns)
+                timeout_ns = backoff_ms * 1000000ull;
         }
-        if (handle_cq(a, ents, fi_cq_sread(a->cq, ents, CQ_BATCH, NULL, timeout)) > 0) {
+        active = 0;
+        if (handle_cq(a, ents, wait_cq(a, ents, timeout_ns, seen)) > 0) {
             backoff_ms = 0;
             active = 1;
+            poll_ns = POLL_MIN_NS;
         }
     }
     return NULL;
@@ -323,6 +420,12 @@ static void *progress_main(void *arg)
 
 int32_t ixfer_progress_start(struct ixfer_agent *a)
 {
+    a->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (a->wake_fd < 0)
+        return ixfer_fail(IXFER_ERR_BACKEND, "eventfd: %s", strerror(errno));
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = a->wake_fd};
+    if (a->wait_epfd >= 0 && epoll_ctl(a->wait_epfd, EPOLL_CTL_ADD, a->wake_fd, &ev))
+        return ixfer_fail(IXFER_ERR_BACKEND, "epoll_ctl: %s", strerror(errno));
     if (pthread_create(&a->thread, NULL, progress_main, a))
         return ixfer_fail(IXFER_ERR_BACKEND, "cannot start the progress thread");
     a->thread_started = 1;
@@ -331,12 +434,17 @@ int32_t ixfer_progress_start(struct ixfer_agent *a)
 
 void ixfer_progress_stop(struct ixfer_agent *a)
 {
-    if (!a->thread_started)
-        return;
-    atomic_store(&a->stop, 1);
-    fi_cq_signal(a->cq);
-    pthread_join(a->thread, NULL);
-    a->thread_started = 0;
+    if (a->thread_started) {
+        atomic_store(&a->stop, 1);
+        wake(a);
+        pthread_join(a->thread, NULL);
+        a->thread_started = 0;
+    }
+    if (a->wait_epfd >= 0)
+        close(a->wait_epfd);
+    if (a->wake_fd >= 0)
+        close(a->wake_fd);
+    a->wait_epfd = a->wake_fd = -1;
 }
 
 void ixfer_progress_discard(struct ixfer_agent *a)

@@ -45,6 +45,8 @@ struct submission {
 /* Queues a submission and wakes the progress thread. Any thread. */
 void ixfer_submit(struct ixfer_agent *agent, struct submission *s);
 
+/* Opens the agent's CQ and picks how the thread sleeps on it. */
+int32_t ixfer_progress_open_cq(struct ixfer_agent *agent);
 int32_t ixfer_progress_start(struct ixfer_agent *agent);
 /* Stops and joins the thread; what it owned stays for _discard. */
 void ixfer_progress_stop(struct ixfer_agent *agent);

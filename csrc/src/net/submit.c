@@ -32,6 +32,27 @@ int32_t ixfer_peer_remove(ixfer_agent *agent, uint64_t peer)
     return IXFER_OK;
 }
 
+/* Copies count pairs to out, a run of pairs contiguous on both sides (same
+ * local registration and remote key) becoming one pair: block lists such as
+ * vLLM's are often such runs, and one long pair posts as few ops as the
+ * provider's message size allows instead of one per iov limit of pairs.
+ * Order is kept; returns the number of pairs written. */
+static uint32_t merge_pairs(ixfer_iov_pair *out, const ixfer_iov_pair *pairs, uint32_t count)
+{
+    uint32_t m = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        ixfer_iov_pair *last = m ? &out[m - 1] : NULL;
+        if (last && pairs[i].len && last->local_mr == pairs[i].local_mr &&
+            last->remote_key == pairs[i].remote_key &&
+            last->local_addr + last->len == pairs[i].local_addr &&
+            last->remote_addr + last->len == pairs[i].remote_addr)
+            last->len += pairs[i].len;
+        else
+            out[m++] = pairs[i];
+    }
+    return m;
+}
+
 int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer,
                         const ixfer_iov_pair *pairs, uint32_t count, uint64_t user_id,
                         const uint8_t *notif, uint64_t notif_len, uint32_t flags)
@@ -69,9 +90,7 @@ int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer,
         .notif = job, .notif_state = job ? NOTIF_WAITING : NOTIF_NONE,
         /* The receiver counts tagged writes when its provider has CQ data. */
         .tagged = job && op == IXFER_OP_WRITE && agent->caps.cq_data_size > 0};
-    ixfer_request_init(&r->base, user_id, count);
-    if (count)
-        memcpy(r->pairs, pairs, (size_t)count * sizeof *pairs);
+    ixfer_request_init(&r->base, user_id, merge_pairs(r->pairs, pairs, count));
     s->kind = SUBMIT_POST;
     s->req = r;
     ixfer_submit(agent, s);
