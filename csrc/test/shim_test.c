@@ -276,6 +276,14 @@ static void test_notifications(void)
 
 /* File engine: a POSIX round trip in small chunks over several threads, the
  * end of a file, a full device, a missing file, a canceled request. */
+/* The XFER_DONE event of user_id must come, with status (any failure: 1). */
+static void expect_done(ixfer_agent *a, int fd, uint64_t user_id, int32_t status)
+{
+    ixfer_event ev;
+    EXPECT(wait_type(a, fd, IXFER_EVENT_XFER_DONE, &ev));
+    EXPECT(ev.user_id == user_id && (status == 1 ? ev.status != IXFER_OK : ev.status == status));
+}
+
 /* Peers that are gone or removed: their work fails with
  * IXFER_ERR_REMOTE_DISCONNECT, nothing is ever posted to a removed address
  * (libfabric does not check it: rxm would dereference a freed entry). */
@@ -302,7 +310,6 @@ static void test_dead_peers(void)
     EXPECT(ixfer_agent_info(c, &caps) == IXFER_OK);
     uint64_t rbase = (caps.mr_mode & (1 << 4)) ? dst : 0;
     ixfer_iov_pair pair = {src, len, smr, rbase, ckey};
-    ixfer_event ev;
 
     /* b is destroyed before a ever reached it: a WRITE and a notification to
      * it fail, with no deadline to end them. */
@@ -312,17 +319,14 @@ static void test_dead_peers(void)
     EXPECT(ixfer_peer_insert(a, addr, alen, &dead) == IXFER_OK);
     ixfer_agent_destroy(b);
     EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, dead, &pair, 1, 60, NULL, 0, 0) == IXFER_OK);
-    EXPECT(wait_type(a, afd, IXFER_EVENT_XFER_DONE, &ev));
-    EXPECT(ev.user_id == 60 && ev.status == IXFER_ERR_REMOTE_DISCONNECT);
+    expect_done(a, afd, 60, IXFER_ERR_REMOTE_DISCONNECT);
     EXPECT(ixfer_notify(a, dead, (const uint8_t *)"x", 1, 1, 61) == IXFER_OK);
-    EXPECT(wait_type(a, afd, IXFER_EVENT_XFER_DONE, &ev));
-    EXPECT(ev.user_id == 61 && ev.status == IXFER_ERR_REMOTE_DISCONNECT);
+    expect_done(a, afd, 61, IXFER_ERR_REMOTE_DISCONNECT);
     /* A canceled notification (its withdrawal queued), then the peer removed. */
     EXPECT(ixfer_notify(a, dead, (const uint8_t *)"y", 1, 2, 62) == IXFER_OK);
     EXPECT(ixfer_xfer_cancel(a, 62, IXFER_ERR_TIMEOUT) == IXFER_OK);
     EXPECT(ixfer_peer_remove(a, dead) == IXFER_OK);
-    EXPECT(wait_type(a, afd, IXFER_EVENT_XFER_DONE, &ev));
-    EXPECT(ev.user_id == 62 && ev.status != IXFER_OK);
+    expect_done(a, afd, 62, 1);
 
     /* The same live address inserted twice, removed once: still usable. */
     alen = sizeof addr;
@@ -332,16 +336,13 @@ static void test_dead_peers(void)
     EXPECT(ixfer_peer_insert(a, addr, alen, &again) == IXFER_OK);
     EXPECT(ixfer_peer_remove(a, live) == IXFER_OK);
     EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, again, &pair, 1, 63, NULL, 0, 0) == IXFER_OK);
-    EXPECT(wait_type(a, afd, IXFER_EVENT_XFER_DONE, &ev));
-    EXPECT(ev.user_id == 63 && ev.status == IXFER_OK);
+    expect_done(a, afd, 63, IXFER_OK);
     /* Removed for good: work posted to the stale handle is refused, not sent. */
     EXPECT(ixfer_peer_remove(a, again) == IXFER_OK);
     EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, again, &pair, 1, 64, NULL, 0, 0) == IXFER_OK);
-    EXPECT(wait_type(a, afd, IXFER_EVENT_XFER_DONE, &ev));
-    EXPECT(ev.user_id == 64 && ev.status == IXFER_ERR_REMOTE_DISCONNECT);
+    expect_done(a, afd, 64, IXFER_ERR_REMOTE_DISCONNECT);
     EXPECT(ixfer_notify(a, again, (const uint8_t *)"z", 1, 3, 65) == IXFER_OK);
-    EXPECT(wait_type(a, afd, IXFER_EVENT_XFER_DONE, &ev));
-    EXPECT(ev.user_id == 65 && ev.status == IXFER_ERR_REMOTE_DISCONNECT);
+    expect_done(a, afd, 65, IXFER_ERR_REMOTE_DISCONNECT);
 
     ixfer_agent_destroy(a);
     ixfer_agent_destroy(c);
