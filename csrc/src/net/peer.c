@@ -113,16 +113,18 @@ static void maybe_free(struct ixfer_agent *a, struct net_peer *p)
     free(p);
 }
 
-void ixfer_peer_removed(struct ixfer_agent *a, fi_addr_t fa)
+int ixfer_peer_removed(struct ixfer_agent *a, fi_addr_t fa)
 {
     struct net_peer *p = ixfer_peer_find(a, fa);
     if (!p)
-        return;
+        return 1;
     p->inserts--;
     p->av_owed++;
-    if (!p->inserts)
+    int gone = !p->inserts;
+    if (gone)
         p->state = PEER_REMOVED;
     maybe_free(a, p);
+    return gone;
 }
 
 void ixfer_peer_ref(struct net_peer *p)

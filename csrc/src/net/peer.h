@@ -30,8 +30,9 @@ struct net_peer {
 struct net_peer *ixfer_peer_find(struct ixfer_agent *a, fi_addr_t fa);
 /* SUBMIT_ADD_PEER: fa was inserted from addr. Returns 0 or -1 (out of memory). */
 int ixfer_peer_added(struct ixfer_agent *a, fi_addr_t fa, const void *addr, size_t len);
-/* SUBMIT_REMOVE_PEER: no more posts; fi_av_remove once nothing refers to it. */
-void ixfer_peer_removed(struct ixfer_agent *a, fi_addr_t fa);
+/* SUBMIT_REMOVE_PEER: no more posts; fi_av_remove once nothing refers to it.
+ * Returns whether fa is now removed (not still held by another insert). */
+int ixfer_peer_removed(struct ixfer_agent *a, fi_addr_t fa);
 void ixfer_peer_ref(struct net_peer *p);
 void ixfer_peer_unref(struct ixfer_agent *a, struct net_peer *p);
 /* The one check before a post: IXFER_OK, or IXFER_ERR_REMOTE_DISCONNECT when p

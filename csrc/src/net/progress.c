@@ -185,13 +185,16 @@ static int take_submissions(struct ixfer_agent *a)
         } else if (s->kind == SUBMIT_ADD_PEER) {
             ixfer_peer_added(a, s->peer, s->addr, s->addr_len);
         } else {
-            IXFER_LIST_FOR_EACH(n, &a->live) {
-                struct xfer_request *r = ixfer_container_of(n, struct xfer_request, base.live);
-                if (r->peer == s->peer)
-                    ixfer_request_cancel(&r->base, IXFER_ERR_REMOTE_DISCONNECT);
+            /* The record stays while these refer to it: canceling them only
+             * stops their posting. */
+            if (ixfer_peer_removed(a, s->peer)) {
+                IXFER_LIST_FOR_EACH(n, &a->live) {
+                    struct xfer_request *r = ixfer_container_of(n, struct xfer_request, base.live);
+                    if (r->peer == s->peer)
+                        ixfer_request_cancel(&r->base, IXFER_ERR_REMOTE_DISCONNECT);
+                }
+                ixfer_notify_remove_peer(a, s->peer);
             }
-            ixfer_notify_remove_peer(a, s->peer);
-            ixfer_peer_removed(a, s->peer);
             pthread_mutex_lock(&a->submit_lock);
             *s->done = 1;
             pthread_cond_broadcast(&a->submit_done);
