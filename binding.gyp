@@ -24,6 +24,7 @@
         "csrc/src/net/fabric_loader.c",
         "csrc/src/net/mr.c",
         "csrc/src/net/notify.c",
+        "csrc/src/net/peer.c",
         "csrc/src/net/progress.c",
         "csrc/src/net/submit.c"
       ],

@@ -75,6 +75,10 @@ export function parseIndices(value: unknown, what: string): number[] {
 const port = z.number().int().min(0).max(65535);
 /** A deadline in ms; setTimeout fires at once when given more than 2^31 - 1. */
 export const timeoutMs = z.number().int().positive().max(2 ** 31 - 1);
+/** A deadline that may also be `Infinity`, given explicitly: no deadline at all. */
+export const timeoutOrInfinity = z.union([timeoutMs, z.literal(Infinity)]);
+/** The agent's default deadline of done() and notify(). */
+export const DEFAULT_TRANSFER_TIMEOUT_MS = 30_000;
 
 export const EtcdOptionsSchema = z
   .object({
@@ -291,8 +295,8 @@ export const AgentOptionsSchema = z
     iface: z.string().min(1).optional(),
     /** Address to bind, e.g. '127.0.0.1' or '::1'. Defaults to loopback when no iface is given. */
     address: z.string().min(1).optional(),
-    /** Default deadline of Transfer.done() when the call gives none. */
-    transferTimeoutMs: timeoutMs.optional(),
+    /** Default deadline of Transfer.done() and notify() when the call gives none; `Infinity`: none. */
+    transferTimeoutMs: timeoutOrInfinity.default(DEFAULT_TRANSFER_TIMEOUT_MS),
     /** Incoming notifications. */
     notifications: NotificationOptionsSchema.prefault({}),
     /** Metadata exchange: TCP side channel settings, and etcd. */
@@ -376,7 +380,7 @@ export interface TransferRequest {
 
 export const WaitOptionsSchema = z
   .object({
-    timeoutMs: timeoutMs.optional(),
+    timeoutMs: timeoutOrInfinity.optional(),
     signal: z.instanceof(AbortSignal).optional(),
   })
   .strict();

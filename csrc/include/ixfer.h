@@ -144,12 +144,17 @@ IXFER_API int32_t ixfer_mr_register(ixfer_agent *agent, uint64_t addr, uint64_t 
                                     uint64_t *key, ixfer_mr **out);
 IXFER_API int32_t ixfer_mr_deregister(ixfer_mr *mr);
 
-/* Adds a peer address to the address vector; *peer receives its handle. */
+/* Adds a peer address to the address vector; *peer receives its handle.
+ * Work for a peer found gone (its socket address refuses connections, or it
+ * refused every post for IXFER_PEER_STALL_MS) fails with
+ * IXFER_ERR_REMOTE_DISCONNECT until its address is inserted again. */
 IXFER_API int32_t ixfer_peer_insert(ixfer_agent *agent, const uint8_t *addr, uint64_t len,
                                     uint64_t *peer);
 
-/* Removes a peer from the address vector, closing its connection. Its
- * transfers still waiting to be posted fail with IXFER_ERR_REMOTE_DISCONNECT.
+/* Removes a peer: nothing more is posted to it, and its transfers and
+ * notifications still waiting to be posted fail with
+ * IXFER_ERR_REMOTE_DISCONNECT. The address leaves the address vector once no
+ * operation refers to it, so its handle is not reused before.
  * Inserting the address again gives a fresh connection: after a provider
  * error the old one may be unusable (tcp 1.17 drops it on a bad remote key). */
 IXFER_API int32_t ixfer_peer_remove(ixfer_agent *agent, uint64_t peer);

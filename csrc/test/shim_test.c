@@ -277,6 +277,81 @@ static void test_notifications(void)
 
 /* File engine: a POSIX round trip in small chunks over several threads, the
  * end of a file, a full device, a missing file, a canceled request. */
+/* The XFER_DONE event of user_id must come, with status (any failure: 1). */
+static void expect_done(ixfer_agent *a, int fd, uint64_t user_id, int32_t status)
+{
+    ixfer_event ev;
+    EXPECT(wait_type(a, fd, IXFER_EVENT_XFER_DONE, &ev));
+    EXPECT(ev.user_id == user_id && (status == 1 ? ev.status != IXFER_OK : ev.status == status));
+}
+
+/* Peers that are gone or removed: their work fails with
+ * IXFER_ERR_REMOTE_DISCONNECT, nothing is ever posted to a removed address
+ * (libfabric does not check it: rxm would dereference a freed entry). */
+static void test_dead_peers(void)
+{
+    ixfer_agent_config cfg = {.provider = "tcp", .node = "127.0.0.1", .domain = NULL};
+    ixfer_agent *a = NULL, *b = NULL, *c = NULL;
+    EXPECT(ixfer_agent_create(&cfg, &a) == IXFER_OK);
+    EXPECT(ixfer_agent_create(&cfg, &b) == IXFER_OK);
+    EXPECT(ixfer_agent_create(&cfg, &c) == IXFER_OK);
+    if (!a || !b || !c)
+        return;
+    int afd = -1;
+    EXPECT(ixfer_agent_take_event_fd(a, &afd) == IXFER_OK);
+    const uint64_t len = 4096;
+    uint64_t src = 0, dst = 0;
+    EXPECT(ixfer_mem_alloc(len, &src) == IXFER_OK);
+    EXPECT(ixfer_mem_alloc(len, &dst) == IXFER_OK);
+    ixfer_mr *smr = NULL, *cmr = NULL;
+    uint64_t skey = 0, ckey = 0;
+    EXPECT(ixfer_mr_register(a, src, len, &skey, &smr) == IXFER_OK);
+    EXPECT(ixfer_mr_register(c, dst, len, &ckey, &cmr) == IXFER_OK);
+    ixfer_provider_info caps;
+    EXPECT(ixfer_agent_info(c, &caps) == IXFER_OK);
+    uint64_t rbase = (caps.mr_mode & (1 << 4)) ? dst : 0;
+    ixfer_iov_pair pair = {src, len, smr, rbase, ckey};
+
+    /* b is destroyed before a ever reached it: a WRITE and a notification to
+     * it fail, with no deadline to end them. */
+    uint8_t addr[256];
+    uint64_t alen = sizeof addr, dead = 0;
+    EXPECT(ixfer_agent_address(b, addr, &alen) == IXFER_OK);
+    EXPECT(ixfer_peer_insert(a, addr, alen, &dead) == IXFER_OK);
+    ixfer_agent_destroy(b);
+    EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, dead, &pair, 1, 60, NULL, 0, 0) == IXFER_OK);
+    expect_done(a, afd, 60, IXFER_ERR_REMOTE_DISCONNECT);
+    EXPECT(ixfer_notify(a, dead, (const uint8_t *)"x", 1, 1, 61) == IXFER_OK);
+    expect_done(a, afd, 61, IXFER_ERR_REMOTE_DISCONNECT);
+    /* A canceled notification (its withdrawal queued), then the peer removed. */
+    EXPECT(ixfer_notify(a, dead, (const uint8_t *)"y", 1, 2, 62) == IXFER_OK);
+    EXPECT(ixfer_xfer_cancel(a, 62, IXFER_ERR_TIMEOUT) == IXFER_OK);
+    EXPECT(ixfer_peer_remove(a, dead) == IXFER_OK);
+    expect_done(a, afd, 62, 1);
+
+    /* The same live address inserted twice, removed once: still usable. */
+    alen = sizeof addr;
+    uint64_t live = 0, again = 0;
+    EXPECT(ixfer_agent_address(c, addr, &alen) == IXFER_OK);
+    EXPECT(ixfer_peer_insert(a, addr, alen, &live) == IXFER_OK);
+    EXPECT(ixfer_peer_insert(a, addr, alen, &again) == IXFER_OK);
+    EXPECT(ixfer_peer_remove(a, live) == IXFER_OK);
+    EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, again, &pair, 1, 63, NULL, 0, 0) == IXFER_OK);
+    expect_done(a, afd, 63, IXFER_OK);
+    /* Removed for good: work posted to the stale handle is refused, not sent. */
+    EXPECT(ixfer_peer_remove(a, again) == IXFER_OK);
+    EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, again, &pair, 1, 64, NULL, 0, 0) == IXFER_OK);
+    expect_done(a, afd, 64, IXFER_ERR_REMOTE_DISCONNECT);
+    EXPECT(ixfer_notify(a, again, (const uint8_t *)"z", 1, 3, 65) == IXFER_OK);
+    expect_done(a, afd, 65, IXFER_ERR_REMOTE_DISCONNECT);
+
+    ixfer_agent_destroy(a);
+    ixfer_agent_destroy(c);
+    close(afd);
+    ixfer_mem_free(src);
+    ixfer_mem_free(dst);
+}
+
 static void test_files(void)
 {
     ixfer_agent_config cfg = {.provider = "tcp", .node = "127.0.0.1"};
@@ -475,6 +550,7 @@ int main(void)
     test_bad_input();
     test_transfers();
     test_notifications();
+    test_dead_peers();
     test_files();
     test_wakeups("tcp", "127.0.0.1");
     test_wakeups("shm", NULL);

@@ -85,7 +85,7 @@ export function withDeadline<T>(d: Deadline, start: (settle: Settle<T>, abort: A
     if (done) return stop?.(); // settled from inside start(), before stop was known
     d.signal?.addEventListener('abort', onAbort, { once: true });
     const ms = d.timeoutMs;
-    if (ms === undefined) return;
+    if (ms === undefined || ms === Infinity) return;
     timer = setTimeout(() => fail('ERR_TIMEOUT', new TimeoutError(`${what()}: not done within ${ms} ms`)), ms);
   });
 }

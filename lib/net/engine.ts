@@ -318,6 +318,6 @@ function describeNetError(status: number, fiErrno: number): string {
   const code = codeOfStatus(status);
   if (code === 'ERR_TIMEOUT') return 'timed out';
   if (code === 'ERR_CANCELED') return 'canceled';
-  if (code === 'ERR_REMOTE_DISCONNECT') return 'the peer was removed (invalidated or reloaded)';
+  if (code === 'ERR_REMOTE_DISCONNECT') return 'the peer is gone (its endpoint refuses connections) or was removed (invalidated or reloaded)';
   return code;
 }

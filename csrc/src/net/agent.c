@@ -10,6 +10,7 @@
 #include "net/fabric_info.h"
 #include "net/mr.h"
 #include "net/notify.h"
+#include "net/peer.h"
 #include "net/progress.h"
 
 #define FI_CHECK(call, what)                                                         \
@@ -41,6 +42,7 @@ static void agent_free(struct ixfer_agent *a)
     if (a->info)
         ixfer_fab.freeinfo(a->info);
     ixfer_progress_discard(a);
+    ixfer_peers_fini(a);
     ixfer_events_fini(&a->events); /* frees notifications nobody drained */
     pthread_mutex_destroy(&a->mr_lock);
     pthread_mutex_destroy(&a->submit_lock);
@@ -73,6 +75,7 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
     ixfer_list_init(&a->mrs);
     ixfer_list_init(&a->live);
     ixfer_list_init(&a->postq);
+    ixfer_list_init(&a->peers);
     ixfer_list_init(&a->submissions);
     rc = ixfer_events_init(&a->events, ixfer_notify_release_event);
     if (rc != IXFER_OK)
@@ -167,20 +170,4 @@ uint32_t ixfer_agent_drain(ixfer_agent *agent, ixfer_event *out, uint32_t max)
     if (!agent || !out)
         return 0;
     return ixfer_events_drain(&agent->events, out, max);
-}
-
-int32_t ixfer_peer_insert(ixfer_agent *agent, const uint8_t *addr, uint64_t len, uint64_t *peer)
-{
-    if (!agent || !addr || !peer)
-        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
-    if (len == 0 || len > 4096)
-        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "peer address of %llu bytes",
-                          (unsigned long long)len);
-    fi_addr_t fa = FI_ADDR_UNSPEC;
-    int ret = fi_av_insert(agent->av, addr, 1, &fa, 0, NULL);
-    if (ret != 1 || fa == FI_ADDR_UNSPEC)
-        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "the provider rejected a peer address of "
-                                                   "%llu bytes", (unsigned long long)len);
-    *peer = fa;
-    return IXFER_OK;
 }

@@ -41,8 +41,10 @@ struct ixfer_agent {
     /* Owned by the progress thread (progress.c): struct xfer_request. */
     struct ixfer_list live;  /* every request not yet reported */
     struct ixfer_list postq; /* requests with parts left to post */
+    struct ixfer_list peers; /* struct net_peer (peer.h) */
 
     pthread_t thread;
+    struct ixfer_list running; /* progress.c: agents whose thread runs */
     int thread_started;
     atomic_int stop;
     atomic_uint submitted;  /* submissions ever queued, for the watching thread */

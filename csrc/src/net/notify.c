@@ -24,6 +24,7 @@
 #include "net/fabric_api.h"
 #include "net/mr.h"
 #include "net/notify.h"
+#include "net/peer.h"
 
 #define SEND_SLOTS 64
 #define RECV_SLOTS 64
@@ -55,6 +56,7 @@ static uint64_t frag_room(uint32_t name_len) { return FRAG_BYTES - HDR_BYTES - n
 struct notif_job {
     struct ixfer_list link; /* on the send queue until fully posted or stopped */
     fi_addr_t peer;
+    struct net_peer *np; /* peer.h; set when queued */
     uint64_t user_id;
     ixfer_notif_sent_fn *on_sent; /* attached: tell the transfer; NULL: push an event */
     void *on_sent_ctx;
@@ -181,6 +183,7 @@ static void job_finish(struct ixfer_agent *a, struct notif_job *job)
                           .status = status, .fi_errno = job->fi_errno};
         ixfer_events_push(&a->events, &ev);
     }
+    ixfer_peer_unref(a, job->np);
     free(job);
 }
 
@@ -193,6 +196,8 @@ void ixfer_notify_enqueue(struct ixfer_agent *a, struct notif_job *job)
 {
     struct notify_state *n = a->notify;
     job->msg_id = ++n->next_msg_id;
+    job->np = ixfer_peer_find(a, job->peer);
+    ixfer_peer_ref(job->np);
     ixfer_list_push_back(&n->queue, &job->link);
 }
 
@@ -243,8 +248,10 @@ static int post_fragment(struct ixfer_agent *a, struct notif_job *job, uint64_t 
     size_t head = HDR_BYTES + a->name_len;
     memcpy(slot->buf + head, job->data + job->sent, chunk);
     ssize_t ret = fi_send(a->ep, slot->buf, head + chunk, n->desc, job->peer, slot);
-    if (ret == -FI_EAGAIN)
+    if (ret == -FI_EAGAIN) {
+        ixfer_peer_refused(job->np);
         return -FI_EAGAIN;
+    }
     if (ret) {
         job->status = ixfer_status_of((int)-ret);
         job->fi_errno = (int32_t)-ret;
@@ -253,6 +260,7 @@ static int post_fragment(struct ixfer_agent *a, struct notif_job *job, uint64_t 
     ixfer_list_remove(&slot->link);
     slot->job = job;
     job->inflight++;
+    ixfer_peer_posted(job->np);
     return 0;
 }
 
@@ -261,6 +269,13 @@ static int post_fragment(struct ixfer_agent *a, struct notif_job *job, uint64_t 
 static int post_job(struct ixfer_agent *a, struct notif_job *job)
 {
     uint64_t room = frag_room(a->name_len);
+    /* Nothing, not even a withdrawal, goes to a removed or gone peer. */
+    int32_t st = ixfer_peer_may_post(job->np);
+    if (st != IXFER_OK) {
+        if (!job->cancel_status)
+            job->cancel_status = st;
+        return 0;
+    }
     /* A canceled ordered message still takes its place in the order: say so
      * (a removed peer is gone, and a failed send means the connection is). */
     if (!job->on_sent && job->cancel_status && job->status == IXFER_OK && !job->withdrawn &&
@@ -321,6 +336,7 @@ static void send_done(struct ixfer_agent *a, struct send_slot *slot, int fi_err)
         job->fi_errno = fi_err;
     }
     job->inflight--;
+    ixfer_peer_op_done(job->np, fi_err);
     if (!job->inflight && !ixfer_list_linked(&job->link))
         job_finish(a, job);
 }

@@ -23,6 +23,7 @@
 #include "net/fabric_api.h"
 #include "net/mr.h"
 #include "net/notify.h"
+#include "net/peer.h"
 #include "net/progress.h"
 
 #define CQ_BATCH 64
@@ -111,6 +112,7 @@ static void maybe_finish(struct ixfer_agent *a, struct xfer_request *r)
         return;
     if (r->notif_state == NOTIF_WAITING)
         ixfer_notif_job_free(r->notif);
+    ixfer_peer_unref(a, r->np);
     ixfer_request_end(&a->events, &r->base);
 }
 
@@ -182,12 +184,15 @@ static int post_some(struct ixfer_agent *a, struct xfer_request *r)
                           ? fi_writemsg(a->ep, &msg, FI_DELIVERY_COMPLETE |
                                                          (r->tagged ? FI_REMOTE_CQ_DATA : 0))
                           : fi_readmsg(a->ep, &msg, 0);
-        if (ret == -FI_EAGAIN)
+        if (ret == -FI_EAGAIN) {
+            ixfer_peer_refused(r->np);
             return -FI_EAGAIN;
+        }
         if (ret) {
             fail_request(r, (int)-ret);
             break;
         }
+        ixfer_peer_posted(r->np);
         r->ops_used++;
         r->base.busy++;
         r->base.next_pair = p;
@@ -210,6 +215,8 @@ static int take_submissions(struct ixfer_agent *a)
         struct submission *s = ixfer_container_of(node, struct submission, link);
         if (s->kind == SUBMIT_POST) {
             struct xfer_request *r = s->req;
+            r->np = ixfer_peer_find(a, r->peer);
+            ixfer_peer_ref(r->np);
             if (r->notif)
                 ixfer_notif_job_attach(r->notif, request_notified, r);
             if (r->tagged)
@@ -229,14 +236,19 @@ static int take_submissions(struct ixfer_agent *a)
         } else if (s->kind == SUBMIT_FORGET) {
             ixfer_notify_forget(a, s->name);
             free(s->name);
+        } else if (s->kind == SUBMIT_ADD_PEER) {
+            ixfer_peer_added(a, s->peer, s->addr, s->addr_len);
         } else {
-            IXFER_LIST_FOR_EACH(n, &a->live) {
-                struct xfer_request *r = ixfer_container_of(n, struct xfer_request, base.live);
-                if (r->peer == s->peer)
-                    ixfer_request_cancel(&r->base, IXFER_ERR_REMOTE_DISCONNECT);
+            /* The record stays while these refer to it: canceling them only
+             * stops their posting. */
+            if (ixfer_peer_removed(a, s->peer)) {
+                IXFER_LIST_FOR_EACH(n, &a->live) {
+                    struct xfer_request *r = ixfer_container_of(n, struct xfer_request, base.live);
+                    if (r->peer == s->peer)
+                        ixfer_request_cancel(&r->base, IXFER_ERR_REMOTE_DISCONNECT);
+                }
+                ixfer_notify_remove_peer(a, s->peer);
             }
-            ixfer_notify_remove_peer(a, s->peer);
-            fi_av_remove(a->av, &s->peer, 1, 0);
             pthread_mutex_lock(&a->submit_lock);
             *s->done = 1;
             pthread_cond_broadcast(&a->submit_done);
@@ -266,6 +278,9 @@ static int post_pass(struct ixfer_agent *a)
     IXFER_LIST_FOR_EACH_SAFE(node, &a->postq) {
         struct xfer_request *r = ixfer_container_of(node, struct xfer_request, base.queue);
         int skip = peer_blocked(&blocked, r->peer), full = 0;
+        int32_t st = ixfer_peer_may_post(r->np);
+        if (st != IXFER_OK)
+            ixfer_request_cancel(&r->base, st);
         if (!skip && !r->base.cancel_status && post_some(a, r) == -FI_EAGAIN) {
             full = block_peer(&blocked, r->peer);
             skip = 1;
@@ -293,6 +308,7 @@ static void op_done(struct ixfer_agent *a, const struct fi_cq_data_entry *e, voi
         return;
     }
     struct xfer_request *r = ((struct xfer_op *)context)->req;
+    ixfer_peer_op_done(r->np, fi_err);
     if (fi_err)
         fail_request(r, fi_err);
     r->base.busy--;
@@ -418,6 +434,32 @@ static void *progress_main(void *arg)
     return NULL;
 }
 
+/* Agents whose thread runs. A process that exits with an agent open (Node
+ * does not close it) runs libfabric's destructor while the thread may be
+ * inside the provider, retrying a dead peer's connection: the atexit handler,
+ * which runs before library destructors, stops every thread first. */
+static pthread_mutex_t running_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ixfer_list running = {&running, &running};
+static pthread_once_t exit_hook = PTHREAD_ONCE_INIT;
+
+static void stop_thread(struct ixfer_agent *a)
+{
+    atomic_store(&a->stop, 1);
+    wake(a);
+    pthread_join(a->thread, NULL);
+}
+
+static void stop_all_at_exit(void)
+{
+    pthread_mutex_lock(&running_lock);
+    struct ixfer_list *n;
+    while ((n = ixfer_list_pop_front(&running)))
+        stop_thread(ixfer_container_of(n, struct ixfer_agent, running));
+    pthread_mutex_unlock(&running_lock);
+}
+
+static void add_exit_hook(void) { atexit(stop_all_at_exit); }
+
 int32_t ixfer_progress_start(struct ixfer_agent *a)
 {
     a->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -426,7 +468,13 @@ int32_t ixfer_progress_start(struct ixfer_agent *a)
     struct epoll_event ev = {.events = EPOLLIN, .data.fd = a->wake_fd};
     if (a->wait_epfd >= 0 && epoll_ctl(a->wait_epfd, EPOLL_CTL_ADD, a->wake_fd, &ev))
         return ixfer_fail(IXFER_ERR_BACKEND, "epoll_ctl: %s", strerror(errno));
-    if (pthread_create(&a->thread, NULL, progress_main, a))
+    pthread_once(&exit_hook, add_exit_hook);
+    pthread_mutex_lock(&running_lock);
+    int failed = pthread_create(&a->thread, NULL, progress_main, a);
+    if (!failed)
+        ixfer_list_push_back(&running, &a->running);
+    pthread_mutex_unlock(&running_lock);
+    if (failed)
         return ixfer_fail(IXFER_ERR_BACKEND, "cannot start the progress thread");
     a->thread_started = 1;
     return IXFER_OK;
@@ -435,9 +483,14 @@ int32_t ixfer_progress_start(struct ixfer_agent *a)
 void ixfer_progress_stop(struct ixfer_agent *a)
 {
     if (a->thread_started) {
-        atomic_store(&a->stop, 1);
-        wake(a);
-        pthread_join(a->thread, NULL);
+        pthread_mutex_lock(&running_lock);
+        /* Not on the list any more: stopped by the exit hook already. */
+        int mine = ixfer_list_linked(&a->running);
+        if (mine)
+            ixfer_list_remove(&a->running);
+        pthread_mutex_unlock(&running_lock);
+        if (mine)
+            stop_thread(a);
         a->thread_started = 0;
     }
     if (a->wait_epfd >= 0)

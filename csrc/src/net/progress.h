@@ -9,6 +9,7 @@
 
 struct xfer_request;
 struct notif_job;
+struct net_peer;
 
 struct xfer_op {
     struct op_ctx ctx;
@@ -23,6 +24,7 @@ struct xfer_request {
     uint32_t ops_used;
     uint32_t op;
     fi_addr_t peer;
+    struct net_peer *np;     /* its record (peer.h), NULL if unknown */
     struct notif_job *notif; /* attached notification, or NULL */
     enum { NOTIF_NONE, NOTIF_WAITING, NOTIF_SENDING } notif_state; /* NONE once sent */
     int tagged;              /* WRITE ops carry tag as remote CQ data */
@@ -32,14 +34,17 @@ struct xfer_request {
 
 struct submission {
     struct ixfer_list link; /* on the agent's submissions */
-    enum { SUBMIT_POST, SUBMIT_CANCEL, SUBMIT_REMOVE_PEER, SUBMIT_NOTIFY, SUBMIT_FORGET } kind;
+    enum { SUBMIT_POST, SUBMIT_CANCEL, SUBMIT_REMOVE_PEER, SUBMIT_NOTIFY, SUBMIT_FORGET,
+           SUBMIT_ADD_PEER } kind;
     struct xfer_request *req; /* SUBMIT_POST */
     struct notif_job *job;    /* SUBMIT_NOTIFY */
     char *name;               /* SUBMIT_FORGET */
     uint64_t user_id;         /* SUBMIT_CANCEL */
-    fi_addr_t peer;           /* SUBMIT_REMOVE_PEER */
+    fi_addr_t peer;           /* SUBMIT_REMOVE_PEER, SUBMIT_ADD_PEER */
+    uint64_t addr_len;        /* SUBMIT_ADD_PEER: the address, after the submission */
     int *done;                /* SUBMIT_REMOVE_PEER: set under submit_lock */
     int32_t cancel_status;
+    uint8_t addr[];
 };
 
 /* Queues a submission and wakes the progress thread. Any thread. */

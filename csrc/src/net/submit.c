@@ -10,6 +10,34 @@
 #include "net/notify.h"
 #include "net/progress.h"
 
+int32_t ixfer_peer_insert(ixfer_agent *agent, const uint8_t *addr, uint64_t len, uint64_t *peer)
+{
+    if (!agent || !addr || !peer)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
+    if (len == 0 || len > 4096)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "peer address of %llu bytes",
+                          (unsigned long long)len);
+    struct submission *s = calloc(1, sizeof *s + len);
+    if (!s)
+        return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
+    fi_addr_t fa = FI_ADDR_UNSPEC;
+    int ret = fi_av_insert(agent->av, addr, 1, &fa, 0, NULL);
+    if (ret != 1 || fa == FI_ADDR_UNSPEC) {
+        free(s);
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "the provider rejected a peer address of "
+                                                   "%llu bytes", (unsigned long long)len);
+    }
+    /* The progress thread keeps the peer's record (peer.h); queued before any
+     * post to it, since submissions are taken in order. */
+    s->kind = SUBMIT_ADD_PEER;
+    s->peer = fa;
+    s->addr_len = len;
+    memcpy(s->addr, addr, len);
+    ixfer_submit(agent, s);
+    *peer = fa;
+    return IXFER_OK;
+}
+
 int32_t ixfer_peer_remove(ixfer_agent *agent, uint64_t peer)
 {
     if (!agent)

@@ -1,0 +1,221 @@
+/* Peer records, owned by the progress thread. A record outlives its removal
+ * from the AV for as long as requests, notification jobs or their
+ * completions refer to it, so that an fi_addr is never reused by a new
+ * insert while stale work could still be posted to it.
+ *
+ * A dead peer: rxm (1.17) retries its connection on every post and reports
+ * nothing but -FI_EAGAIN, forever. A peer refusing posts while nothing of
+ * ours is with the provider has no connection; when its address is a kernel
+ * socket address (tcp, sockets) a nonblocking connect to it tells at once
+ * whether a process still listens there. Otherwise, or if the probe keeps
+ * connecting, the peer is declared gone after a stall deadline. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "net/peer.h"
+
+#define PROBE_AFTER_NS 10000000ull   /* a live peer on a LAN answers rxm in ~1 ms */
+#define REPROBE_NS 100000000ull      /* a probe that connected: look again later */
+#define STALL_DEFAULT_MS 5000
+
+/* IXFER_PEER_STALL_MS: how long a peer may refuse every post, with nothing of
+ * ours outstanding to it, before its work fails (read once). */
+static uint64_t stall_ns(void)
+{
+    static uint64_t cached;
+    uint64_t v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (!v) {
+        const char *s = getenv("IXFER_PEER_STALL_MS");
+        char *end = NULL;
+        long ms = s ? strtol(s, &end, 10) : 0;
+        if (!s || !*s || *end || ms <= 0 || ms > 86400000)
+            ms = STALL_DEFAULT_MS;
+        v = (uint64_t)ms * 1000000ull;
+        __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
+struct net_peer *ixfer_peer_find(struct ixfer_agent *a, fi_addr_t fa)
+{
+    IXFER_LIST_FOR_EACH(n, &a->peers) {
+        struct net_peer *p = ixfer_container_of(n, struct net_peer, link);
+        if (p->fa == fa)
+            return p->inserts ? p : NULL;
+    }
+    return NULL;
+}
+
+static void probe_close(struct net_peer *p)
+{
+    if (p->probe_fd >= 0)
+        close(p->probe_fd);
+    p->probe_fd = -1;
+}
+
+static int is_sockaddr(const struct ixfer_agent *a, const void *addr, size_t len)
+{
+    sa_family_t fam;
+    if (len < sizeof fam || len > sizeof(struct sockaddr_storage))
+        return 0;
+    memcpy(&fam, addr, sizeof fam);
+    if (a->info->addr_format == FI_SOCKADDR_IN)
+        return fam == AF_INET && len >= sizeof(struct sockaddr_in);
+    if (a->info->addr_format == FI_SOCKADDR_IN6)
+        return fam == AF_INET6 && len >= sizeof(struct sockaddr_in6);
+    return 0;
+}
+
+int ixfer_peer_added(struct ixfer_agent *a, fi_addr_t fa, const void *addr, size_t len)
+{
+    struct net_peer *p = NULL;
+    IXFER_LIST_FOR_EACH(n, &a->peers) {
+        struct net_peer *q = ixfer_container_of(n, struct net_peer, link);
+        if (q->fa == fa)
+            p = q;
+    }
+    if (!p) {
+        p = calloc(1, sizeof *p);
+        if (!p)
+            return -1;
+        p->fa = fa;
+        p->probe_fd = -1;
+        if (is_sockaddr(a, addr, len)) {
+            memcpy(&p->sa, addr, len);
+            p->salen = (socklen_t)len;
+        }
+        ixfer_list_push_back(&a->peers, &p->link);
+    }
+    /* The same address inserted again (a reload): a fresh start. */
+    p->inserts++;
+    p->state = PEER_OK;
+    p->stall_since_ns = 0;
+    probe_close(p);
+    return 0;
+}
+
+static void maybe_free(struct ixfer_agent *a, struct net_peer *p)
+{
+    if (p->refs)
+        return;
+    for (; p->av_owed; p->av_owed--)
+        fi_av_remove(a->av, &p->fa, 1, 0);
+    if (p->inserts)
+        return;
+    probe_close(p);
+    ixfer_list_remove(&p->link);
+    free(p);
+}
+
+int ixfer_peer_removed(struct ixfer_agent *a, fi_addr_t fa)
+{
+    struct net_peer *p = ixfer_peer_find(a, fa);
+    if (!p)
+        return 1;
+    p->inserts--;
+    p->av_owed++;
+    int gone = !p->inserts;
+    if (gone)
+        p->state = PEER_REMOVED;
+    maybe_free(a, p);
+    return gone;
+}
+
+void ixfer_peer_ref(struct net_peer *p)
+{
+    if (p)
+        p->refs++;
+}
+
+void ixfer_peer_unref(struct ixfer_agent *a, struct net_peer *p)
+{
+    if (p && !--p->refs)
+        maybe_free(a, p);
+}
+
+int32_t ixfer_peer_may_post(const struct net_peer *p)
+{
+    return p && p->state == PEER_OK ? IXFER_OK : IXFER_ERR_REMOTE_DISCONNECT;
+}
+
+void ixfer_peer_posted(struct net_peer *p)
+{
+    p->outstanding++;
+    p->stall_since_ns = 0;
+}
+
+void ixfer_peer_op_done(struct net_peer *p, int fi_err)
+{
+    if (!p)
+        return;
+    p->outstanding--;
+    /* The connection broke (rxm flushes its ops as canceled): probe on the
+     * next refusal instead of waiting PROBE_AFTER_NS. A bad remote key also
+     * drops a connection while the peer lives, so this alone is no verdict. */
+    if (fi_err == FI_ECANCELED || fi_err == FI_ENOTCONN || fi_err == FI_ECONNRESET ||
+        fi_err == FI_ECONNABORTED || fi_err == EPIPE || fi_err == FI_ECONNREFUSED)
+        p->stall_since_ns = ixfer_now_ns() - PROBE_AFTER_NS;
+}
+
+/* One step of the probe; returns whether it found nobody listening. */
+static int probe_step(struct net_peer *p, uint64_t now)
+{
+    if (p->probe_fd < 0) {
+        if (now < p->next_probe_ns)
+            return 0;
+        int fd = socket(p->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return 0;
+        if (connect(fd, (struct sockaddr *)&p->sa, p->salen) == 0) {
+            close(fd);
+            p->next_probe_ns = now + REPROBE_NS;
+            return 0;
+        }
+        if (errno != EINPROGRESS) {
+            int err = errno;
+            close(fd);
+            return err == ECONNREFUSED || err == ENETUNREACH || err == EHOSTUNREACH;
+        }
+        p->probe_fd = fd;
+    }
+    struct pollfd pfd = {.fd = p->probe_fd, .events = POLLOUT};
+    if (poll(&pfd, 1, 0) <= 0)
+        return 0;
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(p->probe_fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    probe_close(p);
+    p->next_probe_ns = now + REPROBE_NS;
+    return err == ECONNREFUSED || err == ECONNRESET || err == ENETUNREACH ||
+           err == EHOSTUNREACH;
+}
+
+void ixfer_peer_refused(struct net_peer *p)
+{
+    if (!p || p->state != PEER_OK || p->outstanding)
+        return; /* ops in flight: the provider is merely busy */
+    uint64_t now = ixfer_now_ns();
+    if (!p->stall_since_ns)
+        p->stall_since_ns = now;
+    uint64_t stalled = now - p->stall_since_ns;
+    if ((p->salen && stalled >= PROBE_AFTER_NS && probe_step(p, now)) || stalled >= stall_ns()) {
+        p->state = PEER_GONE;
+        probe_close(p);
+    }
+}
+
+void ixfer_peers_fini(struct ixfer_agent *a)
+{
+    IXFER_LIST_FOR_EACH_SAFE(n, &a->peers) {
+        struct net_peer *p = ixfer_container_of(n, struct net_peer, link);
+        probe_close(p);
+        free(p);
+    }
+    ixfer_list_init(&a->peers);
+}

@@ -1,0 +1,49 @@
+/* Peer records (peer.c): what the progress thread knows of each address in
+ * the AV. Every post to a peer goes through ixfer_peer_may_post, so nothing
+ * is ever posted to an address removed from the AV (libfabric does not check
+ * addresses on the data path: rxm dereferences a freed entry). */
+#ifndef IXFER_NET_PEER_H
+#define IXFER_NET_PEER_H
+
+#include <sys/socket.h>
+
+#include "net/agent.h"
+
+enum peer_state { PEER_OK, PEER_GONE, PEER_REMOVED };
+
+struct net_peer {
+    struct ixfer_list link; /* on the agent's peers */
+    fi_addr_t fa;
+    enum peer_state state;
+    uint32_t inserts;     /* fi_av_insert calls not yet matched by a removal */
+    uint32_t av_owed;     /* fi_av_remove calls deferred until refs is 0 */
+    uint32_t refs;        /* live requests and notification jobs naming it */
+    uint32_t outstanding; /* ops with the provider */
+    uint64_t stall_since_ns; /* first refusal while nothing was outstanding */
+    int probe_fd;            /* -1, or a nonblocking connect in progress */
+    uint64_t next_probe_ns;
+    socklen_t salen;         /* 0: the address is no kernel socket address */
+    struct sockaddr_storage sa;
+};
+
+/* The record of fa, or NULL (never inserted, or removed). */
+struct net_peer *ixfer_peer_find(struct ixfer_agent *a, fi_addr_t fa);
+/* SUBMIT_ADD_PEER: fa was inserted from addr. Returns 0 or -1 (out of memory). */
+int ixfer_peer_added(struct ixfer_agent *a, fi_addr_t fa, const void *addr, size_t len);
+/* SUBMIT_REMOVE_PEER: no more posts; fi_av_remove once nothing refers to it.
+ * Returns whether fa is now removed (not still held by another insert). */
+int ixfer_peer_removed(struct ixfer_agent *a, fi_addr_t fa);
+void ixfer_peer_ref(struct net_peer *p);
+void ixfer_peer_unref(struct ixfer_agent *a, struct net_peer *p);
+/* The one check before a post: IXFER_OK, or IXFER_ERR_REMOTE_DISCONNECT when p
+ * is NULL, removed or gone. */
+int32_t ixfer_peer_may_post(const struct net_peer *p);
+/* The provider took an op for p, or one completed (fi_err 0 or its error). */
+void ixfer_peer_posted(struct net_peer *p);
+void ixfer_peer_op_done(struct net_peer *p, int fi_err);
+/* The provider refused a post to p with -FI_EAGAIN: decides whether p is gone. */
+void ixfer_peer_refused(struct net_peer *p);
+/* At teardown, after the progress thread stopped. */
+void ixfer_peers_fini(struct ixfer_agent *a);
+
+#endif
