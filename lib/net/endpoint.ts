@@ -57,12 +57,12 @@ export class Endpoint {
     const native = shim();
     const chosen = pickProvider(process.env.IXFER_PROVIDER || opts.provider, opts.iface);
     const provider = coreName(chosen.name);
-    const node = bindNode(provider, opts.iface, opts.address);
+    const node = bindNode(chosen, opts.iface, opts.address);
     const out: (bigint | null)[] = [null];
     check(
       native.agentCreate(
         {
-          provider,
+          provider: chosen.name,
           node: node ?? null,
           domain: opts.iface ?? null,
           name: opts.name,
@@ -71,7 +71,7 @@ export class Endpoint {
         },
         out,
       ),
-      `creating agent '${opts.name}' on ${provider}${node ? ` at ${node}` : ''}`,
+      `creating agent '${opts.name}' on ${chosen.name}${node ? ` at ${node}` : ''}`,
     );
     const handle = out[0] as AgentHandle;
     try {

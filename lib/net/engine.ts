@@ -138,8 +138,9 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
       name: ep.name,
       instance: ep.instance,
       sequence: this.#sequence,
-      provider: ep.provider,
+      provider: ep.info.name,
       mrModeBits: ep.info.mrModeBits,
+      addrFormat: ep.info.addrFormatValue,
       ...(includeConnection ? { address: ep.address } : {}),
       complete: regions === undefined,
       regions: [...(chosen as MemoryRegion[])]

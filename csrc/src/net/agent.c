@@ -1,8 +1,10 @@
 /* Agent resources: fabric, domain, endpoint, CQ, AV and the event queue; the
  * progress thread (progress.c), registrations (mr.c) and notifications
  * (notify.c) are set up and torn down from here. */
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/error.h"
 #include "net/agent.h"
@@ -93,8 +95,31 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
         goto fail;
     }
     FI_CHECK(ret, "fi_getinfo");
+    /* A name matches its layerings too ("tcp" gives native tcp and
+     * tcp;ofi_rxm on 2.x): the entry named exactly as asked wins, else
+     * libfabric's first. */
+    const char *first = a->info->fabric_attr->prov_name;
+    for (struct fi_info *cur = a->info->next; first && strcasecmp(first, cfg->provider) && cur;
+         cur = cur->next) {
+        if (cur->fabric_attr->prov_name && !strcasecmp(cur->fabric_attr->prov_name, cfg->provider)) {
+            struct fi_info *one = ixfer_fab.dupinfo(cur);
+            if (!one) {
+                rc = ixfer_fail(IXFER_ERR_BACKEND, "fi_dupinfo failed");
+                goto fail;
+            }
+            ixfer_fab.freeinfo(a->info);
+            a->info = one;
+            break;
+        }
+    }
 
     struct fi_info *fi = a->info;
+    const char *refusal = ixfer_provider_refusal(fi);
+    if (refusal) {
+        rc = ixfer_fail(IXFER_ERR_NOT_SUPPORTED, "provider '%s': %s", fi->fabric_attr->prov_name,
+                        refusal);
+        goto fail;
+    }
     ixfer_fill_provider_info(fi, &a->caps);
     a->iov_limit = a->caps.iov_limit ? a->caps.iov_limit : 1;
     a->max_msg_size = fi->ep_attr->max_msg_size ? fi->ep_attr->max_msg_size : (1ull << 30);
@@ -180,6 +205,18 @@ int32_t ixfer_peer_insert(ixfer_agent *agent, const uint8_t *addr, uint64_t len,
     if (len == 0 || len > 4096)
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "peer address of %llu bytes",
                           (unsigned long long)len);
+    /* The provider reads the address by its format (a string up to its NUL,
+     * a sockaddr by its size): hostile bytes must not make it read past what
+     * we hold. */
+    uint32_t format = agent->info->addr_format;
+    if (format == FI_ADDR_STR && memchr(addr, 0, len) != addr + len - 1)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM,
+                          "a string (FI_ADDR_STR) peer address must be NUL-terminated text");
+    if ((format == FI_SOCKADDR_IN && len != sizeof(struct sockaddr_in)) ||
+        (format == FI_SOCKADDR_IN6 && len != sizeof(struct sockaddr_in6)))
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "peer address of %llu bytes for a %s endpoint",
+                          (unsigned long long)len,
+                          format == FI_SOCKADDR_IN ? "sockaddr_in" : "sockaddr_in6");
     fi_addr_t fa = FI_ADDR_UNSPEC;
     int ret = fi_av_insert(agent->av, addr, 1, &fa, 0, NULL);
     if (ret != 1 || fa == FI_ADDR_UNSPEC)
