@@ -131,10 +131,15 @@ describe('two agents in two processes', () => {
     const inflight = new Set<Promise<unknown>>();
     const outcomes: string[] = [];
     let killed = false;
-    setTimeout(() => {
-      killed = true;
-      void victim.kill('SIGKILL');
-    }, 300);
+    // Killed 300 ms after the first write completed: on slow providers (udp;ofi_rxd)
+    // a fixed time from the start could end the peer before anything arrived.
+    let killTimer: ReturnType<typeof setTimeout> | undefined;
+    const killSoon = () => {
+      killTimer ??= setTimeout(() => {
+        killed = true;
+        void victim.kill('SIGKILL');
+      }, 300);
+    };
     const started = Date.now();
     // a stream: keep 8 writes in flight until the peer is dead and its writes have failed
     while (Date.now() - started < 15_000) {
@@ -144,7 +149,10 @@ describe('two agents in two processes', () => {
           .post();
         const p: Promise<unknown> = t
           .done({ timeoutMs: 5000 })
-          .then(() => outcomes.push('done'))
+          .then(() => {
+            outcomes.push('done');
+            killSoon();
+          })
           .catch((e: { code: string }) => outcomes.push(e.code))
           .finally(() => inflight.delete(p));
         inflight.add(p);

@@ -130,6 +130,9 @@ int32_t ixfer_status_of(int fi_err)
      * when its connection went down (tcp 1.17 does this when the peer dies
      * or rejects a key). */
     case FI_ECANCELED:
+    /* sockets refuses a post to a peer it cannot connect to (any more) with
+     * -FI_ENOENT. */
+    case FI_ENOENT:
         return IXFER_ERR_REMOTE_DISCONNECT;
     case FI_ETIMEDOUT:
         return IXFER_ERR_TIMEOUT;
