@@ -69,7 +69,8 @@ static void die(const char *fmt, ...)
     } while (0)
 
 /* Opens an RDM endpoint bound to NODE (FI_SOURCE: loopback stays loopback)
- * and registers BYTES of page-aligned memory, honouring the mr_mode bits the
+ * where the provider's addresses are IP ones (shm would take NODE as the name
+ * of its region, and both processes would ask for the same), and registers BYTES of page-aligned memory, honouring the mr_mode bits the
  * provider returns (fi_mr(3)). */
 static void setup(const char *provider, const char *node, size_t bytes, uint64_t key)
 {
@@ -83,8 +84,12 @@ static void setup(const char *provider, const char *node, size_t bytes, uint64_t
         FI_MR_LOCAL | FI_MR_VIRT_ADDR | FI_MR_ALLOCATED | FI_MR_PROV_KEY | FI_MR_ENDPOINT;
     hints->domain_attr->threading = FI_THREAD_SAFE;
     hints->fabric_attr->prov_name = strdup(provider);
-    CHECK(fi_getinfo(FI_VERSION(FI_MAJOR_VERSION, FI_MINOR_VERSION), node, NULL, FI_SOURCE,
-                     hints, &info));
+    CHECK(fi_getinfo(FI_VERSION(1, 17), NULL, NULL, 0, hints, &info));
+    uint32_t format = info->addr_format;
+    if (format == FI_SOCKADDR || format == FI_SOCKADDR_IN || format == FI_SOCKADDR_IN6) {
+        fi_freeinfo(info);
+        CHECK(fi_getinfo(FI_VERSION(1, 17), node, NULL, FI_SOURCE, hints, &info));
+    }
     fi_freeinfo(hints);
     CHECK(fi_fabric(info->fabric_attr, &fabric, NULL));
     CHECK(fi_domain(fabric, info, &domain, NULL));

@@ -35,7 +35,15 @@ export interface Info {
   /** The ixfer package version. */
   ixfer: string;
   shim: { version: string; abi: number; buildHash: string; path: string };
-  libfabric: LibraryStatus & { version?: string; builtAgainst: string; providers: ProviderSummary[] };
+  libfabric: LibraryStatus & {
+    /** The loaded library's own version (fi_version()). */
+    version?: string;
+    /** The headers the shim was compiled with: the oldest libfabric it loads. */
+    builtAgainst: string;
+    /** The API version the shim asks fi_getinfo for, whatever the library. */
+    apiVersion: string;
+    providers: ProviderSummary[];
+  };
   cuda: LibraryStatus & { driverVersion?: string; deviceCount?: number };
   cufile: LibraryStatus & {
     version?: string;
@@ -62,6 +70,7 @@ function attempt<T>(fn: () => T): { value?: T; error?: string } {
 function libfabricInfo(): Info['libfabric'] {
   const native = shim();
   const builtAgainst = fiVersion(native.fabricHeaderVersion());
+  const apiVersion = fiVersion(native.fabricApiVersion());
   const loaded = attempt(() => check(native.fabricLoad(), 'opening libfabric'));
   if (loaded.error) {
     return {
@@ -70,6 +79,7 @@ function libfabricInfo(): Info['libfabric'] {
       error: loaded.error,
       disables: 'all network transfers (agents cannot be created)',
       builtAgainst,
+      apiVersion,
       providers: [],
     };
   }
@@ -79,6 +89,7 @@ function libfabricInfo(): Info['libfabric'] {
     path: native.fabricPath(),
     version: fiVersion(native.fabricVersion()),
     builtAgainst,
+    apiVersion,
     providers: providers.value ?? [],
     ...(providers.error ? { error: providers.error } : {}),
   };
@@ -194,24 +205,32 @@ export function formatInfo(i: Info): string {
   if (!i.libfabric.available) missing(i.libfabric);
   else {
     row('version', i.libfabric.version ?? '?');
+    row('API in use', i.libfabric.apiVersion);
     if (i.libfabric.error) row('error', i.libfabric.error);
     if (i.libfabric.providers.length === 0) row('providers', 'none offers FI_EP_RDM with RMA on this host');
-    const header = ['provider', 'domain', 'mr_mode', 'iov', 'rma_iov', 'inject', 'cq_data', 'progress', 'hmem'];
+    const header = ['provider', 'domain', 'mr_mode', 'addr_format', 'iov', 'rma_iov', 'inject', 'cq_data', 'progress', 'hmem'];
     const rows = i.libfabric.providers.map((p) => [
       p.name,
       p.domain,
       p.mrMode.length ? p.mrMode.join('|') : '0',
+      p.addrFormat.replace(/^FI_/, ''),
       String(p.iovLimit),
       String(p.rmaIovLimit),
       String(p.injectSize),
       String(p.cqDataSize),
       p.dataProgress,
-      p.hmem ? 'yes' : 'no',
+      p.hmem ? 'yes*' : 'no',
     ]);
     if (rows.length) {
       const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c]!.length)));
-      for (const r of [header, ...rows]) lines.push('  ' + r.map((cell, c) => cell.padEnd(widths[c]!)).join('  '));
+      for (const r of [header, ...rows]) lines.push('  ' + r.map((cell, c) => cell.padEnd(widths[c]!)).join('  ').trimEnd());
     }
+    if (i.libfabric.providers.some((p) => p.hmem)) {
+      // shm answers FI_HMEM queries whether or not libfabric was built with CUDA.
+      lines.push('  * FI_HMEM offered; moving CUDA memory also needs a libfabric built with CUDA support (--with-cuda)');
+    }
+    const refused = new Map(i.libfabric.providers.filter((p) => p.unsupported).map((p) => [p.name, p.unsupported!]));
+    for (const [name, why] of refused) lines.push(`  refused: ${name}: ${why}`);
   }
 
   section('CUDA driver');

@@ -24,7 +24,7 @@ extern "C" {
 
 /* Bumped whenever a signature or struct below changes incompatibly. The
  * TypeScript loader refuses a shim whose ixfer_abi_version() differs. */
-#define IXFER_ABI_VERSION 1
+#define IXFER_ABI_VERSION 2
 
 typedef enum ixfer_status {
     IXFER_OK = 0,
@@ -62,8 +62,11 @@ IXFER_API const char *ixfer_fabric_path(void);
 IXFER_API uint32_t ixfer_fabric_version(void);
 /* libfabric's text for a provider error number (FI_E*, positive). */
 IXFER_API const char *ixfer_fabric_strerror(int32_t fi_errno);
-/* Version the shim was compiled against, FI_VERSION(major, minor). */
+/* Version the shim was compiled against, FI_VERSION(major, minor): the oldest
+ * libfabric it loads. */
 IXFER_API uint32_t ixfer_fabric_header_version(void);
+/* The API version the shim asks fi_getinfo for, FI_VERSION(major, minor). */
+IXFER_API uint32_t ixfer_fabric_api_version(void);
 
 IXFER_API int32_t ixfer_cuda_load(void);
 IXFER_API const char *ixfer_cuda_path(void);
@@ -79,6 +82,7 @@ IXFER_API int32_t ixfer_cufile_version(int32_t *out);
 /* ---- provider discovery --------------------------------------------------- */
 
 #define IXFER_NAME_MAX 64
+#define IXFER_REASON_MAX 256
 
 typedef struct ixfer_provider_info {
     char provider[IXFER_NAME_MAX]; /* e.g. "tcp;ofi_rxm" */
@@ -95,12 +99,15 @@ typedef struct ixfer_provider_info {
     uint32_t data_progress; /* enum fi_progress */
     uint32_t control_progress;
     uint32_t hmem;          /* 1 when FI_HMEM is offered */
-    uint32_t addr_format;
+    uint32_t addr_format;   /* enum fi_addr_format */
     uint32_t reserved;
+    /* Why ixfer refuses this provider (agents cannot be created on it), or "". */
+    char unsupported[IXFER_REASON_MAX];
 } ixfer_provider_info;
 
-/* Lists (provider, domain) pairs offering FI_EP_RDM with RMA. prov may be NULL
- * for all providers. Writes at most max entries, sets *count to the number
+/* Lists (provider, domain) pairs offering FI_EP_RDM with RMA (hmem set on
+ * those that also answer a query for FI_HMEM). prov may be NULL for all
+ * providers. Writes at most max entries, sets *count to the number
  * found (which can exceed max). */
 IXFER_API int32_t ixfer_fabric_query(const char *prov, ixfer_provider_info *out,
                                      uint32_t max, uint32_t *count);
@@ -111,7 +118,9 @@ typedef struct ixfer_agent ixfer_agent;
 typedef struct ixfer_mr ixfer_mr;
 
 typedef struct ixfer_agent_config {
-    const char *provider; /* libfabric provider name, e.g. "tcp" (required) */
+    /* libfabric provider name, e.g. "tcp" or "tcp;ofi_rxm" (required): the
+     * entry named exactly so wins over others that merely match it */
+    const char *provider;
     const char *node;     /* address to bind, e.g. "127.0.0.1"; NULL: any */
     const char *domain;   /* domain (interface/device) name, e.g. "lo"; NULL: any */
     const char *name;     /* agent name, sent with notifications (at most 255 bytes) */

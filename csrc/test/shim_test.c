@@ -94,6 +94,8 @@ static void test_transfers(void)
     uint64_t peer = 0;
     EXPECT(ixfer_peer_insert(a, addr, alen, &peer) == IXFER_OK);
     EXPECT(ixfer_peer_insert(a, addr, 0, &peer) == IXFER_ERR_INVALID_PARAM);
+    /* tcp's addresses are sockaddr_in: a shorter one is never read */
+    EXPECT(ixfer_peer_insert(a, addr, 12, &peer) == IXFER_ERR_INVALID_PARAM);
 
     const uint64_t len = 1 << 20;
     uint64_t src = 0, dst = 0;

@@ -85,7 +85,12 @@ class LineProcess {
     bin: string,
     args: string[],
   ) {
-    this.proc = spawn(bin, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+    // The libfabric ixfer loads (IXFER_LIBFABRIC_SO), so that both sides compare like with like.
+    const so = process.env.IXFER_LIBFABRIC_SO;
+    const env = so?.includes('/')
+      ? { ...process.env, LD_LIBRARY_PATH: [path.dirname(so), process.env.LD_LIBRARY_PATH].filter(Boolean).join(':') }
+      : process.env;
+    this.proc = spawn(bin, args, { stdio: ['pipe', 'pipe', 'inherit'], env });
     this.proc.stdin!.on('error', () => {});
     this.#lines = readline.createInterface({ input: this.proc.stdout! })[Symbol.asyncIterator]();
   }

@@ -117,13 +117,3 @@ export function takeNotification(native: Shim, addr: number): NativeNotification
   native.notifFree(addr);
   return { sender, status, len, data };
 }
-
-/** sockaddr families at the start of an IP provider's address (FI_SOCKADDR_IN/IN6). */
-const AF_INET = 2;
-const AF_INET6 = 10;
-const SOCKADDR_MIN_BYTES = 16;
-
-/** Whether addr looks like a sockaddr_in or sockaddr_in6 (family in the first two bytes, little-endian). */
-export function isSockaddr(addr: Uint8Array): boolean {
-  return addr.length >= SOCKADDR_MIN_BYTES && (addr[0] === AF_INET || addr[0] === AF_INET6) && addr[1] === 0;
-}

@@ -14,7 +14,7 @@ import koffi from 'koffi';
 import { codeOfStatus, LibraryMissingError, makeError } from '../errors.js';
 
 /** The ABI this TypeScript expects (IXFER_ABI_VERSION in ixfer.h). */
-export const EXPECTED_ABI_VERSION = 1;
+export const EXPECTED_ABI_VERSION = 2;
 
 /** The package's root: this file is dist/native/shim.js. */
 export const packageRoot = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -42,6 +42,8 @@ export interface ProviderInfoRaw {
   control_progress: number;
   hmem: number;
   addr_format: number;
+  /** Why ixfer refuses the provider, or ''. */
+  unsupported: string;
 }
 
 const ProviderInfo = koffi.struct('ixfer_provider_info', {
@@ -61,6 +63,7 @@ const ProviderInfo = koffi.struct('ixfer_provider_info', {
   hmem: 'uint32_t',
   addr_format: 'uint32_t',
   reserved: 'uint32_t',
+  unsupported: 'char[256]',
 });
 const PROVIDER_INFO_BYTES = koffi.sizeof(ProviderInfo);
 
@@ -115,6 +118,7 @@ function declare(lib: ReturnType<typeof koffi.load>) {
     fabricVersion: f('uint32_t ixfer_fabric_version()') as () => number,
     fabricStrerror: f('const char *ixfer_fabric_strerror(int32_t fi_errno)') as (e: number) => string,
     fabricHeaderVersion: f('uint32_t ixfer_fabric_header_version()') as () => number,
+    fabricApiVersion: f('uint32_t ixfer_fabric_api_version()') as () => number,
     fabricQuery: f(
       'int32_t ixfer_fabric_query(const char *prov, _Out_ uint8_t *out, uint32_t max, _Out_ uint32_t *count)',
     ) as (prov: string | null, out: Buffer, max: number, count: number[]) => number,

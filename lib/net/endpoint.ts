@@ -62,12 +62,12 @@ export class Endpoint {
       ? pickProvider(env, opts.iface, 'from IXFER_PROVIDER')
       : pickProvider(opts.provider, opts.iface, env ? `option provider; IXFER_PROVIDER=${env} is ignored when the option names one` : 'option provider');
     const provider = coreName(chosen.name);
-    const node = bindNode(provider, opts.iface, opts.address);
+    const node = bindNode(chosen, opts.iface, opts.address);
     const out: (bigint | null)[] = [null];
     check(
       native.agentCreate(
         {
-          provider,
+          provider: chosen.name,
           node: node ?? null,
           domain: opts.iface ?? null,
           name: opts.name,
@@ -76,7 +76,7 @@ export class Endpoint {
         },
         out,
       ),
-      `creating agent '${opts.name}' on ${provider}${node ? ` at ${node}` : ''}`,
+      `creating agent '${opts.name}' on ${chosen.name}${node ? ` at ${node}` : ''}`,
     );
     const handle = out[0] as AgentHandle;
     try {

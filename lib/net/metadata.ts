@@ -3,22 +3,21 @@
  * name, instance, fabric address and registered regions. A remote blob is
  * untrusted input: every length, count and range is checked before use.
  *
- * Layout (little-endian), version 1:
+ * Layout (little-endian), version 2:
  *   "IXMD" u16 version u16 flags
  *   u8[16] instance id, u64 sequence
  *   u16 nameLen, name (UTF-8)
- *   u16 providerLen, provider (core provider name)
+ *   u16 providerLen, provider (libfabric's full name: "tcp;ofi_rxm", "tcp", "shm")
  *   u32 mrModeBits
+ *   u32 addrFormat                  (fi_info's addr_format: how addr is read)
  *   u16 addrLen, addr               (addrLen 0 unless FLAG_CONNECTION)
  *   u32 regionCount, regionCount x { u64 addr, u64 len, u64 key, u16 devId, u16 kind, u32 reserved }
  *   with FLAG_NAMES: regionCount x { u8 nameLen, name (UTF-8; 0: unnamed) }
- * FLAG_NAMES is set only when a region is named, so blobs without names stay
- * readable by ixfer versions that predate it.
  */
 import { InvalidParamError, type IxferError } from '../errors.js';
 
 const MAGIC = 0x444d5849; // "IXMD" read as little-endian u32
-export const METADATA_VERSION = 1;
+export const METADATA_VERSION = 2;
 export const FLAG_CONNECTION = 1;
 export const FLAG_COMPLETE = 2; // lists every region of the agent
 export const FLAG_NAMES = 4; // region names follow the regions
@@ -41,6 +40,8 @@ export interface Metadata {
   sequence: bigint;
   provider: string;
   mrModeBits: number;
+  /** enum fi_addr_format of the endpoint. */
+  addrFormat: number;
   address?: Uint8Array;
   complete: boolean;
   regions: RegionInfo[];
@@ -53,7 +54,7 @@ export function encodeMetadata(md: Metadata): Uint8Array {
   const names = md.regions.some((r) => r.name) ? md.regions.map((r) => Buffer.from(r.name ?? '')) : undefined;
   const namesBytes = names ? names.reduce((n, b) => n + 1 + b.length, 0) : 0;
   const size =
-    4 + 4 + 16 + 8 + 2 + name.length + 2 + provider.length + 4 + 2 + addr.length + 4 + md.regions.length * REGION_BYTES + namesBytes;
+    4 + 4 + 16 + 8 + 2 + name.length + 2 + provider.length + 4 + 4 + 2 + addr.length + 4 + md.regions.length * REGION_BYTES + namesBytes;
   const out = Buffer.alloc(size);
   let o = 0;
   o = out.writeUInt32LE(MAGIC, o);
@@ -66,6 +67,7 @@ export function encodeMetadata(md: Metadata): Uint8Array {
   o = out.writeUInt16LE(provider.length, o);
   o += provider.copy(out, o);
   o = out.writeUInt32LE(md.mrModeBits >>> 0, o);
+  o = out.writeUInt32LE(md.addrFormat >>> 0, o);
   o = out.writeUInt16LE(addr.length, o);
   out.set(addr, o);
   o += addr.length;
@@ -164,6 +166,7 @@ export function decodeMetadata(blob: Uint8Array, maxRegions = Infinity): Metadat
   if (provLen === 0 || provLen > 64) throw bad(`provider name length ${provLen}`);
   const provider = utf8(r.bytes(provLen, 'provider'), 'provider');
   const mrModeBits = r.u32('mr_mode');
+  const addrFormat = r.u32('address format');
   const addrLen = r.u16('address length');
   if (addrLen > MAX_ADDR) throw bad(`address of ${addrLen} bytes`);
   if (Boolean(flags & FLAG_CONNECTION) !== addrLen > 0) throw bad('connection flag and address length disagree');
@@ -209,6 +212,7 @@ export function decodeMetadata(blob: Uint8Array, maxRegions = Infinity): Metadat
     sequence,
     provider,
     mrModeBits,
+    addrFormat,
     ...(address ? { address } : {}),
     complete: Boolean(flags & FLAG_COMPLETE),
     regions,

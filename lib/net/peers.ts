@@ -1,9 +1,10 @@
 /** Peers whose metadata an agent has loaded, and their regions. */
 import { RangeIndex } from '../core/ranges.js';
 import { InvalidParamError, NotFoundError } from '../errors.js';
-import { FI_MR_VIRT_ADDR, isSockaddr } from '../native/layout.js';
+import { FI_MR_VIRT_ADDR } from '../native/layout.js';
 import { check, shim } from '../native/shim.js';
 import { parseDescriptors, type Descriptor, type ParsedDescriptor } from '../schemas.js';
+import { addressProblem, addrFormatName } from './address.js';
 import type { Endpoint } from './endpoint.js';
 import { decodeMetadata, type RegionInfo } from './metadata.js';
 
@@ -106,8 +107,9 @@ export class PeerTable {
     const ep = this.#ep;
     const handle = ep.handle();
     const md = decodeMetadata(blob, this.#maxRegions);
-    if (md.provider !== ep.provider) {
-      throw new InvalidParamError(`peer '${md.name}' uses provider '${md.provider}', this agent '${ep.provider}'`);
+    // Full names: native tcp and tcp;ofi_rxm do not talk to each other.
+    if (md.provider !== ep.info.name) {
+      throw new InvalidParamError(`peer '${md.name}' uses provider '${md.provider}', this agent '${ep.info.name}'`);
     }
     if (md.name === ep.name && md.instance !== ep.instance) {
       throw new InvalidParamError(`peer name '${md.name}' is this agent's own name`);
@@ -124,7 +126,7 @@ export class PeerTable {
       return md.name;
     }
     if (!md.address) throw new NotFoundError(`metadata of unknown peer '${md.name}' has no connection information`);
-    this.#checkAddress(md.address, md.name);
+    this.#checkAddress(md.address, md.addrFormat, md.name);
     const fiAddr: (number | bigint)[] = [0];
     check(shim().peerInsert(handle, md.address, md.address.length, fiAddr), `adding peer '${md.name}'`);
     if (existing) {
@@ -145,12 +147,16 @@ export class PeerTable {
     return md.name;
   }
 
-  /** A peer address must have our own address's size, or be a sockaddr like ours (same provider). */
-  #checkAddress(addr: Uint8Array, name: string): void {
-    const own = this.#ep.address;
-    if (isSockaddr(own) ? !isSockaddr(addr) : addr.length !== own.length) {
-      throw new InvalidParamError(`invalid metadata: address of '${name}' is not a ${this.#ep.provider} address`);
+  /** A peer address must be of our endpoint's format and have the shape that format defines. */
+  #checkAddress(addr: Uint8Array, format: number, name: string): void {
+    const own = this.#ep.info.addrFormatValue;
+    if (format !== own) {
+      throw new InvalidParamError(
+        `invalid metadata: '${name}' has ${addrFormatName(format)} addresses, this agent ${addrFormatName(own)}`,
+      );
     }
+    const problem = addressProblem(format, this.#ep.address, addr);
+    if (problem) throw new InvalidParamError(`invalid metadata: address of '${name}' is ${problem}, not a ${this.#ep.info.name} address`);
   }
 
   #drop(peer: Peer): void {

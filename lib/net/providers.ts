@@ -3,6 +3,7 @@ import os from 'node:os';
 
 import { NotFoundError, NotSupportedError } from '../errors.js';
 import { check, decodeProviderInfo, providerInfoBuffer, shim, type ProviderInfoRaw } from '../native/shim.js';
+import { addrFormatName, isIpFormat } from './address.js';
 
 const MR_MODE_BITS: [number, string][] = [
   [1 << 0, 'BASIC'],
@@ -39,8 +40,13 @@ export interface ProviderSummary {
   txSize: number;
   dataProgress: (typeof PROGRESS)[number];
   controlProgress: (typeof PROGRESS)[number];
-  /** FI_HMEM: the provider registers device (CUDA) memory itself. */
+  /** FI_HMEM offered: the provider registers device memory itself (given a libfabric built with CUDA support). */
   hmem: boolean;
+  /** fi_info's addr_format: how this provider's endpoint addresses look. */
+  addrFormat: string;
+  addrFormatValue: number;
+  /** Why ixfer refuses this provider on the loaded libfabric (Agent.create fails with ERR_NOT_SUPPORTED). */
+  unsupported?: string;
 }
 
 export function summarizeProvider(raw: ProviderInfoRaw): ProviderSummary {
@@ -60,6 +66,9 @@ export function summarizeProvider(raw: ProviderInfoRaw): ProviderSummary {
     dataProgress: PROGRESS[raw.data_progress] ?? 'unspec',
     controlProgress: PROGRESS[raw.control_progress] ?? 'unspec',
     hmem: raw.hmem !== 0,
+    addrFormat: addrFormatName(raw.addr_format),
+    addrFormatValue: raw.addr_format,
+    ...(raw.unsupported ? { unsupported: raw.unsupported } : {}),
   };
 }
 
@@ -87,8 +96,11 @@ export function coreName(name: string): string {
 const AUTO_ORDER = ['cxi', 'efa', 'verbs', 'tcp'] as const;
 
 /**
- * The provider asked for ('auto': the first of AUTO_ORDER offered), on interface iface if given.
- * `source` names where the request came from, for the error message.
+ * The provider asked for, on interface iface if given: libfabric's full name
+ * ("tcp;ofi_rxm"), a core name ("tcp": the first provider over tcp in
+ * libfabric's order, native tcp on 2.x and tcp;ofi_rxm on 1.x), or 'auto'
+ * (the first of AUTO_ORDER offered and not refused). `source` names where the
+ * request came from, for the error message.
  */
 export function pickProvider(requested: string, iface: string | undefined, source = 'option provider'): ProviderSummary {
   const providers = listProviders();
@@ -98,13 +110,16 @@ export function pickProvider(requested: string, iface: string | undefined, sourc
     throw new NotFoundError(`interface '${iface}' does not exist on this host; interfaces: ${known.sort().join(', ') || 'none'}`);
   }
   const all = providers.filter((p) => !iface || p.domain === iface);
-  const offered = [...new Set(all.map((p) => coreName(p.name)))];
-  const want = requested === 'auto' ? AUTO_ORDER.find((name) => offered.includes(name)) : requested;
-  const found = want && all.find((p) => coreName(p.name) === want || p.name === want);
+  const usable = (name: string) => all.some((p) => coreName(p.name) === name && !p.unsupported);
+  const want = requested === 'auto' ? AUTO_ORDER.find(usable) : requested;
+  const named = all.filter((p) => p.name === want || coreName(p.name) === want);
+  const found = named.find((p) => p.name === want) ?? named[0];
+  if (found?.unsupported) throw new NotSupportedError(`provider '${found.name}' (${source}) is refused: ${found.unsupported}`);
   if (!found) {
+    const offered = [...new Set(all.map((p) => p.name))];
     const where = iface ? ` on interface ${iface}` : ' on this host';
     const elsewhere = iface
-      ? `; '${requested}' is on: ${[...new Set(providers.filter((p) => requested === 'auto' || coreName(p.name) === requested).map((p) => p.domain))].join(', ') || 'no interface'}`
+      ? `; '${requested}' is on: ${[...new Set(providers.filter((p) => requested === 'auto' || p.name === requested || coreName(p.name) === requested).map((p) => p.domain))].join(', ') || 'no interface'}`
       : '';
     throw new NotSupportedError(
       `provider '${requested}' (${source}) does not offer RDM endpoints with RMA${where}; ` +
@@ -114,17 +129,18 @@ export function pickProvider(requested: string, iface: string | undefined, sourc
   return found;
 }
 
-const IP_PROVIDERS = new Set(['tcp', 'sockets', 'udp', 'verbs', 'net']);
-
 /**
- * The node to bind: `address`, else the IPv4 (else IPv6) address of `iface`,
- * else loopback for IP providers when neither is given.
+ * The node to bind, for providers with IP addresses only (shm takes a node as
+ * the name of its shared-memory region, so two processes given the same one
+ * collide; EFA and CXI as an address of their own): `address`, else the IPv4
+ * (else IPv6) address of `iface`, else loopback when neither is given.
  */
-export function bindNode(provider: string, iface: string | undefined, address: string | undefined): string | undefined {
+export function bindNode(p: ProviderSummary, iface: string | undefined, address: string | undefined): string | undefined {
+  if (!isIpFormat(p.addrFormatValue)) return undefined;
   if (address) return address;
   if (iface) {
     const addrs = os.networkInterfaces()[iface];
     return (addrs?.find((a) => a.family === 'IPv4') ?? addrs?.[0])?.address;
   }
-  return IP_PROVIDERS.has(provider) ? '127.0.0.1' : undefined;
+  return '127.0.0.1';
 }

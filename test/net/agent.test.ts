@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { Agent, MemoryRegion } from '../../lib/index.js';
+import { Agent, info, MemoryRegion } from '../../lib/index.js';
+import { decodeMetadata, encodeMetadata } from '../../lib/net/metadata.js';
 import { agents, expectCode } from '../support/helpers.js';
 
 describe('Agent.create', () => {
@@ -149,5 +150,76 @@ describe('memory registration', () => {
       expect(a.regions.some((x) => x.addr === addr)).toBe(true);
     }
     expect(a.regions.some((x) => x.addr === addr)).toBe(false);
+  });
+});
+
+// These pick providers themselves, which IXFER_PROVIDER would override.
+describe.skipIf(Boolean(process.env.IXFER_PROVIDER))('providers and libfabric versions', () => {
+  it('info() names the libfabric loaded and the API version asked for', () => {
+    const lf = info().libfabric;
+    expect(lf.available).toBe(true);
+    expect(lf.apiVersion).toBe('1.17');
+    const [major, minor] = lf.version!.split('.').map(Number);
+    expect(major! > 1 || (major === 1 && minor! >= 17)).toBe(true);
+    expect(lf.providers.find((p) => p.name === 'tcp;ofi_rxm')?.addrFormat).toBe('FI_SOCKADDR_IN');
+  });
+
+  it('a peer on another provider is refused by its full name, and the agent keeps working', async () => {
+    const rxm = await Agent.create({ name: 'on-rxm', provider: 'tcp;ofi_rxm' });
+    const sock = await Agent.create({ name: 'on-sockets', provider: 'sockets' });
+    try {
+      expect(rxm.providerInfo.name).toBe('tcp;ofi_rxm');
+      expect(sock.providerInfo.name).toBe('sockets');
+      const e = await expectCode(() => rxm.loadRemoteMetadata(sock.getLocalMetadata()), 'ERR_INVALID_PARAM');
+      expect(e.message).toContain("'sockets'");
+      expect(e.message).toContain("'tcp;ofi_rxm'");
+      const twin = await Agent.create({ name: 'rxm-twin', provider: 'tcp;ofi_rxm' });
+      expect(rxm.loadRemoteMetadata(twin.getLocalMetadata())).toBe('rxm-twin');
+      await twin.close();
+    } finally {
+      await rxm.close();
+      await sock.close();
+    }
+  });
+
+  it('a peer address is checked by the address format of the provider', async () => {
+    const [a, b] = await agents('fmt-a', 'fmt-b');
+    try {
+      const md = decodeMetadata(b.getLocalMetadata());
+      const e1 = await expectCode(() => a.loadRemoteMetadata(encodeMetadata({ ...md, addrFormat: 9 })), 'ERR_INVALID_PARAM');
+      expect(e1.message).toContain('FI_ADDR_STR');
+      const short = md.address!.subarray(0, 12);
+      const e2 = await expectCode(() => a.loadRemoteMetadata(encodeMetadata({ ...md, address: short })), 'ERR_INVALID_PARAM');
+      expect(e2.message).toContain('not a sockaddr');
+      const mem = b.allocate(64);
+      mem.bytes.fill(7);
+      expect(a.loadRemoteMetadata(b.getLocalMetadata())).toBe('fmt-b');
+      const local = a.allocate(64);
+      await a.createTransfer({ op: 'READ', peer: 'fmt-b', local: [local.desc()], remote: [mem.desc()] }).run({ timeoutMs: 5000 });
+      expect(local.bytes.every((x) => x === 7)).toBe(true);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('shm: refused before libfabric 1.18 with the reason, else text addresses and no bound node', async () => {
+    const shm = info().libfabric.providers.find((p) => p.name === 'shm');
+    if (!shm) return expect.fail('this host offers no shm provider');
+    if (shm.unsupported) {
+      const e = await expectCode(() => Agent.create({ name: 'x', provider: 'shm', address: '127.0.0.1' }), 'ERR_NOT_SUPPORTED');
+      expect(e.message).toContain('1.18');
+      return;
+    }
+    // `address` is ignored: two shm agents given the same one must not collide.
+    const [a, b] = [await Agent.create({ name: 's1', provider: 'shm', address: '127.0.0.1' }), await Agent.create({ name: 's2', provider: 'shm', address: '127.0.0.1' })];
+    try {
+      expect(a.providerInfo.addrFormat).toBe('FI_ADDR_STR');
+      expect(a.address[a.address.length - 1]).toBe(0);
+      expect(Buffer.from(a.address).equals(Buffer.from(b.address))).toBe(false);
+    } finally {
+      await a.close();
+      await b.close();
+    }
   });
 });

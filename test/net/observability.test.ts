@@ -291,12 +291,12 @@ describe('named regions', () => {
     a.allocate(4096, { name: 'dup' }).deregister(); // free again once deregistered
   });
 
-  it('metadata without names keeps the old layout; malformed names are ERR_INVALID_PARAM', async () => {
-    const base = { name: 'x', instance: '00'.repeat(16), sequence: 1n, provider: 'tcp', mrModeBits: 0, complete: true };
+  it('metadata without names carries no name section; malformed names are ERR_INVALID_PARAM', async () => {
+    const base = { name: 'x', instance: '00'.repeat(16), sequence: 1n, provider: 'tcp', mrModeBits: 0, addrFormat: 2, complete: true };
     const region = { addr: 4096, len: 4096, key: 1n, devId: 0, kind: 0 };
     const plain = encodeMetadata({ ...base, regions: [region] });
     expect(Buffer.from(plain).readUInt16LE(6) & FLAG_NAMES).toBe(0);
-    expect(plain.length).toBe(4 + 4 + 16 + 8 + 2 + 1 + 2 + 3 + 4 + 2 + 4 + 32);
+    expect(plain.length).toBe(4 + 4 + 16 + 8 + 2 + 1 + 2 + 3 + 4 + 4 + 2 + 4 + 32);
     const named = encodeMetadata({ ...base, regions: [{ ...region, name: 'kv' }, { ...region, addr: 16384 }] });
     expect(decodeMetadata(named).regions.map((r) => r.name)).toEqual(['kv', undefined]);
     await expectCode(() => decodeMetadata(named.subarray(0, named.length - 1)), 'ERR_INVALID_PARAM');

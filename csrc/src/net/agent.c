@@ -3,6 +3,7 @@
  * (notify.c) are set up and torn down from here. */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/error.h"
 #include "net/agent.h"
@@ -97,8 +98,31 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
         goto fail;
     }
     FI_CHECK(ret, "fi_getinfo");
+    /* A name matches its layerings too ("tcp" gives native tcp and
+     * tcp;ofi_rxm on 2.x): the entry named exactly as asked wins, else
+     * libfabric's first. */
+    const char *first = a->info->fabric_attr->prov_name;
+    for (struct fi_info *cur = a->info->next; first && strcasecmp(first, cfg->provider) && cur;
+         cur = cur->next) {
+        if (cur->fabric_attr->prov_name && !strcasecmp(cur->fabric_attr->prov_name, cfg->provider)) {
+            struct fi_info *one = ixfer_fab.dupinfo(cur);
+            if (!one) {
+                rc = ixfer_fail(IXFER_ERR_BACKEND, "fi_dupinfo failed");
+                goto fail;
+            }
+            ixfer_fab.freeinfo(a->info);
+            a->info = one;
+            break;
+        }
+    }
 
     struct fi_info *fi = a->info;
+    const char *refusal = ixfer_provider_refusal(fi);
+    if (refusal) {
+        rc = ixfer_fail(IXFER_ERR_NOT_SUPPORTED, "provider '%s': %s", fi->fabric_attr->prov_name,
+                        refusal);
+        goto fail;
+    }
     ixfer_fill_provider_info(fi, &a->caps);
     a->iov_limit = a->caps.iov_limit ? a->caps.iov_limit : 1;
     a->max_msg_size = fi->ep_attr->max_msg_size ? fi->ep_attr->max_msg_size : (1ull << 30);

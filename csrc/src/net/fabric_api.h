@@ -20,8 +20,18 @@ struct ixfer_fabric_api {
 
 extern struct ixfer_fabric_api ixfer_fab;
 
-/* The API version this shim asks fi_getinfo for: the headers it was built with. */
-#define IXFER_FI_API_VERSION FI_VERSION(FI_MAJOR_VERSION, FI_MINOR_VERSION)
+/* The libfabric API the shim's code is written for, asked of fi_getinfo
+ * whatever library is loaded: the provider then reads the structs we hand it
+ * with that version's layout and semantics. A newer library (2.x included)
+ * keeps old API versions and the 1.x symbol versions (fabric_symvers.h). */
+#define IXFER_FI_API_VERSION FI_VERSION(1, 17)
+/* The headers the shim was compiled with: the oldest library it loads (a
+ * newer header's inline wrappers may call ops an older library lacks). */
+#define IXFER_FI_HEADER_VERSION FI_VERSION(FI_MAJOR_VERSION, FI_MINOR_VERSION)
+
+#if FI_VERSION_LT(IXFER_FI_HEADER_VERSION, IXFER_FI_API_VERSION)
+#error "ixfer needs libfabric 1.17 or newer headers"
+#endif
 
 /* Maps a provider error (positive FI_E*) to an ixfer status. */
 int32_t ixfer_status_of(int fi_err);

@@ -70,12 +70,15 @@ static int load_locked(void)
         memcpy(name, load_path, sizeof name);
         snprintf(load_path, sizeof load_path, "%.*s/%.*s", 255, origin, 255, name);
     }
+    /* A newer library, 2.x included, serves the API version we ask for. */
     uint32_t v = ixfer_fab.version();
-    if (FI_MAJOR(v) != FI_MAJOR_VERSION || v < IXFER_FI_API_VERSION) {
+    if (FI_VERSION_LT(v, IXFER_FI_HEADER_VERSION)) {
         snprintf(load_error, sizeof load_error,
                  "%s is libfabric %u.%u, older than the %d.%d headers this shim was built "
-                 "with; install a newer libfabric or rebuild with scripts/rebuild.sh",
-                 load_path, FI_MAJOR(v), FI_MINOR(v), FI_MAJOR_VERSION, FI_MINOR_VERSION);
+                 "with; install libfabric %d.%d or newer, or rebuild the shim against this one "
+                 "with scripts/rebuild.sh",
+                 load_path, FI_MAJOR(v), FI_MINOR(v), FI_MAJOR_VERSION, FI_MINOR_VERSION,
+                 FI_MAJOR_VERSION, FI_MINOR_VERSION);
         memset(&ixfer_fab, 0, sizeof ixfer_fab);
         dlclose(lib);
         return -1;
@@ -102,7 +105,9 @@ uint32_t ixfer_fabric_version(void)
     return ixfer_fabric_load() == IXFER_OK ? ixfer_fab.version() : 0;
 }
 
-uint32_t ixfer_fabric_header_version(void) { return IXFER_FI_API_VERSION; }
+uint32_t ixfer_fabric_header_version(void) { return IXFER_FI_HEADER_VERSION; }
+
+uint32_t ixfer_fabric_api_version(void) { return IXFER_FI_API_VERSION; }
 
 const char *ixfer_fabric_strerror(int32_t fi_errno)
 {
@@ -125,6 +130,9 @@ int32_t ixfer_status_of(int fi_err)
      * when its connection went down (tcp 1.17 does this when the peer dies
      * or rejects a key). */
     case FI_ECANCELED:
+    /* sockets refuses a post to a peer it cannot connect to (any more) with
+     * -FI_ENOENT. */
+    case FI_ENOENT:
         return IXFER_ERR_REMOTE_DISCONNECT;
     case FI_ETIMEDOUT:
         return IXFER_ERR_TIMEOUT;

@@ -298,9 +298,15 @@ static int post_pass(struct ixfer_agent *a)
 static void op_done(struct ixfer_agent *a, const struct fi_cq_data_entry *e, void *context,
                     int fi_err)
 {
-    if (e && (e->flags & FI_REMOTE_CQ_DATA) && (e->flags & FI_REMOTE_WRITE))
-        ixfer_notify_remote_write(a, e->data);
-    if (!context) /* remote writes carry no context of ours */
+    /* A peer's WRITE or READ: its op_context is not ours, and not always
+     * NULL (shm 1.17 reports the initiator's message id, a pointer of the
+     * other process). */
+    if (e && (e->flags & (FI_REMOTE_WRITE | FI_REMOTE_READ))) {
+        if (e->flags & FI_REMOTE_CQ_DATA)
+            ixfer_notify_remote_write(a, e->data);
+        return;
+    }
+    if (!context)
         return;
     struct op_ctx *ctx = context;
     if (ctx->kind != OP_KIND_RMA) {

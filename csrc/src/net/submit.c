@@ -2,6 +2,7 @@
  * arguments on the caller's thread, copies what it needs into a submission
  * and queues it (progress.c), so the caller never touches the provider. */
 #define _GNU_SOURCE
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,18 @@ int32_t ixfer_peer_insert(ixfer_agent *agent, const uint8_t *addr, uint64_t len,
     if (len == 0 || len > 4096)
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "peer address of %llu bytes",
                           (unsigned long long)len);
+    /* The provider reads the address by its format (a string up to its NUL,
+     * a sockaddr by its size): hostile bytes must not make it read past what
+     * we hold. */
+    uint32_t format = agent->info->addr_format;
+    if (format == FI_ADDR_STR && memchr(addr, 0, len) != addr + len - 1)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM,
+                          "a string (FI_ADDR_STR) peer address must be NUL-terminated text");
+    if ((format == FI_SOCKADDR_IN && len != sizeof(struct sockaddr_in)) ||
+        (format == FI_SOCKADDR_IN6 && len != sizeof(struct sockaddr_in6)))
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "peer address of %llu bytes for a %s endpoint",
+                          (unsigned long long)len,
+                          format == FI_SOCKADDR_IN ? "sockaddr_in" : "sockaddr_in6");
     struct submission *s = calloc(1, sizeof *s + len);
     if (!s)
         return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
