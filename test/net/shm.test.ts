@@ -1,12 +1,16 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { Agent, type MemoryRegion } from '../../lib/index.js';
+import { Agent, listProviders, type MemoryRegion } from '../../lib/index.js';
 import { MiB, random, sha } from '../support/helpers.js';
 import { spawnPeer, type Peer } from '../support/peer.js';
 
 // shm's CQ offers no wait fd (FI_WAIT_YIELD), so the progress thread polls
 // it: on libfabric 1.17 the first transfer used to wait forever.
-describe('shm: a provider whose CQ the progress thread polls', () => {
+const shm = listProviders().find((p) => p.name === 'shm');
+// .ci/run runs this file again against libfabric 2.6, where shm is offered.
+const why = !shm ? 'shm is not offered by this libfabric' : shm.unsupported && `shm is refused here: ${shm.unsupported}`;
+
+describe.skipIf(Boolean(why))(`shm: a provider whose CQ the progress thread polls${why ? ` (skipped: ${why})` : ''}`, () => {
   let a: Agent;
   let mem: MemoryRegion;
   let child: Peer;

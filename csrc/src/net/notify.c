@@ -207,9 +207,13 @@ uint64_t ixfer_notify_next_tag(struct ixfer_agent *a)
     /* With 8 bytes of CQ data the sender's instance is in the high half, so
      * concurrent senders cannot collide; with 4 (EFA) collisions need two
      * live transfers 2^32 tags apart. */
-    uint64_t t = ++n->next_tag;
-    return n->tag_mask > 0xffffffffull ? ((n->instance << 32) | (t & 0xffffffffull))
-                                       : ((n->instance + t) & n->tag_mask);
+    for (;;) {
+        uint64_t t = ++n->next_tag;
+        uint64_t tag = n->tag_mask > 0xffffffffull ? ((n->instance << 32) | (t & 0xffffffffull))
+                                                   : ((n->instance + t) & n->tag_mask);
+        if (tag) /* 0 is a WRITE's CQ data that only wakes a polled target */
+            return tag;
+    }
 }
 
 /* ---- sending ---------------------------------------------------------------- */

@@ -175,14 +175,19 @@ static int post_some(struct ixfer_agent *a, struct xfer_request *r)
         op->req = r;
         struct fi_msg_rma msg = {
             .msg_iov = iov, .desc = desc, .iov_count = n, .addr = r->peer,
-            .rma_iov = rma, .rma_iov_count = n, .context = op, .data = r->tag,
+            .rma_iov = rma, .rma_iov_count = n, .context = op, .data = r->tagged ? r->tag : 0,
         };
         /* A WRITE is complete only once the data is in the target's memory
          * (fi_cq(3) FI_DELIVERY_COMPLETE), not merely handed to the network:
-         * done() promises the bytes are there. */
+         * done() promises the bytes are there. A polled target (shm) sleeps
+         * up to IXFER_POLL_MAX_US between looks and cannot be woken from
+         * another process, yet serves our WRITE itself: CQ data (tag 0, which
+         * no notification uses) gives it a completion, so it keeps looking
+         * often while WRITEs stream in (about 1.1 ms per WRITE without). */
+        int cq_data = r->tagged || (a->wait_epfd < 0 && a->caps.cq_data_size > 0);
         ssize_t ret = r->op == IXFER_OP_WRITE
                           ? fi_writemsg(a->ep, &msg, FI_DELIVERY_COMPLETE |
-                                                         (r->tagged ? FI_REMOTE_CQ_DATA : 0))
+                                                         (cq_data ? FI_REMOTE_CQ_DATA : 0))
                           : fi_readmsg(a->ep, &msg, 0);
         if (ret == -FI_EAGAIN) {
             ixfer_peer_refused(r->np);
@@ -302,7 +307,7 @@ static void op_done(struct ixfer_agent *a, const struct fi_cq_data_entry *e, voi
      * NULL (shm 1.17 reports the initiator's message id, a pointer of the
      * other process). */
     if (e && (e->flags & (FI_REMOTE_WRITE | FI_REMOTE_READ))) {
-        if (e->flags & FI_REMOTE_CQ_DATA)
+        if ((e->flags & FI_REMOTE_CQ_DATA) && e->data) /* 0: only to wake us */
             ixfer_notify_remote_write(a, e->data);
         return;
     }
