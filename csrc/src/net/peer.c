@@ -5,8 +5,8 @@
  *
  * A dead peer: rxm (1.17) retries its connection on every post and reports
  * nothing but -FI_EAGAIN, forever. A peer refusing posts while nothing of
- * ours is with the provider has no connection; when its address is a kernel
- * socket address (tcp, sockets) a nonblocking connect to it tells at once
+ * ours is with the provider has no connection; when its wire is kernel TCP
+ * (tcp, sockets) a nonblocking connect to it tells at once
  * whether a process still listens there. Otherwise, or if the probe keeps
  * connecting, the peer is declared gone after a stall deadline. */
 #define _GNU_SOURCE
@@ -59,9 +59,24 @@ static void probe_close(struct net_peer *p)
     p->probe_fd = -1;
 }
 
-static int is_sockaddr(const struct ixfer_agent *a, const void *addr, size_t len)
+/* Whether the provider's wire is a kernel TCP connection to the address in
+ * the metadata: its core (the name before ';') is tcp, sockets or net. Not
+ * udp;ofi_rxd or verbs;ofi_rxm, whose socket addresses have no TCP listener:
+ * a probe would call a live peer gone. */
+static int wire_is_tcp(const struct ixfer_agent *a)
+{
+    const char *name = a->info->fabric_attr->prov_name;
+    size_t core = strcspn(name, ";");
+    return (core == 3 && !strncmp(name, "tcp", 3)) || (core == 7 && !strncmp(name, "sockets", 7)) ||
+           (core == 3 && !strncmp(name, "net", 3));
+}
+
+/* Whether a connect to addr tells if the peer still listens. */
+static int can_probe(const struct ixfer_agent *a, const void *addr, size_t len)
 {
     sa_family_t fam;
+    if (!wire_is_tcp(a))
+        return 0;
     if (len < sizeof fam || len > sizeof(struct sockaddr_storage))
         return 0;
     memcpy(&fam, addr, sizeof fam);
@@ -86,7 +101,7 @@ int ixfer_peer_added(struct ixfer_agent *a, fi_addr_t fa, const void *addr, size
             return -1;
         p->fa = fa;
         p->probe_fd = -1;
-        if (is_sockaddr(a, addr, len)) {
+        if (can_probe(a, addr, len)) {
             memcpy(&p->sa, addr, len);
             p->salen = (socklen_t)len;
         }
