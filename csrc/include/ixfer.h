@@ -24,7 +24,7 @@ extern "C" {
 
 /* Bumped whenever a signature or struct below changes incompatibly. The
  * TypeScript loader refuses a shim whose ixfer_abi_version() differs. */
-#define IXFER_ABI_VERSION 2
+#define IXFER_ABI_VERSION 3
 
 typedef enum ixfer_status {
     IXFER_OK = 0,
@@ -130,8 +130,28 @@ typedef struct ixfer_agent_config {
     /* An incoming notification that makes no progress for this long is
      * dropped and reported (IXFER_ERR_TIMEOUT); frees what a lost peer left. */
     uint32_t notif_stale_ms;
-    uint32_t reserved;
+    /* How device memory travels (IXFER_VRAM_*). */
+    uint32_t vram_mode;
+    /* Host bounce memory for staged device memory, allocated on first use
+     * and cut into chunks; 0: 64 MiB in chunks of 1 MiB. Half of it serves
+     * peers' requests, half this agent's own transfers, so two agents
+     * staging towards each other never wait on each other's pool. */
+    uint64_t staging_bytes;
+    uint64_t staging_chunk;
 } ixfer_agent_config;
+
+/* ixfer_agent_config.vram_mode */
+enum {
+    /* Ask the provider for FI_HMEM when the CUDA driver sees a device (and
+     * fall back to a provider without it); device memory it cannot register
+     * is staged. */
+    IXFER_VRAM_AUTO = 0,
+    /* Never ask for FI_HMEM: all device memory is staged through host memory. */
+    IXFER_VRAM_STAGED = 1,
+    /* Require FI_HMEM: agent creation fails with IXFER_ERR_NOT_SUPPORTED
+     * where the provider lacks it. */
+    IXFER_VRAM_GPUDIRECT = 2,
+};
 
 /* Opens fabric, domain, endpoint, CQ and AV, and starts the progress thread. */
 IXFER_API int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out);
@@ -152,6 +172,32 @@ IXFER_API int32_t ixfer_agent_take_event_fd(ixfer_agent *agent, int32_t *fd);
 IXFER_API int32_t ixfer_mr_register(ixfer_agent *agent, uint64_t addr, uint64_t len,
                                     uint64_t *key, ixfer_mr **out);
 IXFER_API int32_t ixfer_mr_deregister(ixfer_mr *mr);
+
+/* Registers CUDA device memory [addr, addr+len) of device dev for local and
+ * remote READ/WRITE, through the provider (FI_HMEM, CUDA interface:
+ * *path = IXFER_PATH_GPUDIRECT) where the endpoint has FI_HMEM and flags do
+ * not say IXFER_VRAM_REG_STAGED, else as staged memory (*path =
+ * IXFER_PATH_STAGED): transfers then move it through the agent's bounce
+ * buffers, on both sides. Deregistered with ixfer_mr_deregister, which waits
+ * for a device copy of the region under way. */
+enum { IXFER_VRAM_REG_STAGED = 1 };
+enum { IXFER_PATH_GPUDIRECT = 1, IXFER_PATH_STAGED = 2 };
+IXFER_API int32_t ixfer_vram_register(ixfer_agent *agent, uint64_t addr, uint64_t len,
+                                      int32_t dev, uint32_t flags, uint64_t *key,
+                                      uint32_t *path, ixfer_mr **out);
+
+/* The staging pool of an agent (all zero until first used). */
+typedef struct ixfer_staging_stats {
+    uint64_t pool_bytes;   /* allocated bounce memory */
+    uint64_t chunk_bytes;
+    uint32_t chunks_busy;  /* bounce chunks held now */
+    uint32_t chunks_peak;  /* most held at once */
+    uint64_t pieces;       /* chunks of this agent's transfers staged */
+    uint64_t served;       /* peers' staged requests served */
+    uint64_t serve_failed; /* ... refused or failed */
+    uint64_t copied_bytes; /* host<->device bytes copied */
+} ixfer_staging_stats;
+IXFER_API int32_t ixfer_staging_stats_get(ixfer_agent *agent, ixfer_staging_stats *out);
 
 /* Adds a peer address to the address vector; *peer receives its handle.
  * Work for a peer found gone (its socket address refuses connections, or it
@@ -181,7 +227,18 @@ typedef struct ixfer_iov_pair {
     ixfer_mr *local_mr;
     uint64_t remote_addr;
     uint64_t remote_key;
+    uint32_t flags; /* IXFER_PAIR_* */
+    uint32_t reserved;
 } ixfer_iov_pair;
+
+/* ixfer_iov_pair.flags */
+enum {
+    /* The remote region is device memory the peer stages (its metadata says
+     * so): the peer's progress thread moves the bytes between a bounce buffer
+     * and device memory, and remote_addr is its virtual address whatever the
+     * provider's mr_mode. */
+    IXFER_PAIR_REMOTE_STAGED = 1,
+};
 
 /* ixfer_xfer_post flags */
 enum { IXFER_POST_NOTIFY = 1 }; /* send notif[0..notif_len) with the transfer */
@@ -272,7 +329,11 @@ IXFER_API uint64_t ixfer_mem_address(const void *ptr);
 /* ==== CUDA memory ========================================================== */
 
 /* Synchronous helpers over the driver API, each in the primary context of the
- * device concerned. */
+ * device concerned.
+ * With IXFER_EMULATE_VRAM=1 in the environment (testing the staging path on
+ * machines without a GPU; never for real work) they use no driver: memory
+ * from ixfer_cuda_alloc is host memory that ixfer_cuda_pointer_device
+ * reports as device 0's, and copies are memcpy. */
 IXFER_API int32_t ixfer_cuda_alloc(int32_t dev, uint64_t len, uint64_t *addr);
 IXFER_API int32_t ixfer_cuda_free(uint64_t addr);
 IXFER_API int32_t ixfer_cuda_to_device(uint64_t dst, const void *src, uint64_t len);
