@@ -8,6 +8,7 @@
  */
 process.env.IXFER_EMULATE_VRAM = '1';
 
+import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { Agent, cuda, IxferError, type MemoryRegion, type Op } from '../../lib/index.js';
@@ -33,8 +34,9 @@ describe('VRAM over the network, staged (emulated VRAM, two processes)', () => {
   let vram: MemoryRegion;
   let child: Peer;
   let peer: string;
+  const registry = new Registry();
   beforeAll(async () => {
-    a = await Agent.create({ name: 'vram-parent', vram: { stagingChunkBytes: CHUNK } });
+    a = await Agent.create({ name: 'vram-parent', vram: { stagingChunkBytes: CHUNK }, metrics: { registry } });
     dram = a.allocate(SIZE, { name: 'host' });
     vram = a.allocateVram(SIZE, { name: 'device' });
     child = await spawnPeer('vram-child', { size: SIZE, vramSize: SIZE, vram: { stagingChunkBytes: CHUNK } });
@@ -225,6 +227,15 @@ describe('VRAM over the network, staged (emulated VRAM, two processes)', () => {
     const theirs = (await child.request({ type: 'staging' })).stats;
     expect(theirs.served).toBeGreaterThan(0);
     expect(theirs.chunksBusy).toBe(0);
+    // The same numbers in Prometheus, read at scrape.
+    const text = await registry.metrics();
+    const metric = (name: string) => Number(new RegExp(`^${name}\\{agent="vram-parent"\\} (\\d+)$`, 'm').exec(text)?.[1]);
+    const now = a.stagingStats;
+    expect(metric('ixfer_agent_staging_pool_bytes')).toBe(now.poolBytes);
+    expect(metric('ixfer_agent_staging_chunks_busy')).toBe(0);
+    expect(metric('ixfer_agent_staging_pieces')).toBe(now.pieces);
+    expect(metric('ixfer_agent_staging_served')).toBe(now.served);
+    expect(metric('ixfer_agent_staging_copied_bytes')).toBe(now.copiedBytes);
   });
 });
 
