@@ -190,7 +190,8 @@ describe('VRAM over the network, staged (emulated VRAM, two processes)', () => {
   it('remote descriptors outside the peer VRAM region are ERR_NOT_FOUND before anything is posted', async () => {
     const end = child.ready.vramAddr! + SIZE;
     const before = a.stagingStats.pieces;
-    for (const remote of [{ addr: end - 10, len: 20 }, { addr: end, len: 1 }]) {
+    // Straddling either end (a range just past it may be another region of the peer's).
+    for (const remote of [{ addr: end - 10, len: 20 }, { addr: child.ready.vramAddr! - 1, len: 2 }]) {
       await expectCode(() => a.createTransfer({ op: 'WRITE', peer, local: [vram.desc(0, remote.len)], remote: [remote] }), 'ERR_NOT_FOUND');
       await expectCode(() => a.prepareRemote(peer, [remote]), 'ERR_NOT_FOUND');
     }
@@ -337,7 +338,7 @@ describe('the staging pool under load and faults', () => {
   let vram: MemoryRegion;
   beforeAll(async () => {
     a = await Agent.create({ name: 'pool', vram: { stagingBytes: pool, stagingChunkBytes: chunk } });
-    vram = a.allocateVram(32 * MiB);
+    vram = a.allocateVram(64 * MiB);
   });
   afterAll(async () => {
     await a?.close();

@@ -246,6 +246,18 @@ void ixfer_peer_refused(struct net_peer *p)
     }
 }
 
+int ixfer_peer_silent(struct net_peer *p)
+{
+    ixfer_peer_refused(p);
+    return p && p->state == PEER_OK && !p->outstanding;
+}
+
+void ixfer_peer_heard(struct net_peer *p)
+{
+    if (p)
+        p->stall_since_ns = 0;
+}
+
 void ixfer_peers_fini(struct ixfer_agent *a)
 {
     IXFER_LIST_FOR_EACH_SAFE(n, &a->peers) {

@@ -46,6 +46,12 @@ void ixfer_peer_posted(struct net_peer *p);
 void ixfer_peer_op_done(struct net_peer *p, int fi_err);
 /* The provider refused a post to p with -FI_EAGAIN: decides whether p is gone. */
 void ixfer_peer_refused(struct net_peer *p);
+/* A reply is awaited from p (a staged request it serves) while nothing of
+ * ours is with the provider for it: like a refusal, silence may mean p is
+ * gone (probed as ixfer_peer_refused does). Returns whether to look again
+ * soon. ixfer_peer_heard: p answered, the silence ends. */
+int ixfer_peer_silent(struct net_peer *p);
+void ixfer_peer_heard(struct net_peer *p);
 /* At teardown, after the progress thread stopped. */
 void ixfer_peers_fini(struct ixfer_agent *a);
 
