@@ -751,7 +751,9 @@ int ixfer_staging_pass(struct ixfer_agent *a)
     IXFER_LIST_FOR_EACH_SAFE(n, &g->waiting) {
         struct piece *pc = ixfer_container_of(n, struct piece, link);
         struct net_peer *np = pc->req->np;
-        if (!stopped(pc->req) && np != looked && ixfer_peer_may_post(np) == IXFER_OK) {
+        /* Only once its request went out: the send itself restarts the
+         * peer's clock, which an earlier silence may have left running. */
+        if (!pc->req_sending && !stopped(pc->req) && np != looked && ixfer_peer_may_post(np) == IXFER_OK) {
             looked = np;
             stalled |= ixfer_peer_silent(np);
         }
