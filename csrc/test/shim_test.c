@@ -545,24 +545,52 @@ static void test_wakeups(const char *provider, const char *node)
     close(afd);
 }
 
-static void fill(uint64_t addr, uint64_t len, uint8_t seed)
+/* Fills len bytes at addr (device memory when dev) with a pattern of seed. */
+static void put(uint64_t addr, int dev, uint64_t len, uint8_t seed)
 {
+    uint8_t *tmp = malloc(len);
     for (uint64_t i = 0; i < len; i++)
-        ((uint8_t *)(uintptr_t)addr)[i] = (uint8_t)(i * 13 + seed);
+        tmp[i] = (uint8_t)(i * 13 + seed);
+    if (dev)
+        EXPECT(ixfer_cuda_to_device(addr, tmp, len) == IXFER_OK);
+    else
+        memcpy((void *)(uintptr_t)addr, tmp, len);
+    free(tmp);
 }
 
-/* Staged device memory on both sides, with IXFER_EMULATE_VRAM (set in main)
- * standing in for the driver: every direction, pieces that do not divide
- * evenly, a notification held until the data is in device memory, a bad key,
- * and a pool left empty afterwards. */
-static void test_staging(void)
+static int same(uint64_t x, int xdev, uint64_t y, int ydev, uint64_t len)
 {
-    ixfer_agent_config cfg = {.provider = "tcp", .node = "127.0.0.1",
+    uint8_t *bx = malloc(len), *by = malloc(len);
+    if (xdev)
+        EXPECT(ixfer_cuda_from_device(bx, x, len) == IXFER_OK);
+    else
+        memcpy(bx, (void *)(uintptr_t)x, len);
+    if (ydev)
+        EXPECT(ixfer_cuda_from_device(by, y, len) == IXFER_OK);
+    else
+        memcpy(by, (void *)(uintptr_t)y, len);
+    int eq = !memcmp(bx, by, len);
+    free(bx);
+    free(by);
+    return eq;
+}
+
+/* Device memory on both sides, the peer's always staged, ours as the
+ * endpoint allows (GPUDirect with FI_HMEM and a real GPU, else staged; with
+ * IXFER_EMULATE_VRAM, set in main unless given, standing in for the driver):
+ * every direction, pieces that do not divide evenly, a notification held
+ * until the data is in device memory, a bad key, and pools left empty. */
+static void test_staging(const char *provider, const char *node)
+{
+    ixfer_agent_config cfg = {.provider = provider, .node = node, .vram_mode = IXFER_VRAM_AUTO,
                               .staging_bytes = 256 << 10, .staging_chunk = 64 << 10};
     ixfer_agent *a = NULL, *b = NULL;
-    EXPECT(ixfer_agent_create(&cfg, &a) == IXFER_OK);
+    if (ixfer_agent_create(&cfg, &a) != IXFER_OK) {
+        fprintf(stderr, "shim_test: skipped staging over %s: %s\n", provider, ixfer_last_error());
+        return;
+    }
     EXPECT(ixfer_agent_create(&cfg, &b) == IXFER_OK);
-    if (!a || !b)
+    if (!b)
         return;
     int afd = -1, bfd = -1;
     EXPECT(ixfer_agent_take_event_fd(a, &afd) == IXFER_OK);
@@ -582,12 +610,15 @@ static void test_staging(void)
     EXPECT(ixfer_cuda_alloc(0, len, &vb) == IXFER_OK);
     ixfer_mr *mha, *mhb, *mva, *mvb;
     uint64_t kha, khb, kva, kvb;
-    uint32_t path = 0;
+    uint32_t path_a = 0, path_b = 0;
     EXPECT(ixfer_mr_register(a, ha, len, &kha, &mha) == IXFER_OK);
     EXPECT(ixfer_mr_register(b, hb, len, &khb, &mhb) == IXFER_OK);
-    EXPECT(ixfer_vram_register(a, va, len, 0, 0, &kva, &path, &mva) == IXFER_OK);
-    EXPECT(path == IXFER_PATH_STAGED);
-    EXPECT(ixfer_vram_register(b, vb, len, 0, IXFER_VRAM_REG_STAGED, &kvb, &path, &mvb) == IXFER_OK);
+    EXPECT(ixfer_vram_register(a, va, len, 0, 0, &kva, &path_a, &mva) == IXFER_OK);
+    EXPECT(ixfer_vram_register(b, vb, len, 0, IXFER_VRAM_REG_STAGED, &kvb, &path_b, &mvb) ==
+           IXFER_OK);
+    EXPECT(path_b == IXFER_PATH_STAGED);
+    printf("shim_test: staging over %s, our device memory %s\n", provider,
+           path_a == IXFER_PATH_GPUDIRECT ? "GPUDirect (FI_HMEM)" : "staged");
     uint64_t rhb = (caps.mr_mode & (1 << 4)) ? hb : 0;
     ixfer_event ev;
     struct {
@@ -596,17 +627,18 @@ static void test_staging(void)
         ixfer_mr *lmr;
         uint64_t raddr, rkey;
         uint32_t flags;
-        uint64_t check_src, check_dst;
+        uint64_t src, dst;
+        int src_dev, dst_dev;
     } cases[] = {
-        {IXFER_OP_WRITE, ha, mha, vb, kvb, IXFER_PAIR_REMOTE_STAGED, ha, vb},
-        {IXFER_OP_READ, va, mva, vb, kvb, IXFER_PAIR_REMOTE_STAGED, vb, va},
-        {IXFER_OP_WRITE, va, mva, rhb, khb, 0, va, hb},
-        {IXFER_OP_READ, va, mva, rhb, khb, 0, hb, va},
-        {IXFER_OP_WRITE, va, mva, vb, kvb, IXFER_PAIR_REMOTE_STAGED, va, vb},
+        {IXFER_OP_WRITE, ha, mha, vb, kvb, IXFER_PAIR_REMOTE_STAGED, ha, vb, 0, 1},
+        {IXFER_OP_READ, va, mva, vb, kvb, IXFER_PAIR_REMOTE_STAGED, vb, va, 1, 1},
+        {IXFER_OP_WRITE, va, mva, rhb, khb, 0, va, hb, 1, 0},
+        {IXFER_OP_READ, va, mva, rhb, khb, 0, hb, va, 0, 1},
+        {IXFER_OP_WRITE, va, mva, vb, kvb, IXFER_PAIR_REMOTE_STAGED, va, vb, 1, 1},
     };
     for (int i = 0; i < 5; i++) {
-        fill(cases[i].check_src, len, (uint8_t)(i + 1));
-        memset((void *)(uintptr_t)cases[i].check_dst, 0, len);
+        put(cases[i].src, cases[i].src_dev, len, (uint8_t)(i + 1));
+        put(cases[i].dst, cases[i].dst_dev, len, 0xee);
         ixfer_iov_pair pair = {cases[i].laddr, len, cases[i].lmr, cases[i].raddr, cases[i].rkey,
                                cases[i].flags, 0};
         int notify = i == 4;
@@ -614,12 +646,11 @@ static void test_staging(void)
                                notify ? 6 : 0, notify ? IXFER_POST_NOTIFY : 0) == IXFER_OK);
         EXPECT(wait_event(a, afd, &ev));
         EXPECT(ev.user_id == 100u + i && ev.status == IXFER_OK);
-        EXPECT(memcmp((void *)(uintptr_t)cases[i].check_src, (void *)(uintptr_t)cases[i].check_dst,
-                      len) == 0);
-        if (notify) {
+        if (notify) /* delivered, and by then the bytes are in device memory */
             EXPECT(wait_type(b, bfd, IXFER_EVENT_NOTIF, &ev));
+        EXPECT(same(cases[i].src, cases[i].src_dev, cases[i].dst, cases[i].dst_dev, len));
+        if (notify)
             ixfer_notif_free((ixfer_notification *)(uintptr_t)ev.user_id);
-        }
     }
     /* A key the peer never gave: refused by the peer, typed. */
     ixfer_iov_pair bad = {ha, 4096, mha, vb, kvb ^ 1, IXFER_PAIR_REMOTE_STAGED, 0};
@@ -643,8 +674,9 @@ static void test_staging(void)
 
 int main(void)
 {
-    /* Staging runs without a GPU (test_staging); nothing else here uses CUDA. */
-    setenv("IXFER_EMULATE_VRAM", "1", 1);
+    /* Staging runs without a GPU (test_staging; IXFER_EMULATE_VRAM=0 on a
+     * GPU machine for the real driver); nothing else here uses CUDA. */
+    setenv("IXFER_EMULATE_VRAM", "1", 0);
     test_identity();
     test_query();
     test_bad_input();
@@ -652,7 +684,10 @@ int main(void)
     test_notifications();
     test_dead_peers();
     test_files();
-    test_staging();
+    /* tcp only: shm 2.6 crashes in smr_ep_progress when two agents of one
+     * process have inserted each other, as a staging peer must (shm staging
+     * is tested across processes, test/net). */
+    test_staging("tcp", "127.0.0.1");
     test_wakeups("tcp", "127.0.0.1");
     test_wakeups("shm", NULL);
     if (failures) {

@@ -411,9 +411,10 @@ static void *progress_main(void *arg)
             poll_ns = POLL_MIN_NS;
         }
         int pending = post_pass(a);
-        pending |= ixfer_staging_pass(a);
+        int staging = ixfer_staging_pass(a);
+        pending |= (staging & STAGING_STALLED) != 0;
         pending |= ixfer_notify_pass(a);
-        if (handle_cq(a, ents, fi_cq_read(a->cq, ents, CQ_BATCH)) > 0) {
+        if (handle_cq(a, ents, fi_cq_read(a->cq, ents, CQ_BATCH)) > 0 || (staging & STAGING_WORKED)) {
             backoff_ms = 0;
             active = 1;
             poll_ns = POLL_MIN_NS;

@@ -717,32 +717,39 @@ int ixfer_staging_pass(struct ixfer_agent *a)
     struct staging *g = a->staging;
     if (!g || g->broken)
         return 0;
+    int result = 0;
     struct ixfer_list done;
     ixfer_list_init(&done);
     pthread_mutex_lock(&g->lock);
     ixfer_list_splice_back(&done, &g->copied);
     pthread_mutex_unlock(&g->lock);
     struct ixfer_list *node;
-    while ((node = ixfer_list_pop_front(&done)))
+    while ((node = ixfer_list_pop_front(&done))) {
         copied(a, ixfer_container_of(ixfer_container_of(node, struct copy_job, link),
                                      struct stage_op, copy));
+        result = STAGING_WORKED;
+    }
     while (!ixfer_list_empty(&g->wait_bounce) && !ixfer_list_empty(&g->free_serve)) {
         struct serve *sv = ixfer_container_of(ixfer_list_pop_front(&g->wait_bounce),
                                               struct serve, link);
         sv->b = take(a, &g->free_serve);
         serve_cycle(a, sv);
+        result = STAGING_WORKED;
     }
-    int stalled = 0;
-    IXFER_LIST_FOR_EACH_SAFE(n, &g->ready_serves)
+    IXFER_LIST_FOR_EACH_SAFE(n, &g->ready_serves) {
         if (serve_go(a, ixfer_container_of(n, struct serve, link)) == -FI_EAGAIN) {
-            stalled = 1;
+            result |= STAGING_STALLED;
             break;
         }
-    IXFER_LIST_FOR_EACH_SAFE(n, &g->ready_pieces)
+        result |= STAGING_WORKED;
+    }
+    IXFER_LIST_FOR_EACH_SAFE(n, &g->ready_pieces) {
         if (piece_go(a, ixfer_container_of(n, struct piece, link)) == -FI_EAGAIN) {
-            stalled = 1;
+            result |= STAGING_STALLED;
             break;
         }
+        result |= STAGING_WORKED;
+    }
     /* Waiting on a peer that will not answer: given up with its transfer, or
      * when the peer is found gone (nothing else of ours may be posted to a
      * dead peer, so its silence is what tells: pieces of one transfer come
@@ -755,13 +762,16 @@ int ixfer_staging_pass(struct ixfer_agent *a)
          * peer's clock, which an earlier silence may have left running. */
         if (!pc->req_sending && !stopped(pc->req) && np != looked && ixfer_peer_may_post(np) == IXFER_OK) {
             looked = np;
-            stalled |= ixfer_peer_silent(np);
+            if (ixfer_peer_silent(np))
+                result |= STAGING_STALLED;
         }
         int32_t st = ixfer_peer_may_post(np);
-        if (stopped(pc->req) || st != IXFER_OK)
+        if (stopped(pc->req) || st != IXFER_OK) {
             piece_finish(a, pc, st, 0);
+            result |= STAGING_WORKED;
+        }
     }
-    return stalled;
+    return result;
 }
 
 /* ---- statistics and teardown ---------------------------------------------------------- */

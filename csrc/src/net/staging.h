@@ -20,7 +20,10 @@ int ixfer_staging_post_some(struct ixfer_agent *a, struct xfer_request *r,
                             ixfer_piece_done_fn *done);
 /* One pass: finished device copies, posts that were refused, peers' requests
  * waiting for a bounce buffer, pieces of canceled requests or gone peers.
- * Returns whether something waits for the provider to take it. */
+ * Returns STAGING_WORKED when something moved on (bounces may have come
+ * free: posting should look again before sleeping), STAGING_STALLED when
+ * something waits for the provider to take it. */
+enum { STAGING_WORKED = 1, STAGING_STALLED = 2 };
 int ixfer_staging_pass(struct ixfer_agent *a);
 /* Completion of an RMA op this module posted (OP_KIND_STAGE). */
 void ixfer_staging_completion(struct ixfer_agent *a, struct op_ctx *ctx, int fi_err);
