@@ -275,12 +275,14 @@ describe('VRAM regions in metadata', () => {
       b.allocateVram(4096);
       b.allocateVram(4096, { staged: true });
       const md = decodeMetadata(b.getLocalMetadata());
-      const withKinds = (kinds: number[]) => encodeMetadata({ ...md, regions: md.regions.map((r, i) => ({ ...r, kind: kinds[i]! })) });
+      // Another device than this emulation has, to see it carried.
+      const withKinds = (kinds: number[]) =>
+        encodeMetadata({ ...md, regions: md.regions.map((r, i) => ({ ...r, kind: kinds[i]!, devId: kinds[i] ? 3 : 0 })) });
       expect(a.loadRemoteMetadata(withKinds([0, 1, 2]))).toBe('md-b');
-      expect(a.remoteRegions('md-b').map((r) => [r.kind, r.path])).toEqual([
-        ['DRAM', undefined],
-        ['VRAM', 'gpudirect'],
-        ['VRAM', 'staged'],
+      expect(a.remoteRegions('md-b').map((r) => [r.kind, r.path, r.devId])).toEqual([
+        ['DRAM', undefined, 0],
+        ['VRAM', 'gpudirect', 3],
+        ['VRAM', 'staged', 3],
       ]);
       for (const kind of [3, 7, 0xffff]) {
         const err = await expectCode(() => a.loadRemoteMetadata(withKinds([0, kind, 2])), 'ERR_INVALID_PARAM');
