@@ -14,7 +14,7 @@ import koffi from 'koffi';
 import { codeOfStatus, LibraryMissingError, makeError } from '../errors.js';
 
 /** The ABI this TypeScript expects (IXFER_ABI_VERSION in ixfer.h). */
-export const EXPECTED_ABI_VERSION = 2;
+export const EXPECTED_ABI_VERSION = 3;
 
 /** The package's root: this file is dist/native/shim.js. */
 export const packageRoot = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -74,8 +74,31 @@ koffi.struct('ixfer_agent_config', {
   name: 'const char *',
   notif_pending_cap: 'uint64_t',
   notif_stale_ms: 'uint32_t',
-  reserved: 'uint32_t',
+  vram_mode: 'uint32_t',
+  staging_bytes: 'uint64_t',
+  staging_chunk: 'uint64_t',
 });
+
+koffi.struct('ixfer_staging_stats', {
+  pool_bytes: 'uint64_t',
+  chunk_bytes: 'uint64_t',
+  chunks_busy: 'uint32_t',
+  chunks_peak: 'uint32_t',
+  pieces: 'uint64_t',
+  served: 'uint64_t',
+  serve_failed: 'uint64_t',
+  copied_bytes: 'uint64_t',
+});
+export interface StagingStatsRaw {
+  pool_bytes: U64;
+  chunk_bytes: U64;
+  chunks_busy: number;
+  chunks_peak: number;
+  pieces: U64;
+  served: U64;
+  serve_failed: U64;
+  copied_bytes: U64;
+}
 
 export interface AgentConfig {
   provider: string;
@@ -84,6 +107,10 @@ export interface AgentConfig {
   name: string;
   notif_pending_cap: number;
   notif_stale_ms: number;
+  /** IXFER_VRAM_AUTO, _STAGED, _GPUDIRECT */
+  vram_mode: number;
+  staging_bytes: number;
+  staging_chunk: number;
 }
 koffi.opaque('ixfer_agent');
 koffi.opaque('ixfer_mr');
@@ -158,6 +185,23 @@ function declare(lib: ReturnType<typeof koffi.load>) {
       'int32_t ixfer_mr_register(ixfer_agent *agent, uint64_t addr, uint64_t len, _Out_ uint64_t *key, _Out_ ixfer_mr **out)',
     ) as (a: AgentHandle, addr: number | bigint, len: number, key: (number | bigint)[], out: (bigint | null)[]) => number,
     mrDeregister: f('int32_t ixfer_mr_deregister(ixfer_mr *mr)') as (m: MrHandle) => number,
+    vramRegister: f(
+      'int32_t ixfer_vram_register(ixfer_agent *agent, uint64_t addr, uint64_t len, int32_t dev, uint32_t flags, ' +
+        '_Out_ uint64_t *key, _Out_ uint32_t *path, _Out_ ixfer_mr **out)',
+    ) as (
+      a: AgentHandle,
+      addr: number,
+      len: number,
+      dev: number,
+      flags: number,
+      key: (number | bigint)[],
+      path: number[],
+      out: (bigint | null)[],
+    ) => number,
+    stagingStatsGet: f('int32_t ixfer_staging_stats_get(ixfer_agent *agent, _Out_ ixfer_staging_stats *out)') as (
+      a: AgentHandle,
+      out: Partial<StagingStatsRaw>,
+    ) => number,
     peerRemove: f('int32_t ixfer_peer_remove(ixfer_agent *agent, uint64_t peer)') as (
       a: AgentHandle,
       peer: number | bigint,

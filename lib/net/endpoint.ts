@@ -6,6 +6,7 @@
 import crypto from 'node:crypto';
 
 import { NotAllowedError } from '../errors.js';
+import { VRAM_MODES } from '../native/layout.js';
 import { check, decodeProviderInfo, providerInfoBuffer, shim, type AgentHandle } from '../native/shim.js';
 import { bindNode, coreName, pickProvider, summarizeProvider, type ProviderSummary } from './providers.js';
 
@@ -19,6 +20,7 @@ export interface EndpointOptions {
   iface?: string | undefined;
   address?: string | undefined;
   notifications: { maxPendingBytesPerPeer: number; staleMs: number };
+  vram: { mode: keyof typeof VRAM_MODES; stagingBytes: number; stagingChunkBytes: number };
 }
 
 export class Endpoint {
@@ -73,6 +75,9 @@ export class Endpoint {
           name: opts.name,
           notif_pending_cap: opts.notifications.maxPendingBytesPerPeer,
           notif_stale_ms: opts.notifications.staleMs,
+          vram_mode: VRAM_MODES[opts.vram.mode],
+          staging_bytes: opts.vram.stagingBytes,
+          staging_chunk: opts.vram.stagingChunkBytes,
         },
         out,
       ),

@@ -12,6 +12,7 @@
  *   u32 addrFormat                  (fi_info's addr_format: how addr is read)
  *   u16 addrLen, addr               (addrLen 0 unless FLAG_CONNECTION)
  *   u32 regionCount, regionCount x { u64 addr, u64 len, u64 key, u16 devId, u16 kind, u32 reserved }
+ *     (kind: REGION_DRAM, REGION_VRAM_GPUDIRECT, REGION_VRAM_STAGED)
  *   with FLAG_NAMES: regionCount x { u8 nameLen, name (UTF-8; 0: unnamed) }
  */
 import { InvalidParamError, type IxferError } from '../errors.js';
@@ -22,6 +23,10 @@ export const FLAG_CONNECTION = 1;
 export const FLAG_COMPLETE = 2; // lists every region of the agent
 export const FLAG_NAMES = 4; // region names follow the regions
 const REGION_BYTES = 32;
+/** Region kinds: host memory; VRAM the provider reaches (FI_HMEM); VRAM its agent stages through host memory. */
+export const REGION_DRAM = 0;
+export const REGION_VRAM_GPUDIRECT = 1;
+export const REGION_VRAM_STAGED = 2;
 const MAX_BLOB = 64 * 1024 * 1024;
 const MAX_ADDR = 4096;
 
@@ -30,7 +35,7 @@ export interface RegionInfo {
   len: number;
   key: bigint;
   devId: number;
-  kind: number; // 0 = DRAM
+  kind: number; // REGION_*
   name?: string;
 }
 
@@ -189,7 +194,7 @@ export function decodeMetadata(blob: Uint8Array, maxRegions = Infinity): Metadat
     r.u32('reserved');
     if (len === 0) throw bad(`region ${i} is empty`);
     if (addr === undefined || len === undefined || addr + len > Number.MAX_SAFE_INTEGER) throw bad(`region ${i} ends beyond 2^53`);
-    if (kind !== 0) throw bad(`region ${i} has unknown kind ${kind}`);
+    if (kind > REGION_VRAM_STAGED) throw bad(`region ${i} has unknown kind ${kind}`);
     if (addr < end) throw bad(`region ${i} is out of order or overlaps the previous one`);
     end = addr + len;
     regions.push({ addr, len, key, devId, kind });
