@@ -5,8 +5,10 @@
  * serves the RMA, and stages VRAM that the provider cannot reach) and fills
  * or hashes it for --check-consistency.
  */
-import { Agent, type AgentOptions } from '../agent.js';
+import { Agent } from '../agent.js';
+import type { VramOptions } from '../schemas.js';
 import type { MemoryRegion } from '../core/memory.js';
+import type { StagingStats } from '../net/engine.js';
 import { timeIterations } from './iterate.js';
 import { pieces } from './layout.js';
 import type { MemorySegment, RowSpec } from './options.js';
@@ -40,7 +42,7 @@ export interface IxferInit {
   seg: MemorySegment;
   /** CUDA device of VRAM memory. */
   device: number;
-  vram: AgentOptions['vram'];
+  vram: VramOptions | undefined;
 }
 
 serve({
@@ -55,7 +57,7 @@ serve({
     };
   },
   /** The agent's staging pool (all zero where nothing was staged). */
-  staging() {
+  staging(): { stats: StagingStats } {
     return { stats: agent.stagingStats };
   },
   connect(m) {

@@ -8,6 +8,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { makeError } from '../errors.js';
+import type { VramPath } from '../core/memory.js';
+import type { StagingStats } from '../net/engine.js';
 import type { CheckedEngine, Engine } from './engine.js';
 import type { FileInit } from './file-worker.js';
 import type { IxferInit } from './ixfer-worker.js';
@@ -48,15 +50,9 @@ abstract class WorkerPair {
   }
 }
 
-/** Which path a VRAM region takes (MemoryRegion.path); undefined for DRAM. */
-export type VramPath = 'gpudirect' | 'staged' | undefined;
-
-/** The staging pool of an agent (Agent.stagingStats). */
-export type StagingStats = Record<string, number>;
-
 export class IxferEngine extends WorkerPair implements CheckedEngine {
   /** The paths of the initiator's and the target's regions. */
-  paths: { initiator: VramPath; target: VramPath } = { initiator: undefined, target: undefined };
+  paths: { initiator?: VramPath | undefined; target?: VramPath | undefined } = {};
 
   private constructor(
     readonly name: 'ixfer' | 'dram',
@@ -77,7 +73,7 @@ export class IxferEngine extends WorkerPair implements CheckedEngine {
       : undefined;
     const init = async (w: Worker, role: IxferInit['role']) => {
       const msg: IxferInit = { role, provider: o.provider, address: o.address, bytes, seg: seg(o[`${role}Seg`]), device: o.device[role], vram };
-      const r = await w.request<{ metadata: string; addr: number; path: VramPath }>({ type: 'init', ...msg });
+      const r = await w.request<{ metadata: string; addr: number; path?: VramPath }>({ type: 'init', ...msg });
       engine.paths[role] = r.path;
       return r;
     };

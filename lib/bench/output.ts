@@ -144,8 +144,8 @@ export function tableFooter(report: BenchReport): string {
   if (!s) return '';
   const side = (role: 'initiator' | 'target') => {
     const t = s[role];
-    return `${role} ${formatSize(t.poolBytes ?? 0)} in ${formatSize(t.chunkBytes ?? 0)} chunks, ${t.chunksPeak ?? 0} held at most, ` +
-      `${t.pieces ?? 0} pieces staged, ${t.served ?? 0} peer requests served`;
+    return `${role} ${formatSize(t.poolBytes)} in ${formatSize(t.chunkBytes)} chunks, ${t.chunksPeak} held at most, ` +
+      `${t.pieces} pieces staged, ${t.served} peer requests served`;
   };
   return `
 staging: ${side('initiator')}

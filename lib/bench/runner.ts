@@ -7,7 +7,9 @@
  */
 import { CEngine } from './c-baseline.js';
 import type { CheckedEngine, Engine, EngineName } from './engine.js';
-import { IxferEngine, IxferFileEngine, NetEngine, type StagingStats, type VramPath } from './node-engines.js';
+import { IxferEngine, IxferFileEngine, NetEngine } from './node-engines.js';
+import type { VramPath } from '../core/memory.js';
+import type { StagingStats } from '../net/engine.js';
 import { bufferSize, formatSize, hasVram, sweep, type BenchOptions, type RowSpec } from './options.js';
 import { cpuSeconds, peakRss, resetPeakRss } from './procstat.js';
 import { hostInfo, libfabricVersion, type HostInfo } from '../info.js';
@@ -32,7 +34,7 @@ export interface BenchReport {
   /** --target-seg FILE: the file engine the transfers used (FileTransfer.engine), and why. */
   file?: { engine: string; engineReason: string };
   /** A VRAM side over the network: the path of each side's region (MemoryRegion.path; DRAM: absent). */
-  paths?: { initiator: VramPath; target: VramPath };
+  paths?: { initiator?: VramPath | undefined; target?: VramPath | undefined };
   /** ... and each agent's staging pool (Agent.stagingStats) when the sweep ends. */
   staging?: { initiator: StagingStats; target: StagingStats };
   rows: RowResult[];
