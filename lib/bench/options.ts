@@ -292,7 +292,8 @@ columns (nixlbench's definitions; times in microseconds):
               ixfer's ratio to them
   C, net      the baselines' GB/s, and ixfer's ratio to them
   check       --check-consistency: ok when every checked engine's data matched
-              in every run (the C RMA loop is checked too; the C file loop not)
+              in every run (dram and the C RMA loop are checked too; the C
+              file loop and the CUDA copy loop not)
 `;
 
 /**
