@@ -42,13 +42,13 @@ export interface IxferInit {
   seg: MemorySegment;
   /** CUDA device of VRAM memory. */
   device: number;
-  vram: VramOptions | undefined;
+  vram: VramOptions;
 }
 
 serve({
   async init(m) {
     const { role, provider, address, bytes, seg, device, vram } = m as unknown as IxferInit;
-    agent = await Agent.create({ name: `bench-${role}`, provider, address, ...(vram && { vram }) });
+    agent = await Agent.create({ name: `bench-${role}`, provider, address, vram });
     region = allocateSegment(agent, seg, bytes, device, role);
     return {
       metadata: Buffer.from(agent.getLocalMetadata()).toString('base64'),

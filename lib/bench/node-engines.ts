@@ -68,9 +68,8 @@ export class IxferEngine extends WorkerPair implements CheckedEngine {
   static start(o: BenchOptions, bytes: number, name: 'ixfer' | 'dram' = 'ixfer'): Promise<IxferEngine> {
     const engine = new IxferEngine(name, o.prepared);
     const seg = (s: BenchOptions['targetSeg']): MemorySegment => (name === 'dram' ? 'DRAM' : (s as MemorySegment));
-    const vram = o.vramMode || o.stagingBytes || o.stagingChunkBytes
-      ? { mode: o.vramMode, stagingBytes: o.stagingBytes, stagingChunkBytes: o.stagingChunkBytes }
-      : undefined;
+    // Unset ones are dropped on the way (IPC is JSON): the agent's defaults.
+    const vram = { mode: o.vramMode, stagingBytes: o.stagingBytes, stagingChunkBytes: o.stagingChunkBytes };
     const init = async (w: Worker, role: IxferInit['role']) => {
       const msg: IxferInit = { role, provider: o.provider, address: o.address, bytes, seg: seg(o[`${role}Seg`]), device: o.device[role], vram };
       const r = await w.request<{ metadata: string; addr: number; path?: VramPath }>({ type: 'init', ...msg });

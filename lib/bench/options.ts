@@ -309,11 +309,13 @@ function checkSegments(o: BenchOptions): void {
   if (o.targetSeg === 'FILE' && o.prepared) {
     throw new NotSupportedError('--prepared: file transfers have no prepared descriptor lists');
   }
-  const vramFlags = ['device', 'vramMode', 'stagingBytes', 'stagingChunkBytes'] as const;
-  const given = vramFlags.filter((k) => k === 'device' ? o.device.initiator + o.device.target > 0 : o[k] !== undefined);
-  if (given.length && !hasVram(o)) {
-    const flags = given.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ');
-    throw new InvalidParamError(`${flags}: only where a side is VRAM (--initiator-seg VRAM or --target-seg VRAM)`);
+  const flags = (keys: string[]) => keys.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ');
+  const network = (['vramMode', 'stagingBytes', 'stagingChunkBytes'] as const).filter((k) => o[k] !== undefined);
+  if (network.length && !(hasVram(o) && o.targetSeg !== 'FILE')) {
+    throw new InvalidParamError(`${flags(network)}: only where a side is VRAM over the network (not FILE)`);
+  }
+  if ((o.device.initiator !== 0 || o.device.target !== 0) && !hasVram(o)) {
+    throw new InvalidParamError('--device: only where a side is VRAM');
   }
 }
 

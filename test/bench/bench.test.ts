@@ -304,7 +304,9 @@ describe('ixfer bench', () => {
     expect(device.stderr).toMatch(/ERR_INVALID_PARAM.*device: is a CUDA device number, or two/);
     const mode = await ixfer('bench', '--vram-mode', 'staged', '--staging-bytes', '8M');
     expect(mode.code).toBe(1);
-    expect(mode.stderr).toMatch(/ERR_INVALID_PARAM: --vram-mode, --staging-bytes: only where a side is VRAM/);
+    expect(mode.stderr).toMatch(/ERR_INVALID_PARAM: --vram-mode, --staging-bytes: only where a side is VRAM over the network/);
+    const file = await ixfer('bench', '--initiator-seg', 'VRAM', '--target-seg', 'FILE', '--staging-chunk-bytes', '1M');
+    expect(file.stderr).toMatch(/ERR_INVALID_PARAM: --staging-chunk-bytes: only where a side is VRAM over the network \(not FILE\)/);
     const help = await ixfer('bench', '--help');
     expect(help.code).toBe(0);
     for (const word of ['--baseline', '--repeat', 'spread', '--preset iov-sweep', 'prep', 'post', 'tx', 'p99', 'cpu s/GB', 'rss MB', '--file-dir', '--file-engine', '--device', '--vram-mode', '--staging-bytes', 'cuda']) {
