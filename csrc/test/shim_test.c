@@ -115,8 +115,8 @@ static void test_transfers(void)
     ixfer_iov_pair pairs[9];
     uint64_t chunk = len / 8;
     for (int i = 0; i < 8; i++)
-        pairs[i] = (ixfer_iov_pair){src + i * chunk, chunk, smr, rbase + i * chunk, dkey};
-    pairs[8] = (ixfer_iov_pair){src, 0, smr, rbase, dkey};
+        pairs[i] = (ixfer_iov_pair){src + i * chunk, chunk, smr, rbase + i * chunk, dkey, 0, 0};
+    pairs[8] = (ixfer_iov_pair){src, 0, smr, rbase, dkey, 0, 0};
     EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, peer, pairs, 9, 42, NULL, 0, 0) == IXFER_OK);
     ixfer_event ev;
     EXPECT(wait_event(a, afd, &ev));
@@ -125,7 +125,7 @@ static void test_transfers(void)
 
     /* READ back into a cleared source. */
     memset((void *)(uintptr_t)src, 0, len);
-    ixfer_iov_pair whole = {src, len, smr, rbase, dkey};
+    ixfer_iov_pair whole = {src, len, smr, rbase, dkey, 0, 0};
     EXPECT(ixfer_xfer_post(a, IXFER_OP_READ, peer, &whole, 1, 43, NULL, 0, 0) == IXFER_OK);
     EXPECT(wait_event(a, afd, &ev));
     EXPECT(ev.user_id == 43 && ev.status == IXFER_OK);
@@ -133,7 +133,7 @@ static void test_transfers(void)
 
     /* A wrong remote key fails the transfer (tcp 1.17 then drops the
      * connection to that peer for good); the agent still serves other peers. */
-    ixfer_iov_pair badkey = {src, 64, smr, rbase, dkey + 1000};
+    ixfer_iov_pair badkey = {src, 64, smr, rbase, dkey + 1000, 0, 0};
     EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, peer, &badkey, 1, 44, NULL, 0, 0) == IXFER_OK);
     EXPECT(wait_event(a, afd, &ev));
     EXPECT(ev.user_id == 44 && ev.status != IXFER_OK);
@@ -156,7 +156,7 @@ static void test_transfers(void)
     EXPECT(ev.user_id == 45 && ev.status == IXFER_OK);
 
     /* A registration of another agent is refused before anything is posted. */
-    ixfer_iov_pair foreign = {dst, 64, dmr, rbase, dkey};
+    ixfer_iov_pair foreign = {dst, 64, dmr, rbase, dkey, 0, 0};
     EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, peer, &foreign, 1, 46, NULL, 0, 0) == IXFER_ERR_NOT_FOUND);
 
     /* Cancel of an unknown id is harmless; an empty transfer completes. */
@@ -228,7 +228,7 @@ static void test_notifications(void)
     static uint8_t msg[100000];
     for (size_t i = 0; i < sizeof msg; i++)
         msg[i] = (uint8_t)(i * 13 + 1);
-    ixfer_iov_pair pair = {src, len, smr, rbase, dkey};
+    ixfer_iov_pair pair = {src, len, smr, rbase, dkey, 0, 0};
     EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, peer, &pair, 1, 7, msg, sizeof msg,
                            IXFER_POST_NOTIFY) == IXFER_OK);
     ixfer_event ev;
@@ -312,7 +312,7 @@ static void test_dead_peers(void)
     ixfer_provider_info caps;
     EXPECT(ixfer_agent_info(c, &caps) == IXFER_OK);
     uint64_t rbase = (caps.mr_mode & (1 << 4)) ? dst : 0;
-    ixfer_iov_pair pair = {src, len, smr, rbase, ckey};
+    ixfer_iov_pair pair = {src, len, smr, rbase, ckey, 0, 0};
 
     /* b is destroyed before a ever reached it: a WRITE and a notification to
      * it fail, with no deadline to end them. */
@@ -511,7 +511,7 @@ static void test_wakeups(const char *provider, const char *node)
     EXPECT(ixfer_mr_register(a, src, len, &skey, &smr) == IXFER_OK);
     EXPECT(ixfer_mr_register(b, dst, len, &dkey, &dmr) == IXFER_OK);
     uint64_t rbase = (caps.mr_mode & (1 << 4)) ? dst : 0;
-    ixfer_iov_pair pair = {src, len, smr, rbase, dkey};
+    ixfer_iov_pair pair = {src, len, smr, rbase, dkey, 0, 0};
     const int rounds = 2000;
     uint64_t worst = 0;
     int ok = 0, worst_round = 0;
@@ -545,8 +545,106 @@ static void test_wakeups(const char *provider, const char *node)
     close(afd);
 }
 
+static void fill(uint64_t addr, uint64_t len, uint8_t seed)
+{
+    for (uint64_t i = 0; i < len; i++)
+        ((uint8_t *)(uintptr_t)addr)[i] = (uint8_t)(i * 13 + seed);
+}
+
+/* Staged device memory on both sides, with IXFER_EMULATE_VRAM (set in main)
+ * standing in for the driver: every direction, pieces that do not divide
+ * evenly, a notification held until the data is in device memory, a bad key,
+ * and a pool left empty afterwards. */
+static void test_staging(void)
+{
+    ixfer_agent_config cfg = {.provider = "tcp", .node = "127.0.0.1",
+                              .staging_bytes = 256 << 10, .staging_chunk = 64 << 10};
+    ixfer_agent *a = NULL, *b = NULL;
+    EXPECT(ixfer_agent_create(&cfg, &a) == IXFER_OK);
+    EXPECT(ixfer_agent_create(&cfg, &b) == IXFER_OK);
+    if (!a || !b)
+        return;
+    int afd = -1, bfd = -1;
+    EXPECT(ixfer_agent_take_event_fd(a, &afd) == IXFER_OK);
+    EXPECT(ixfer_agent_take_event_fd(b, &bfd) == IXFER_OK);
+    ixfer_provider_info caps;
+    EXPECT(ixfer_agent_info(b, &caps) == IXFER_OK);
+    uint8_t addr[256];
+    uint64_t alen = sizeof addr, peer = 0;
+    EXPECT(ixfer_agent_address(b, addr, &alen) == IXFER_OK);
+    EXPECT(ixfer_peer_insert(a, addr, alen, &peer) == IXFER_OK);
+
+    const uint64_t len = 300000; /* 4.6 chunks */
+    uint64_t ha = 0, hb = 0, va = 0, vb = 0;
+    EXPECT(ixfer_mem_alloc(len, &ha) == IXFER_OK);
+    EXPECT(ixfer_mem_alloc(len, &hb) == IXFER_OK);
+    EXPECT(ixfer_cuda_alloc(0, len, &va) == IXFER_OK);
+    EXPECT(ixfer_cuda_alloc(0, len, &vb) == IXFER_OK);
+    ixfer_mr *mha, *mhb, *mva, *mvb;
+    uint64_t kha, khb, kva, kvb;
+    uint32_t path = 0;
+    EXPECT(ixfer_mr_register(a, ha, len, &kha, &mha) == IXFER_OK);
+    EXPECT(ixfer_mr_register(b, hb, len, &khb, &mhb) == IXFER_OK);
+    EXPECT(ixfer_vram_register(a, va, len, 0, 0, &kva, &path, &mva) == IXFER_OK);
+    EXPECT(path == IXFER_PATH_STAGED);
+    EXPECT(ixfer_vram_register(b, vb, len, 0, IXFER_VRAM_REG_STAGED, &kvb, &path, &mvb) == IXFER_OK);
+    uint64_t rhb = (caps.mr_mode & (1 << 4)) ? hb : 0;
+    ixfer_event ev;
+    struct {
+        uint32_t op;
+        uint64_t laddr;
+        ixfer_mr *lmr;
+        uint64_t raddr, rkey;
+        uint32_t flags;
+        uint64_t check_src, check_dst;
+    } cases[] = {
+        {IXFER_OP_WRITE, ha, mha, vb, kvb, IXFER_PAIR_REMOTE_STAGED, ha, vb},
+        {IXFER_OP_READ, va, mva, vb, kvb, IXFER_PAIR_REMOTE_STAGED, vb, va},
+        {IXFER_OP_WRITE, va, mva, rhb, khb, 0, va, hb},
+        {IXFER_OP_READ, va, mva, rhb, khb, 0, hb, va},
+        {IXFER_OP_WRITE, va, mva, vb, kvb, IXFER_PAIR_REMOTE_STAGED, va, vb},
+    };
+    for (int i = 0; i < 5; i++) {
+        fill(cases[i].check_src, len, (uint8_t)(i + 1));
+        memset((void *)(uintptr_t)cases[i].check_dst, 0, len);
+        ixfer_iov_pair pair = {cases[i].laddr, len, cases[i].lmr, cases[i].raddr, cases[i].rkey,
+                               cases[i].flags, 0};
+        int notify = i == 4;
+        EXPECT(ixfer_xfer_post(a, cases[i].op, peer, &pair, 1, 100 + i, (const uint8_t *)"landed",
+                               notify ? 6 : 0, notify ? IXFER_POST_NOTIFY : 0) == IXFER_OK);
+        EXPECT(wait_event(a, afd, &ev));
+        EXPECT(ev.user_id == 100u + i && ev.status == IXFER_OK);
+        EXPECT(memcmp((void *)(uintptr_t)cases[i].check_src, (void *)(uintptr_t)cases[i].check_dst,
+                      len) == 0);
+        if (notify) {
+            EXPECT(wait_type(b, bfd, IXFER_EVENT_NOTIF, &ev));
+            ixfer_notif_free((ixfer_notification *)(uintptr_t)ev.user_id);
+        }
+    }
+    /* A key the peer never gave: refused by the peer, typed. */
+    ixfer_iov_pair bad = {ha, 4096, mha, vb, kvb ^ 1, IXFER_PAIR_REMOTE_STAGED, 0};
+    EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, peer, &bad, 1, 200, NULL, 0, 0) == IXFER_OK);
+    EXPECT(wait_event(a, afd, &ev));
+    EXPECT(ev.user_id == 200 && ev.status == IXFER_ERR_NOT_FOUND);
+    ixfer_staging_stats sa, sb;
+    EXPECT(ixfer_staging_stats_get(a, &sa) == IXFER_OK && ixfer_staging_stats_get(b, &sb) == IXFER_OK);
+    EXPECT(sa.chunks_busy == 0 && sb.chunks_busy == 0 && sa.chunks_peak <= 4);
+    EXPECT(sb.served == 15 && sb.serve_failed == 1 && sa.pool_bytes == 256 << 10);
+    EXPECT(ixfer_mr_deregister(mvb) == IXFER_OK);
+    ixfer_agent_destroy(a);
+    ixfer_agent_destroy(b);
+    ixfer_mem_free(ha);
+    ixfer_mem_free(hb);
+    ixfer_cuda_free(va);
+    ixfer_cuda_free(vb);
+    close(afd);
+    close(bfd);
+}
+
 int main(void)
 {
+    /* Staging runs without a GPU (test_staging); nothing else here uses CUDA. */
+    setenv("IXFER_EMULATE_VRAM", "1", 1);
     test_identity();
     test_query();
     test_bad_input();
@@ -554,6 +652,7 @@ int main(void)
     test_notifications();
     test_dead_peers();
     test_files();
+    test_staging();
     test_wakeups("tcp", "127.0.0.1");
     test_wakeups("shm", NULL);
     if (failures) {

@@ -5,6 +5,9 @@
  * thread first: the driver API has no implicit context. */
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 
 #include "core/dynlib.h"
 #include "core/error.h"
@@ -54,6 +57,74 @@ static atomic_int cu_ready;
 static pthread_mutex_t ctx_lock = PTHREAD_MUTEX_INITIALIZER;
 static CUcontext contexts[MAX_DEVICES];
 
+/* IXFER_EMULATE_VRAM=1 (ixfer.h): no driver; "device memory" is host memory
+ * allocated here, recorded so that pointer queries know it. Lets CI run the
+ * staging path end to end on machines without a GPU. */
+#define EMU_MAX 4096
+static pthread_mutex_t emu_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct { uint64_t addr, len; } emu[EMU_MAX];
+
+static int emulated(void)
+{
+    static atomic_int cached = -1;
+    int v = atomic_load(&cached);
+    if (v < 0) {
+        const char *e = getenv("IXFER_EMULATE_VRAM");
+        v = e && e[0] == '1';
+        atomic_store(&cached, v);
+    }
+    return v;
+}
+
+int ixfer_cuda_emulated(void) { return emulated(); }
+
+static int emu_find(uint64_t addr)
+{
+    for (int i = 0; i < EMU_MAX; i++)
+        if (emu[i].len && addr >= emu[i].addr && addr < emu[i].addr + emu[i].len)
+            return i;
+    return -1;
+}
+
+static int32_t emu_alloc(uint64_t len, uint64_t *addr)
+{
+    void *p = mmap(NULL, (size_t)len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return ixfer_fail(IXFER_ERR_BACKEND, "emulated device allocation of %llu bytes failed",
+                          (unsigned long long)len);
+    pthread_mutex_lock(&emu_lock);
+    int slot = -1;
+    for (int i = 0; i < EMU_MAX && slot < 0; i++)
+        if (!emu[i].len)
+            slot = i;
+    if (slot >= 0) {
+        emu[slot].addr = (uint64_t)(uintptr_t)p;
+        emu[slot].len = len;
+    }
+    pthread_mutex_unlock(&emu_lock);
+    if (slot < 0) {
+        munmap(p, (size_t)len);
+        return ixfer_fail(IXFER_ERR_BACKEND, "too many emulated device allocations");
+    }
+    *addr = (uint64_t)(uintptr_t)p;
+    return IXFER_OK;
+}
+
+static int32_t emu_free(uint64_t addr)
+{
+    pthread_mutex_lock(&emu_lock);
+    int i = emu_find(addr);
+    uint64_t len = i >= 0 && emu[i].addr == addr ? emu[i].len : 0;
+    if (len)
+        emu[i].len = 0;
+    pthread_mutex_unlock(&emu_lock);
+    if (!len)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "0x%llx is not device memory",
+                          (unsigned long long)addr);
+    munmap((void *)(uintptr_t)addr, (size_t)len);
+    return IXFER_OK;
+}
+
 static int32_t cuda_fail(const char *what, CUresult r)
 {
     const char *s = NULL;
@@ -90,6 +161,8 @@ static int32_t load_locked(void)
 
 int32_t ixfer_cuda_load(void)
 {
+    if (emulated())
+        return IXFER_OK;
     if (atomic_load_explicit(&cu_ready, memory_order_acquire))
         return IXFER_OK;
     int32_t rc = ixfer_dynlib_open(&cuda_lib);
@@ -101,13 +174,20 @@ int32_t ixfer_cuda_load(void)
     return rc;
 }
 
-const char *ixfer_cuda_path(void) { return cuda_lib.path[0] ? cuda_lib.path : "libcuda.so.1"; }
+const char *ixfer_cuda_path(void)
+{
+    if (emulated())
+        return "(emulated: IXFER_EMULATE_VRAM=1)";
+    return cuda_lib.path[0] ? cuda_lib.path : "libcuda.so.1"; }
 
 int32_t ixfer_cuda_driver_version(int32_t *out)
 {
     int32_t rc = ixfer_cuda_load();
-    if (rc != IXFER_OK)
+    if (rc != IXFER_OK || emulated()) {
+        if (emulated())
+            *out = 0;
         return rc;
+    }
     CUresult r = cu.driver_get_version(out);
     return r ? cuda_fail("cuDriverGetVersion", r) : IXFER_OK;
 }
@@ -115,8 +195,11 @@ int32_t ixfer_cuda_driver_version(int32_t *out)
 int32_t ixfer_cuda_device_count(int32_t *out)
 {
     int32_t rc = ixfer_cuda_load();
-    if (rc != IXFER_OK)
+    if (rc != IXFER_OK || emulated()) {
+        if (emulated())
+            *out = 1;
         return rc;
+    }
     CUresult r = cu.device_get_count(out);
     return r ? cuda_fail("cuDeviceGetCount", r) : IXFER_OK;
 }
@@ -128,6 +211,8 @@ int32_t ixfer_cuda_bind(int32_t ordinal)
         return rc;
     if (ordinal < 0 || ordinal >= MAX_DEVICES)
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "CUDA device %d is out of range", ordinal);
+    if (emulated())
+        return ordinal == 0 ? IXFER_OK : ixfer_fail(IXFER_ERR_INVALID_PARAM, "no CUDA device %d", ordinal);
     pthread_mutex_lock(&ctx_lock);
     CUcontext ctx = contexts[ordinal];
     CUresult r = 0;
@@ -155,6 +240,12 @@ int32_t ixfer_cuda_pointer_device(uint64_t addr, int32_t *dev)
     if (!dev)
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
     *dev = -1;
+    if (emulated()) {
+        pthread_mutex_lock(&emu_lock);
+        *dev = emu_find(addr) >= 0 ? 0 : -1;
+        pthread_mutex_unlock(&emu_lock);
+        return IXFER_OK;
+    }
     /* Any context will do for the query: unified addressing covers all devices. */
     int32_t rc = ixfer_cuda_bind(0);
     if (rc != IXFER_OK)
@@ -192,14 +283,16 @@ int32_t ixfer_cuda_alloc(int32_t dev, uint64_t len, uint64_t *addr)
     if (!addr || !len)
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "device allocation needs a non-zero length");
     int32_t rc = ixfer_cuda_bind(dev);
-    if (rc != IXFER_OK)
-        return rc;
+    if (rc != IXFER_OK || emulated())
+        return rc != IXFER_OK ? rc : emu_alloc(len, addr);
     CUresult r = cu.mem_alloc(addr, (size_t)len);
     return r ? cuda_fail("cuMemAlloc", r) : IXFER_OK;
 }
 
 int32_t ixfer_cuda_free(uint64_t addr)
 {
+    if (emulated())
+        return emu_free(addr);
     int32_t rc = bind_pointer(addr);
     if (rc != IXFER_OK)
         return rc;
@@ -209,12 +302,20 @@ int32_t ixfer_cuda_free(uint64_t addr)
 
 int32_t ixfer_cuda_htod(uint64_t dst, const void *src, uint64_t len)
 {
+    if (emulated()) {
+        memcpy((void *)(uintptr_t)dst, src, (size_t)len);
+        return IXFER_OK;
+    }
     CUresult r = cu.memcpy_htod(dst, src, (size_t)len);
     return r ? cuda_fail("cuMemcpyHtoD", r) : IXFER_OK;
 }
 
 int32_t ixfer_cuda_dtoh(void *dst, uint64_t src, uint64_t len)
 {
+    if (emulated()) {
+        memcpy(dst, (const void *)(uintptr_t)src, (size_t)len);
+        return IXFER_OK;
+    }
     CUresult r = cu.memcpy_dtoh(dst, src, (size_t)len);
     return r ? cuda_fail("cuMemcpyDtoH", r) : IXFER_OK;
 }
@@ -240,17 +341,23 @@ int32_t ixfer_cuda_fill(uint64_t addr, uint32_t value, uint64_t len)
     int32_t rc = bind_pointer(addr);
     if (rc != IXFER_OK || !len)
         return rc;
+    if (emulated()) {
+        memset((void *)(uintptr_t)addr, (int)(value & 0xff), (size_t)len);
+        return IXFER_OK;
+    }
     CUresult r = cu.memset_d8(addr, (unsigned char)value, (size_t)len);
     return r ? cuda_fail("cuMemsetD8", r) : IXFER_OK;
 }
 
 int ixfer_cuda_pin(void *p, uint64_t len)
 {
+    if (emulated())
+        return 0;
     return cu.host_register && cu.host_register(p, (size_t)len, 0) == 0;
 }
 
 void ixfer_cuda_unpin(void *p)
 {
-    if (cu.host_unregister)
+    if (!emulated() && cu.host_unregister)
         cu.host_unregister(p);
 }

@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "core/error.h"
+#include "gpu/cuda.h"
 #include "net/agent.h"
 #include "net/fabric_api.h"
 #include "net/fabric_info.h"
@@ -13,6 +14,7 @@
 #include "net/notify.h"
 #include "net/peer.h"
 #include "net/progress.h"
+#include "net/staging.h"
 
 #define FI_CHECK(call, what)                                                         \
     do {                                                                             \
@@ -35,6 +37,7 @@ static void agent_free(struct ixfer_agent *a)
     ixfer_progress_stop(a);
     close_fid(a->ep);
     ixfer_notify_fini(a);
+    ixfer_staging_fini(a);
     ixfer_mr_close_all(a); /* registrations the caller left behind */
     close_fid(a->av);
     close_fid(a->cq);
@@ -46,6 +49,7 @@ static void agent_free(struct ixfer_agent *a)
     ixfer_peers_fini(a);
     ixfer_events_fini(&a->events); /* frees notifications nobody drained */
     pthread_mutex_destroy(&a->mr_lock);
+    pthread_cond_destroy(&a->mr_idle);
     pthread_mutex_destroy(&a->submit_lock);
     pthread_cond_destroy(&a->submit_done);
     free(a);
@@ -71,6 +75,11 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
     memcpy(a->name, name, a->name_len);
     /* Everything agent_free touches is initialized before the first failure. */
     pthread_mutex_init(&a->mr_lock, NULL);
+    pthread_cond_init(&a->mr_idle, NULL);
+    a->vram_mode = cfg->vram_mode;
+    a->staging_bytes = cfg->staging_bytes;
+    a->staging_chunk = cfg->staging_chunk;
+    a->on_control = ixfer_staging_message;
     pthread_mutex_init(&a->submit_lock, NULL);
     pthread_cond_init(&a->submit_done, NULL);
     ixfer_list_init(&a->mrs);
@@ -82,14 +91,42 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
     if (rc != IXFER_OK)
         goto fail;
 
-    struct fi_info *hints = ixfer_rdm_hints(cfg->provider, cfg->domain);
-    if (!hints) {
-        rc = ixfer_fail(IXFER_ERR_BACKEND, "fi_dupinfo failed");
+    if (cfg->vram_mode > IXFER_VRAM_GPUDIRECT) {
+        rc = ixfer_fail(IXFER_ERR_INVALID_PARAM, "unknown vram_mode %u", cfg->vram_mode);
         goto fail;
     }
-    int ret = ixfer_fab.getinfo(IXFER_FI_API_VERSION, cfg->node, NULL,
+    /* FI_HMEM is asked for only where device memory may be used: a provider
+     * may pick a slower path for host memory once it must tell them apart. */
+    int want_hmem = cfg->vram_mode == IXFER_VRAM_GPUDIRECT;
+    int32_t devices = 0;
+    if (cfg->vram_mode == IXFER_VRAM_AUTO && !ixfer_cuda_emulated() &&
+        ixfer_cuda_device_count(&devices) == IXFER_OK && devices > 0)
+        want_hmem = 1;
+    int ret;
+    for (;;) {
+        struct fi_info *hints = ixfer_rdm_hints(cfg->provider, cfg->domain);
+        if (!hints) {
+            rc = ixfer_fail(IXFER_ERR_BACKEND, "fi_dupinfo failed");
+            goto fail;
+        }
+        if (want_hmem) {
+            hints->caps |= FI_HMEM;
+            hints->domain_attr->mr_mode |= FI_MR_HMEM;
+        }
+        ret = ixfer_fab.getinfo(IXFER_FI_API_VERSION, cfg->node, NULL,
                                 cfg->node ? FI_SOURCE : 0, hints, &a->info);
-    ixfer_fab.freeinfo(hints);
+        ixfer_fab.freeinfo(hints);
+        if (ret != -FI_ENODATA || !want_hmem || cfg->vram_mode == IXFER_VRAM_GPUDIRECT)
+            break;
+        want_hmem = 0; /* auto: this provider moves device memory by staging */
+    }
+    if (ret == -FI_ENODATA && want_hmem) {
+        rc = ixfer_fail(IXFER_ERR_NOT_SUPPORTED,
+                        "provider '%s' offers no FI_HMEM (device memory) endpoint: vram mode "
+                        "'gpudirect' needs one; 'auto' or 'staged' moves device memory through "
+                        "host bounce buffers", cfg->provider);
+        goto fail;
+    }
     if (ret == -FI_ENODATA) {
         rc = ixfer_fail(IXFER_ERR_NOT_SUPPORTED,
                         "provider '%s' offers no RDM endpoint with RMA for address '%s'%s%s",
@@ -124,6 +161,7 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
         goto fail;
     }
     ixfer_fill_provider_info(fi, &a->caps);
+    a->hmem = (fi->caps & FI_HMEM) != 0;
     a->iov_limit = a->caps.iov_limit ? a->caps.iov_limit : 1;
     a->max_msg_size = fi->ep_attr->max_msg_size ? fi->ep_attr->max_msg_size : (1ull << 30);
     size_t key_size = fi->domain_attr->mr_key_size;

@@ -36,6 +36,18 @@ struct ixfer_agent {
 
     pthread_mutex_t mr_lock; /* the list of registrations */
     struct ixfer_list mrs;   /* struct ixfer_mr (mr.h) */
+    pthread_cond_t mr_idle;  /* a staged region's device copy ended */
+
+    /* Device memory (staging.c): whether the endpoint has FI_HMEM, the
+     * config's vram_mode and pool, and the pool itself, made on first use by
+     * the progress thread. */
+    int hmem;
+    uint32_t vram_mode;
+    uint64_t staging_bytes, staging_chunk;
+    struct staging *staging;
+    ixfer_staging_stats staging_stats; /* read with __atomic loads from any thread */
+    /* notify.c hands control messages (staging requests and replies) here. */
+    void (*on_control)(struct ixfer_agent *a, const uint8_t *msg, uint64_t len);
     uint64_t key_mask;       /* the domain's mr_key_size, as a mask */
 
     /* Owned by the progress thread (progress.c): struct xfer_request. */

@@ -1,17 +1,45 @@
-/* Memory registration: the caller's regions (ixfer_mr_*) and the helper that
- * notify.c uses for its buffers too. */
+/* Memory registration: the caller's regions (ixfer_mr_*, ixfer_vram_register)
+ * and the helper that notify.c and staging.c use for their buffers too. */
 #define _GNU_SOURCE
 #include <stdlib.h>
 #include <sys/random.h>
 #include <time.h>
 
 #include "core/error.h"
+#include "gpu/cuda.h"
 #include "net/agent.h"
 #include "net/fabric_api.h"
 #include "net/mr.h"
 
-int ixfer_reg_mr(struct ixfer_agent *a, void *buf, size_t len, uint64_t access,
-                 struct fid_mr **mr, uint64_t *key)
+/* A random key of the domain's size, never 0. */
+static uint64_t random_key(const struct ixfer_agent *a)
+{
+    uint64_t k = 0;
+    while (!k) {
+        if (getrandom(&k, sizeof k, 0) != sizeof k)
+            k ^= (uint64_t)(uintptr_t)&k ^ (uint64_t)clock();
+        k &= a->key_mask;
+    }
+    return k;
+}
+
+/* fi_mr_regattr of one range: host memory (iface FI_HMEM_SYSTEM) or device
+ * memory of a CUDA device. */
+static int reg_attr(struct ixfer_agent *a, void *buf, size_t len, uint64_t access,
+                    int32_t cuda_dev, uint64_t requested, struct fid_mr **mr)
+{
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
+    struct fi_mr_attr attr = {.mr_iov = &iov, .iov_count = 1, .access = access,
+                              .requested_key = requested};
+    if (cuda_dev >= 0) {
+        attr.iface = FI_HMEM_CUDA;
+        attr.device.cuda = cuda_dev;
+    }
+    return fi_mr_regattr(a->domain, &attr, 0, mr);
+}
+
+static int reg_any(struct ixfer_agent *a, void *buf, size_t len, uint64_t access, int32_t cuda_dev,
+                   struct fid_mr **mr, uint64_t *key)
 {
     /* Without FI_MR_PROV_KEY the key is ours to choose, unique per domain:
      * random rather than 1, 2, 3..., so that a peer never given a region's
@@ -19,13 +47,9 @@ int ixfer_reg_mr(struct ixfer_agent *a, void *buf, size_t len, uint64_t access,
     uint64_t requested;
     int ret, tries = 0;
     do {
-        requested = 0;
-        while (!requested) {
-            if (getrandom(&requested, sizeof requested, 0) != sizeof requested)
-                requested ^= (uint64_t)(uintptr_t)&requested ^ (uint64_t)clock();
-            requested &= a->key_mask;
-        }
-        ret = fi_mr_reg(a->domain, buf, len, access, 0, requested, 0, mr, NULL);
+        requested = random_key(a);
+        ret = cuda_dev >= 0 ? reg_attr(a, buf, len, access, cuda_dev, requested, mr)
+                            : fi_mr_reg(a->domain, buf, len, access, 0, requested, 0, mr, NULL);
     } while (ret == -FI_ENOKEY && ++tries < 4);
     if (ret == 0 && (a->caps.mr_mode & FI_MR_ENDPOINT)) {
         ret = fi_mr_bind(*mr, &a->ep->fid, 0);
@@ -40,6 +64,19 @@ int ixfer_reg_mr(struct ixfer_agent *a, void *buf, size_t len, uint64_t access,
     }
     *key = (a->caps.mr_mode & FI_MR_PROV_KEY) ? fi_mr_key(*mr) : requested;
     return 0;
+}
+
+int ixfer_reg_mr(struct ixfer_agent *a, void *buf, size_t len, uint64_t access,
+                 struct fid_mr **mr, uint64_t *key)
+{
+    return reg_any(a, buf, len, access, -1, mr, key);
+}
+
+static void add_mr(struct ixfer_agent *agent, struct ixfer_mr *m)
+{
+    pthread_mutex_lock(&agent->mr_lock);
+    ixfer_list_push_front(&agent->mrs, &m->link);
+    pthread_mutex_unlock(&agent->mr_lock);
 }
 
 int32_t ixfer_mr_register(ixfer_agent *agent, uint64_t addr, uint64_t len, uint64_t *key,
@@ -64,12 +101,97 @@ int32_t ixfer_mr_register(ixfer_agent *agent, uint64_t addr, uint64_t len, uint6
     }
     m->agent = agent;
     m->desc = fi_mr_desc(m->mr);
-    pthread_mutex_lock(&agent->mr_lock);
-    ixfer_list_push_front(&agent->mrs, &m->link);
-    pthread_mutex_unlock(&agent->mr_lock);
+    m->addr = addr;
+    m->len = len;
+    m->dev = -1;
+    add_mr(agent, m);
     *key = m->key;
     *out = m;
     return IXFER_OK;
+}
+
+/* Whether key names no staged region of a (under mr_lock). */
+static int staged_key_free(struct ixfer_agent *a, uint64_t key)
+{
+    IXFER_LIST_FOR_EACH(node, &a->mrs) {
+        struct ixfer_mr *m = ixfer_container_of(node, struct ixfer_mr, link);
+        if (m->staged && m->key == key)
+            return 0;
+    }
+    return 1;
+}
+
+int32_t ixfer_vram_register(ixfer_agent *agent, uint64_t addr, uint64_t len, int32_t dev,
+                            uint32_t flags, uint64_t *key, uint32_t *path, ixfer_mr **out)
+{
+    if (!agent || !key || !path || !out)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
+    if (!addr || !len || dev < 0)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "device memory to register needs an address, "
+                                                   "a non-zero length and a device");
+    int32_t rc = ixfer_cuda_load();
+    if (rc != IXFER_OK)
+        return rc;
+    struct ixfer_mr *m = calloc(1, sizeof *m);
+    if (!m)
+        return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
+    *m = (struct ixfer_mr){.agent = agent, .addr = addr, .len = len, .dev = dev};
+    int direct = agent->hmem && !(flags & IXFER_VRAM_REG_STAGED) && !ixfer_cuda_emulated();
+    int ret = direct ? reg_any(agent, (void *)(uintptr_t)addr, (size_t)len,
+                               FI_READ | FI_WRITE | FI_REMOTE_READ | FI_REMOTE_WRITE, dev, &m->mr,
+                               &m->key)
+                     : 0;
+    if (direct && ret && agent->vram_mode == IXFER_VRAM_GPUDIRECT) {
+        free(m);
+        return ixfer_fail(IXFER_ERR_NOT_SUPPORTED, "the provider refused device memory of CUDA "
+                                                   "device %d (fi_mr_regattr: %s)",
+                          dev, ixfer_fab.strerror(-ret));
+    }
+    if (direct && !ret) {
+        m->desc = fi_mr_desc(m->mr);
+        add_mr(agent, m);
+        *path = IXFER_PATH_GPUDIRECT;
+    } else {
+        /* Staged: only this agent's progress thread touches it, by key. */
+        m->staged = 1;
+        pthread_mutex_lock(&agent->mr_lock);
+        do
+            m->key = random_key(agent);
+        while (!staged_key_free(agent, m->key));
+        ixfer_list_push_front(&agent->mrs, &m->link);
+        pthread_mutex_unlock(&agent->mr_lock);
+        *path = IXFER_PATH_STAGED;
+    }
+    *key = m->key;
+    *out = m;
+    return IXFER_OK;
+}
+
+struct ixfer_mr *ixfer_mr_copy_begin(struct ixfer_agent *a, uint64_t key, uint64_t addr,
+                                     uint64_t len)
+{
+    struct ixfer_mr *found = NULL;
+    pthread_mutex_lock(&a->mr_lock);
+    IXFER_LIST_FOR_EACH(node, &a->mrs) {
+        struct ixfer_mr *m = ixfer_container_of(node, struct ixfer_mr, link);
+        if (m->staged && m->key == key && addr >= m->addr && len <= m->len &&
+            addr - m->addr <= m->len - len) {
+            found = m;
+            m->copying++;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&a->mr_lock);
+    return found;
+}
+
+void ixfer_mr_copy_end(struct ixfer_mr *m)
+{
+    struct ixfer_agent *a = m->agent;
+    pthread_mutex_lock(&a->mr_lock);
+    if (--m->copying == 0)
+        pthread_cond_broadcast(&a->mr_idle);
+    pthread_mutex_unlock(&a->mr_lock);
 }
 
 int32_t ixfer_mr_deregister(ixfer_mr *m)
@@ -79,8 +201,11 @@ int32_t ixfer_mr_deregister(ixfer_mr *m)
     struct ixfer_agent *a = m->agent;
     pthread_mutex_lock(&a->mr_lock);
     ixfer_list_remove(&m->link);
+    /* A device copy of a staged region takes at most a chunk's time. */
+    while (m->copying)
+        pthread_cond_wait(&a->mr_idle, &a->mr_lock);
     pthread_mutex_unlock(&a->mr_lock);
-    int ret = fi_close(&m->mr->fid);
+    int ret = m->mr ? fi_close(&m->mr->fid) : 0;
     free(m);
     if (ret)
         return ixfer_fail(IXFER_ERR_BACKEND, "fi_close(mr): %s", ixfer_fab.strerror(-ret));
@@ -91,7 +216,8 @@ void ixfer_mr_close_all(struct ixfer_agent *a)
 {
     IXFER_LIST_FOR_EACH_SAFE(node, &a->mrs) {
         struct ixfer_mr *m = ixfer_container_of(node, struct ixfer_mr, link);
-        fi_close(&m->mr->fid);
+        if (m->mr)
+            fi_close(&m->mr->fid);
         free(m);
     }
     ixfer_list_init(&a->mrs);

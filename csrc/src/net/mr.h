@@ -9,11 +9,22 @@
 
 struct ixfer_mr {
     struct ixfer_agent *agent;
-    struct fid_mr *mr;
+    struct fid_mr *mr;      /* NULL for staged device memory: the provider never sees it */
     void *desc; /* fi_mr_desc, passed with local iovs when FI_MR_LOCAL */
     uint64_t key;
+    uint64_t addr, len;     /* the registered range */
+    int32_t dev;            /* CUDA device, or -1 for host memory */
+    int staged;             /* device memory moved through bounce buffers (staging.c) */
+    uint32_t copying;       /* staged: device copies under way (under the agent's mr_lock) */
     struct ixfer_list link; /* on the agent's registrations */
 };
+
+/* The staged region holding [addr, addr+len) under key, with a device copy
+ * counted against it (so deregistration waits); NULL if none. Call
+ * ixfer_mr_copy_end after the copy. */
+struct ixfer_mr *ixfer_mr_copy_begin(struct ixfer_agent *agent, uint64_t key, uint64_t addr,
+                                     uint64_t len);
+void ixfer_mr_copy_end(struct ixfer_mr *m);
 
 /* fi_mr_reg with a key of ours (random) unless the provider picks it, bound
  * and enabled where FI_MR_ENDPOINT asks. Returns 0 or -FI_E*. Used for the

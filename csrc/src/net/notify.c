@@ -40,8 +40,9 @@
 
 /* NF_WITHDRAWN: a header-only fragment saying the sender gave the message up
  * (canceled), so that the receiver frees what arrived and does not hold later
- * ordered messages for its turn. */
-enum { NF_ORDERED = 1, NF_WITHDRAWN = 2 };
+ * ordered messages for its turn. NF_CONTROL: a one-fragment message for the
+ * agent itself (staging.c's requests and replies), never delivered. */
+enum { NF_ORDERED = 1, NF_WITHDRAWN = 2, NF_CONTROL = 4 };
 
 /* Room for payload in one fragment from a sender with a name of name_len. */
 static uint64_t frag_room(uint32_t name_len) { return FRAG_BYTES - HDR_BYTES - name_len; }
@@ -64,6 +65,7 @@ struct notif_job {
     uint64_t len, sent; /* payload bytes, and those handed to the provider */
     uint32_t inflight;  /* fragments posted and not completed */
     int withdrawn;      /* the withdrawal fragment was posted */
+    int control;        /* NF_CONTROL */
     int32_t status, fi_errno;
     int32_t cancel_status;
     uint8_t data[];
@@ -167,6 +169,8 @@ void ixfer_notif_job_attach(struct notif_job *job, ixfer_notif_sent_fn *sent, vo
     job->on_sent_ctx = ctx;
 }
 
+void ixfer_notif_job_control(struct notif_job *job) { job->control = 1; }
+
 void ixfer_notif_job_expect(struct notif_job *job, uint64_t tag, uint64_t expected)
 {
     job->tag = tag;
@@ -225,7 +229,7 @@ static void write_header(const struct ixfer_agent *a, const struct notif_job *jo
     uint32_t magic = NOTIF_MAGIC;
     memcpy(h, &magic, 4);
     h[4] = NOTIF_VERSION;
-    h[5] = (job->on_sent ? 0 : NF_ORDERED) | flags;
+    h[5] = (job->on_sent ? 0 : NF_ORDERED) | (job->control ? NF_CONTROL : 0) | flags;
     h[6] = (uint8_t)a->name_len;
     h[7] = 0;
     put64(h + 8, n->instance);
@@ -700,10 +704,16 @@ static void fragment(struct ixfer_agent *a, const uint8_t *buf, uint64_t len)
     uint64_t head = HDR_BYTES + name_len;
     uint8_t flags = buf[5];
     if (magic != NOTIF_MAGIC || buf[4] != NOTIF_VERSION || name_len == 0 || len < head ||
-        (flags & ~(NF_ORDERED | NF_WITHDRAWN)))
+        (flags & ~(NF_ORDERED | NF_WITHDRAWN | NF_CONTROL)))
         goto malformed;
     uint64_t id = get64(buf + 16), seq = get64(buf + 24), total = get64(buf + 32);
     uint64_t off = get64(buf + 40), chunk = len - head, room = frag_room(name_len);
+    if (flags & NF_CONTROL) {
+        if (flags != NF_CONTROL || off || chunk != total || !a->on_control)
+            goto malformed;
+        a->on_control(a, buf + head, chunk);
+        return;
+    }
     if (!(flags & NF_WITHDRAWN) &&
         (off > total || off % room || chunk != (total - off < room ? total - off : room)))
         goto malformed;

@@ -30,6 +30,9 @@ typedef void ixfer_notif_sent_fn(struct ixfer_agent *agent, void *ctx, int32_t s
                                  int32_t fi_errno);
 /* Makes job a transfer's notification: unordered, reported through sent(ctx). */
 void ixfer_notif_job_attach(struct notif_job *job, ixfer_notif_sent_fn *sent, void *ctx);
+/* Makes an attached job a control message: one fragment, handed to the
+ * receiving agent's on_control instead of its application. */
+void ixfer_notif_job_control(struct notif_job *job);
 /* Sets what the receiver must count first: expected writes carrying tag. */
 void ixfer_notif_job_expect(struct notif_job *job, uint64_t tag, uint64_t expected);
 

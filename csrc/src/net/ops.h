@@ -7,7 +7,7 @@
 
 /* Every operation's context starts with this (op_context points at it); kind
  * says which module owns the completion. */
-enum op_kind { OP_KIND_RMA = 1, OP_KIND_SEND, OP_KIND_RECV };
+enum op_kind { OP_KIND_RMA = 1, OP_KIND_SEND, OP_KIND_RECV, OP_KIND_STAGE };
 struct op_ctx {
     struct fi_context2 fi;
     enum op_kind kind;

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "core/error.h"
 #include "net/peer.h"
 
 #define PROBE_AFTER_NS 10000000ull   /* a live peer on a LAN answers rxm in ~1 ms */
@@ -40,6 +41,26 @@ static uint64_t stall_ns(void)
         __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
     }
     return v;
+}
+
+int32_t ixfer_peer_addr_check(const struct ixfer_agent *a, const uint8_t *addr, uint64_t len)
+{
+    if (len == 0 || len > 4096)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "peer address of %llu bytes",
+                          (unsigned long long)len);
+    /* The provider reads the address by its format (a string up to its NUL,
+     * a sockaddr by its size): hostile bytes must not make it read past what
+     * we hold. */
+    uint32_t format = a->info->addr_format;
+    if (format == FI_ADDR_STR && memchr(addr, 0, len) != addr + len - 1)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM,
+                          "a string (FI_ADDR_STR) peer address must be NUL-terminated text");
+    if ((format == FI_SOCKADDR_IN && len != sizeof(struct sockaddr_in)) ||
+        (format == FI_SOCKADDR_IN6 && len != sizeof(struct sockaddr_in6)))
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "peer address of %llu bytes for a %s endpoint",
+                          (unsigned long long)len,
+                          format == FI_SOCKADDR_IN ? "sockaddr_in" : "sockaddr_in6");
+    return IXFER_OK;
 }
 
 struct net_peer *ixfer_peer_find(struct ixfer_agent *a, fi_addr_t fa)

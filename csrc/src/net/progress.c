@@ -25,6 +25,8 @@
 #include "net/notify.h"
 #include "net/peer.h"
 #include "net/progress.h"
+#include "net/staging.h"
+#include "net/wake.h"
 
 #define CQ_BATCH 64
 #define MAX_IOV 16          /* cap on pairs per op, whatever the provider says */
@@ -67,23 +69,12 @@ int32_t ixfer_progress_open_cq(struct ixfer_agent *a)
     return IXFER_OK;
 }
 
-static void wake(struct ixfer_agent *a)
-{
-    uint64_t one = 1;
-    /* Fails only when the counter is saturated, and it is readable then. */
-    ssize_t w = write(a->wake_fd, &one, sizeof one);
-    (void)w;
-}
-
 void ixfer_submit(struct ixfer_agent *a, struct submission *s)
 {
     pthread_mutex_lock(&a->submit_lock);
     ixfer_list_push_back(&a->submissions, &s->link);
     pthread_mutex_unlock(&a->submit_lock);
-    /* Counted before the flag is read: see wait_cq() (all seq_cst). */
-    atomic_fetch_add(&a->submitted, 1);
-    if (atomic_load(&a->sleeping))
-        wake(a);
+    ixfer_progress_poke(a);
 }
 
 /* Hands r's notification to the sender. expected: tagged writes the receiver
@@ -206,6 +197,13 @@ static int post_some(struct ixfer_agent *a, struct xfer_request *r)
     return 0;
 }
 
+/* staging.c finished a piece of r. */
+static void piece_done(struct ixfer_agent *a, struct xfer_request *r)
+{
+    /* A request still on the post queue is finished when the queue lets go. */
+    maybe_finish(a, r);
+}
+
 /* Returns whether there were any. */
 static int take_submissions(struct ixfer_agent *a)
 {
@@ -286,7 +284,8 @@ static int post_pass(struct ixfer_agent *a)
         int32_t st = ixfer_peer_may_post(r->np);
         if (st != IXFER_OK)
             ixfer_request_cancel(&r->base, st);
-        if (!skip && !r->base.cancel_status && post_some(a, r) == -FI_EAGAIN) {
+        if (!skip && !r->base.cancel_status &&
+            (r->staged ? ixfer_staging_post_some(a, r, piece_done) : post_some(a, r)) == -FI_EAGAIN) {
             full = block_peer(&blocked, r->peer);
             skip = 1;
         }
@@ -314,6 +313,10 @@ static void op_done(struct ixfer_agent *a, const struct fi_cq_data_entry *e, voi
     if (!context)
         return;
     struct op_ctx *ctx = context;
+    if (ctx->kind == OP_KIND_STAGE) {
+        ixfer_staging_completion(a, ctx, fi_err);
+        return;
+    }
     if (ctx->kind != OP_KIND_RMA) {
         ixfer_notify_completion(a, ctx, e ? e->len : 0, fi_err);
         return;
@@ -408,6 +411,7 @@ static void *progress_main(void *arg)
             poll_ns = POLL_MIN_NS;
         }
         int pending = post_pass(a);
+        pending |= ixfer_staging_pass(a);
         pending |= ixfer_notify_pass(a);
         if (handle_cq(a, ents, fi_cq_read(a->cq, ents, CQ_BATCH)) > 0) {
             backoff_ms = 0;
@@ -456,7 +460,7 @@ static pthread_once_t exit_hook = PTHREAD_ONCE_INIT;
 static void stop_thread(struct ixfer_agent *a)
 {
     atomic_store(&a->stop, 1);
-    wake(a);
+    ixfer_progress_signal(a);
     pthread_join(a->thread, NULL);
 }
 
@@ -504,6 +508,7 @@ void ixfer_progress_stop(struct ixfer_agent *a)
             stop_thread(a);
         a->thread_started = 0;
     }
+    ixfer_staging_stop(a);
     if (a->wait_epfd >= 0)
         close(a->wait_epfd);
     if (a->wake_fd >= 0)

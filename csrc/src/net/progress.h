@@ -28,6 +28,7 @@ struct xfer_request {
     struct notif_job *notif; /* attached notification, or NULL */
     enum { NOTIF_NONE, NOTIF_WAITING, NOTIF_SENDING } notif_state; /* NONE once sent */
     int tagged;              /* WRITE ops carry tag as remote CQ data */
+    int staged;              /* a pair is staged device memory: staging.c moves it in pieces */
     uint64_t tag;
     ixfer_iov_pair pairs[];
 };

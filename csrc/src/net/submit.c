@@ -2,34 +2,22 @@
  * arguments on the caller's thread, copies what it needs into a submission
  * and queues it (progress.c), so the caller never touches the provider. */
 #define _GNU_SOURCE
-#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
 #include "net/mr.h"
 #include "net/notify.h"
+#include "net/peer.h"
 #include "net/progress.h"
 
 int32_t ixfer_peer_insert(ixfer_agent *agent, const uint8_t *addr, uint64_t len, uint64_t *peer)
 {
     if (!agent || !addr || !peer)
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
-    if (len == 0 || len > 4096)
-        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "peer address of %llu bytes",
-                          (unsigned long long)len);
-    /* The provider reads the address by its format (a string up to its NUL,
-     * a sockaddr by its size): hostile bytes must not make it read past what
-     * we hold. */
-    uint32_t format = agent->info->addr_format;
-    if (format == FI_ADDR_STR && memchr(addr, 0, len) != addr + len - 1)
-        return ixfer_fail(IXFER_ERR_INVALID_PARAM,
-                          "a string (FI_ADDR_STR) peer address must be NUL-terminated text");
-    if ((format == FI_SOCKADDR_IN && len != sizeof(struct sockaddr_in)) ||
-        (format == FI_SOCKADDR_IN6 && len != sizeof(struct sockaddr_in6)))
-        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "peer address of %llu bytes for a %s endpoint",
-                          (unsigned long long)len,
-                          format == FI_SOCKADDR_IN ? "sockaddr_in" : "sockaddr_in6");
+    int32_t rc = ixfer_peer_addr_check(agent, addr, len);
+    if (rc != IXFER_OK)
+        return rc;
     struct submission *s = calloc(1, sizeof *s + len);
     if (!s)
         return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
@@ -84,6 +72,7 @@ static uint32_t merge_pairs(ixfer_iov_pair *out, const ixfer_iov_pair *pairs, ui
     for (uint32_t i = 0; i < count; i++) {
         ixfer_iov_pair *last = m ? &out[m - 1] : NULL;
         if (last && pairs[i].len && last->local_mr == pairs[i].local_mr &&
+            last->flags == pairs[i].flags &&
             last->remote_key == pairs[i].remote_key &&
             last->local_addr + last->len == pairs[i].local_addr &&
             last->remote_addr + last->len == pairs[i].remote_addr)
@@ -106,10 +95,15 @@ int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer,
     /* Each op carries at least one segment; a pair longer than the provider's
      * message size becomes several segments. */
     uint64_t segments = 0;
+    int staged = 0;
     for (uint32_t i = 0; i < count; i++) {
         if (!pairs[i].local_mr || pairs[i].local_mr->agent != agent)
             return ixfer_fail(IXFER_ERR_NOT_FOUND, "pair %u has no local registration of "
                                                    "this agent", i);
+        if (pairs[i].flags & ~(uint32_t)IXFER_PAIR_REMOTE_STAGED)
+            return ixfer_fail(IXFER_ERR_INVALID_PARAM, "pair %u has unknown flags 0x%x", i,
+                              pairs[i].flags);
+        staged |= pairs[i].local_mr->staged || (pairs[i].flags & IXFER_PAIR_REMOTE_STAGED);
         if (pairs[i].len)
             segments += 1 + (pairs[i].len - 1) / agent->max_msg_size;
     }
@@ -128,9 +122,10 @@ int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer,
     }
     *r = (struct xfer_request){
         .op = op, .peer = peer, .ops = (struct xfer_op *)((char *)r + head),
-        .notif = job, .notif_state = job ? NOTIF_WAITING : NOTIF_NONE,
-        /* The receiver counts tagged writes when its provider has CQ data. */
-        .tagged = job && op == IXFER_OP_WRITE && agent->caps.cq_data_size > 0};
+        .notif = job, .notif_state = job ? NOTIF_WAITING : NOTIF_NONE, .staged = staged,
+        /* The receiver counts tagged writes when its provider has CQ data;
+         * a staged transfer's notification goes once every piece is done. */
+        .tagged = job && op == IXFER_OP_WRITE && agent->caps.cq_data_size > 0 && !staged};
     ixfer_request_init(&r->base, user_id, merge_pairs(r->pairs, pairs, count));
     s->kind = SUBMIT_POST;
     s->req = r;
