@@ -13,7 +13,7 @@ import type { StagingStats } from '../net/engine.js';
 import type { CheckedEngine, Engine } from './engine.js';
 import type { FileInit } from './file-worker.js';
 import type { IxferInit } from './ixfer-worker.js';
-import type { BenchOptions, MemorySegment, RowSpec } from './options.js';
+import { vramOptions, type BenchOptions, type MemorySegment, type RowSpec } from './options.js';
 import { Worker } from './rpc.js';
 import type { Timing } from './stats.js';
 
@@ -68,8 +68,7 @@ export class IxferEngine extends WorkerPair implements CheckedEngine {
   static start(o: BenchOptions, bytes: number, name: 'ixfer' | 'dram' = 'ixfer'): Promise<IxferEngine> {
     const engine = new IxferEngine(name, o.prepared);
     const seg = (s: BenchOptions['targetSeg']): MemorySegment => (name === 'dram' ? 'DRAM' : (s as MemorySegment));
-    // Unset ones are dropped on the way (IPC is JSON): the agent's defaults.
-    const vram = { mode: o.vramMode, stagingBytes: o.stagingBytes, stagingChunkBytes: o.stagingChunkBytes };
+    const vram = vramOptions(o);
     const init = async (w: Worker, role: IxferInit['role']) => {
       const msg: IxferInit = { role, provider: o.provider, address: o.address, bytes, seg: seg(o[`${role}Seg`]), device: o.device[role], vram };
       const r = await w.request<{ metadata: string; addr: number; path?: VramPath }>({ type: 'init', ...msg });

@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 
 import { InvalidParamError, NotSupportedError } from '../errors.js';
-import { parse } from '../schemas.js';
+import { parse, VramOptionsSchema } from '../schemas.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -317,6 +317,13 @@ function checkSegments(o: BenchOptions): void {
   if ((o.device.initiator !== 0 || o.device.target !== 0) && !hasVram(o)) {
     throw new InvalidParamError('--device: only where a side is VRAM');
   }
+  vramOptions(o); // refused now (a pool of fewer than two chunks), not by each agent later
+}
+
+/** The agents' vram options (AgentOptions.vram), defaults filled in. */
+export function vramOptions(o: BenchOptions): z.output<typeof VramOptionsSchema> {
+  const given = { mode: o.vramMode, stagingBytes: o.stagingBytes, stagingChunkBytes: o.stagingChunkBytes };
+  return parse(VramOptionsSchema, given, 'bench vram options (--vram-mode, --staging-bytes, --staging-chunk-bytes)');
 }
 
 /** Whether a side of the run is device memory. */

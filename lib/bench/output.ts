@@ -1,6 +1,6 @@
 /** The report as a table for people, or CSV / JSON for programs. */
 import { engineLabel, type EngineName } from './engine.js';
-import { formatSize } from './options.js';
+import { formatSize, vramOptions } from './options.js';
 import type { BenchReport } from './runner.js';
 import type { Measurement } from './stats.js';
 
@@ -111,8 +111,7 @@ export function tableHeader(report: BenchReport): string {
       : `ixfer bench: ${o.op} ${o.initiatorSeg} -> ${o.targetSeg}, provider ${o.provider} on ${o.address}` +
         `\n${report.bufferBytes} bytes registered per side, ${o.prepared ? 'prepared lists + makeTransfer' : 'one transfer per row, reposted'}\n` +
         `times in microseconds; i = initiator, t = target`) +
-    (report.paths ? `
-${vramLine(report)}` : '') +
+    (report.paths ? `\n${vramLine(report)}` : '') +
     (o.repeat > 1 ? `\neach row run ${o.repeat} times, interleaved: median run shown, ratios of medians` : '') +
     (key.length ? `\n${key.join('\n')}\nx = ixfer / baseline GB/s; --json or --csv for every column` : '') +
     '\n\n';
@@ -132,10 +131,8 @@ function vramLine(report: BenchReport): string {
     const path = report.paths![role];
     return `${role} ${path ? `VRAM on device ${o.device[role]}, ${path}` : 'DRAM'}`;
   };
-  const pool = o.stagingBytes === undefined ? 'default' : formatSize(o.stagingBytes);
-  const chunk = o.stagingChunkBytes === undefined ? 'default' : formatSize(o.stagingChunkBytes);
-  return `${side('initiator')}; ${side('target')}
-vram mode ${o.vramMode ?? 'auto'}, staging pool ${pool} per agent in chunks of ${chunk}`;
+  const v = vramOptions(o);
+  return `${side('initiator')}; ${side('target')}\nvram mode ${v.mode}, staging pool ${formatSize(v.stagingBytes)} per agent in ${formatSize(v.stagingChunkBytes)} chunks`;
 }
 
 /** After the last row: the staging pools (a VRAM side over the network). */
@@ -147,10 +144,7 @@ export function tableFooter(report: BenchReport): string {
     return `${role} ${formatSize(t.poolBytes)} in ${formatSize(t.chunkBytes)} chunks, ${t.chunksPeak} held at most, ` +
       `${t.pieces} pieces staged, ${t.served} peer requests served`;
   };
-  return `
-staging: ${side('initiator')}
-         ${side('target')}
-`;
+  return `\nstaging: ${side('initiator')}\n         ${side('target')}\n`;
 }
 
 export function tableRow(report: BenchReport, row: BenchReport['rows'][number]): string {
