@@ -35,7 +35,7 @@ bench() {
   [ "$left" -gt 60 ] && left=60
   { echo "== $name"; timeout "$left" node dist/cli.js bench "${sweep[@]}" "$@" 2>&1; echo "(exit $?)"; } >> "$full.part"
   # The header (up to the column heads), the rows of 64K, 1M and 16M, the staging lines, errors.
-  awk '/^== /{h=1} h{print} /^-----/{h=0} /^(65536|1048576|16777216) /{print} /^staging:|^ +target|ERR_|FAILED|^\(exit/{print}' "$full.part"
+  awk '/^== /{h=1} h{print} /^-----/{h=0} !h && /^(65536|1048576|16777216) /{print} /^staging:|^ +target|ERR_|FAILED|^\(exit/{print}' "$full.part"
   cat "$full.part" >> "$full" && rm -f "$full.part"
 }
 

@@ -141,6 +141,7 @@ export function tableFooter(report: BenchReport): string {
   if (!s) return '';
   const side = (role: 'initiator' | 'target') => {
     const t = s[role];
+    if (t.poolBytes === 0) return `${role} none (nothing staged)`;
     return `${role} ${formatSize(t.poolBytes)} in ${formatSize(t.chunkBytes)} chunks, ${t.chunksPeak} held at most, ` +
       `${t.pieces} pieces staged, ${t.served} peer requests served`;
   };
