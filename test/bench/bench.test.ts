@@ -305,6 +305,9 @@ describe('ixfer bench', () => {
     const mode = await ixfer('bench', '--vram-mode', 'staged', '--staging-bytes', '8M');
     expect(mode.code).toBe(1);
     expect(mode.stderr).toMatch(/ERR_INVALID_PARAM: --vram-mode, --staging-bytes: only where a side is VRAM over the network/);
+    const pool = await ixfer('bench', '--target-seg', 'VRAM', '--staging-bytes', '1M', '--staging-chunk-bytes', '1M');
+    expect(pool.code).toBe(1);
+    expect(pool.stderr).toMatch(/ERR_INVALID_PARAM: .*stagingBytes must hold at least two chunks/);
     const file = await ixfer('bench', '--initiator-seg', 'VRAM', '--target-seg', 'FILE', '--staging-chunk-bytes', '1M');
     expect(file.stderr).toMatch(/ERR_INVALID_PARAM: --staging-chunk-bytes: only where a side is VRAM over the network \(not FILE\)/);
     const help = await ixfer('bench', '--help');
