@@ -45,21 +45,23 @@ export class VramRegions implements RegionOwner {
   readonly memory: MemoryRegistry;
   /** allocate()d here: freed with their region. */
   readonly #owned = new Set<MemoryRegion>();
+  readonly #endpoint: VramEndpoint;
+  readonly #host: VramHost;
+  /** Called before a region's memory goes (an engine drops what it registered of it, e.g. with cuFile). */
+  readonly #releasing: (region: MemoryRegion) => void;
 
-  constructor(
-    readonly endpoint: VramEndpoint,
-    readonly host: VramHost,
-    /** Called before a region's memory goes (an engine drops what it registered of it, e.g. with cuFile). */
-    readonly releasing: (region: MemoryRegion) => void,
-  ) {
+  constructor(endpoint: VramEndpoint, host: VramHost, releasing: (region: MemoryRegion) => void) {
+    this.#endpoint = endpoint;
+    this.#host = host;
+    this.#releasing = releasing;
     this.memory = host.vram;
   }
 
   /** Allocates device memory on CUDA device devId; freed when deregistered. */
   allocate(bytes: number, o: { devId: number; name?: string | undefined; staged: boolean }): MemoryRegion {
     if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new InvalidParamError('allocateVram needs a positive byte count');
-    this.endpoint.handle();
-    this.host.checkName(o.name);
+    this.#endpoint.handle();
+    this.#host.checkName(o.name);
     const out: (number | bigint)[] = [0];
     check(shim().cudaAlloc(o.devId, bytes, out), `allocating ${bytes} bytes on CUDA device ${o.devId}`);
     const addr = Number(out[0]);
@@ -76,8 +78,8 @@ export class VramRegions implements RegionOwner {
   /** Registers device memory other code allocated; its device is looked up. */
   register(source: VramSource, o: { name?: string | undefined; staged: boolean }): MemoryRegion {
     const { addr, len } = parse(VramSourceSchema, source, 'VRAM');
-    this.endpoint.handle();
-    this.host.checkName(o.name);
+    this.#endpoint.handle();
+    this.#host.checkName(o.name);
     const dev = [-1];
     check(shim().cudaPointerDevice(addr, dev), 'looking up the device of a pointer');
     if (dev[0]! < 0) throw new InvalidParamError(`0x${addr.toString(16)} is host memory: use registerMemory()`);
@@ -90,7 +92,7 @@ export class VramRegions implements RegionOwner {
     const path = [0];
     const out: (bigint | null)[] = [null];
     check(
-      shim().vramRegister(this.endpoint.handle(), addr, len, devId, staged ? VRAM_REG_STAGED : 0, key, path, out),
+      shim().vramRegister(this.#endpoint.handle(), addr, len, devId, staged ? VRAM_REG_STAGED : 0, key, path, out),
       `registering ${len} bytes of CUDA device ${devId}`,
     );
     const region = new MemoryRegion({
@@ -105,24 +107,24 @@ export class VramRegions implements RegionOwner {
       name,
     });
     this.memory.add(region);
-    this.host.registrationsChanged();
+    this.#host.registrationsChanged();
     return region;
   }
 
   /** RegionOwner: region.deregister() lands here (ERR_NOT_ALLOWED while a transfer uses it). */
   deregister(region: MemoryRegion): void {
     if (!this.memory.remove(region)) return;
-    this.host.registrationsChanged();
+    this.#host.registrationsChanged();
     try {
       // Waits for a device copy of the region that the progress thread has under way.
-      if (this.endpoint.live) check(shim().mrDeregister(region.handle), 'deregistering device memory');
+      if (this.#endpoint.live) check(shim().mrDeregister(region.handle), 'deregistering device memory');
     } finally {
       this.#release(region);
     }
   }
 
   #release(region: MemoryRegion): void {
-    this.releasing(region);
+    this.#releasing(region);
     if (this.#owned.delete(region)) check(shim().cudaFree(region.addr), 'freeing device memory');
   }
 

@@ -31,10 +31,9 @@ const IOV_PAIR_WORDS = 6; // ixfer_iov_pair: five uint64_t, then u32 flags and u
 /** ixfer_iov_pair.flags: the remote region is VRAM its agent stages (remote address: virtual, whatever mr_mode). */
 export const PAIR_REMOTE_STAGED = 1;
 
-/** ixfer_vram_register flags and *path (IXFER_VRAM_REG_STAGED, IXFER_PATH_*). */
+/** ixfer_vram_register flags, and its *path for GPUDirect (else IXFER_PATH_STAGED). */
 export const VRAM_REG_STAGED = 1;
 export const PATH_GPUDIRECT = 1;
-export const PATH_STAGED = 2;
 /** ixfer_agent_config.vram_mode */
 export const VRAM_MODES = { auto: 0, staged: 1, gpudirect: 2 } as const;
 

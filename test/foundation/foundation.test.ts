@@ -20,7 +20,7 @@ function runCli(args: string[], env: NodeJS.ProcessEnv = {}) {
 describe('ixfer info', () => {
   it('lists tcp;ofi_rxm on loopback with the attributes that matter', () => {
     const report = info();
-    expect(report.shim.abi).toBe(2);
+    expect(report.shim.abi).toBe(3);
     expect(report.libfabric.available).toBe(true);
     expect(report.libfabric.version).toMatch(/^1\.\d+$/);
     const tcp = report.libfabric.providers.find((p) => p.name === 'tcp;ofi_rxm' && p.domain === 'lo');
@@ -161,7 +161,7 @@ describe('the shim', () => {
     expect(r.status).toBe(1);
     expect(r.stderr).toContain('ERR_LIBRARY_MISSING');
     expect(r.stderr).toContain('ABI version 999');
-    expect(r.stderr).toContain('needs ABI version 2');
+    expect(r.stderr).toContain('needs ABI version 3');
     fs.rmSync(dir, { recursive: true });
   });
 });

@@ -7,6 +7,8 @@
  * the same combinations on real CUDA (see vram-cuda.test.ts).
  */
 process.env.IXFER_EMULATE_VRAM = '1';
+// A peer silent this long while our staged requests wait is gone: short, so that a test can outlast it.
+process.env.IXFER_PEER_STALL_MS = '1000';
 
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -190,7 +192,8 @@ describe('VRAM over the network, staged (emulated VRAM, two processes)', () => {
   it('remote descriptors outside the peer VRAM region are ERR_NOT_FOUND before anything is posted', async () => {
     const end = child.ready.vramAddr! + SIZE;
     const before = a.stagingStats.pieces;
-    for (const remote of [{ addr: end - 10, len: 20 }, { addr: end, len: 1 }]) {
+    // Straddling either end (a range just past it may be another region of the peer's).
+    for (const remote of [{ addr: end - 10, len: 20 }, { addr: child.ready.vramAddr! - 1, len: 2 }]) {
       await expectCode(() => a.createTransfer({ op: 'WRITE', peer, local: [vram.desc(0, remote.len)], remote: [remote] }), 'ERR_NOT_FOUND');
       await expectCode(() => a.prepareRemote(peer, [remote]), 'ERR_NOT_FOUND');
     }
@@ -337,7 +340,7 @@ describe('the staging pool under load and faults', () => {
   let vram: MemoryRegion;
   beforeAll(async () => {
     a = await Agent.create({ name: 'pool', vram: { stagingBytes: pool, stagingChunkBytes: chunk } });
-    vram = a.allocateVram(32 * MiB);
+    vram = a.allocateVram(64 * MiB);
   });
   afterAll(async () => {
     await a?.close();
@@ -416,7 +419,8 @@ describe('the staging pool under load and faults', () => {
       const ts = (['WRITE', 'READ'] as Op[]).map((op) =>
         a.createTransfer({ op, peer, local: [vram.desc(0, 4 * MiB)], remote: [{ addr: child.ready.vramAddr!, len: 4 * MiB }] }).post(),
       );
-      for (const t of ts) await expectCode(() => t.done({ timeoutMs: 500 }), 'ERR_TIMEOUT');
+      // Both at once: the peer stays silent for less than IXFER_PEER_STALL_MS.
+      await Promise.all(ts.map((t) => expectCode(() => t.done({ timeoutMs: 300 }), 'ERR_TIMEOUT')));
       // What the provider already has may only end once the peer runs again.
       process.kill(child.ready.pid, 'SIGCONT');
       for (const t of ts) {
@@ -424,6 +428,8 @@ describe('the staging pool under load and faults', () => {
         expect(t.status).toBe('error');
       }
       expect(a.stagingStats.chunksBusy).toBe(0);
+      // Past IXFER_PEER_STALL_MS since the peer went silent: it answers again, so it is not gone.
+      await new Promise((r) => setTimeout(r, 1200));
       const data = random(MiB + 1);
       fillLocal(vram, 0, data);
       await a.createTransfer({ op: 'WRITE', peer, local: [vram.desc(0, data.length)], remote: [{ addr: child.ready.vramAddr!, len: data.length }] }).run({ timeoutMs: 30_000 });
