@@ -99,8 +99,7 @@ export function tableHeader(report: BenchReport): string {
     c: o.targetSeg === 'FILE' ? 'bench/file_baseline.c' : 'bench/fi_rma_baseline.c',
     net: 'node:net',
   };
-  const source = (e: EngineName) => sources[e];
-  const key = BASELINES.filter((e) => report.engines.includes(e)).map((e) => `${e} = ${engineLabel(e, o)} (${source(e)})`);
+  const key = BASELINES.filter((e) => report.engines.includes(e)).map((e) => `${e} = ${engineLabel(e, o)} (${sources[e]})`);
   const file = report.file;
   const header =
     (file
