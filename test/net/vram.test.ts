@@ -304,7 +304,7 @@ describe('VRAM regions in metadata', () => {
 });
 
 describe('VRAM options and forced staging', () => {
-  it('staged: true and vram.mode staged make staged regions; mode gpudirect without FI_HMEM is ERR_NOT_SUPPORTED', async () => {
+  it('staged: true and vram.mode staged make staged regions; mode gpudirect on tcp (no FI_HMEM) is ERR_NOT_SUPPORTED', async () => {
     const a = await Agent.create({ name: 'forced', vram: { mode: 'staged' } });
     try {
       expect(a.allocateVram(4096).path).toBe('staged');
@@ -313,7 +313,7 @@ describe('VRAM options and forced staging', () => {
     } finally {
       await a.close();
     }
-    const err = await expectCode(() => Agent.create({ name: 'gdr', vram: { mode: 'gpudirect' } }), 'ERR_NOT_SUPPORTED');
+    const err = await expectCode(() => Agent.create({ name: 'gdr', provider: 'tcp', vram: { mode: 'gpudirect' } }), 'ERR_NOT_SUPPORTED');
     expect(err.message).toMatch(/HMEM/i);
   });
 
