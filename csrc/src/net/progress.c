@@ -197,13 +197,6 @@ static int post_some(struct ixfer_agent *a, struct xfer_request *r)
     return 0;
 }
 
-/* staging.c finished a piece of r. */
-static void piece_done(struct ixfer_agent *a, struct xfer_request *r)
-{
-    /* A request still on the post queue is finished when the queue lets go. */
-    maybe_finish(a, r);
-}
-
 /* Returns whether there were any. */
 static int take_submissions(struct ixfer_agent *a)
 {
@@ -285,7 +278,7 @@ static int post_pass(struct ixfer_agent *a)
         if (st != IXFER_OK)
             ixfer_request_cancel(&r->base, st);
         if (!skip && !r->base.cancel_status &&
-            (r->staged ? ixfer_staging_post_some(a, r, piece_done) : post_some(a, r)) == -FI_EAGAIN) {
+            (r->staged ? ixfer_staging_post_some(a, r, maybe_finish) : post_some(a, r)) == -FI_EAGAIN) {
             full = block_peer(&blocked, r->peer);
             skip = 1;
         }
