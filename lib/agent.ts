@@ -21,7 +21,7 @@ import type { FileRegion } from './file/region.js';
 import type { FileOpenOptions, FileTransferRequest } from './file/schemas.js';
 import { VramRegions, type VramSource } from './gpu/vram.js';
 import { shim } from './native/shim.js';
-import { Endpoint } from './net/endpoint.js';
+import { Endpoint, type RailStatus } from './net/endpoint.js';
 import { NetEngine } from './net/engine.js';
 import type { Notification, WaitForNotificationOptions } from './net/inbox.js';
 import type { NotificationDroppedError, NotificationStats } from './net/notifications.js';
@@ -341,6 +341,11 @@ export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, As
   async waitForNotification(options: WaitForNotificationOptions = {}): Promise<Notification> {
     this.#open();
     return this.#net.notifications.inbox.wait(options);
+  }
+
+  /** Each rail (rail 0 first): its interface (libfabric domain), fabric, and the ops and bytes it carried. */
+  get rails(): RailStatus[] {
+    return this.#endpoint.railStatus();
   }
 
   get notificationStats(): NotificationStats {

@@ -17,6 +17,7 @@ export { Notification, type NotificationMatch, type WaitForNotificationOptions }
 export type { NotificationDroppedError, NotificationStats } from './net/notifications.js';
 export { PreparedLocal, PreparedRemote } from './net/prepared.js';
 export { listProviders, type ProviderSummary } from './net/providers.js';
+export type { RailStatus } from './net/endpoint.js';
 export type {
   AgentOptions,
   Descriptor,

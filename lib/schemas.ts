@@ -285,6 +285,9 @@ export interface NotificationOptions {
 }
 true satisfies Agrees<NotificationOptions, z.input<typeof NotificationOptionsSchema>>;
 
+/** ixfer.h IXFER_MAX_RAILS. */
+export const MAX_RAILS = 32;
+
 export const AgentOptionsSchema = z
   .object({
     /** Unique among the agents that talk to each other. */
@@ -295,6 +298,19 @@ export const AgentOptionsSchema = z
     iface: z.string().min(1).optional(),
     /** Address to bind, e.g. '127.0.0.1' or '::1'. Defaults to loopback when no iface is given. */
     address: z.string().min(1).optional(),
+    /** Rails: a count on `iface`/`address`, 'auto' (every interface of the provider), or one entry per rail. */
+    rails: z
+      .union([
+        z.number().int().min(1).max(MAX_RAILS),
+        z.literal('auto'),
+        z
+          .array(z.object({ iface: z.string().min(1).optional(), address: z.string().min(1).optional() }).strict())
+          .min(1)
+          .max(MAX_RAILS),
+      ])
+      .default(1),
+    /** Transfers of at least this many bytes are cut across the rails; smaller ones take the rails in turn. */
+    stripeThresholdBytes: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).default(128 * 1024),
     /** Default deadline of Transfer.done() and notify() when the call gives none; `Infinity`: none. */
     transferTimeoutMs: timeoutOrInfinity.default(DEFAULT_TRANSFER_TIMEOUT_MS),
     /** Incoming notifications. */
@@ -326,6 +342,14 @@ export interface AgentOptions {
   iface?: string;
   /** Address to bind, e.g. '127.0.0.1' or '::1'. Defaults to loopback when no iface is given. */
   address?: string;
+  /**
+   * Rails (an endpoint with its completion queue and address vector each):
+   * a count (1 to 32, default 1) on `iface`/`address`, 'auto' (one per
+   * interface the provider offers), or one `{ iface?, address? }` per rail.
+   */
+  rails?: number | 'auto' | { iface?: string; address?: string }[];
+  /** Transfers of at least this many bytes are cut across the rails (default 131072). */
+  stripeThresholdBytes?: number;
   /** Default deadline of Transfer.done() when the call gives none. */
   transferTimeoutMs?: number;
   notifications?: NotificationOptions;

@@ -26,7 +26,7 @@ function putU64(u32: Uint32Array, word: number, v: number): void {
   u32[word * 2 + 1] = Math.floor(v / 0x1_0000_0000);
 }
 
-const IOV_PAIR_WORDS = 5; // ixfer_iov_pair: five uint64_t
+const IOV_PAIR_WORDS = 6; // ixfer_iov_pair: five uint64_t, then u32 flags and u32 reserved (left 0)
 
 /**
  * ixfer_iov_pair[] (local addr, len, local mr, remote addr, remote key),

@@ -175,7 +175,7 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
       provider: ep.info.name,
       mrModeBits: ep.info.mrModeBits,
       addrFormat: ep.info.addrFormatValue,
-      ...(includeConnection ? { address: ep.address } : {}),
+      ...(includeConnection ? { address: ep.address, rails: ep.rails.slice(1).map((r) => r.address) } : {}),
       complete: regions === undefined,
       regions: chosen.map((r) => ({ addr: r.addr, len: r.len, key: r.key, devId: r.devId, kind: 0, ...(r.name ? { name: r.name } : {}) })),
     });

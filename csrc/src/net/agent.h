@@ -19,6 +19,24 @@
 #include "core/list.h"
 #include "ixfer.h"
 
+/* One rail: an endpoint with its CQ and AV. Rail 0's objects are the
+ * agent's own (info, fabric, domain, ep, cq, av below, which notify.c and
+ * staging.c use); a later rail opens its own fabric and domain unless it is
+ * on rail dom's (then it shares them, and their registrations). */
+struct net_rail {
+    struct fi_info *info;       /* owned by rails after 0 */
+    struct fid_fabric *fabric;  /* owned when own_domain */
+    struct fid_domain *domain;  /* owned when own_domain */
+    struct fid_ep *ep;
+    struct fid_cq *cq;
+    struct fid_av *av;
+    uint32_t dom;               /* the rail whose domain (and registrations) it uses */
+    int own_domain;
+    int wait_fd;                /* the CQ's wait fd, or -1 */
+    ixfer_provider_info caps;
+    ixfer_rail_stats stats;     /* written by the progress thread, read atomically */
+};
+
 struct ixfer_agent {
     struct ixfer_events events; /* first: see ixfer_agent_events() */
     struct fi_info *info;
@@ -49,6 +67,11 @@ struct ixfer_agent {
     /* notify.c hands control messages (staging requests and replies) here. */
     void (*on_control)(struct ixfer_agent *a, const uint8_t *msg, uint64_t len);
     uint64_t key_mask;       /* the domain's mr_key_size, as a mask */
+
+    struct net_rail rails[IXFER_MAX_RAILS]; /* [0] mirrors the objects above */
+    uint32_t nrails;
+    uint32_t rr;             /* progress thread: the rail the next small op takes */
+    uint64_t stripe_min;
 
     /* Owned by the progress thread (progress.c): struct xfer_request. */
     struct ixfer_list live;  /* every request not yet reported */

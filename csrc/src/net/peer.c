@@ -108,7 +108,8 @@ static int can_probe(const struct ixfer_agent *a, const void *addr, size_t len)
     return 0;
 }
 
-int ixfer_peer_added(struct ixfer_agent *a, fi_addr_t fa, const void *addr, size_t len)
+int ixfer_peer_added(struct ixfer_agent *a, fi_addr_t fa, const void *addr, size_t len,
+                     const fi_addr_t *rail_fa, uint32_t nrails)
 {
     struct net_peer *p = NULL;
     IXFER_LIST_FOR_EACH(n, &a->peers) {
@@ -129,6 +130,10 @@ int ixfer_peer_added(struct ixfer_agent *a, fi_addr_t fa, const void *addr, size
         ixfer_list_push_back(&a->peers, &p->link);
     }
     /* The same address inserted again (a reload): a fresh start. */
+    for (uint32_t i = 1; i < nrails; i++)
+        p->rail_fa[i] = rail_fa[i];
+    p->rail_fa[0] = fa;
+    p->nrails = nrails ? nrails : 1;
     p->inserts++;
     p->state = PEER_OK;
     p->stall_since_ns = 0;
@@ -141,7 +146,8 @@ static void maybe_free(struct ixfer_agent *a, struct net_peer *p)
     if (p->refs)
         return;
     for (; p->av_owed; p->av_owed--)
-        fi_av_remove(a->av, &p->fa, 1, 0);
+        for (uint32_t i = 0; i < p->nrails; i++)
+            fi_av_remove(a->rails[i].av, &p->rail_fa[i], 1, 0);
     if (p->inserts)
         return;
     probe_close(p);

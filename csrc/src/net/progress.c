@@ -40,30 +40,27 @@
  * eventfd is never reset by libfabric. Why poll some CQs: shm's wait
  * object is FI_WAIT_YIELD, whose wait busy-waits on every version and on 1.17
  * ignores the timeout; EFA before 2.5 refuses any wait object. */
-int32_t ixfer_progress_open_cq(struct ixfer_agent *a)
+int32_t ixfer_progress_open_cq(struct ixfer_agent *a, struct net_rail *r)
 {
+    (void)a;
+    r->wait_fd = -1;
     struct fi_cq_attr attr = {.format = FI_CQ_FORMAT_DATA, .wait_obj = FI_WAIT_UNSPEC};
-    int ret = fi_cq_open(a->domain, &attr, &a->cq, NULL);
+    int ret = fi_cq_open(r->domain, &attr, &r->cq, NULL);
     if (ret == 0) {
         enum fi_wait_obj obj = FI_WAIT_NONE;
         int fd = -1;
-        if (fi_control(&a->cq->fid, FI_GETWAITOBJ, &obj) == 0 && obj == FI_WAIT_FD &&
-            fi_control(&a->cq->fid, FI_GETWAIT, &fd) == 0 && fd >= 0) {
-            a->wait_epfd = epoll_create1(EPOLL_CLOEXEC);
-            struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
-            if (a->wait_epfd >= 0 && epoll_ctl(a->wait_epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
-                return IXFER_OK;
-            if (a->wait_epfd >= 0)
-                close(a->wait_epfd);
-            a->wait_epfd = -1;
+        if (fi_control(&r->cq->fid, FI_GETWAITOBJ, &obj) == 0 && obj == FI_WAIT_FD &&
+            fi_control(&r->cq->fid, FI_GETWAIT, &fd) == 0 && fd >= 0) {
+            r->wait_fd = fd;
+            return IXFER_OK;
         }
-        fi_close(&a->cq->fid);
-        a->cq = NULL;
+        fi_close(&r->cq->fid);
+        r->cq = NULL;
     } else if (ret != -FI_ENOSYS && ret != -FI_EINVAL) {
         return ixfer_fail(IXFER_ERR_BACKEND, "fi_cq_open: %s", ixfer_fab.strerror(-ret));
     }
     attr.wait_obj = FI_WAIT_NONE;
-    ret = fi_cq_open(a->domain, &attr, &a->cq, NULL);
+    ret = fi_cq_open(r->domain, &attr, &r->cq, NULL);
     if (ret)
         return ixfer_fail(IXFER_ERR_BACKEND, "fi_cq_open: %s", ixfer_fab.strerror(-ret));
     return IXFER_OK;
@@ -127,6 +124,16 @@ static void fail_request(struct xfer_request *r, int fi_err)
 static int post_some(struct ixfer_agent *a, struct xfer_request *r)
 {
     uint32_t limit = a->iov_limit < MAX_IOV ? a->iov_limit : MAX_IOV;
+    /* Rails both ends have. A transfer of stripe_min bytes or more is cut
+     * into one piece per rail (whole pages); every op takes the next rail in
+     * turn, so small transfers spread across them too. */
+    uint32_t nr = r->np && r->np->nrails < a->nrails ? r->np->nrails : a->nrails;
+    uint64_t cut = a->max_msg_size;
+    if (nr > 1 && r->bytes >= a->stripe_min) {
+        uint64_t piece = ((r->bytes + nr - 1) / nr + 4095) & ~4095ull;
+        if (piece < cut)
+            cut = piece;
+    }
     while (!ixfer_request_handed_out(&r->base)) {
         struct iovec iov[MAX_IOV];
         void *desc[MAX_IOV];
@@ -135,15 +142,16 @@ static int post_some(struct ixfer_agent *a, struct xfer_request *r)
         uint64_t total = 0;
         uint32_t p = r->base.next_pair;
         uint64_t off = r->base.next_offset;
-        while (n < limit && p < r->base.count && total < a->max_msg_size) {
+        uint32_t rail = nr > 1 ? a->rr % nr : 0;
+        while (n < limit && p < r->base.count && total < cut) {
             const ixfer_iov_pair *pair = &r->pairs[p];
             uint64_t left = pair->len - off;
-            uint64_t room = a->max_msg_size - total;
+            uint64_t room = cut - total;
             uint64_t seg = left < room ? left : room;
             if (seg) {
                 iov[n].iov_base = (void *)(uintptr_t)(pair->local_addr + off);
                 iov[n].iov_len = seg;
-                desc[n] = pair->local_mr->desc;
+                desc[n] = pair->local_mr->rail_desc[rail];
                 rma[n].addr = pair->remote_addr + off;
                 rma[n].len = seg;
                 rma[n].key = pair->remote_key;
@@ -164,8 +172,11 @@ static int post_some(struct ixfer_agent *a, struct xfer_request *r)
         struct xfer_op *op = &r->ops[r->ops_used];
         op->ctx.kind = OP_KIND_RMA;
         op->req = r;
+        op->rail = rail;
+        struct net_rail *rl = &a->rails[rail];
         struct fi_msg_rma msg = {
-            .msg_iov = iov, .desc = desc, .iov_count = n, .addr = r->peer,
+            .msg_iov = iov, .desc = desc, .iov_count = n,
+            .addr = rail ? r->np->rail_fa[rail] : r->peer,
             .rma_iov = rma, .rma_iov_count = n, .context = op, .data = r->tagged ? r->tag : 0,
         };
         /* A WRITE is complete only once the data is in the target's memory
@@ -177,9 +188,9 @@ static int post_some(struct ixfer_agent *a, struct xfer_request *r)
          * often while WRITEs stream in (about 1.1 ms per WRITE without). */
         int cq_data = r->tagged || (a->wait_epfd < 0 && a->caps.cq_data_size > 0);
         ssize_t ret = r->op == IXFER_OP_WRITE
-                          ? fi_writemsg(a->ep, &msg, FI_DELIVERY_COMPLETE |
-                                                         (cq_data ? FI_REMOTE_CQ_DATA : 0))
-                          : fi_readmsg(a->ep, &msg, 0);
+                          ? fi_writemsg(rl->ep, &msg, FI_DELIVERY_COMPLETE |
+                                                          (cq_data ? FI_REMOTE_CQ_DATA : 0))
+                          : fi_readmsg(rl->ep, &msg, 0);
         if (ret == -FI_EAGAIN) {
             ixfer_peer_refused(r->np);
             return -FI_EAGAIN;
@@ -189,6 +200,10 @@ static int post_some(struct ixfer_agent *a, struct xfer_request *r)
             break;
         }
         ixfer_peer_posted(r->np);
+        if (nr > 1)
+            a->rr++;
+        __atomic_store_n(&rl->stats.ops, rl->stats.ops + 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&rl->stats.bytes, rl->stats.bytes + total, __ATOMIC_RELAXED);
         r->ops_used++;
         r->base.busy++;
         r->base.next_pair = p;
@@ -240,7 +255,9 @@ static int take_submissions(struct ixfer_agent *a)
             ixfer_notify_forget(a, s->name);
             free(s->name);
         } else if (s->kind == SUBMIT_ADD_PEER) {
-            ixfer_peer_added(a, s->peer, s->addr, s->addr_len);
+            fi_addr_t fas[IXFER_MAX_RAILS];
+            memcpy(fas, s->addr + rail_fa_offset(s->addr_len), s->nrails * sizeof(fi_addr_t));
+            ixfer_peer_added(a, s->peer, s->addr, s->addr_len, fas, s->nrails);
         } else {
             /* The record stays while these refer to it: canceling them only
              * stops their posting. */
@@ -321,17 +338,22 @@ static void op_done(struct ixfer_agent *a, const struct fi_cq_data_entry *e, voi
         ixfer_notify_completion(a, ctx, e ? e->len : 0, fi_err);
         return;
     }
-    struct xfer_request *r = ((struct xfer_op *)context)->req;
+    struct xfer_op *op = context;
+    struct xfer_request *r = op->req;
     ixfer_peer_op_done(r->np, fi_err);
-    if (fi_err)
+    if (fi_err) {
+        struct net_rail *rl = &a->rails[op->rail];
+        __atomic_store_n(&rl->stats.failed, rl->stats.failed + 1, __ATOMIC_RELAXED);
         fail_request(r, fi_err);
+    }
     r->base.busy--;
     /* A request still on the post queue is finished when the queue lets go. */
     maybe_finish(a, r);
 }
 
-/* Handles what fi_cq_read/sread returned; returns the number of entries. */
-static ssize_t handle_cq(struct ixfer_agent *a, struct fi_cq_data_entry *ents, ssize_t n)
+/* Handles what fi_cq_read returned on cq; returns the number of entries. */
+static ssize_t handle_cq(struct ixfer_agent *a, struct fid_cq *cq, struct fi_cq_data_entry *ents,
+                         ssize_t n)
 {
     if (n > 0) {
         for (ssize_t i = 0; i < n; i++)
@@ -341,10 +363,32 @@ static ssize_t handle_cq(struct ixfer_agent *a, struct fi_cq_data_entry *ents, s
     if (n == -FI_EAVAIL) {
         struct fi_cq_err_entry err;
         memset(&err, 0, sizeof err);
-        if (fi_cq_readerr(a->cq, &err, 0) == 1) {
+        if (fi_cq_readerr(cq, &err, 0) == 1) {
             op_done(a, NULL, err.op_context, err.err ? err.err : FI_EIO);
             return 1;
         }
+    }
+    return 0;
+}
+
+/* Reads a batch from every rail's CQ; returns the entries handled. */
+static ssize_t read_cqs(struct ixfer_agent *a, struct fi_cq_data_entry *ents)
+{
+    ssize_t total = 0;
+    for (uint32_t i = 0; i < a->nrails; i++) {
+        struct fid_cq *cq = a->rails[i].cq;
+        total += handle_cq(a, cq, ents, fi_cq_read(cq, ents, CQ_BATCH));
+    }
+    return total;
+}
+
+/* fi_trywait(3) on every rail's CQ: 0 when all are armed and empty. */
+static int trywait_all(struct ixfer_agent *a)
+{
+    for (uint32_t i = 0; i < a->nrails; i++) {
+        struct fid *cq = &a->rails[i].cq->fid;
+        if (fi_trywait(a->rails[i].fabric, &cq, 1))
+            return -1;
     }
     return 0;
 }
@@ -361,22 +405,21 @@ static int spin(struct ixfer_agent *a, struct fi_cq_data_entry *ents)
     int busy = 0;
     uint64_t start = ixfer_now_ns(), limit = ixfer_spin_ns();
     do {
-        busy = atomic_load(&a->submitted) != seen ||
-               handle_cq(a, ents, fi_cq_read(a->cq, ents, CQ_BATCH)) > 0;
+        busy = atomic_load(&a->submitted) != seen || read_cqs(a, ents) > 0;
     } while (!busy && ixfer_now_ns() - start < limit);
     return busy;
 }
 
-/* Sleeps until the CQ may have something, wake_fd is written, or timeout_ns
+/* Sleeps until a CQ may have something, wake_fd is written, or timeout_ns
  * passes; seen is the submission count read before the last
  * take_submissions, so work submitted since is never slept through. Then
- * reads the CQ. With a wait fd the protocol is fi_trywait(3)'s: it succeeds
- * only when nothing is ready, and arms the provider's fds. */
+ * reads the CQs and returns the entries handled. With wait fds the protocol
+ * is fi_trywait(3)'s: it succeeds only when nothing is ready, and arms the
+ * provider's fds. */
 static ssize_t wait_cq(struct ixfer_agent *a, struct fi_cq_data_entry *ents,
                        uint64_t timeout_ns, unsigned seen)
 {
-    struct fid *cq = &a->cq->fid;
-    if (a->wait_epfd < 0 || fi_trywait(a->fabric, &cq, 1) == 0) {
+    if (a->wait_epfd < 0 || trywait_all(a) == 0) {
         atomic_store(&a->sleeping, 1);
         /* A submitter that read sleeping == 0 counted its work before. */
         if (atomic_load(&a->submitted) == seen && !atomic_load(&a->stop)) {
@@ -395,7 +438,7 @@ static ssize_t wait_cq(struct ixfer_agent *a, struct fi_cq_data_entry *ents,
         ssize_t r = read(a->wake_fd, &count, sizeof count); /* nonblocking */
         (void)r;
     }
-    return fi_cq_read(a->cq, ents, CQ_BATCH);
+    return read_cqs(a, ents);
 }
 
 static void *progress_main(void *arg)
@@ -414,7 +457,7 @@ static void *progress_main(void *arg)
         int staging = ixfer_staging_pass(a);
         pending |= (staging & STAGING_STALLED) != 0;
         pending |= ixfer_notify_pass(a);
-        if (handle_cq(a, ents, fi_cq_read(a->cq, ents, CQ_BATCH)) > 0 || (staging & STAGING_WORKED)) {
+        if (read_cqs(a, ents) > 0 || (staging & STAGING_WORKED)) {
             backoff_ms = 0;
             active = 1;
             poll_ns = POLL_MIN_NS;
@@ -441,7 +484,7 @@ static void *progress_main(void *arg)
                 timeout_ns = backoff_ms * 1000000ull;
         }
         active = 0;
-        if (handle_cq(a, ents, wait_cq(a, ents, timeout_ns, seen)) > 0) {
+        if (wait_cq(a, ents, timeout_ns, seen) > 0) {
             backoff_ms = 0;
             active = 1;
             poll_ns = POLL_MIN_NS;
@@ -481,9 +524,19 @@ int32_t ixfer_progress_start(struct ixfer_agent *a)
     a->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (a->wake_fd < 0)
         return ixfer_fail(IXFER_ERR_BACKEND, "eventfd: %s", strerror(errno));
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = a->wake_fd};
-    if (a->wait_epfd >= 0 && epoll_ctl(a->wait_epfd, EPOLL_CTL_ADD, a->wake_fd, &ev))
-        return ixfer_fail(IXFER_ERR_BACKEND, "epoll_ctl: %s", strerror(errno));
+    /* One epoll set over every rail's wait fd and wake_fd; a rail without a
+     * wait fd makes the thread poll them all. */
+    int all_fds = 1;
+    for (uint32_t i = 0; i < a->nrails; i++)
+        all_fds &= a->rails[i].wait_fd >= 0;
+    if (all_fds)
+        a->wait_epfd = epoll_create1(EPOLL_CLOEXEC);
+    for (uint32_t i = 0; a->wait_epfd >= 0 && i <= a->nrails; i++) {
+        int fd = i < a->nrails ? a->rails[i].wait_fd : a->wake_fd;
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+        if (epoll_ctl(a->wait_epfd, EPOLL_CTL_ADD, fd, &ev))
+            return ixfer_fail(IXFER_ERR_BACKEND, "epoll_ctl: %s", strerror(errno));
+    }
     pthread_once(&exit_hook, add_exit_hook);
     pthread_mutex_lock(&running_lock);
     int failed = pthread_create(&a->thread, NULL, progress_main, a);
