@@ -21,6 +21,8 @@ export interface PeerOptions {
   listen?: boolean;
   /** The peer agent's libfabric provider (default: the agent's). */
   provider?: string;
+  /** The peer agent's rails (Agent option `rails`). */
+  rails?: number | { iface?: string; address?: string }[];
   /** The peer creates no agent: a process that dies before publishing. */
   idle?: boolean;
   /** The peer's first 'peer' listener throws; its uncaught errors are kept for the 'uncaught' request. */

@@ -1,6 +1,7 @@
 /* Agent resources: fabric, domain, endpoint, CQ, AV and the event queue; the
  * progress thread (progress.c), registrations (mr.c) and notifications
  * (notify.c) are set up and torn down from here. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -108,9 +109,8 @@ static int32_t open_rail(struct ixfer_agent *a, uint32_t i, const char *node, co
     ixfer_fab.freeinfo(hints);
     if (ret == -FI_ENODATA)
         return ixfer_fail(IXFER_ERR_NOT_SUPPORTED,
-                          "rail %u: provider '%s' offers no RDM endpoint with RMA for address "
-                          "'%s'%s%s", i, prov, node ? node : "(any)", domain ? " on domain " : "",
-                          domain ? domain : "");
+                          "provider '%s' offers no RDM endpoint with RMA for it%s%s", prov,
+                          domain ? " on domain " : "", domain ? domain : "");
     FI_CHECK(ret, "fi_getinfo (rail)");
     rc = pick_named(&r->info, prov);
     if (rc != IXFER_OK)
@@ -130,9 +130,9 @@ static int32_t open_rail(struct ixfer_agent *a, uint32_t i, const char *node, co
          * so the peer needs one key per region. */
         if (fi->domain_attr->mr_mode & (FI_MR_PROV_KEY | FI_MR_ENDPOINT))
             return ixfer_fail(IXFER_ERR_NOT_SUPPORTED,
-                              "rail %u is on domain '%s', rail 0 on '%s': provider '%s' picks "
+                              "it is on domain '%s', rail 0 on '%s': provider '%s' picks "
                               "memory keys itself (FI_MR_PROV_KEY or FI_MR_ENDPOINT), so its "
-                              "rails must share one domain", i, r->caps.domain,
+                              "rails must share one domain", r->caps.domain,
                               a->caps.domain, prov);
         r->own_domain = 1;
         FI_CHECK(ixfer_fab.fabric(fi->fabric_attr, &r->fabric, NULL), "fi_fabric (rail)");
@@ -296,10 +296,14 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
         /* Counted first: agent_free closes what a half-opened rail holds. */
         a->nrails = i + 1;
         a->rails[i].wait_fd = -1;
-        rc = open_rail(a, i, rc_i && rc_i->node ? rc_i->node : cfg->node,
-                       rc_i && rc_i->domain ? rc_i->domain : cfg->domain);
-        if (rc != IXFER_OK)
+        const char *rnode = rc_i && rc_i->node ? rc_i->node : cfg->node;
+        rc = open_rail(a, i, rnode, rc_i && rc_i->domain ? rc_i->domain : cfg->domain);
+        if (rc != IXFER_OK) {
+            char why[IXFER_REASON_MAX];
+            snprintf(why, sizeof why, "%s", ixfer_last_error());
+            rc = ixfer_fail(rc, "rail %u at %s: %s", i, rnode ? rnode : "(any)", why);
             goto fail;
+        }
     }
     rc = ixfer_notify_init(a, cfg);
     if (rc != IXFER_OK)
