@@ -22,7 +22,7 @@ import type { FileOpenOptions, FileTransferRequest } from './file/schemas.js';
 import { VramRegions, type VramSource } from './gpu/vram.js';
 import { shim } from './native/shim.js';
 import { Endpoint, type RailStatus } from './net/endpoint.js';
-import { NetEngine } from './net/engine.js';
+import { NetEngine, type RailEvent } from './net/engine.js';
 import type { Notification, WaitForNotificationOptions } from './net/inbox.js';
 import type { NotificationDroppedError, NotificationStats } from './net/notifications.js';
 import type { PreparedLocal, PreparedRemote } from './net/prepared.js';
@@ -64,16 +64,17 @@ export interface RemoteRegionInfo {
 }
 
 /**
- * Events:
+ * The agent's events and their listeners' arguments: `agent.on('peer', (e) => ...)`.
  * - 'notification-dropped' (err: IxferError with `peer` and `bytes`): an
  *   incoming notification was dropped, ERR_NOT_ALLOWED when it exceeded
  *   maxPendingBytesPerPeer, ERR_TIMEOUT when it stalled for staleMs.
  * - 'peer' (PeerEvent): the metadata exchange loaded or dropped a peer.
+ * - 'rail' (RailEvent): a rail went out of use after a connection error, or came back.
  */
-/** The agent's events and their listeners' arguments: `agent.on('peer', (e) => ...)`. */
 export interface AgentEvents {
   'notification-dropped': [err: NotificationDroppedError];
   peer: [event: PeerEvent];
+  rail: [event: RailEvent];
 }
 
 export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, AsyncDisposable {
@@ -114,6 +115,7 @@ export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, As
       defaultTimeoutMs: this.defaultTimeoutMs,
       changed: () => this.#exchange.localChanged(),
       dropped: (err) => this.emit('notification-dropped', err),
+      rail: (e) => this.emit('rail', e),
       maxRegionsPerPeer: opts.metadata.maxRegionsPerPeer,
       inbox: opts.notifications,
     });
@@ -163,10 +165,7 @@ export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, As
 
   // ---- memory: host memory to the network engine, device memory to gpu/ ------
 
-  /**
-   * Registers memory for transfers: a Buffer, TypedArray or ArrayBuffer (kept
-   * alive while registered), or native memory as {addr, len}.
-   */
+  /** Registers memory for transfers: a Buffer, TypedArray or ArrayBuffer (kept alive while registered), or native memory as {addr, len}. */
   registerMemory(source: MemorySource, options: RegionOptions = {}): MemoryRegion {
     this.#open();
     return this.#net.registerMemory(source, parse(RegionOptionsSchema, options, 'region options').name);

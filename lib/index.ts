@@ -18,6 +18,7 @@ export type { NotificationDroppedError, NotificationStats } from './net/notifica
 export { PreparedLocal, PreparedRemote } from './net/prepared.js';
 export { listProviders, type ProviderSummary } from './net/providers.js';
 export type { RailStatus } from './net/endpoint.js';
+export type { RailEvent } from './net/engine.js';
 export type {
   AgentOptions,
   Descriptor,

@@ -311,6 +311,8 @@ export const AgentOptionsSchema = z
       .default(1),
     /** Transfers of at least this many bytes are cut across the rails; smaller ones take the rails in turn. */
     stripeThresholdBytes: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).default(128 * 1024),
+    /** How long a rail taken out of use after a connection error rests before it is tried again. */
+    railCooldownMs: z.number().int().min(1).max(3_600_000).default(1000),
     /** Default deadline of Transfer.done() and notify() when the call gives none; `Infinity`: none. */
     transferTimeoutMs: timeoutOrInfinity.default(DEFAULT_TRANSFER_TIMEOUT_MS),
     /** Incoming notifications. */
@@ -350,6 +352,12 @@ export interface AgentOptions {
   rails?: number | 'auto' | { iface?: string; address?: string }[];
   /** Transfers of at least this many bytes are cut across the rails (default 131072). */
   stripeThresholdBytes?: number;
+  /**
+   * A rail whose operation fails with a connection error is taken out of use
+   * and its failed operations posted again on the others; after this long
+   * (default 1000 ms) it is tried again, and rejoins when an operation succeeds.
+   */
+  railCooldownMs?: number;
   /** Default deadline of Transfer.done() when the call gives none. */
   transferTimeoutMs?: number;
   notifications?: NotificationOptions;

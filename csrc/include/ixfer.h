@@ -155,7 +155,11 @@ typedef struct ixfer_agent_config {
      * domain). Notifications and staged pieces travel on rail 0. */
     const ixfer_rail_config *rails;
     uint32_t rail_count;
-    uint32_t reserved;
+    /* A rail whose operation failed with a connection error (reset, abort,
+     * refused, unreachable) is taken out of use, its failed operations
+     * posted again on the rails still up; after this long it is tried again
+     * and rejoins when an operation on it succeeds. 0: 1000 ms. */
+    uint32_t rail_cooldown_ms;
     /* A transfer of at least this many bytes is cut across the rails the
      * peer shares with us; smaller ones go to the rails in turn. 0: 128 KiB. */
     uint64_t stripe_min;
@@ -196,6 +200,11 @@ typedef struct ixfer_rail_stats {
     uint64_t ops;      /* provider ops posted on it */
     uint64_t bytes;    /* ... and their bytes */
     uint64_t failed;   /* ops that completed with an error */
+    uint64_t reposted; /* failed ops posted again on another rail */
+    uint32_t downs;    /* times it was taken out of use */
+    uint32_t rejoins;  /* times it came back */
+    uint32_t up;       /* 1 while in use (or being tried again), 0 while cooling off */
+    uint32_t reserved;
 } ixfer_rail_stats;
 IXFER_API int32_t ixfer_rail_stats_get(ixfer_agent *agent, uint32_t rail, ixfer_rail_stats *out);
 
@@ -342,7 +351,9 @@ IXFER_API void ixfer_notif_free(ixfer_notification *n);
 
 /* IXFER_EVENT_NOTIF: user_id is an ixfer_notification *, freed by the
  * receiver with ixfer_notif_free. */
-enum { IXFER_EVENT_XFER_DONE = 1, IXFER_EVENT_NOTIF = 2 };
+/* IXFER_EVENT_RAIL: rail user_id was taken out of use (status: the error,
+ * fi_errno the provider's) or came back (status IXFER_OK). */
+enum { IXFER_EVENT_XFER_DONE = 1, IXFER_EVENT_NOTIF = 2, IXFER_EVENT_RAIL = 3 };
 
 typedef struct ixfer_event {
     uint64_t user_id;

@@ -77,6 +77,8 @@ export const EVENT_BYTES = 24;
 export const EVENT_XFER_DONE = 1;
 /** A notification arrived: the id is the address of an ixfer_notification (see takeNotification). */
 export const EVENT_NOTIF = 2;
+/** A rail went out of use (status: the error) or came back (status 0): the id is its index. */
+export const EVENT_RAIL = 3;
 
 /** Calls visit for each of the n events in buf; no allocation per event (one drain serves every transfer). */
 export function forEachEvent(

@@ -84,7 +84,7 @@ koffi.struct('ixfer_agent_config', {
   staging_chunk: 'uint64_t',
   rails: 'const ixfer_rail_config *',
   rail_count: 'uint32_t',
-  reserved: 'uint32_t',
+  rail_cooldown_ms: 'uint32_t',
   stripe_min: 'uint64_t',
 });
 
@@ -103,16 +103,27 @@ export interface AgentConfig {
   /** One entry per rail (rail 0 first), or null: rail_count rails on node/domain. */
   rails: RailConfig[] | null;
   rail_count: number;
+  /** 0: the shim's default (1000 ms). */
+  rail_cooldown_ms: number;
   /** 0: the shim's default (128 KiB). */
   stripe_min: number;
 }
 
-/** ixfer_rail_stats: what one rail moved. */
+/** ixfer_rail_stats: what one rail moved, and its failovers. */
 export interface RailStats {
   ops: number;
   bytes: number;
+  /** Ops that completed with an error. */
   failed: number;
+  /** Failed ops (of any rail) posted again on this one. */
+  reposted: number;
+  /** Times it was taken out of use, and came back. */
+  downs: number;
+  rejoins: number;
+  /** In use (or being tried again); false while cooling off. */
+  up: boolean;
 }
+export const RAIL_STATS_WORDS = 6;
 koffi.opaque('ixfer_agent');
 koffi.opaque('ixfer_mr');
 

@@ -6,7 +6,7 @@
 import crypto from 'node:crypto';
 
 import { NotAllowedError } from '../errors.js';
-import { check, decodeProviderInfo, providerInfoBuffer, shim, type AgentHandle, type RailStats } from '../native/shim.js';
+import { check, decodeProviderInfo, providerInfoBuffer, shim, type AgentHandle, RAIL_STATS_WORDS, type RailStats } from '../native/shim.js';
 import { coreName, pickProvider, planRails, summarizeProvider, type ProviderSummary, type RailsOption } from './providers.js';
 
 /** Longest fabric address asked for. */
@@ -23,6 +23,8 @@ export interface EndpointOptions {
   rails?: RailsOption | undefined;
   /** Transfers of at least this many bytes are cut across rails (default 128 KiB). */
   stripeThresholdBytes?: number | undefined;
+  /** How long a rail that broke rests before it is tried again (default 1000 ms). */
+  railCooldownMs?: number | undefined;
 }
 
 /** A rail and its counters (Agent.rails). */
@@ -103,6 +105,7 @@ export class Endpoint {
           notif_stale_ms: opts.notifications.staleMs,
           rails: rails.length > 1 ? rails.map((r) => ({ node: r.node ?? null, domain: r.domain ?? null })) : null,
           rail_count: rails.length,
+          rail_cooldown_ms: opts.railCooldownMs ?? 0,
           stripe_min: opts.stripeThresholdBytes ?? 0,
         },
         out,
@@ -132,10 +135,12 @@ export class Endpoint {
   /** Each rail, with what it moved so far. */
   railStatus(): RailStatus[] {
     const handle = this.handle();
-    const out = new BigUint64Array(3);
+    const out = new BigUint64Array(RAIL_STATS_WORDS);
+    const u32 = new Uint32Array(out.buffer);
     return this.rails.map((r, i) => {
       check(shim().railStatsGet(handle, i, out), `reading the counters of rail ${i}`);
-      return { domain: r.domain, fabric: r.fabric, ops: Number(out[0]), bytes: Number(out[1]), failed: Number(out[2]) };
+      const [ops, bytes, failed, reposted] = [0, 1, 2, 3].map((w) => Number(out[w]));
+      return { domain: r.domain, fabric: r.fabric, ops: ops!, bytes: bytes!, failed: failed!, reposted: reposted!, downs: u32[8]!, rejoins: u32[9]!, up: u32[10] === 1 };
     });
   }
 

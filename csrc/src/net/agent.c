@@ -266,6 +266,8 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
     FI_CHECK(ixfer_fab.fabric(fi->fabric_attr, &a->fabric, NULL), "fi_fabric");
     FI_CHECK(fi_domain(a->fabric, fi, &a->domain, NULL), "fi_domain");
 
+    for (uint32_t i = 0; i < nrails; i++)
+        a->rails[i].stats.up = 1;
     struct net_rail *r0 = &a->rails[0];
     r0->info = fi;
     r0->fabric = a->fabric;
@@ -291,6 +293,7 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
         goto fail;
     }
     a->stripe_min = cfg->stripe_min ? cfg->stripe_min : 128 * 1024;
+    a->rail_cooldown_ns = (cfg->rail_cooldown_ms ? cfg->rail_cooldown_ms : 1000) * 1000000ull;
     for (uint32_t i = 1; i < nrails; i++) {
         const ixfer_rail_config *rc_i = cfg->rails ? &cfg->rails[i] : NULL;
         /* Counted first: agent_free closes what a half-opened rail holds. */
@@ -378,6 +381,11 @@ int32_t ixfer_rail_stats_get(ixfer_agent *agent, uint32_t rail, ixfer_rail_stats
     out->ops = __atomic_load_n(&s->ops, __ATOMIC_RELAXED);
     out->bytes = __atomic_load_n(&s->bytes, __ATOMIC_RELAXED);
     out->failed = __atomic_load_n(&s->failed, __ATOMIC_RELAXED);
+    out->reposted = __atomic_load_n(&s->reposted, __ATOMIC_RELAXED);
+    out->downs = __atomic_load_n(&s->downs, __ATOMIC_RELAXED);
+    out->rejoins = __atomic_load_n(&s->rejoins, __ATOMIC_RELAXED);
+    out->up = __atomic_load_n(&s->up, __ATOMIC_RELAXED);
+    out->reserved = 0;
     return IXFER_OK;
 }
 

@@ -35,6 +35,12 @@ struct net_rail {
     int wait_fd;                /* the CQ's wait fd, or -1 */
     ixfer_provider_info caps;
     ixfer_rail_stats stats;     /* written by the progress thread, read atomically */
+    /* Progress thread: in use, cooling off after a connection error until
+     * retry_ns, or tried again (rejoins on its first success). */
+    enum { RAIL_UP, RAIL_DOWN, RAIL_TRYING } state;
+    uint64_t retry_ns;
+    uint32_t inflight;          /* transfer ops posted on it, not completed */
+    uint64_t refused_since;     /* first refusal while inflight was 0, or 0 */
 };
 
 struct ixfer_agent {
@@ -71,7 +77,9 @@ struct ixfer_agent {
     struct net_rail rails[IXFER_MAX_RAILS]; /* [0] mirrors the objects above */
     uint32_t nrails;
     uint32_t rr;             /* progress thread: the rail the next small op takes */
+    uint32_t rails_down;     /* progress thread: rails not RAIL_UP */
     uint64_t stripe_min;
+    uint64_t rail_cooldown_ns;
 
     /* Owned by the progress thread (progress.c): struct xfer_request. */
     struct ixfer_list live;  /* every request not yet reported */

@@ -15,6 +15,12 @@ struct xfer_op {
     struct op_ctx ctx;
     struct xfer_request *req;
     uint32_t rail;
+    /* Its range of the request's pairs, to post it again on another rail
+     * when its rail breaks: from (pair, off), len bytes, ending before
+     * (next_pair, next_off). */
+    uint32_t pair, next_pair;
+    uint64_t off, next_off, len;
+    struct xfer_op *redo_next; /* on the request's redo list */
 };
 
 /* A queued transfer, owned by the progress thread once submitted. base.busy
@@ -32,6 +38,7 @@ struct xfer_request {
     int staged;              /* a pair is staged device memory: staging.c moves it in pieces */
     uint64_t tag;
     uint64_t bytes;          /* of all pairs: decides striping */
+    struct xfer_op *redo;    /* ops a broken rail gave back, to post again */
     ixfer_iov_pair pairs[];
 };
 
