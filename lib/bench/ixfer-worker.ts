@@ -33,14 +33,15 @@ function runRow(row: RowSpec, prepared: boolean, iters: number): Promise<Timing>
 
 serve({
   async init(m) {
-    const { role, provider, address, bytes, seg } = m as unknown as {
+    const { role, provider, address, bytes, seg, rails } = m as unknown as {
       role: string;
       provider: string;
       address: string;
       bytes: number;
       seg: MemorySegment;
+      rails: number;
     };
-    agent = await Agent.create({ name: `bench-${role}`, provider, address });
+    agent = await Agent.create({ name: `bench-${role}`, provider, address, rails });
     region = allocateSegment(agent, seg, bytes);
     return { metadata: Buffer.from(agent.getLocalMetadata()).toString('base64'), addr: region.addr };
   },

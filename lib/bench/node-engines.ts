@@ -56,8 +56,8 @@ export class IxferEngine extends WorkerPair implements CheckedEngine {
     const engine = new IxferEngine(o.prepared);
     return engine.setUp(async () => {
       const common = { provider: o.provider, address: o.address, bytes };
-      const t = await engine.target.request({ type: 'init', role: 'target', seg: o.targetSeg, ...common });
-      await engine.initiator.request({ type: 'init', role: 'initiator', seg: o.initiatorSeg, ...common });
+      const t = await engine.target.request({ type: 'init', role: 'target', seg: o.targetSeg, rails: o.targetRails ?? o.rails, ...common });
+      await engine.initiator.request({ type: 'init', role: 'initiator', seg: o.initiatorSeg, rails: o.rails, ...common });
       await engine.initiator.request({ type: 'connect', metadata: t.metadata, addr: t.addr });
     });
   }
