@@ -156,17 +156,17 @@ export type RailsOption = number | 'auto' | { iface?: string | undefined; addres
 
 /**
  * The rails an agent on provider p opens: `count` on the agent's own node and
- * interface; 'auto' one per domain p is offered on (in libfabric's order,
- * the agent's interface first when given); a list, each entry's interface
- * and address standing in for the agent's.
+ * interface; 'auto' one per domain p is offered on, in libfabric's order
+ * (after the agent's own interface or address when one is given); a list,
+ * each entry's interface and address standing in for the agent's.
  */
 export function planRails(p: ProviderSummary, rails: RailsOption, iface: string | undefined, address: string | undefined): RailPlan[] {
   const own: RailPlan = { node: bindNode(p, iface, address), domain: iface };
   if (typeof rails === 'number') return Array.from({ length: rails }, () => own);
   if (rails === 'auto') {
     const domains = [...new Set(listProviders(p.name).filter((q) => q.name === p.name && !q.unsupported).map((q) => q.domain))];
-    const rest = domains.filter((d) => d !== iface);
-    return [own, ...rest.map((d) => ({ node: bindNode(p, d, undefined), domain: d }))];
+    const rest = domains.filter((d) => d !== iface).map((d) => ({ node: bindNode(p, d, undefined), domain: d }));
+    return iface || address ? [own, ...rest] : rest;
   }
   return rails.map((r) => ({
     node: bindNode(p, r.iface ?? iface, r.address ?? (r.iface ? undefined : address)),
