@@ -129,11 +129,17 @@ int ixfer_peer_added(struct ixfer_agent *a, fi_addr_t fa, const void *addr, size
         }
         ixfer_list_push_back(&a->peers, &p->link);
     }
-    /* The same address inserted again (a reload): a fresh start. */
-    for (uint32_t i = 1; i < nrails; i++)
-        p->rail_fa[i] = rail_fa[i];
+    /* The same address inserted again (a reload): a fresh start. An insert
+     * of rail 0 only (staging.c's, of an initiator) leaves the rails. */
     p->rail_fa[0] = fa;
-    p->nrails = nrails ? nrails : 1;
+    if (!p->nrails)
+        p->nrails = 1;
+    if (rail_fa && nrails > 1) {
+        for (uint32_t i = 1; i < nrails; i++)
+            p->rail_fa[i] = rail_fa[i];
+        p->nrails = nrails;
+        p->rail_inserts++;
+    }
     p->inserts++;
     p->state = PEER_OK;
     p->stall_since_ns = 0;
@@ -146,10 +152,14 @@ static void maybe_free(struct ixfer_agent *a, struct net_peer *p)
     if (p->refs)
         return;
     for (; p->av_owed; p->av_owed--)
-        for (uint32_t i = 0; i < p->nrails; i++)
-            fi_av_remove(a->rails[i].av, &p->rail_fa[i], 1, 0);
+        fi_av_remove(a->av, &p->fa, 1, 0);
     if (p->inserts)
         return;
+    /* The other rails' entries go with the record: every insert with rails
+     * named the same addresses. */
+    for (; p->rail_inserts; p->rail_inserts--)
+        for (uint32_t i = 1; i < p->nrails; i++)
+            fi_av_remove(a->rails[i].av, &p->rail_fa[i], 1, 0);
     probe_close(p);
     ixfer_list_remove(&p->link);
     free(p);

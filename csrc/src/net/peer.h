@@ -15,6 +15,7 @@ struct net_peer {
     struct ixfer_list link; /* on the agent's peers */
     fi_addr_t fa;
     uint32_t nrails;      /* rails both ends have; rail_fa[0] == fa */
+    uint32_t rail_inserts; /* inserts that put rail_fa[1..] into the rails' AVs */
     fi_addr_t rail_fa[IXFER_MAX_RAILS];
     enum peer_state state;
     uint32_t inserts;     /* fi_av_insert calls not yet matched by a removal */
