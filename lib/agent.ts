@@ -22,13 +22,15 @@ import type { FileOpenOptions, FileTransferRequest } from './file/schemas.js';
 import { VramRegions, type VramSource } from './gpu/vram.js';
 import { shim } from './native/shim.js';
 import { Endpoint, type RailStatus } from './net/endpoint.js';
-import { NetEngine, type RailEvent } from './net/engine.js';
+import { NetEngine, type RailEvent, type StagingStats } from './net/engine.js';
 import type { Notification, WaitForNotificationOptions } from './net/inbox.js';
 import type { NotificationDroppedError, NotificationStats } from './net/notifications.js';
+import type { RemoteRegionInfo } from './net/peers.js';
 import type { PreparedLocal, PreparedRemote } from './net/prepared.js';
 import type { ProviderSummary } from './net/providers.js';
 import {
   AgentOptionsSchema,
+  AllocateVramOptionsSchema,
   IterateOptionsSchema,
   MetadataOptionsSchema,
   OpSchema,
@@ -37,8 +39,10 @@ import {
   parseIndices,
   RegionOptionsSchema,
   TransferRequestSchema,
+  VramRegionOptionsSchema,
   WaitOptionsSchema,
   type AgentOptions,
+  type AllocateVramOptions,
   type Descriptor,
   type FileEngineOptions,
   type InvalidateOptions,
@@ -49,19 +53,11 @@ import {
   type PeerAddress,
   type RegionOptions,
   type TransferRequest,
+  type VramRegionOptions,
   type WaitOptions,
 } from './schemas.js';
 
 type AgentOptionsParsed = ReturnType<typeof AgentOptionsSchema.parse>;
-
-/** A region of a peer, as its metadata describes it. */
-export interface RemoteRegionInfo {
-  /** The name the peer gave it (registerMemory's `name`), if any. */
-  name: string | undefined;
-  addr: number;
-  len: number;
-  kind: 'DRAM';
-}
 
 /**
  * The agent's events and their listeners' arguments: `agent.on('peer', (e) => ...)`.
@@ -121,15 +117,12 @@ export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, As
     });
     this.#completions = completions;
     this.#net = net;
-    this.#vram = new VramRegions((region) => this.#files?.forgetBuffer(region));
+    this.#vram = new VramRegions(endpoint, net, (region) => this.#files?.forgetBuffer(region));
     this.#fileOptions = opts.files;
     this.#exchange = new MetadataExchange(this, opts.metadata);
   }
 
-  /**
-   * Opens an endpoint. Binds to loopback unless `iface` or `address` says
-   * otherwise. IXFER_PROVIDER overrides `provider`.
-   */
+  /** Opens an endpoint (its rails). Binds to loopback unless `iface`, `address` or `rails` say otherwise; IXFER_PROVIDER overrides `provider`. */
   static async create(options: AgentOptions): Promise<Agent> {
     const opts = parse(AgentOptionsSchema, options, 'agent options');
     const endpoint = Endpoint.open(opts);
@@ -152,7 +145,7 @@ export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, As
     if (metrics) {
       const { createMetrics } = await import('./metrics.js'); // loads prom-client: only when asked
       const memoryBytes = () => this.regions.reduce((sum, r) => sum + r.len, 0);
-      this.#telemetry.metrics = await createMetrics(metrics, this.name, memoryBytes);
+      this.#telemetry.metrics = await createMetrics(metrics, this.name, { memoryBytes, staging: () => this.#net.stagingStats() });
     }
     // Joins etcd when configured: peers can find the agent once create() resolves.
     await this.#exchange.start();
@@ -182,16 +175,22 @@ export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, As
     return this.#net.memory.values();
   }
 
-  /** Allocates CUDA device memory, registered for file transfers; freed when deregistered. */
-  allocateVram(bytes: number, devId = 0): MemoryRegion {
+  /** Allocates CUDA device memory (device `devId`, default 0) for network and file transfers; freed when deregistered. */
+  allocateVram(bytes: number, options: number | AllocateVramOptions = {}): MemoryRegion {
     this.#open();
-    return this.#vram.allocate(bytes, devId);
+    const opts = typeof options === 'number' ? { devId: options } : options;
+    return this.#vram.allocate(bytes, parse(AllocateVramOptionsSchema, opts, 'allocateVram options'));
   }
 
-  /** Registers CUDA device memory allocated elsewhere, for file transfers. */
-  registerVram(source: VramSource): MemoryRegion {
+  /** Registers CUDA device memory allocated elsewhere, for network and file transfers. */
+  registerVram(source: VramSource, options: VramRegionOptions = {}): MemoryRegion {
     this.#open();
-    return this.#vram.register(source);
+    return this.#vram.register(source, parse(VramRegionOptionsSchema, options, 'registerVram options'));
+  }
+
+  /** The staging pool of VRAM transfers that the provider cannot reach (all zero until first used). */
+  get stagingStats(): StagingStats {
+    return this.#net.stagingStats();
   }
 
   // ---- metadata and peers ----------------------------------------------------
@@ -230,7 +229,7 @@ export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, As
 
   /** A loaded peer's regions, from its metadata, in address order (ERR_NOT_FOUND for an unknown peer). */
   remoteRegions(peer: string): RemoteRegionInfo[] {
-    return this.#net.peers.get(peer).regions.values().map(({ name, addr, len }) => ({ name, addr, len, kind: 'DRAM' as const }));
+    return this.#net.peers.describe(peer);
   }
 
   /** A loaded peer's region named `name` at registration; ERR_NOT_FOUND when it has none of that name. */

@@ -1,6 +1,7 @@
-export { Agent, type AgentEvents, type RemoteRegionInfo } from './agent.js';
+export { Agent, type AgentEvents } from './agent.js';
 export { deserializeDescriptors, serializeDescriptors } from './core/descriptors.js';
-export { MemoryRegion, type MemoryKind, type MemorySource } from './core/memory.js';
+export type { TransferPath } from './core/engine.js';
+export { MemoryRegion, type MemoryKind, type MemorySource, type VramPath } from './core/memory.js';
 export type { TransferMessage, TransferTelemetry } from './core/telemetry.js';
 export { Transfer, type TransferStatus } from './core/transfer.js';
 export * from './errors.js';
@@ -14,13 +15,16 @@ export { cuda } from './gpu/cuda.js';
 export type { VramSource } from './gpu/vram.js';
 export { formatInfo, info, type Info, type LibraryStatus } from './info.js';
 export { Notification, type NotificationMatch, type WaitForNotificationOptions } from './net/inbox.js';
+export type { StagingStats } from './net/engine.js';
 export type { NotificationDroppedError, NotificationStats } from './net/notifications.js';
+export type { RemoteRegionInfo } from './net/peers.js';
 export { PreparedLocal, PreparedRemote } from './net/prepared.js';
 export { listProviders, type ProviderSummary } from './net/providers.js';
 export type { RailStatus } from './net/endpoint.js';
 export type { RailEvent } from './net/engine.js';
 export type {
   AgentOptions,
+  AllocateVramOptions,
   Descriptor,
   EtcdOptions,
   ExchangeOptions,
@@ -34,5 +38,7 @@ export type {
   PeerAddress,
   RegionOptions,
   TransferRequest,
+  VramOptions,
+  VramRegionOptions,
   WaitOptions,
 } from './schemas.js';

@@ -5,6 +5,7 @@
  * Agents sharing a registry share the metrics, told apart by the `agent` label.
  */
 import type { MetricsSink, TransferTelemetry } from './core/telemetry.js';
+import type { StagingStats } from './net/engine.js';
 import { InvalidParamError, LibraryMissingError } from './errors.js';
 import type { MetricsRegistry, Op } from './schemas.js';
 
@@ -26,6 +27,15 @@ interface Family {
   notifications: Record<'sent' | 'received' | 'dropped', import('prom-client').Counter<Labels>>;
   /** Registered bytes of each live agent, read at scrape time. */
   memorySources: Map<string, () => number>;
+  /** The staging pool of each live agent, read at scrape time. */
+  staging: (import('prom-client').Gauge<'agent'> | import('prom-client').Counter<'agent'>)[];
+  stagingSources: Map<string, () => StagingStats>;
+}
+
+/** What an agent reads for its gauges at scrape time. */
+export interface MetricsSources {
+  memoryBytes: () => number;
+  staging: () => StagingStats;
 }
 
 const families = new WeakMap<MetricsRegistry, Family>();
@@ -51,6 +61,30 @@ function family(prom: PromClient, registry: MetricsRegistry): Family {
   const histogram = (name: string, help: string) =>
     new prom.Histogram<Labels>({ name: existing(name), help, labelNames: ['agent', 'peer'], buckets: BUCKETS_US, registers });
   const memorySources = new Map<string, () => number>();
+  const stagingSources = new Map<string, () => StagingStats>();
+  // Staging numbers live in the shim: each scrape copies them (counters from the shim's running totals).
+  type Pick = (s: StagingStats) => number;
+  const stagingGauge = (name: string, help: string, pick: Pick) =>
+    new prom.Gauge<'agent'>({
+      name: existing(name),
+      help,
+      labelNames: ['agent'],
+      registers,
+      collect() {
+        for (const [agent, read] of stagingSources) this.set({ agent }, pick(read()));
+      },
+    });
+  const stagingCounter = (name: string, help: string, pick: Pick) =>
+    new prom.Counter<'agent'>({
+      name: existing(name),
+      help,
+      labelNames: ['agent'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [agent, read] of stagingSources) this.inc({ agent }, pick(read()));
+      },
+    });
   f = {
     txBytes: counter('ixfer_agent_tx_bytes', 'Bytes written to peers (WRITE) or files', ['agent', 'peer']),
     rxBytes: counter('ixfer_agent_rx_bytes', 'Bytes read from peers (READ) or files', ['agent', 'peer']),
@@ -74,6 +108,14 @@ function family(prom: PromClient, registry: MetricsRegistry): Family {
       dropped: counter('ixfer_agent_notifications_dropped', 'Incoming notifications dropped', ['agent', 'peer']),
     },
     memorySources,
+    staging: [
+      stagingGauge('ixfer_agent_staging_pool_bytes', 'Host bounce memory of the VRAM staging pool, in bytes', (s) => s.poolBytes),
+      stagingGauge('ixfer_agent_staging_chunks_busy', 'Bounce chunks of the VRAM staging pool held now', (s) => s.chunksBusy),
+      stagingCounter('ixfer_agent_staging_pieces', "Chunks of the agent's own VRAM transfers staged", (s) => s.pieces),
+      stagingCounter('ixfer_agent_staging_served', "Peers' requests to staged VRAM served", (s) => s.served),
+      stagingCounter('ixfer_agent_staging_copied_bytes', 'Bytes copied between host and device memory by staging', (s) => s.copiedBytes),
+    ],
+    stagingSources,
   };
   families.set(registry, f);
   return f;
@@ -118,16 +160,19 @@ class PromSink implements MetricsSink {
   close(agent: string): void {
     this.#f.memorySources.delete(agent);
     this.#f.memory.remove({ agent });
+    this.#f.stagingSources.delete(agent);
+    for (const m of this.#f.staging) m.remove({ agent });
   }
 }
 
-/** Builds an agent's sink on `registry` (loading prom-client); memoryBytes is read at each scrape. */
+/** Builds an agent's sink on `registry` (loading prom-client); the sources are read at each scrape. */
 export async function createMetrics(
   options: { registry: MetricsRegistry; maxPeerLabels: number },
   agent: string,
-  memoryBytes: () => number,
+  sources: MetricsSources,
 ): Promise<MetricsSink> {
   const f = family(await load(), options.registry);
-  f.memorySources.set(agent, memoryBytes);
+  f.memorySources.set(agent, sources.memoryBytes);
+  f.stagingSources.set(agent, sources.staging);
   return new PromSink(f, options.maxPeerLabels);
 }

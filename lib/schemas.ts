@@ -226,6 +226,30 @@ export const RegionOptionsSchema = z
   .strict();
 export type RegionOptions = z.input<typeof RegionOptionsSchema>;
 
+/** Options of registerVram and allocateVram. */
+export const VramRegionOptionsSchema = z
+  .object({
+    /** Names the region in our metadata (one namespace with host regions). */
+    name: label.optional(),
+    /** Stage this region through host memory even where the provider could reach it (GPUDirect). */
+    staged: z.boolean().default(false),
+  })
+  .strict();
+export interface VramRegionOptions {
+  /** Names the region in our metadata (one namespace with host regions). */
+  name?: string;
+  /** Stage it through host memory even where GPUDirect is offered (default false). */
+  staged?: boolean;
+}
+true satisfies Agrees<VramRegionOptions, z.input<typeof VramRegionOptionsSchema>>;
+/** allocateVram's options: the device (default 0) and the region options. */
+export const AllocateVramOptionsSchema = VramRegionOptionsSchema.extend({ devId: z.number().int().min(0).max(0xffff).default(0) });
+export interface AllocateVramOptions extends VramRegionOptions {
+  /** CUDA device ordinal (default 0). */
+  devId?: number;
+}
+true satisfies Agrees<AllocateVramOptions, z.input<typeof AllocateVramOptionsSchema>>;
+
 /** What ixfer uses of a prom-client Registry (typed here so that prom-client stays optional). */
 export interface MetricsRegistry {
   registerMetric(metric: never): void;
@@ -285,6 +309,40 @@ export interface NotificationOptions {
 }
 true satisfies Agrees<NotificationOptions, z.input<typeof NotificationOptionsSchema>>;
 
+/** How device memory travels over the network, and the host bounce memory of the staged path. */
+export const VramOptionsSchema = z
+  .object({
+    /** 'auto': GPUDirect where the provider has FI_HMEM, else staged; 'staged': always staged; 'gpudirect': FI_HMEM or no agent. */
+    mode: z.enum(['auto', 'staged', 'gpudirect']).default('auto'),
+    /** Host bounce memory of the staged path, allocated on first use: half for peers' requests, half for our own transfers. */
+    stagingBytes: z
+      .number()
+      .int()
+      .positive()
+      .max(2 ** 40)
+      .default(64 << 20),
+    /** Piece of a staged transfer: one device copy and one RMA each, pipelined. */
+    stagingChunkBytes: z
+      .number()
+      .int()
+      .min(64 << 10)
+      .max(2 ** 30)
+      .default(1 << 20),
+  })
+  .strict()
+  .refine((v) => v.stagingBytes >= 2 * v.stagingChunkBytes, {
+    message: 'stagingBytes must hold at least two chunks (stagingChunkBytes): one for our transfers, one for peers',
+    path: ['stagingBytes'],
+  });
+export interface VramOptions {
+  /** 'auto' (default): GPUDirect where the provider offers FI_HMEM, else staged; 'staged': always staged; 'gpudirect': FI_HMEM required. */
+  mode?: 'auto' | 'staged' | 'gpudirect';
+  /** Host bounce memory of the staged path (default 64 MiB), at least two chunks. */
+  stagingBytes?: number;
+  /** Piece of a staged transfer (default 1 MiB, at least 64 KiB). */
+  stagingChunkBytes?: number;
+}
+true satisfies Agrees<VramOptions, z.input<typeof VramOptionsSchema>>;
 /** ixfer.h IXFER_MAX_RAILS. */
 export const MAX_RAILS = 32;
 
@@ -321,6 +379,8 @@ export const AgentOptionsSchema = z
     metadata: ExchangeOptionsSchema.prefault({}),
     /** File transfers. */
     files: FileEngineOptionsSchema.prefault({}),
+    /** Device memory over the network. */
+    vram: VramOptionsSchema.prefault({}),
     /** Prometheus metrics on the user's prom-client registry (prom-client is loaded only then). */
     metrics: z
       .object({
@@ -374,6 +434,8 @@ export interface AgentOptions {
     /** Entries per cuFile batch, 'gds' (default 16). */
     gdsBatch?: number;
   };
+  /** Device memory over the network: GPUDirect or staged, and the staging pool. */
+  vram?: VramOptions;
   /** Prometheus metrics on your prom-client registry (prom-client is loaded only then). */
   metrics?: {
     registry: MetricsRegistry;

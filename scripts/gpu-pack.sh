@@ -13,7 +13,7 @@ fi
 npm run --silent compile
 rm -rf .gpu/app && mkdir -p .gpu/app/node_modules
 cp -r package.json dist prebuilds csrc scripts bench .gpu/app/
-cp -r --parents test/file/gpu test/support/fixtures .gpu/app/
+cp -r --parents test/file/gpu test/net/gpu test/support/fixtures .gpu/app/
 # Every production dependency (etcd3 brings grpc and protobuf along); nested
 # node_modules come with their parent package.
 npm ls --omit=dev --parseable --all 2>/dev/null | tail -n +2 | sed "s|^$root/||" |

@@ -2,8 +2,9 @@
  * The C baselines, compiled on first use with the system's C compiler, cached
  * by source hash, and run as processes that speak a line protocol on
  * stdin/stdout: bench/fi_rma_baseline.c (an initiator and a target on
- * libfabric) and, for --target-seg FILE, bench/file_baseline.c (one process,
- * a pread/pwrite loop on the bench's file).
+ * libfabric), for --target-seg FILE bench/file_baseline.c (one process, a
+ * pread/pwrite loop on the bench's file), and where a side is VRAM
+ * bench/cuda_copy_baseline.c (one process, the host<->device copies).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -31,6 +32,7 @@ const RMA_BASELINE: CProgram = {
   missing: { stderr: /rdma\/\w+\.h|-lfabric/, hint: "libfabric's headers and library: apt-get install libfabric-dev" },
 };
 const FILE_BASELINE: CProgram = { name: 'file_baseline', libs: [] };
+const COPY_BASELINE: CProgram = { name: 'cuda_copy_baseline', libs: ['-ldl'] };
 
 /** node_modules/.cache/ixfer of the project (an installed ixfer's enclosing node_modules), else the temp dir. */
 function cacheDir(): string {
@@ -116,8 +118,8 @@ class LineProcess {
  * process (no target; its columns show '-').
  */
 export class CEngine implements CheckedEngine {
-  readonly name = 'c';
   private constructor(
+    readonly name: 'c' | 'cuda',
     readonly initiator: LineProcess,
     readonly target?: LineProcess,
   ) {}
@@ -131,7 +133,7 @@ export class CEngine implements CheckedEngine {
       const [, addr, key, base] = await target.line();
       initiator = new LineProcess('initiator', bin, ['initiator', ...common, addr!, key!, base!]);
       await initiator.line();
-      return new CEngine(initiator, target);
+      return new CEngine('c', initiator, target);
     } catch (err) {
       initiator?.close();
       target.close();
@@ -140,11 +142,21 @@ export class CEngine implements CheckedEngine {
   }
 
   /** The pread/pwrite loop on file (of bytes bytes, written by the ixfer file engine). */
-  static async startFile(o: BenchOptions, bytes: number, file: string): Promise<CEngine> {
-    const proc = new LineProcess('file loop', baselineBinary(FILE_BASELINE), [file, String(bytes), o.fileDirect ? '1' : '0']);
+  static startFile(o: BenchOptions, bytes: number, file: string): Promise<CEngine> {
+    return CEngine.#startOne('c', new LineProcess('file loop', baselineBinary(FILE_BASELINE), [file, String(bytes), o.fileDirect ? '1' : '0']));
+  }
+
+  /** The CUDA copy loop: bytes of device memory on each VRAM side's device, and pinned host memory. */
+  static startCopy(o: BenchOptions, bytes: number): Promise<CEngine> {
+    const dev = (seg: BenchOptions['targetSeg'], d: number) => String(seg === 'VRAM' ? d : -1);
+    const args = [String(bytes), dev(o.initiatorSeg, o.device.initiator), dev(o.targetSeg, o.device.target)];
+    return CEngine.#startOne('cuda', new LineProcess('CUDA copy loop', baselineBinary(COPY_BASELINE), args));
+  }
+
+  static async #startOne(name: CEngine['name'], proc: LineProcess): Promise<CEngine> {
     try {
       await proc.line();
-      return new CEngine(proc);
+      return new CEngine(name, proc);
     } catch (err) {
       proc.close();
       throw err;

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 
 import { BENCH_HELP, parseBenchArgs, type BenchOptions } from './options.js';
-import { formatCsv, formatJson, tableHeader, tableRow } from './output.js';
+import { formatCsv, formatJson, tableFooter, tableHeader, tableRow } from './output.js';
 import { renderPlot } from './plot.js';
 import { runBench } from './runner.js';
 
@@ -18,9 +18,9 @@ export async function runAndReport(options: BenchOptions): Promise<number> {
         }
       : undefined,
   );
-  if (!table) process.stdout.write((options.json ? formatJson : formatCsv)(report));
+  process.stdout.write(table ? tableFooter(report) : (options.json ? formatJson : formatCsv)(report));
   if (options.plot) fs.writeFileSync(options.plot, renderPlot(report));
-  const failed = report.rows.filter((r) => r.results.ixfer.consistent === false);
+  const failed = report.rows.filter((r) => report.engines.some((e) => r.results[e]!.consistent === false));
   if (failed.length) {
     process.stderr.write(`ixfer bench: consistency check FAILED for ${failed.length} row(s)\n`);
     return 1;

@@ -5,12 +5,23 @@
 import type { BenchOptions, RowSpec } from './options.js';
 import type { Timing } from './stats.js';
 
-export type EngineName = 'ixfer' | 'c' | 'net';
+/** ixfer; where a side is VRAM its DRAM-to-DRAM twin (dram) and the CUDA copy loop (cuda); the --baseline engines (c, net). */
+export type EngineName = 'ixfer' | 'dram' | 'cuda' | 'c' | 'net';
 
 /** An engine in a few words (plot legend, table key). */
 export function engineLabel(name: EngineName, o: Pick<BenchOptions, 'targetSeg'>): string {
-  if (name === 'c') return o.targetSeg === 'FILE' ? 'C pread/pwrite loop' : 'C on libfabric';
-  return name === 'net' ? 'Node net socket' : 'ixfer';
+  switch (name) {
+    case 'c':
+      return o.targetSeg === 'FILE' ? 'C pread/pwrite loop' : 'C on libfabric';
+    case 'net':
+      return 'Node net socket';
+    case 'dram':
+      return 'ixfer DRAM -> DRAM';
+    case 'cuda':
+      return 'CUDA copy loop';
+    case 'ixfer':
+      return 'ixfer';
+  }
 }
 
 export interface Engine {

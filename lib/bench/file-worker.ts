@@ -6,8 +6,6 @@
 import fs from 'node:fs';
 
 import { Agent } from '../agent.js';
-import { cuda } from '../gpu/cuda.js';
-import { IxferError, makeError } from '../errors.js';
 import type { FileEngineKind } from '../file/engine.js';
 import type { FileRegion } from '../file/region.js';
 import type { MemoryRegion } from '../core/memory.js';
@@ -16,10 +14,12 @@ import { pieces } from './layout.js';
 import type { MemorySegment, RowSpec } from './options.js';
 import { fillPattern, hash } from './pattern.js';
 import { serve } from './rpc.js';
-import { allocateSegment } from './segments.js';
+import { allocateSegment, readSegment, writeSegment } from './segments.js';
 
 export interface FileInit {
   seg: MemorySegment;
+  /** CUDA device of VRAM memory. */
+  device: number;
   bytes: number;
   path: string;
   engine: 'auto' | FileEngineKind;
@@ -45,7 +45,7 @@ function transfer(op: RowSpec['op'], layout: { off: number; len: number }[]) {
 
 /** The first len bytes of memory or of the file (a copy for VRAM and the file). */
 function readSide(side: 'memory' | 'file', len: number): Uint8Array {
-  if (side === 'memory') return memory.kind === 'VRAM' ? cuda.read(memory.desc(0, len)) : memory.bytes.subarray(0, len);
+  if (side === 'memory') return readSegment(memory, len);
   const out = Buffer.allocUnsafe(len);
   const fd = fs.openSync(file.path, 'r');
   try {
@@ -58,23 +58,14 @@ function readSide(side: 'memory' | 'file', len: number): Uint8Array {
 
 function writeSide(side: 'memory' | 'file', bytes: Uint8Array): void {
   if (side === 'file') fs.writeFileSync(file.path, bytes, { flag: 'r+' });
-  else if (memory.kind === 'VRAM') cuda.write(memory.desc(0, bytes.length), bytes);
-  else memory.bytes.set(bytes);
+  else writeSegment(memory, bytes);
 }
 
 serve({
   async init(m) {
     const o = m as unknown as FileInit;
     agent = await Agent.create({ name: 'bench-file', provider: o.provider, address: o.address, files: { threads: o.threads } });
-    try {
-      memory = allocateSegment(agent, o.seg, o.bytes);
-    } catch (err) {
-      if (o.seg !== 'VRAM' || !(err instanceof IxferError)) throw err;
-      throw makeError(
-        err.code === 'ERR_LIBRARY_MISSING' ? err.code : 'ERR_NOT_SUPPORTED',
-        `--initiator-seg VRAM needs a CUDA device and its driver (libcuda): ${err.message}`,
-      );
-    }
+    memory = allocateSegment(agent, o.seg, o.bytes, o.device, 'initiator');
     file = agent.registerFile(o.path, { truncate: true, direct: o.direct });
     engine = o.engine;
     // The whole file, written once by the engine under test, before any row reads it.

@@ -2,16 +2,19 @@
  * An ixfer bench process: the initiator or the target agent, driven by the
  * orchestrator over IPC (rpc.ts). The initiator runs the rows and times them
  * as nixlbench does; the target only registers memory (its progress thread
- * serves the RMA) and fills or hashes it for --check-consistency.
+ * serves the RMA, and stages VRAM that the provider cannot reach) and fills
+ * or hashes it for --check-consistency.
  */
 import { Agent } from '../agent.js';
+import type { VramOptions } from '../schemas.js';
 import type { MemoryRegion } from '../core/memory.js';
+import type { StagingStats } from '../net/engine.js';
 import { timeIterations } from './iterate.js';
 import { pieces } from './layout.js';
 import type { MemorySegment, RowSpec } from './options.js';
 import { fillPattern, hash } from './pattern.js';
 import { serve } from './rpc.js';
-import { allocateSegment } from './segments.js';
+import { allocateSegment, readSegment, writeSegment } from './segments.js';
 import type { Timing } from './stats.js';
 
 let agent: Agent;
@@ -31,29 +34,45 @@ function runRow(row: RowSpec, prepared: boolean, iters: number): Promise<Timing>
   return timeIterations(iters, () => agent.makeTransfer(row.op, pl, idx, pr, idx), true);
 }
 
+export interface IxferInit {
+  role: 'initiator' | 'target';
+  provider: string;
+  address: string;
+  bytes: number;
+  seg: MemorySegment;
+  /** CUDA device of VRAM memory. */
+  device: number;
+  vram: VramOptions;
+  /** The agent's rails (--rails, --target-rails). */
+  rails: number;
+}
+
 serve({
   async init(m) {
-    const { role, provider, address, bytes, seg, rails } = m as unknown as {
-      role: string;
-      provider: string;
-      address: string;
-      bytes: number;
-      seg: MemorySegment;
-      rails: number;
+    const { role, provider, address, bytes, seg, device, vram, rails } = m as unknown as IxferInit;
+    agent = await Agent.create({ name: `bench-${role}`, provider, address, vram, rails });
+    region = allocateSegment(agent, seg, bytes, device, role);
+    return {
+      metadata: Buffer.from(agent.getLocalMetadata()).toString('base64'),
+      addr: region.addr,
+      path: region.kind === 'VRAM' ? region.path : undefined,
     };
-    agent = await Agent.create({ name: `bench-${role}`, provider, address, rails });
-    region = allocateSegment(agent, seg, bytes);
-    return { metadata: Buffer.from(agent.getLocalMetadata()).toString('base64'), addr: region.addr };
+  },
+  /** The agent's staging pool (all zero where nothing was staged). */
+  staging(): { stats: StagingStats } {
+    return { stats: agent.stagingStats };
   },
   connect(m) {
     peer = agent.loadRemoteMetadata(Buffer.from(m.metadata as string, 'base64'));
     remoteBase = m.addr as number;
   },
   fill(m) {
-    fillPattern(region.bytes.subarray(0, m.len as number), m.seed as number);
+    const bytes = Buffer.allocUnsafe(m.len as number);
+    fillPattern(bytes, m.seed as number);
+    writeSegment(region, bytes);
   },
   hash(m) {
-    return { hash: hash(region.bytes.subarray(0, m.len as number)) };
+    return { hash: hash(readSegment(region, m.len as number)) };
   },
   async warmup(m) {
     const row = m.row as RowSpec;

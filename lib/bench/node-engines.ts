@@ -1,15 +1,19 @@
 /**
  * The engines run by Node processes: ixfer over the network (an initiator and
- * a target), ixfer to a file (one process), and the net baseline.
+ * a target; with a VRAM side, also its DRAM-to-DRAM twin), ixfer to a file
+ * (one process), and the net baseline.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { makeError } from '../errors.js';
+import type { VramPath } from '../core/memory.js';
+import type { StagingStats } from '../net/engine.js';
 import type { CheckedEngine, Engine } from './engine.js';
 import type { FileInit } from './file-worker.js';
-import type { BenchOptions, RowSpec } from './options.js';
+import type { IxferInit } from './ixfer-worker.js';
+import { vramOptions, type BenchOptions, type MemorySegment, type RowSpec } from './options.js';
 import { Worker } from './rpc.js';
 import type { Timing } from './stats.js';
 
@@ -47,19 +51,44 @@ abstract class WorkerPair {
 }
 
 export class IxferEngine extends WorkerPair implements CheckedEngine {
-  readonly name = 'ixfer';
-  private constructor(readonly prepared: boolean) {
-    super('ixfer-worker.js', 'ixfer');
+  /** The paths of the initiator's and the target's regions. */
+  paths: { initiator?: VramPath | undefined; target?: VramPath | undefined } = {};
+
+  private constructor(
+    readonly name: 'ixfer' | 'dram',
+    readonly prepared: boolean,
+  ) {
+    super('ixfer-worker.js', name);
   }
 
-  static start(o: BenchOptions, bytes: number): Promise<IxferEngine> {
-    const engine = new IxferEngine(o.prepared);
+  /**
+   * The engine under test ('ixfer', the segments of the options), or 'dram':
+   * the same transfers DRAM to DRAM, the baseline of a run with a VRAM side.
+   */
+  static start(o: BenchOptions, bytes: number, name: 'ixfer' | 'dram' = 'ixfer'): Promise<IxferEngine> {
+    const engine = new IxferEngine(name, o.prepared);
+    const seg = (s: BenchOptions['targetSeg']): MemorySegment => (name === 'dram' ? 'DRAM' : (s as MemorySegment));
+    const vram = vramOptions(o);
+    const init = async (w: Worker, role: IxferInit['role']) => {
+      const rails = role === 'target' ? (o.targetRails ?? o.rails) : o.rails;
+      const msg: IxferInit = { role, provider: o.provider, address: o.address, bytes, seg: seg(o[`${role}Seg`]), device: o.device[role], vram, rails };
+      const r = await w.request<{ metadata: string; addr: number; path?: VramPath }>({ type: 'init', ...msg });
+      engine.paths[role] = r.path;
+      return r;
+    };
     return engine.setUp(async () => {
-      const common = { provider: o.provider, address: o.address, bytes };
-      const t = await engine.target.request({ type: 'init', role: 'target', seg: o.targetSeg, rails: o.targetRails ?? o.rails, ...common });
-      await engine.initiator.request({ type: 'init', role: 'initiator', seg: o.initiatorSeg, rails: o.rails, ...common });
+      const t = await init(engine.target, 'target');
+      await init(engine.initiator, 'initiator');
       await engine.initiator.request({ type: 'connect', metadata: t.metadata, addr: t.addr });
     });
+  }
+
+  /** Both agents' staging pools. */
+  async staging(): Promise<{ initiator: StagingStats; target: StagingStats }> {
+    const [initiator, target] = await Promise.all(
+      [this.initiator, this.target].map(async (w) => (await w.request<{ stats: StagingStats }>({ type: 'staging' })).stats),
+    );
+    return { initiator: initiator!, target: target! };
   }
 
   async warmup(row: RowSpec): Promise<void> {
@@ -104,6 +133,7 @@ export class IxferFileEngine implements CheckedEngine {
     try {
       const init: FileInit = {
         seg: o.initiatorSeg as FileInit['seg'],
+        device: o.device.initiator,
         bytes,
         path: file,
         engine: o.fileEngine,

@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 
 import { InvalidParamError, NotSupportedError } from '../errors.js';
-import { MAX_RAILS, parse } from '../schemas.js';
+import { MAX_RAILS, parse, VramOptionsSchema } from '../schemas.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -40,14 +40,23 @@ const count = z.union([z.number(), z.string().transform(Number)]).pipe(z.number(
 const countOrZero = z.union([z.number(), z.string().transform(Number)]).pipe(z.number().int().nonnegative());
 
 /**
- * What a side transfers from or to. Over the network both sides are DRAM;
- * with --target-seg FILE one process moves its memory (DRAM or VRAM) to and
- * from a file (checkSegments says which pairs are measured).
+ * What a side transfers from or to: over the network DRAM or VRAM on each
+ * side; with --target-seg FILE one process moves its memory (DRAM or VRAM) to
+ * and from a file (checkSegments says which pairs are measured).
  */
 const SegmentSchema = z.enum(['DRAM', 'VRAM', 'FILE']);
 type Segment = z.infer<typeof SegmentSchema>;
 /** The memory kinds of an agent (the initiator's side with FILE). */
 export type MemorySegment = Exclude<Segment, 'FILE'>;
+
+/** --device: "N" for both sides, or "I,T": the CUDA devices of the initiator and the target. */
+const DevicesSchema = z
+  .union([z.number().int().nonnegative().transform(String), z.string()])
+  .pipe(z.string().regex(/^\d+(,\d+)?$/, 'is a CUDA device number, or two (initiator,target) like 0,1'))
+  .transform((s) => {
+    const [i, t = i] = s.split(',').map(Number);
+    return { initiator: i!, target: t! };
+  });
 
 const BenchOptionsSchema = z
   .object({
@@ -80,6 +89,11 @@ const BenchOptionsSchema = z
     fileEngine: z.enum(['auto', 'posix', 'gds', 'gds_mt']).default('auto'),
     fileThreads: count.default(4),
     fileDirect: z.boolean().default(false),
+    /** VRAM sides: their CUDA devices, and the agents' vram options (both agents, every ixfer engine). */
+    device: DevicesSchema.default({ initiator: 0, target: 0 }),
+    vramMode: z.enum(['auto', 'staged', 'gpudirect']).optional(),
+    stagingBytes: size.optional(),
+    stagingChunkBytes: size.optional(),
     preset: z.enum(['iov-sweep']).optional(),
     json: z.boolean().default(false),
     csv: z.boolean().default(false),
@@ -166,6 +180,10 @@ const FLAGS = {
   'file-engine': { type: 'string' },
   'file-threads': { type: 'string' },
   'file-direct': { type: 'boolean' },
+  device: { type: 'string' },
+  'vram-mode': { type: 'string' },
+  'staging-bytes': { type: 'string' },
+  'staging-chunk-bytes': { type: 'string' },
   preset: { type: 'string' },
   json: { type: 'boolean' },
   csv: { type: 'boolean' },
@@ -189,6 +207,7 @@ export function parseBenchArgs(args: string[]): { help: boolean; options: BenchO
   if (typeof input.initiatorSeg === 'string') input.initiatorSeg = input.initiatorSeg.toUpperCase();
   if (typeof input.targetSeg === 'string') input.targetSeg = input.targetSeg.toUpperCase();
   if (typeof input.fileEngine === 'string') input.fileEngine = input.fileEngine.toLowerCase();
+  if (typeof input.vramMode === 'string') input.vramMode = input.vramMode.toLowerCase();
   const options = parse(BenchOptionsSchema, input, 'bench options');
   if (help !== true) checkSegments(options);
   return { help: help === true, options };
@@ -202,6 +221,14 @@ size (doubling) and batch size (doubling) runs --warmup-iter, then --num-iter
 iterations. One iteration is one transfer of <batch> blocks (each block cut
 into --num-iovs descriptors), posted and awaited; one is in flight at a time.
 
+Where a side is VRAM (allocateVram on --device), each row is also run, in
+turn, DRAM to DRAM by ixfer (same provider, sizes and agent options) and by a
+C loop of the host<->device copies a staged transfer makes (cuMemcpyDtoH of
+the source, cuMemcpyHtoD into the destination, through pinned host memory,
+no network): the dram and cuda columns. The header says which path each VRAM
+region takes (gpudirect: the provider moves device memory; staged: through
+the agents' host bounce buffers).
+
 With --target-seg FILE there is one process: its agent registers
 --total-buffer-size bytes of memory (--initiator-seg DRAM or VRAM) and a file
 of that size in --file-dir (written in full before the first row, removed at
@@ -211,9 +238,14 @@ b * block on both. The header names the file engine used and why.
 
 options (nixlbench's names):
   --op READ|WRITE             operation, initiator's view (default WRITE)
-  --initiator-seg DRAM|VRAM   memory of the initiator (default DRAM; VRAM only
-                              with --target-seg FILE)
-  --target-seg DRAM|FILE      memory of the target, or a file (default DRAM)
+  --initiator-seg DRAM|VRAM   memory of the initiator (default DRAM)
+  --target-seg DRAM|VRAM|FILE memory of the target, or a file (default DRAM)
+  --device N | I,T            CUDA device of the VRAM sides: both, or initiator
+                              and target (default 0)
+  --vram-mode auto|staged|gpudirect
+                              both agents' vram.mode (default: the agent's, auto)
+  --staging-bytes N           both agents' vram.stagingBytes (staging pool)
+  --staging-chunk-bytes N     both agents' vram.stagingChunkBytes
   --start-block-size N        first block size (default 4K; K, M, G suffixes)
   --max-block-size N          last block size (default 64M)
   --start-batch-size N        first batch size (default 1)
@@ -264,28 +296,45 @@ columns (nixlbench's definitions; times in microseconds):
               FILE the one process is in i (its I/O threads included), t is -
   rss MB      peak resident memory of each process during the row (MiB)
   spread      --repeat N > 1: lowest-highest GB/s of ixfer's N runs
+  dram, cuda  VRAM: ixfer DRAM -> DRAM and the CUDA copy loop's GB/s, and
+              ixfer's ratio to them
   C, net      the baselines' GB/s, and ixfer's ratio to them
   check       --check-consistency: ok when every checked engine's data matched
-              in every run (the C RMA loop is checked too; the C file loop not)
+              in every run (dram and the C RMA loop are checked too; the C
+              file loop and the CUDA copy loop not)
 `;
 
 /**
  * Refuses, before anything starts, the segment pairs that are not measured:
- * ixfer measures DRAM to DRAM over the network, and DRAM or VRAM to and from a
- * file in one process (--target-seg FILE).
+ * ixfer measures DRAM or VRAM on either side over the network, and DRAM or
+ * VRAM to and from a file in one process (--target-seg FILE).
  */
 function checkSegments(o: BenchOptions): void {
   const pair = `--initiator-seg ${o.initiatorSeg} --target-seg ${o.targetSeg}`;
   if (o.initiatorSeg === 'FILE') {
     throw new NotSupportedError(`${pair}: FILE is a target segment (the initiator's memory moves to and from it)`);
   }
-  if (o.targetSeg === 'FILE') {
-    if (o.prepared) throw new NotSupportedError('--prepared: file transfers have no prepared descriptor lists');
-    return;
+  if (o.targetSeg === 'FILE' && o.prepared) {
+    throw new NotSupportedError('--prepared: file transfers have no prepared descriptor lists');
   }
-  if (o.initiatorSeg === 'VRAM' || o.targetSeg === 'VRAM') {
-    throw new NotSupportedError(
-      `${pair}: VRAM over the network is not supported; VRAM moves to and from files (--initiator-seg VRAM --target-seg FILE)`,
-    );
+  const flags = (keys: string[]) => keys.map((k) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ');
+  const network = (['vramMode', 'stagingBytes', 'stagingChunkBytes'] as const).filter((k) => o[k] !== undefined);
+  if (network.length && !(hasVram(o) && o.targetSeg !== 'FILE')) {
+    throw new InvalidParamError(`${flags(network)}: only where a side is VRAM over the network (not FILE)`);
   }
+  if ((o.device.initiator !== 0 || o.device.target !== 0) && !hasVram(o)) {
+    throw new InvalidParamError('--device: only where a side is VRAM');
+  }
+  vramOptions(o); // refused now (a pool of fewer than two chunks), not by each agent later
+}
+
+/** The agents' vram options (AgentOptions.vram), defaults filled in. */
+export function vramOptions(o: BenchOptions): z.output<typeof VramOptionsSchema> {
+  const given = { mode: o.vramMode, stagingBytes: o.stagingBytes, stagingChunkBytes: o.stagingChunkBytes };
+  return parse(VramOptionsSchema, given, 'bench vram options (--vram-mode, --staging-bytes, --staging-chunk-bytes)');
+}
+
+/** Whether a side of the run is device memory. */
+export function hasVram(o: Pick<BenchOptions, 'initiatorSeg' | 'targetSeg'>): boolean {
+  return o.initiatorSeg === 'VRAM' || o.targetSeg === 'VRAM';
 }

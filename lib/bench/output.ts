@@ -1,9 +1,10 @@
 /** The report as a table for people, or CSV / JSON for programs. */
 import { engineLabel, type EngineName } from './engine.js';
+import { formatSize, vramOptions } from './options.js';
 import type { BenchReport } from './runner.js';
 import type { Measurement } from './stats.js';
 
-const BASELINES: EngineName[] = ['c', 'net'];
+const BASELINES: EngineName[] = ['dram', 'cuda', 'c', 'net'];
 
 interface Column {
   title: string;
@@ -19,7 +20,8 @@ const f3 = f(3);
 
 /**
  * With baselines the table keeps ixfer's main columns and the comparisons, so
- * that it fits in 100 columns; --json and --csv carry every measurement.
+ * that it fits in 100 columns (with a VRAM side, without post avg; with
+ * --baseline as well it is wider); --json and --csv carry every measurement.
  */
 function columns(report: BenchReport): Column[] {
   const ix = (pick: (m: Measurement) => number, fmt: (v: number) => string) => (r: BenchReport['rows'][number]) =>
@@ -48,7 +50,7 @@ function columns(report: BenchReport): Column[] {
           { title: 'prep p99', value: ix((m) => m.prepUs.p99, f1) },
         ]
       : []),
-    { title: 'post avg', value: ix((m) => m.postUs.avg, f1) },
+    ...(report.paths ? [] : [{ title: 'post avg', value: ix((m) => m.postUs.avg, f1) }]),
     ...(full ? [{ title: 'post p99', value: ix((m) => m.postUs.p99, f1) }] : []),
     ...(full ? [{ title: 'tx avg', value: ix((m) => m.txUs.avg, f1) }] : []),
     { title: 'tx p99', width: 8, value: ix((m) => m.txUs.p99, f1) },
@@ -90,8 +92,14 @@ function line(cols: Column[], cells: string[]): string {
 export function tableHeader(report: BenchReport): string {
   const o = report.options;
   const cols = columns(report);
-  const source = (e: EngineName) => (e === 'net' ? 'node:net' : o.targetSeg === 'FILE' ? 'bench/file_baseline.c' : 'bench/fi_rma_baseline.c');
-  const key = BASELINES.filter((e) => report.engines.includes(e)).map((e) => `${e} = ${engineLabel(e, o)} (${source(e)})`);
+  const sources: Record<EngineName, string> = {
+    ixfer: '',
+    dram: 'same provider, sizes and agent options',
+    cuda: 'bench/cuda_copy_baseline.c, pinned host memory, no network',
+    c: o.targetSeg === 'FILE' ? 'bench/file_baseline.c' : 'bench/fi_rma_baseline.c',
+    net: 'node:net',
+  };
+  const key = BASELINES.filter((e) => report.engines.includes(e)).map((e) => `${e} = ${engineLabel(e, o)} (${sources[e]})`);
   const file = report.file;
   const header =
     (file
@@ -103,6 +111,7 @@ export function tableHeader(report: BenchReport): string {
         (o.rails > 1 || (o.targetRails ?? o.rails) > 1 ? `, ixfer rails ${o.rails} -> ${o.targetRails ?? o.rails}` : '') +
         `\n${report.bufferBytes} bytes registered per side, ${o.prepared ? 'prepared lists + makeTransfer' : 'one transfer per row, reposted'}\n` +
         `times in microseconds; i = initiator, t = target`) +
+    (report.paths ? `\n${vramLine(report)}` : '') +
     (o.repeat > 1 ? `\neach row run ${o.repeat} times, interleaved: median run shown, ratios of medians` : '') +
     (key.length ? `\n${key.join('\n')}\nx = ixfer / baseline GB/s; --json or --csv for every column` : '') +
     '\n\n';
@@ -113,6 +122,30 @@ export function tableHeader(report: BenchReport): string {
     line(cols, cols.map((c, i) => '-'.repeat(width(c, i)))) +
     '\n'
   );
+}
+
+/** Where VRAM is on each side, the path its region takes, and the agents' staging settings. */
+function vramLine(report: BenchReport): string {
+  const o = report.options;
+  const side = (role: 'initiator' | 'target') => {
+    const path = report.paths![role];
+    return `${role} ${path ? `VRAM on device ${o.device[role]}, ${path}` : 'DRAM'}`;
+  };
+  const v = vramOptions(o);
+  return `${side('initiator')}; ${side('target')}\nvram mode ${v.mode}, staging pool ${formatSize(v.stagingBytes)} per agent in ${formatSize(v.stagingChunkBytes)} chunks`;
+}
+
+/** After the last row: the staging pools (a VRAM side over the network). */
+export function tableFooter(report: BenchReport): string {
+  const s = report.staging;
+  if (!s) return '';
+  const side = (role: 'initiator' | 'target') => {
+    const t = s[role];
+    if (t.poolBytes === 0) return `${role} none (nothing staged)`;
+    return `${role} ${formatSize(t.poolBytes)} in ${formatSize(t.chunkBytes)} chunks, ${t.chunksPeak} held at most, ` +
+      `${t.pieces} pieces staged, ${t.served} peer requests served`;
+  };
+  return `\nstaging: ${side('initiator')}\n         ${side('target')}\n`;
 }
 
 export function tableRow(report: BenchReport, row: BenchReport['rows'][number]): string {

@@ -11,7 +11,7 @@ import type { BenchReport } from './runner.js';
 const W = 760;
 const H = 460;
 const M = { top: 48, right: 24, bottom: 56, left: 64 };
-const COLORS: Record<EngineName, string> = { ixfer: '#d62728', c: '#1f77b4', net: '#2ca02c' };
+const COLORS: Record<EngineName, string> = { ixfer: '#d62728', dram: '#9467bd', cuda: '#ff7f0e', c: '#1f77b4', net: '#2ca02c' };
 const DASHES = ['', '6 3', '2 3', '8 3 2 3'];
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');

@@ -1,6 +1,6 @@
 /**
  * The orchestrator: starts each engine's processes (two per engine over the
- * network, one with --target-seg FILE), then for every row of
+ * network, one with --target-seg FILE or for the CUDA copy loop), then for every row of
  * the sweep runs every engine in turn, --repeat times (interleaved, so that a
  * noisy machine disturbs all engines alike), sampling both processes' CPU time
  * and peak RSS from /proc around the measured iterations.
@@ -8,7 +8,9 @@
 import { CEngine } from './c-baseline.js';
 import type { CheckedEngine, Engine, EngineName } from './engine.js';
 import { IxferEngine, IxferFileEngine, NetEngine } from './node-engines.js';
-import { bufferSize, formatSize, sweep, type BenchOptions, type RowSpec } from './options.js';
+import type { VramPath } from '../core/memory.js';
+import type { StagingStats } from '../net/engine.js';
+import { bufferSize, formatSize, hasVram, sweep, type BenchOptions, type RowSpec } from './options.js';
 import { cpuSeconds, peakRss, resetPeakRss } from './procstat.js';
 import { hostInfo, libfabricVersion, type HostInfo } from '../info.js';
 import { packageVersion } from '../native/shim.js';
@@ -31,6 +33,10 @@ export interface BenchReport {
   engines: EngineName[];
   /** --target-seg FILE: the file engine the transfers used (FileTransfer.engine), and why. */
   file?: { engine: string; engineReason: string };
+  /** A VRAM side over the network: the path of each side's region (MemoryRegion.path; DRAM: absent). */
+  paths?: { initiator?: VramPath | undefined; target?: VramPath | undefined };
+  /** ... and each agent's staging pool (Agent.stagingStats) when the sweep ends. */
+  staging?: { initiator: StagingStats; target: StagingStats };
   rows: RowResult[];
 }
 
@@ -60,13 +66,15 @@ async function startEngines(o: BenchOptions, bytes: number, engines: Engine[]): 
   }
   const ixfer = await IxferEngine.start(o, bytes);
   engines.push(ixfer);
+  if (hasVram(o)) engines.push(await IxferEngine.start(o, bytes, 'dram'), await CEngine.startCopy(o, bytes));
   if (o.baseline) engines.push(await CEngine.start(o, bytes), await NetEngine.start(o, bytes));
   return ixfer;
 }
 
-/** The engines whose data --check-consistency compares: ixfer's, and the C RMA loop's. */
+/** The engines whose data --check-consistency compares: ixfer's (and its DRAM twin's), and the C RMA loop's. */
 function checkedEngine(e: Engine, ixfer: CheckedEngine): CheckedEngine | undefined {
   if (e === ixfer) return ixfer;
+  if (e instanceof IxferEngine) return e;
   return e instanceof CEngine && e.checked ? e : undefined;
 }
 
@@ -85,6 +93,7 @@ export async function runBench(o: BenchOptions, onRow?: (report: BenchReport) =>
     progress = progressLine(rows.length * engines.length * o.repeat, !o.json && !o.csv);
     const results: RowResult[] = [];
     const file = ixfer instanceof IxferFileEngine ? { engine: ixfer.engine, engineReason: ixfer.engineReason } : undefined;
+    const vram = ixfer instanceof IxferEngine && hasVram(o) ? ixfer : undefined;
     const report: BenchReport = {
       host: hostInfo(),
       ixfer: packageVersion,
@@ -92,6 +101,7 @@ export async function runBench(o: BenchOptions, onRow?: (report: BenchReport) =>
       bufferBytes: bytes,
       engines: engines.map((e) => e.name),
       ...(file && { file }),
+      ...(vram && { paths: vram.paths }),
       rows: results,
     };
     onRow?.(report);
@@ -118,6 +128,7 @@ export async function runBench(o: BenchOptions, onRow?: (report: BenchReport) =>
     }
     // Only now: loading libfabric here installs its signal handling, and Ctrl-C during the sweep should end it as usual.
     report.libfabric = libfabricVersion();
+    if (vram) report.staging = await vram.staging();
     return report;
   } finally {
     progress?.clear();

@@ -9,6 +9,9 @@ import type { GiveUpCode } from './deadline.js';
 import type { MemoryRegion } from './memory.js';
 import type { Telemetry } from './telemetry.js';
 
+/** How a network transfer's bytes travel: host memory only; VRAM the provider reaches (FI_HMEM); VRAM staged through host memory. */
+export type TransferPath = 'host' | 'gpudirect' | 'staged';
+
 /** What one transfer moves, resolved and packed by its engine once, posted as often as asked. */
 export interface Posting {
   readonly op: Op;
@@ -20,6 +23,8 @@ export interface Posting {
   readonly bytes: number;
   /** Local memory the transfer reads or writes: held (not deregistrable) while a run is in flight. */
   readonly memory: readonly MemoryRegion[];
+  /** Network transfers: how the bytes travel (staged if any pair is, on either side). */
+  readonly path?: TransferPath;
 }
 
 /** The end of one run, as the shim reports it (status 0 or an ixfer_status; ERR_CANCELED when the agent closed first). */

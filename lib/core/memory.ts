@@ -7,6 +7,8 @@ import type { ParsedDescriptor } from '../schemas.js';
 
 /** Host memory, or CUDA device memory (devId is then the CUDA device). */
 export type MemoryKind = 'DRAM' | 'VRAM';
+/** How device memory crosses the network: the provider reaches it (FI_HMEM), or its agent stages it through host memory. */
+export type VramPath = 'gpudirect' | 'staged';
 
 /** What registerMemory accepts: JavaScript memory, or native memory by address. */
 export type MemorySource = ArrayBuffer | SharedArrayBuffer | ArrayBufferView | { addr: number | bigint; len: number };
@@ -21,6 +23,8 @@ export class MemoryRegion implements Disposable {
   readonly len: number;
   readonly kind: MemoryKind;
   readonly devId: number;
+  /** VRAM: how it crosses the network; undefined for host memory. */
+  readonly path: VramPath | undefined;
   /** The name given at registration: peers find the region by it in our metadata. */
   readonly name: string | undefined;
   /** Remote key peers use to reach this region. */
@@ -47,11 +51,13 @@ export class MemoryRegion implements Disposable {
     view?: Uint8Array;
     kind?: MemoryKind;
     devId?: number;
+    path?: VramPath;
     name?: string | undefined;
   }) {
     this.#owner = init.owner;
     this.kind = init.kind ?? 'DRAM';
     this.devId = init.devId ?? 0;
+    this.path = init.path;
     this.name = init.name;
     this.addr = init.addr;
     this.len = init.len;

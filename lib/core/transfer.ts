@@ -2,7 +2,7 @@
 import { codeOfStatus, InvalidParamError, makeError, NotAllowedError, NotFoundError, RepostActiveError, type IxferError } from '../errors.js';
 import { parse, WaitOptionsSchema, type NotificationBody, type Op, type WaitOptions } from '../schemas.js';
 import { withDeadline, type GiveUpCode, type Settle } from './deadline.js';
-import type { Completion, Engine, Posting } from './engine.js';
+import type { Completion, Engine, Posting, TransferPath } from './engine.js';
 import { micros, type TransferTelemetry } from './telemetry.js';
 import { detachedError } from './memory.js';
 
@@ -16,6 +16,12 @@ export class Transfer implements Completion, Disposable {
   readonly count: number;
   /** Total bytes moved by one post. */
   readonly bytes: number;
+  /**
+   * Network transfers: 'host' (host memory on both sides), 'gpudirect' (VRAM
+   * that the provider moves) or 'staged' (VRAM copied through bounce buffers,
+   * on either side); undefined for file transfers.
+   */
+  readonly path: TransferPath | undefined;
   #status: TransferStatus = 'idle';
   #error: IxferError | undefined;
   #released = false;
@@ -39,6 +45,7 @@ export class Transfer implements Completion, Disposable {
     this.peer = posting.target;
     this.count = posting.count;
     this.bytes = posting.bytes;
+    this.path = posting.path;
   }
 
   get status(): TransferStatus {

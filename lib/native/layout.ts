@@ -26,12 +26,21 @@ function putU64(u32: Uint32Array, word: number, v: number): void {
   u32[word * 2 + 1] = Math.floor(v / 0x1_0000_0000);
 }
 
-const IOV_PAIR_WORDS = 6; // ixfer_iov_pair: five uint64_t, then u32 flags and u32 reserved (left 0)
+const IOV_PAIR_WORDS = 6; // ixfer_iov_pair: five uint64_t, then u32 flags and u32 reserved
+
+/** ixfer_iov_pair.flags: the remote region is VRAM its agent stages (remote address: virtual, whatever mr_mode). */
+export const PAIR_REMOTE_STAGED = 1;
+
+/** ixfer_vram_register flags, and its *path for GPUDirect (else IXFER_PATH_STAGED). */
+export const VRAM_REG_STAGED = 1;
+export const PATH_GPUDIRECT = 1;
+/** ixfer_agent_config.vram_mode */
+export const VRAM_MODES = { auto: 0, staged: 1, gpudirect: 2 } as const;
 
 /**
- * ixfer_iov_pair[] (local addr, len, local mr, remote addr, remote key),
- * written in place one pair at a time: an object per pair costs more, in
- * garbage collection, than the rest of building a transfer of 100,000.
+ * ixfer_iov_pair[] (local addr, len, local mr, remote addr, remote key,
+ * flags), written in place one pair at a time: an object per pair costs
+ * more, in garbage collection, than the rest of building a transfer of 100,000.
  */
 export class IovPairs {
   readonly bytes: Uint8Array;
@@ -43,13 +52,14 @@ export class IovPairs {
     this.bytes = new Uint8Array(this.#u64.buffer);
   }
 
-  set(i: number, laddr: number, len: number, mr: bigint, raddr: number, key: bigint): void {
+  set(i: number, laddr: number, len: number, mr: bigint, raddr: number, key: bigint, flags: number): void {
     const w = i * IOV_PAIR_WORDS;
     putU64(this.#u32, w, laddr);
     putU64(this.#u32, w + 1, len);
     this.#u64[w + 2] = mr;
     putU64(this.#u32, w + 3, raddr);
     this.#u64[w + 4] = key;
+    this.#u32[(w + 5) * 2] = flags; // the reserved half stays 0
   }
 }
 

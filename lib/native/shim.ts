@@ -93,6 +93,27 @@ export interface RailConfig {
   domain: string | null;
 }
 
+koffi.struct('ixfer_staging_stats', {
+  pool_bytes: 'uint64_t',
+  chunk_bytes: 'uint64_t',
+  chunks_busy: 'uint32_t',
+  chunks_peak: 'uint32_t',
+  pieces: 'uint64_t',
+  served: 'uint64_t',
+  serve_failed: 'uint64_t',
+  copied_bytes: 'uint64_t',
+});
+export interface StagingStatsRaw {
+  pool_bytes: U64;
+  chunk_bytes: U64;
+  chunks_busy: number;
+  chunks_peak: number;
+  pieces: U64;
+  served: U64;
+  serve_failed: U64;
+  copied_bytes: U64;
+}
+
 export interface AgentConfig {
   provider: string;
   node: string | null;
@@ -100,6 +121,10 @@ export interface AgentConfig {
   name: string;
   notif_pending_cap: number;
   notif_stale_ms: number;
+  /** IXFER_VRAM_AUTO, _STAGED, _GPUDIRECT */
+  vram_mode: number;
+  staging_bytes: number;
+  staging_chunk: number;
   /** One entry per rail (rail 0 first), or null: rail_count rails on node/domain. */
   rails: RailConfig[] | null;
   rail_count: number;
@@ -211,6 +236,23 @@ function declare(lib: ReturnType<typeof koffi.load>) {
       'int32_t ixfer_mr_register(ixfer_agent *agent, uint64_t addr, uint64_t len, _Out_ uint64_t *key, _Out_ ixfer_mr **out)',
     ) as (a: AgentHandle, addr: number | bigint, len: number, key: (number | bigint)[], out: (bigint | null)[]) => number,
     mrDeregister: f('int32_t ixfer_mr_deregister(ixfer_mr *mr)') as (m: MrHandle) => number,
+    vramRegister: f(
+      'int32_t ixfer_vram_register(ixfer_agent *agent, uint64_t addr, uint64_t len, int32_t dev, uint32_t flags, ' +
+        '_Out_ uint64_t *key, _Out_ uint32_t *path, _Out_ ixfer_mr **out)',
+    ) as (
+      a: AgentHandle,
+      addr: number,
+      len: number,
+      dev: number,
+      flags: number,
+      key: (number | bigint)[],
+      path: number[],
+      out: (bigint | null)[],
+    ) => number,
+    stagingStatsGet: f('int32_t ixfer_staging_stats_get(ixfer_agent *agent, _Out_ ixfer_staging_stats *out)') as (
+      a: AgentHandle,
+      out: Partial<StagingStatsRaw>,
+    ) => number,
     peerRemove: f('int32_t ixfer_peer_remove(ixfer_agent *agent, uint64_t peer)') as (
       a: AgentHandle,
       peer: number | bigint,

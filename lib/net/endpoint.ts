@@ -6,6 +6,7 @@
 import crypto from 'node:crypto';
 
 import { NotAllowedError } from '../errors.js';
+import { VRAM_MODES } from '../native/layout.js';
 import { check, decodeProviderInfo, providerInfoBuffer, shim, type AgentHandle, RAIL_STATS_WORDS, type RailStats } from '../native/shim.js';
 import { coreName, pickProvider, planRails, summarizeProvider, type ProviderSummary, type RailsOption } from './providers.js';
 
@@ -19,6 +20,7 @@ export interface EndpointOptions {
   iface?: string | undefined;
   address?: string | undefined;
   notifications: { maxPendingBytesPerPeer: number; staleMs: number };
+  vram: { mode: keyof typeof VRAM_MODES; stagingBytes: number; stagingChunkBytes: number };
   /** Rails (endpoint, CQ, address vector each); 1 when absent. */
   rails?: RailsOption | undefined;
   /** Transfers of at least this many bytes are cut across rails (default 128 KiB). */
@@ -103,6 +105,9 @@ export class Endpoint {
           name: opts.name,
           notif_pending_cap: opts.notifications.maxPendingBytesPerPeer,
           notif_stale_ms: opts.notifications.staleMs,
+          vram_mode: VRAM_MODES[opts.vram.mode],
+          staging_bytes: opts.vram.stagingBytes,
+          staging_chunk: opts.vram.stagingChunkBytes,
           rails: rails.length > 1 ? rails.map((r) => ({ node: r.node ?? null, domain: r.domain ?? null })) : null,
           rail_count: rails.length,
           rail_cooldown_ms: opts.railCooldownMs ?? 0,

@@ -12,14 +12,31 @@ import type { Telemetry } from '../core/telemetry.js';
 import { Transfer } from '../core/transfer.js';
 import { codeOfStatus, InvalidParamError, makeError, MismatchError, NotFoundError, statusOf, type IxferError } from '../errors.js';
 import { EVENT_RAIL, OP_READ, OP_WRITE, POST_NOTIFY } from '../native/layout.js';
-import { check, shim, toBigInt, viewNative, type MrHandle } from '../native/shim.js';
+import { check, shim, toBigInt, viewNative, type MrHandle, type StagingStatsRaw } from '../native/shim.js';
 import { parseDescriptors, type Descriptor, type Op, type ParsedDescriptor } from '../schemas.js';
 import type { Endpoint } from './endpoint.js';
 import { parseNotificationBody, type InboxLimits } from './inbox.js';
-import { encodeMetadata } from './metadata.js';
+import { encodeMetadata, REGION_DRAM, REGION_VRAM_GPUDIRECT, REGION_VRAM_STAGED } from './metadata.js';
 import { Notifications, type NotificationDroppedError } from './notifications.js';
 import { PeerTable } from './peers.js';
 import { buildPosting, PreparedLocal, PreparedRemote, type NetPosting } from './prepared.js';
+
+/** The staging pool of an agent (VRAM staged through host bounce buffers). */
+export interface StagingStats {
+  /** Bounce memory allocated (0 until a staged transfer first needs it). */
+  poolBytes: number;
+  chunkBytes: number;
+  /** Bounce chunks held now, and the most held at once. */
+  chunksBusy: number;
+  chunksPeak: number;
+  /** Chunks of this agent's own transfers staged. */
+  pieces: number;
+  /** Peers' staged requests served, and those refused or failed. */
+  served: number;
+  serveFailed: number;
+  /** Bytes copied between host and device memory. */
+  copiedBytes: number;
+}
 
 /** connect()'s deadline when neither the call nor the agent gives one. */
 const CONNECT_TIMEOUT_MS = 10_000;
@@ -44,6 +61,8 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
   readonly notifications: Notifications;
   /** Host memory registered on the endpoint. */
   readonly memory = new MemoryRegistry((r) => `the registered region [0x${r.addr.toString(16)}, +${r.len})`);
+  /** Device memory registered on the endpoint (by gpu/): transfers and metadata take both kinds. */
+  readonly vram = new MemoryRegistry(() => 'registered device memory');
   readonly #completions: Completions;
   /** allocate()d memory, freed with its region. */
   readonly #owned = new Map<MemoryRegion, number>();
@@ -95,7 +114,7 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
 
   registerMemory(source: MemorySource, name?: string): MemoryRegion {
     this.endpoint.handle();
-    this.#checkName(name);
+    this.checkName(name);
     const { addr, len, keepAlive } = describeSource(source, (v) => Number(shim().memAddress(v)));
     return this.#register(addr, len, name, keepAlive);
   }
@@ -103,7 +122,7 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
   allocate(bytes: number, name?: string): MemoryRegion {
     this.endpoint.handle();
     if (!Number.isSafeInteger(bytes) || bytes <= 0) throw new InvalidParamError('allocate needs a positive byte count');
-    this.#checkName(name);
+    this.checkName(name);
     const native = shim();
     const out: (number | bigint)[] = [0];
     check(native.memMap(bytes, out), `allocating ${bytes} bytes`);
@@ -118,9 +137,10 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     }
   }
 
-  /** Peers look regions up by name: one region per name. */
-  #checkName(name: string | undefined): void {
-    if (name !== undefined && this.memory.values().some((r) => r.name === name)) {
+  /** Peers look regions up by name: one region per name, host and device memory alike. */
+  checkName(name: string | undefined): void {
+    const taken = (r: MemoryRegion) => r.name === name;
+    if (name !== undefined && (this.memory.values().some(taken) || this.vram.values().some(taken))) {
       throw new InvalidParamError(`a registered region is already named '${name}'`);
     }
   }
@@ -133,14 +153,14 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     const handle = out[0] as MrHandle;
     const region = new MemoryRegion({ owner: this, addr, len, key: toBigInt(key[0]!), handle, keepAlive, view, name });
     this.memory.add(region);
-    this.#bump();
+    this.registrationsChanged();
     return region;
   }
 
   /** RegionOwner: region.deregister() lands here. */
   deregister(region: MemoryRegion): void {
     if (!this.memory.remove(region)) return;
-    this.#bump();
+    this.registrationsChanged();
     if (this.endpoint.live) check(shim().mrDeregister(region.handle), 'deregistering memory');
     this.#free(region);
   }
@@ -156,7 +176,8 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     if (ab && !isDetached(ab)) unmapWhenCollected.register(ab, { addr, len: region.len });
   }
 
-  #bump(): void {
+  /** A region came or went (here or in gpu/): our metadata's version moves on. */
+  registrationsChanged(): void {
     this.#sequence++;
     this.#changed();
   }
@@ -164,7 +185,7 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
   /** The regions holding each descriptor; ERR_NOT_FOUND naming the first that none holds. */
   localRegions(descs: readonly ParsedDescriptor[], what: string): MemoryRegion[] {
     return descs.map((d, i) => {
-      const r = this.memory.find(d.addr, d.len);
+      const r = this.memory.find(d.addr, d.len) ?? this.vram.find(d.addr, d.len);
       if (!r) throw new NotFoundError(`${what}[${i}] [0x${d.addr.toString(16)}, +${d.len}) is not in registered memory`);
       return r;
     });
@@ -174,11 +195,12 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
 
   /** Our metadata: every region, or `regions` only (partial). */
   localMetadata(regions: unknown[] | undefined, includeConnection: boolean): Uint8Array {
-    // All regions come sorted; a chosen few are checked by lookup (O(log n) each) and sorted.
-    let chosen: readonly MemoryRegion[] = this.memory.values();
+    // All regions come sorted (host and VRAM merged); a chosen few are checked by lookup (O(log n) each) and sorted.
+    let chosen: readonly MemoryRegion[] = mergeByAddress(this.memory.values(), this.vram.values());
     if (regions) {
       for (const r of regions) {
-        if (!(r instanceof MemoryRegion) || !r.registered || this.memory.find(r.addr, r.len) !== r) {
+        const registry = r instanceof MemoryRegion && r.kind === 'VRAM' ? this.vram : this.memory;
+        if (!(r instanceof MemoryRegion) || !r.registered || registry.find(r.addr, r.len) !== r) {
           throw new NotFoundError('getLocalMetadata: a region is not registered with this agent');
         }
       }
@@ -194,7 +216,7 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
       addrFormat: ep.info.addrFormatValue,
       ...(includeConnection ? { address: ep.address, rails: ep.rails.slice(1).map((r) => r.address) } : {}),
       complete: regions === undefined,
-      regions: chosen.map((r) => ({ addr: r.addr, len: r.len, key: r.key, devId: r.devId, kind: 0, ...(r.name ? { name: r.name } : {}) })),
+      regions: chosen.map((r) => ({ addr: r.addr, len: r.len, key: r.key, devId: r.devId, kind: kindOf(r), ...(r.name ? { name: r.name } : {}) })),
     });
   }
 
@@ -269,6 +291,23 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     return this.#probe;
   }
 
+  /** The staging pool of VRAM transfers (all zero until first used). */
+  stagingStats(): StagingStats {
+    const raw: Partial<StagingStatsRaw> = {};
+    check(shim().stagingStatsGet(this.endpoint.handle(), raw), 'reading the staging pool');
+    const n = (v: number | bigint | undefined) => Number(v ?? 0);
+    return {
+      poolBytes: n(raw.pool_bytes),
+      chunkBytes: n(raw.chunk_bytes),
+      chunksBusy: n(raw.chunks_busy),
+      chunksPeak: n(raw.chunks_peak),
+      pieces: n(raw.pieces),
+      served: n(raw.served),
+      serveFailed: n(raw.serve_failed),
+      copiedBytes: n(raw.copied_bytes),
+    };
+  }
+
   /** A standalone notification to a loaded peer. */
   notify(peerName: string, message: unknown, wait: Wait): Promise<void> {
     const peer = this.peers.get(peerName);
@@ -329,6 +368,22 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     this.#probe = undefined;
     this.peers.close();
   }
+}
+
+function kindOf(r: MemoryRegion): number {
+  if (!r.path) return REGION_DRAM;
+  return r.path === 'gpudirect' ? REGION_VRAM_GPUDIRECT : REGION_VRAM_STAGED;
+}
+
+/** Two address-ordered lists as one (host and device memory never overlap). */
+function mergeByAddress(a: readonly MemoryRegion[], b: readonly MemoryRegion[]): readonly MemoryRegion[] {
+  if (b.length === 0) return a;
+  if (a.length === 0) return b;
+  const out: MemoryRegion[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length || j < b.length) out.push(j >= b.length || (i < a.length && a[i]!.addr < b[j]!.addr) ? a[i++]! : b[j++]!);
+  return out;
 }
 
 function describeNetError(status: number, fiErrno: number): string {

@@ -16,6 +16,7 @@
  *     (rail 0's is addr). A one-rail agent never sets the flag, so its blob
  *     is what version 2 always was; an older reader refuses the flag.
  *   u32 regionCount, regionCount x { u64 addr, u64 len, u64 key, u16 devId, u16 kind, u32 reserved }
+ *     (kind: REGION_DRAM, REGION_VRAM_GPUDIRECT, REGION_VRAM_STAGED)
  *   with FLAG_NAMES: regionCount x { u8 nameLen, name (UTF-8; 0: unnamed) }
  */
 import { InvalidParamError, type IxferError } from '../errors.js';
@@ -28,6 +29,10 @@ export const FLAG_NAMES = 4; // region names follow the regions
 export const FLAG_RAILS = 8; // addresses of rails after the first follow the address
 const MAX_RAILS = 32;
 const REGION_BYTES = 32;
+/** Region kinds: host memory; VRAM the provider reaches (FI_HMEM); VRAM its agent stages through host memory. */
+export const REGION_DRAM = 0;
+export const REGION_VRAM_GPUDIRECT = 1;
+export const REGION_VRAM_STAGED = 2;
 const MAX_BLOB = 64 * 1024 * 1024;
 const MAX_ADDR = 4096;
 
@@ -36,7 +41,7 @@ export interface RegionInfo {
   len: number;
   key: bigint;
   devId: number;
-  kind: number; // 0 = DRAM
+  kind: number; // REGION_*
   name?: string;
 }
 
@@ -222,7 +227,7 @@ export function decodeMetadata(blob: Uint8Array, maxRegions = Infinity): Metadat
     r.u32('reserved');
     if (len === 0) throw bad(`region ${i} is empty`);
     if (addr === undefined || len === undefined || addr + len > Number.MAX_SAFE_INTEGER) throw bad(`region ${i} ends beyond 2^53`);
-    if (kind !== 0) throw bad(`region ${i} has unknown kind ${kind}`);
+    if (kind > REGION_VRAM_STAGED) throw bad(`region ${i} has unknown kind ${kind}`);
     if (addr < end) throw bad(`region ${i} is out of order or overlaps the previous one`);
     end = addr + len;
     regions.push({ addr, len, key, devId, kind });

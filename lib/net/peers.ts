@@ -6,11 +6,30 @@ import { check, shim } from '../native/shim.js';
 import { parseDescriptors, type Descriptor, type ParsedDescriptor } from '../schemas.js';
 import { addressProblem, addrFormatName } from './address.js';
 import type { Endpoint } from './endpoint.js';
-import { decodeMetadata, type RegionInfo } from './metadata.js';
+import { decodeMetadata, REGION_DRAM, REGION_VRAM_GPUDIRECT, type RegionInfo } from './metadata.js';
 
 export interface RemoteRegion extends RegionInfo {
   /** False once the peer's newer metadata dropped it or the peer was invalidated. */
   valid: boolean;
+}
+
+/** A region of a peer, as its metadata describes it. */
+export interface RemoteRegionInfo {
+  /** The name the peer gave it (registerMemory's or registerVram's `name`), if any. */
+  name: string | undefined;
+  addr: number;
+  len: number;
+  kind: 'DRAM' | 'VRAM';
+  /** CUDA device of a VRAM region (0 for host memory). */
+  devId: number;
+  /** VRAM: 'gpudirect' (the provider reaches it) or 'staged' (its agent copies through host memory); undefined for DRAM. */
+  path: 'gpudirect' | 'staged' | undefined;
+}
+
+function describeRegion(r: RemoteRegion): RemoteRegionInfo {
+  const vram = r.kind !== REGION_DRAM;
+  const path = vram ? (r.kind === REGION_VRAM_GPUDIRECT ? 'gpudirect' : 'staged') : undefined;
+  return { name: r.name, addr: r.addr, len: r.len, kind: vram ? 'VRAM' : 'DRAM', devId: r.devId, path };
 }
 
 export class Peer {
@@ -192,6 +211,11 @@ export class PeerTable {
       }
       return r;
     });
+  }
+
+  /** A loaded peer's regions, in address order (ERR_NOT_FOUND for an unknown peer). */
+  describe(name: string): RemoteRegionInfo[] {
+    return this.get(name).regions.values().map(describeRegion);
   }
 
   /** Whether every descriptor lies in a region of the peer's loaded metadata. */

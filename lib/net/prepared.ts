@@ -3,12 +3,13 @@
  * and at the peer) and packed for the shim, straight from a request or from
  * prepared lists (like NIXL's prepXferDlist and makeXferReq).
  */
-import type { Posting } from '../core/engine.js';
+import type { Posting, TransferPath } from '../core/engine.js';
 import type { MemoryRegion } from '../core/memory.js';
 import { InvalidParamError, MismatchError } from '../errors.js';
-import { IovPairs } from '../native/layout.js';
+import { IovPairs, PAIR_REMOTE_STAGED } from '../native/layout.js';
 import type { Op, ParsedDescriptor } from '../schemas.js';
 import { parseNotificationBody } from './inbox.js';
+import { REGION_DRAM, REGION_VRAM_STAGED } from './metadata.js';
 import type { Peer, RemoteRegion } from './peers.js';
 
 /** Local descriptors validated once, for transfers made by index. */
@@ -90,8 +91,11 @@ export function buildPosting(op: Op, peer: Peer, generation: number, s: Sides, n
     const rr = s.remoteRegions[ri]!;
     if (lr !== lastLocal) memory.add((lastLocal = lr));
     if (rr !== lastRemote) remote.add((lastRemote = rr));
-    // Providers without FI_MR_VIRT_ADDR take offsets into the remote region.
-    pairs.set(i, l.addr, l.len, lr.handle as bigint, peer.virtAddr ? r.addr : r.addr - rr.addr, rr.key);
+    // Providers without FI_MR_VIRT_ADDR take offsets into the remote region;
+    // the peer's progress thread finds a staged region by its virtual address.
+    const remoteStaged = rr.kind === REGION_VRAM_STAGED;
+    const raddr = peer.virtAddr || remoteStaged ? r.addr : r.addr - rr.addr;
+    pairs.set(i, l.addr, l.len, lr.handle as bigint, raddr, rr.key, remoteStaged ? PAIR_REMOTE_STAGED : 0);
   }
   return {
     op,
@@ -102,7 +106,22 @@ export function buildPosting(op: Op, peer: Peer, generation: number, s: Sides, n
     peer,
     generation,
     remote: [...remote],
+    path: pathOf(memory, remote),
     pairs: pairs.bytes,
     notification: notification === undefined ? undefined : parseNotificationBody(notification),
   };
+}
+
+/** Staged if any region on either side is staged VRAM; gpudirect if any is VRAM and none staged. */
+function pathOf(local: Set<MemoryRegion>, remote: Set<RemoteRegion>): TransferPath {
+  let vram = false;
+  for (const r of local) {
+    if (r.path === 'staged') return 'staged';
+    vram ||= r.path !== undefined;
+  }
+  for (const r of remote) {
+    if (r.kind === REGION_VRAM_STAGED) return 'staged';
+    vram ||= r.kind !== REGION_DRAM;
+  }
+  return vram ? 'gpudirect' : 'host';
 }

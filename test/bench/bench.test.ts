@@ -5,14 +5,19 @@ import path from 'node:path';
 
 import { afterAll, describe, expect, it } from 'vitest';
 
+import { cuda } from '../../lib/index.js';
 import { cli, root } from '../support/helpers.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ixfer-bench-test-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 function ixfer(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return ixferEnv(process.env, ...args);
+}
+
+function ixferEnv(env: NodeJS.ProcessEnv, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [cli, ...args], { cwd: root, maxBuffer: 16 << 20 }, (err, stdout, stderr) =>
+    execFile(process.execPath, [cli, ...args], { cwd: root, env, maxBuffer: 16 << 20 }, (err, stdout, stderr) =>
       resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
   });
@@ -48,6 +53,8 @@ interface Report {
   bufferBytes: number;
   engines: string[];
   file?: { engine: string; engineReason: string };
+  paths?: { initiator?: string; target?: string };
+  staging?: Record<'initiator' | 'target', { poolBytes: number; chunkBytes: number; chunksBusy: number; chunksPeak: number; pieces: number; served: number; serveFailed: number; copiedBytes: number }>;
   rows: { spec: { blockSize: number; batchSize: number; numIovs: number; iters: number }; results: Record<string, Measurement> }[];
 }
 
@@ -214,11 +221,73 @@ describe('ixfer bench', () => {
     expect(table.stdout).not.toContain('cpu s/GB t');
   });
 
-  it('VRAM over the network is ERR_NOT_SUPPORTED, before anything starts', async () => {
-    for (const args of [['--initiator-seg', 'VRAM'], ['--target-seg', 'VRAM'], ['--initiator-seg', 'VRAM', '--target-seg', 'DRAM']]) {
-      const { code, stderr } = await ixfer('bench', ...args);
+  // VRAM that is host memory (the shim's IXFER_EMULATE_VRAM): the staged path end to end, on a machine without a GPU.
+  const emulated = { ...process.env, IXFER_EMULATE_VRAM: '1' };
+  const vramVram = ['--initiator-seg', 'VRAM', '--target-seg', 'VRAM'];
+
+  it('VRAM -> VRAM over tcp (emulated VRAM), READ and WRITE: staged on both sides, checked, with the DRAM -> DRAM and copy-loop rows', async () => {
+    for (const op of ['WRITE', 'READ']) {
+      const { code, stdout, stderr } = await ixferEnv(emulated, 'bench', ...tiny, ...vramVram, '--check-consistency', '--op', op, '--json');
+      expect(code, stderr).toBe(0);
+      const report = JSON.parse(stdout) as Report;
+      expect(report.engines).toEqual(['ixfer', 'dram', 'cuda']);
+      expect(report.paths).toEqual({ initiator: 'staged', target: 'staged' });
+      expect(report.rows.map((r) => r.spec.blockSize)).toEqual([4096, 8192]);
+      for (const row of report.rows) {
+        for (const engine of report.engines) expect(row.results[engine]!.gbps, `${op} ${engine}`).toBeGreaterThan(0);
+        expect(row.results.ixfer!.consistent, op).toBe(true);
+        expect(row.results.dram!.consistent, op).toBe(true);
+        expect(row.results.cuda!.consistent).toBeUndefined(); // one process: nothing to compare
+        expect(row.results.cuda!.cpuSecPerGB.target).toBeNull();
+      }
+      // The initiator staged its own VRAM, the target served staged requests; nothing is held once done.
+      const { initiator, target } = report.staging!;
+      expect(initiator.pieces, op).toBeGreaterThan(0);
+      expect(target.served, op).toBeGreaterThan(0);
+      expect(initiator.serveFailed + target.serveFailed).toBe(0);
+      expect([initiator.chunksBusy, target.chunksBusy]).toEqual([0, 0]);
+    }
+  });
+
+  it('DRAM -> VRAM and VRAM -> DRAM: the header names the path of each side, staging flags reach both agents, the table fits', async () => {
+    const table = await ixferEnv(emulated, 'bench', ...tiny, '--target-seg', 'VRAM', '--check-consistency');
+    expect(table.code, table.stderr).toBe(0);
+    expect(table.stdout).toContain('WRITE DRAM -> VRAM');
+    expect(table.stdout).toContain('initiator DRAM; target VRAM on device 0, staged');
+    expect(table.stdout).toContain('dram = ixfer DRAM -> DRAM');
+    expect(table.stdout).toContain('cuda = CUDA copy loop');
+    expect(table.stdout).toMatch(/block \(B\)\s+batch\s+GB\/s\s+tx p99\s+cpu s\/GB i\s+dram GB\/s\s+x dram\s+cuda GB\/s\s+x cuda\s+check/);
+    expect(table.stdout).toMatch(/^8192\s+1\s+\d.*\sok$/m);
+    expect(table.stdout).toMatch(/^staging: initiator .*\n\s+target .*[1-9]\d* peer requests served$/m);
+    for (const line of table.stdout.split('\n')) expect(line.length, line).toBeLessThanOrEqual(100);
+
+    const flags = ['--vram-mode', 'staged', '--staging-bytes', '1M', '--staging-chunk-bytes', '64K'];
+    const { code, stdout, stderr } = await ixferEnv(
+      emulated, 'bench', ...tiny, '--initiator-seg', 'VRAM', '--op', 'READ', ...flags, '--check-consistency', '--json',
+    );
+    expect(code, stderr).toBe(0);
+    const report = JSON.parse(stdout) as Report;
+    expect(report.paths).toEqual({ initiator: 'staged' });
+    for (const row of report.rows) expect(row.results.ixfer!.consistent).toBe(true);
+    const { initiator } = report.staging!;
+    expect(initiator.chunkBytes).toBe(64 << 10);
+    expect(initiator.poolBytes).toBeGreaterThan(0);
+    expect(initiator.poolBytes).toBeLessThanOrEqual(1 << 20);
+    expect(initiator.pieces).toBeGreaterThan(0);
+  });
+
+  it('without a CUDA driver, a VRAM side is ERR_LIBRARY_MISSING naming CUDA, before anything runs', async (ctx) => {
+    if (cuda.deviceCount() > 0) {
+      ctx.skip('a CUDA device is here: run scripts/gpu-vram-bench.sh for VRAM over the network');
+      return;
+    }
+    const env = { ...process.env };
+    delete env.IXFER_EMULATE_VRAM;
+    for (const side of ['target', 'initiator']) {
+      const { code, stdout, stderr } = await ixferEnv(env, 'bench', ...tiny, `--${side}-seg`, 'VRAM');
       expect(code).toBe(1);
-      expect(stderr).toMatch(/ERR_NOT_SUPPORTED: .*VRAM over the network is not supported/);
+      expect(stderr).toMatch(new RegExp(`ERR_LIBRARY_MISSING: ixfer ${side}: --${side}-seg VRAM needs a CUDA device and its driver \\(libcuda\\)`));
+      expect(stdout).toBe(''); // no header, no row
     }
   });
 
@@ -231,9 +300,19 @@ describe('ixfer bench', () => {
     const repeat = await ixfer('bench', '--repeat', '0');
     expect(repeat.code).toBe(1);
     expect(repeat.stderr).toMatch(/ERR_INVALID_PARAM.*repeat/);
+    const device = await ixfer('bench', '--target-seg', 'VRAM', '--device', 'gpu1');
+    expect(device.stderr).toMatch(/ERR_INVALID_PARAM.*device: is a CUDA device number, or two/);
+    const mode = await ixfer('bench', '--vram-mode', 'staged', '--staging-bytes', '8M');
+    expect(mode.code).toBe(1);
+    expect(mode.stderr).toMatch(/ERR_INVALID_PARAM: --vram-mode, --staging-bytes: only where a side is VRAM over the network/);
+    const pool = await ixfer('bench', '--target-seg', 'VRAM', '--staging-bytes', '1M', '--staging-chunk-bytes', '1M');
+    expect(pool.code).toBe(1);
+    expect(pool.stderr).toMatch(/ERR_INVALID_PARAM: .*stagingBytes must hold at least two chunks/);
+    const file = await ixfer('bench', '--initiator-seg', 'VRAM', '--target-seg', 'FILE', '--staging-chunk-bytes', '1M');
+    expect(file.stderr).toMatch(/ERR_INVALID_PARAM: --staging-chunk-bytes: only where a side is VRAM over the network \(not FILE\)/);
     const help = await ixfer('bench', '--help');
     expect(help.code).toBe(0);
-    for (const word of ['--baseline', '--repeat', 'spread', '--preset iov-sweep', 'prep', 'post', 'tx', 'p99', 'cpu s/GB', 'rss MB', '--file-dir', '--file-engine']) {
+    for (const word of ['--baseline', '--repeat', 'spread', '--preset iov-sweep', 'prep', 'post', 'tx', 'p99', 'cpu s/GB', 'rss MB', '--file-dir', '--file-engine', '--device', '--vram-mode', '--staging-bytes', 'cuda']) {
       expect(help.stdout).toContain(word);
     }
   });

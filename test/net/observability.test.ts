@@ -263,7 +263,7 @@ describe('named regions', () => {
     const regions = a.remoteRegions(peer);
     expect(regions.map((r) => r.name).sort()).toEqual(['kv', 'scratch', undefined].sort());
     const found = a.remoteRegion(peer, 'kv');
-    expect(found).toEqual({ name: 'kv', addr: kv.addr, len: MiB, kind: 'DRAM' });
+    expect(found).toEqual({ name: 'kv', addr: kv.addr, len: MiB, kind: 'DRAM', devId: 0, path: undefined });
     const src = a.registerMemory(random(4096));
     await a.createTransfer({ op: 'WRITE', peer, local: [src.desc()], remote: [{ addr: found.addr + 8192, len: 4096 }] }).run({ timeoutMs: 10_000 });
     expect(Buffer.from(kv.bytes.subarray(8192, 12288)).equals(Buffer.from(src.bytes))).toBe(true);

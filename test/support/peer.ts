@@ -8,7 +8,7 @@
 import path from 'node:path';
 
 import { Worker, type Request } from '../../lib/bench/rpc.js';
-import type { ExchangeOptions, SocketAddress } from '../../lib/index.js';
+import type { ExchangeOptions, SocketAddress, VramOptions } from '../../lib/index.js';
 
 const script = path.join(import.meta.dirname, 'fixtures', 'peer.mjs');
 const inNamespace = path.join(import.meta.dirname, 'fixtures', 'netns-peer.mjs');
@@ -30,6 +30,12 @@ export interface PeerOptions {
   idle?: boolean;
   /** The peer's first 'peer' listener throws; its uncaught errors are kept for the 'uncaught' request. */
   throwOnPeer?: boolean;
+  /** The peer agent's VRAM options. */
+  vram?: VramOptions;
+  /** Bytes of a VRAM region (named 'vram') the peer allocates; 0 (default): none. Emulated VRAM needs IXFER_EMULATE_VRAM=1 in our env, which the peer inherits. */
+  vramSize?: number;
+  /** Force that region to be staged. */
+  vramStaged?: boolean;
 }
 
 /** What a started peer reports (an idle one: its pid, zeros and empty metadata). */
@@ -42,6 +48,10 @@ export interface Ready {
   metadata: Buffer;
   /** With `listen`: its metadata listener. */
   address?: SocketAddress;
+  /** With `vramSize`: its VRAM region and the path it takes. */
+  vramAddr?: number;
+  vramLen?: number;
+  vramPath?: 'gpudirect' | 'staged';
 }
 
 /** Replies are loosely typed: each request of fixtures/peer.mjs answers its own fields. */
@@ -68,7 +78,7 @@ export class Peer {
     );
     try {
       const r = await peer.request<Omit<Ready, 'metadata'> & { metadata: string }>({ type: 'ready' });
-      peer.#ready = { pid: r.pid, addr: r.addr, len: r.len, metadata: Buffer.from(r.metadata, 'base64'), address: r.address };
+      peer.#ready = { ...r, metadata: Buffer.from(r.metadata, 'base64') };
     } catch (err) {
       await peer.kill('SIGKILL');
       throw err;

@@ -143,6 +143,7 @@ int ixfer_peer_added(struct ixfer_agent *a, fi_addr_t fa, const void *addr, size
     p->inserts++;
     p->state = PEER_OK;
     p->stall_since_ns = 0;
+    p->silent_since_ns = 0;
     probe_close(p);
     return 0;
 }
@@ -200,6 +201,7 @@ void ixfer_peer_posted(struct net_peer *p)
 {
     p->outstanding++;
     p->stall_since_ns = 0;
+    p->silent_since_ns = 0;
 }
 
 void ixfer_peer_op_done(struct net_peer *p, int fi_err)
@@ -260,6 +262,28 @@ void ixfer_peer_refused(struct net_peer *p)
         p->state = PEER_GONE;
         probe_close(p);
     }
+}
+
+int ixfer_peer_silent(struct net_peer *p)
+{
+    if (!p || p->state != PEER_OK || p->outstanding)
+        return 0;
+    uint64_t now = ixfer_now_ns();
+    if (!p->silent_since_ns)
+        p->silent_since_ns = now;
+    uint64_t silent = now - p->silent_since_ns;
+    if ((p->salen && silent >= PROBE_AFTER_NS && probe_step(p, now)) || silent >= stall_ns()) {
+        p->state = PEER_GONE;
+        probe_close(p);
+        return 0;
+    }
+    return 1;
+}
+
+void ixfer_peer_heard(struct net_peer *p)
+{
+    if (p)
+        p->silent_since_ns = 0;
 }
 
 void ixfer_peers_fini(struct ixfer_agent *a)

@@ -23,6 +23,7 @@ struct net_peer {
     uint32_t refs;        /* live requests and notification jobs naming it */
     uint32_t outstanding; /* ops with the provider */
     uint64_t stall_since_ns; /* first refusal while nothing was outstanding */
+    uint64_t silent_since_ns; /* first look while our staged requests awaited replies */
     int probe_fd;            /* -1, or a nonblocking connect in progress */
     uint64_t next_probe_ns;
     socklen_t salen;         /* 0: the address is no kernel socket address */
@@ -52,6 +53,13 @@ void ixfer_peer_posted(struct net_peer *p);
 void ixfer_peer_op_done(struct net_peer *p, int fi_err);
 /* The provider refused a post to p with -FI_EAGAIN: decides whether p is gone. */
 void ixfer_peer_refused(struct net_peer *p);
+/* A reply is awaited from p (a staged request it serves) while nothing of
+ * ours is with the provider for it: like a refusal, silence may mean p is
+ * gone (probed as for a refusal, with a clock of its own that a post or a
+ * reply restarts). Returns whether to look again soon. ixfer_peer_heard: p
+ * answered, the silence ends. */
+int ixfer_peer_silent(struct net_peer *p);
+void ixfer_peer_heard(struct net_peer *p);
 /* At teardown, after the progress thread stopped. */
 void ixfer_peers_fini(struct ixfer_agent *a);
 

@@ -479,6 +479,7 @@ static void on_reply(struct ixfer_agent *a, uint64_t id, int32_t status)
         if (pc->id != id)
             continue;
         ixfer_list_remove(&pc->link);
+        ixfer_peer_heard(pc->req->np);
         /* The peer is done with our memory either way. */
         if (status != IXFER_OK) {
             pc->st = P_RMA;
@@ -749,10 +750,22 @@ int ixfer_staging_pass(struct ixfer_agent *a)
         }
         result |= STAGING_WORKED;
     }
-    /* Waiting on a peer that will not answer: given up with its transfer. */
+    /* Waiting on a peer that will not answer: given up with its transfer, or
+     * when the peer is found gone (nothing else of ours may be posted to a
+     * dead peer, so its silence is what tells: pieces of one transfer come
+     * in runs, and one look per run is enough). */
+    struct net_peer *looked = NULL;
     IXFER_LIST_FOR_EACH_SAFE(n, &g->waiting) {
         struct piece *pc = ixfer_container_of(n, struct piece, link);
-        int32_t st = ixfer_peer_may_post(pc->req->np);
+        struct net_peer *np = pc->req->np;
+        /* Only once its request went out: the send itself restarts the
+         * peer's clock, which an earlier silence may have left running. */
+        if (!pc->req_sending && !stopped(pc->req) && np != looked && ixfer_peer_may_post(np) == IXFER_OK) {
+            looked = np;
+            if (ixfer_peer_silent(np))
+                result |= STAGING_STALLED;
+        }
+        int32_t st = ixfer_peer_may_post(np);
         if (stopped(pc->req) || st != IXFER_OK) {
             piece_finish(a, pc, st, 0);
             result |= STAGING_WORKED;
