@@ -241,16 +241,18 @@ static int rail_broke(struct ixfer_agent *a, struct xfer_request *r, uint32_t ra
  * broken as one whose ops fail. */
 #define RAIL_REFUSE_NS 500000000ull
 
-/* rail refused an op of r (-FI_EAGAIN). Returns whether it is now out of use. */
-static int rail_refused(struct ixfer_agent *a, struct xfer_request *r, uint32_t rail)
+/* rail refused an op of r (-FI_EAGAIN): takes it out of use when it has
+ * refused for RAIL_REFUSE_NS with nothing in flight. */
+static void rail_refused(struct ixfer_agent *a, struct xfer_request *r, uint32_t rail)
 {
     struct net_rail *rl = &a->rails[rail];
     if (rl->inflight)
-        return 0; /* merely busy */
+        return; /* merely busy */
     uint64_t now = ixfer_now_ns();
     if (!rl->refused_since)
         rl->refused_since = now;
-    return now - rl->refused_since >= RAIL_REFUSE_NS && rail_broke(a, r, rail, FI_ENOTCONN);
+    else if (now - rl->refused_since >= RAIL_REFUSE_NS)
+        rail_broke(a, r, rail, FI_ENOTCONN);
 }
 
 /* Posts as much of r as the provider takes: first the ops a failed rail gave
