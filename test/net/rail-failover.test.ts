@@ -165,4 +165,28 @@ describe.skipIf(Boolean(unavailable))('rail failover across veth pairs in a netw
     expect(round).toBeGreaterThan(4);
     expect(a.rails[1]!.rejoins).toBe(1);
   });
+
+  it('a piece in flight when its rail breaks is posted again on the other rail: the transfer and its notification complete, every byte right', async () => {
+    const size = 32 * MiB; // two pieces of 16 MiB
+    const data = random(size);
+    mem.bytes.set(data, 0);
+    const before = a.rails;
+    // The link goes first, so rail 1's piece sits in its socket when the reset comes.
+    ip('link', 'set', link(1, 'a'), 'down');
+    const heard = child.request({ type: 'await-notification', offset: 0, len: size });
+    const t = a
+      .createTransfer({ op: 'WRITE', peer, local: [mem.desc(0, size)], remote: [{ addr: child.ready.addr, len: size }], notification: 'failed over' })
+      .post();
+    await new Promise((r) => setTimeout(r, 200));
+    execFileSync('ss', ['-K', 'dst', `${subnet(1)}.2`], { stdio: 'ignore' });
+    ip('netns', 'exec', ns, 'ss', '-K', 'dst', `${subnet(1)}.1`);
+    await t.done({ timeoutMs: 30_000 });
+    // The receiver counted the piece posted again, and held the notification until it landed.
+    expect(await heard).toMatchObject({ text: 'failed over', hash: sha(data) });
+    const after = a.rails;
+    expect(after[1]!.failed - before[1]!.failed).toBeGreaterThanOrEqual(1);
+    expect(after[0]!.reposted - before[0]!.reposted).toBeGreaterThanOrEqual(1);
+    expect(after[1]!.downs).toBe(2);
+    ip('link', 'set', link(1, 'a'), 'up');
+  });
 });
