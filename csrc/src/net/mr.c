@@ -35,7 +35,10 @@ static int reg_attr(struct fid_domain *domain, void *buf, size_t len, uint64_t a
         attr.iface = FI_HMEM_CUDA;
         attr.device.cuda = cuda_dev;
     }
-    return fi_mr_regattr(domain, &attr, 0, mr);
+    /* FI_HMEM_DEVICE_ONLY: cuMemAlloc memory is never host-accessible; shm
+     * (2.x) moves such memory by CUDA IPC, and any other by copies through
+     * its own bounce buffers, several times slower. */
+    return fi_mr_regattr(domain, &attr, cuda_dev >= 0 ? FI_HMEM_DEVICE_ONLY : 0, mr);
 }
 
 static int reg_any(struct ixfer_agent *a, void *buf, size_t len, uint64_t access, int32_t cuda_dev,
