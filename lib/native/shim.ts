@@ -134,21 +134,6 @@ export interface AgentConfig {
   stripe_min: number;
 }
 
-/** ixfer_rail_stats: what one rail moved, and its failovers. */
-export interface RailStats {
-  ops: number;
-  bytes: number;
-  /** Ops that completed with an error. */
-  failed: number;
-  /** Failed ops (of any rail) posted again on this one. */
-  reposted: number;
-  /** Times it was taken out of use, and came back. */
-  downs: number;
-  rejoins: number;
-  /** In use (or being tried again); false while cooling off. */
-  up: boolean;
-}
-export const RAIL_STATS_WORDS = 6;
 koffi.opaque('ixfer_agent');
 koffi.opaque('ixfer_mr');
 

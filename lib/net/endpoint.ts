@@ -6,8 +6,8 @@
 import crypto from 'node:crypto';
 
 import { NotAllowedError } from '../errors.js';
-import { VRAM_MODES } from '../native/layout.js';
-import { check, decodeProviderInfo, providerInfoBuffer, shim, type AgentHandle, RAIL_STATS_WORDS, type RailStats } from '../native/shim.js';
+import { decodeRailStats, RAIL_STATS_WORDS, VRAM_MODES, type RailStats } from '../native/layout.js';
+import { check, decodeProviderInfo, providerInfoBuffer, shim, type AgentHandle } from '../native/shim.js';
 import { coreName, pickProvider, planRails, summarizeProvider, type ProviderSummary, type RailsOption } from './providers.js';
 
 /** Longest fabric address asked for. */
@@ -141,11 +141,9 @@ export class Endpoint {
   railStatus(): RailStatus[] {
     const handle = this.handle();
     const out = new BigUint64Array(RAIL_STATS_WORDS);
-    const u32 = new Uint32Array(out.buffer);
     return this.rails.map((r, i) => {
       check(shim().railStatsGet(handle, i, out), `reading the counters of rail ${i}`);
-      const [ops, bytes, failed, reposted] = [0, 1, 2, 3].map((w) => Number(out[w]));
-      return { domain: r.domain, fabric: r.fabric, ops: ops!, bytes: bytes!, failed: failed!, reposted: reposted!, downs: u32[8]!, rejoins: u32[9]!, up: u32[10] === 1 };
+      return { domain: r.domain, fabric: r.fabric, ...decodeRailStats(out) };
     });
   }
 

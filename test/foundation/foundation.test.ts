@@ -176,7 +176,7 @@ describe('the shim', () => {
     expect(r.status).toBe(1);
     expect(r.stderr).toContain('ERR_LIBRARY_MISSING');
     expect(r.stderr).toContain('ABI version 999');
-    expect(r.stderr).toContain('needs ABI version 3');
+    expect(r.stderr).toContain('needs ABI version 4');
     fs.rmSync(dir, { recursive: true });
   });
 });

@@ -141,7 +141,7 @@ static int32_t open_rail(struct ixfer_agent *a, uint32_t i, const char *node, co
         r->fabric = a->rails[r->dom].fabric;
         r->domain = a->rails[r->dom].domain;
     }
-    rc = ixfer_progress_open_cq(a, r);
+    rc = ixfer_progress_open_cq(r);
     if (rc != IXFER_OK)
         return rc;
     struct fi_av_attr av_attr = {.type = FI_AV_UNSPEC};
@@ -279,7 +279,7 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
     r0->domain = a->domain;
     r0->caps = a->caps;
     a->nrails = 1;
-    rc = ixfer_progress_open_cq(a, r0);
+    rc = ixfer_progress_open_cq(r0);
     if (rc != IXFER_OK)
         goto fail;
     a->cq = r0->cq;

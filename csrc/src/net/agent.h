@@ -92,8 +92,9 @@ struct ixfer_agent {
     atomic_int stop;
     atomic_uint submitted;  /* submissions ever queued, for the watching thread */
     /* The thread sleeps on wake_fd, an eventfd of ours that submitters write
-     * while `sleeping` is set, and (wait_epfd >= 0) on the CQ's wait fd in one
-     * epoll set; with no usable wait fd it polls the CQ (progress.c). */
+     * while `sleeping` is set, and (wait_epfd >= 0) on every rail's CQ wait
+     * fd in one epoll set; where a rail has no usable wait fd it polls the
+     * CQs (progress.c). */
     int wake_fd, wait_epfd;
     atomic_int sleeping;
 

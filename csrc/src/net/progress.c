@@ -40,9 +40,8 @@
  * eventfd is never reset by libfabric. Why poll some CQs: shm's wait
  * object is FI_WAIT_YIELD, whose wait busy-waits on every version and on 1.17
  * ignores the timeout; EFA before 2.5 refuses any wait object. */
-int32_t ixfer_progress_open_cq(struct ixfer_agent *a, struct net_rail *r)
+int32_t ixfer_progress_open_cq(struct net_rail *r)
 {
-    (void)a;
     r->wait_fd = -1;
     struct fi_cq_attr attr = {.format = FI_CQ_FORMAT_DATA, .wait_obj = FI_WAIT_UNSPEC};
     int ret = fi_cq_open(r->domain, &attr, &r->cq, NULL);

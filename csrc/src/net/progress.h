@@ -69,7 +69,7 @@ void ixfer_submit(struct ixfer_agent *agent, struct submission *s);
 
 /* Opens a rail's CQ on its domain, with a wait fd where the provider gives a
  * usable one (rail->wait_fd; the thread polls unless every rail has one). */
-int32_t ixfer_progress_open_cq(struct ixfer_agent *agent, struct net_rail *rail);
+int32_t ixfer_progress_open_cq(struct net_rail *rail);
 int32_t ixfer_progress_start(struct ixfer_agent *agent);
 /* Stops and joins the thread; what it owned stays for _discard. */
 void ixfer_progress_stop(struct ixfer_agent *agent);
