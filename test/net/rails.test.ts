@@ -1,6 +1,7 @@
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { Agent, type MemoryRegion, type RailStatus } from '../../lib/index.js';
+import { Agent, IxferError, type MemoryRegion, type RailStatus } from '../../lib/index.js';
 import { decodeMetadata, encodeMetadata, FLAG_RAILS, type Metadata } from '../../lib/net/metadata.js';
 import { expectCode, MiB, random, sha } from '../support/helpers.js';
 import { spawnPeer, type Peer } from '../support/peer.js';
@@ -187,6 +188,43 @@ describe('rails: options and metadata', () => {
     const back = decodeMetadata(three);
     expect(back.rails).toEqual(rails);
     expect(back.regions).toEqual(base.regions);
+  });
+
+  it('2,000 mutated multi-rail blobs load or fail with a typed error; the agent still moves data on its rails', async () => {
+    const [a, b] = await Promise.all([Agent.create({ name: 'fz-a', rails: 2 }), Agent.create({ name: 'fz-b', rails: 3 })]);
+    try {
+      const am = a.allocate(65536);
+      const bm = b.allocate(65536);
+      const blob = b.getLocalMetadata();
+      fc.assert(
+        fc.property(
+          fc.array(fc.tuple(fc.nat(blob.length - 1), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 6 }),
+          (edits) => {
+            const copy = new Uint8Array(blob);
+            for (const [i, v] of edits) copy[i] = v;
+            try {
+              a.loadRemoteMetadata(copy);
+            } catch (err) {
+              if (!(err instanceof IxferError)) throw err;
+              expect(['ERR_INVALID_PARAM', 'ERR_NOT_FOUND']).toContain(err.code);
+            }
+          },
+        ),
+        { numRuns: 2000 },
+      );
+      // A mutation may have loaded with a higher sequence: start this peer afresh.
+      if (a.peers.includes('fz-b')) a.invalidateRemote('fz-b');
+      a.loadRemoteMetadata(blob);
+      const data = random(65536);
+      am.bytes.set(data);
+      const before = a.rails;
+      await a.createTransfer({ op: 'WRITE', peer: 'fz-b', local: [am.desc(0, 65536)], remote: [bm.desc(0, 65536)] }).run({ timeoutMs: 30_000 });
+      await a.createTransfer({ op: 'WRITE', peer: 'fz-b', local: [am.desc(0, 65536)], remote: [bm.desc(0, 65536)] }).run({ timeoutMs: 30_000 });
+      expect(Buffer.compare(bm.bytes, data)).toBe(0);
+      expect(used(before, a.rails).every((n) => n > 0)).toBe(true);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
   });
 
   it('malformed rail sections are refused', () => {
