@@ -10,6 +10,8 @@ process.env.IXFER_EMULATE_VRAM = '1';
 // A peer silent this long while our staged requests wait is gone: short, so that a test can outlast it.
 process.env.IXFER_PEER_STALL_MS = '1000';
 
+import fs from 'node:fs';
+
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -29,6 +31,12 @@ const fillLocal = (r: MemoryRegion, offset: number, data: Uint8Array): void => {
   if (r.kind === 'VRAM') cuda.write(r.desc(offset, data.length), data);
   else r.bytes.set(data, offset);
 };
+
+/** User plus system CPU time of a process, in clock ticks (100 per second). */
+function cpuTicks(pid: number): number {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return Number(fields[11]) + Number(fields[12]);
+}
 
 describe('VRAM over the network, staged (emulated VRAM, two processes)', () => {
   let a: Agent;
@@ -436,6 +444,11 @@ describe('the staging pool under load and faults', () => {
       fillLocal(vram, 0, data);
       await a.createTransfer({ op: 'WRITE', peer, local: [vram.desc(0, data.length)], remote: [{ addr: child.ready.vramAddr!, len: data.length }] }).run({ timeoutMs: 30_000 });
       expect((await child.request({ type: 'hash', region: child.ready.vramAddr, offset: 0, len: data.length })).hash).toBe(sha(data));
+      // We probed the silent peer's address: its provider accepted the probe,
+      // and must not be left polling a dead socket (it once spun a core).
+      const before = cpuTicks(child.ready.pid);
+      await new Promise((r) => setTimeout(r, 1000));
+      expect(cpuTicks(child.ready.pid) - before).toBeLessThan(30); // of 100 per second
     } finally {
       process.kill(child.ready.pid, 'SIGCONT');
       await child.kill();

@@ -205,16 +205,16 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
         rc = ixfer_fail(IXFER_ERR_INVALID_PARAM, "unknown vram_mode %u", cfg->vram_mode);
         goto fail;
     }
-    /* FI_HMEM is asked for only where device memory may be used, and by
-     * default not from shm: an shm endpoint with FI_HMEM gives up cross-memory
-     * attach for host memory (libfabric 2.6 smr_ep.c) and moves it through
-     * its bounce buffers, about 5x slower at 16 MiB on the GPU machine, while
-     * staging moves device memory faster than shm's device path does. */
+    /* FI_HMEM is asked for only where device memory may be used (a CUDA
+     * device is visible, or the caller asks): it can cost host memory. An shm
+     * endpoint with FI_HMEM gives up cross-memory attach and moves host
+     * memory through its bounce buffers (libfabric 2.6 smr_ep.c), about 5x
+     * slower at 16 MiB on the GPU machine, while it moves device memory by
+     * CUDA IPC some 14x faster than staging does; IXFER_VRAM_STAGED keeps
+     * host memory on the fast path. */
     int want_hmem = cfg->vram_mode == IXFER_VRAM_GPUDIRECT;
     int32_t devices = 0;
-    size_t core = strcspn(cfg->provider, ";");
-    int shm = core == 3 && !strncasecmp(cfg->provider, "shm", 3);
-    if (cfg->vram_mode == IXFER_VRAM_AUTO && !shm && !ixfer_cuda_emulated() &&
+    if (cfg->vram_mode == IXFER_VRAM_AUTO && !ixfer_cuda_emulated() &&
         ixfer_cuda_device_count(&devices) == IXFER_OK && devices > 0)
         want_hmem = 1;
     int ret;

@@ -23,6 +23,9 @@
 
 #define PROBE_AFTER_NS 10000000ull   /* a live peer on a LAN answers rxm in ~1 ms */
 #define REPROBE_NS 100000000ull      /* a probe that connected: look again later */
+/* A peer serving our staged requests may be slow to reply without being
+ * gone: probe it only after this long without a word. */
+#define SILENT_PROBE_AFTER_NS 100000000ull
 #define STALL_DEFAULT_MS 5000
 
 /* IXFER_PEER_STALL_MS: how long a peer may refuse every post, with nothing of
@@ -73,10 +76,21 @@ struct net_peer *ixfer_peer_find(struct ixfer_agent *a, fi_addr_t fa)
     return NULL;
 }
 
+/* Closes a probe socket with a reset, not a FIN: a probe that reached a
+ * live peer was accepted by its provider's listener, and libfabric 1.17's
+ * tcp keeps a half-closed socket that sent no connection request in its
+ * poll set, readable at EOF forever, so that peer's progress thread spins. */
+static void probe_abort(int fd)
+{
+    struct linger reset = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+    close(fd);
+}
+
 static void probe_close(struct net_peer *p)
 {
     if (p->probe_fd >= 0)
-        close(p->probe_fd);
+        probe_abort(p->probe_fd);
     p->probe_fd = -1;
 }
 
@@ -227,7 +241,7 @@ static int probe_step(struct net_peer *p, uint64_t now)
         if (fd < 0)
             return 0;
         if (connect(fd, (struct sockaddr *)&p->sa, p->salen) == 0) {
-            close(fd);
+            probe_abort(fd);
             p->next_probe_ns = now + REPROBE_NS;
             return 0;
         }
@@ -272,7 +286,8 @@ int ixfer_peer_silent(struct net_peer *p)
     if (!p->silent_since_ns)
         p->silent_since_ns = now;
     uint64_t silent = now - p->silent_since_ns;
-    if ((p->salen && silent >= PROBE_AFTER_NS && probe_step(p, now)) || silent >= stall_ns()) {
+    if ((p->salen && silent >= SILENT_PROBE_AFTER_NS && probe_step(p, now)) ||
+        silent >= stall_ns()) {
         p->state = PEER_GONE;
         probe_close(p);
         return 0;
