@@ -21,8 +21,8 @@ import type { FileRegion } from './file/region.js';
 import type { FileOpenOptions, FileTransferRequest } from './file/schemas.js';
 import { VramRegions, type VramSource } from './gpu/vram.js';
 import { shim } from './native/shim.js';
-import { Endpoint } from './net/endpoint.js';
-import { NetEngine, type StagingStats } from './net/engine.js';
+import { Endpoint, type RailStatus } from './net/endpoint.js';
+import { NetEngine, type RailEvent, type StagingStats } from './net/engine.js';
 import type { Notification, WaitForNotificationOptions } from './net/inbox.js';
 import type { NotificationDroppedError, NotificationStats } from './net/notifications.js';
 import type { RemoteRegionInfo } from './net/peers.js';
@@ -60,16 +60,17 @@ import {
 type AgentOptionsParsed = ReturnType<typeof AgentOptionsSchema.parse>;
 
 /**
- * Events:
+ * The agent's events and their listeners' arguments: `agent.on('peer', (e) => ...)`.
  * - 'notification-dropped' (err: IxferError with `peer` and `bytes`): an
  *   incoming notification was dropped, ERR_NOT_ALLOWED when it exceeded
  *   maxPendingBytesPerPeer, ERR_TIMEOUT when it stalled for staleMs.
  * - 'peer' (PeerEvent): the metadata exchange loaded or dropped a peer.
+ * - 'rail' (RailEvent): a rail went out of use after a connection error, or came back.
  */
-/** The agent's events and their listeners' arguments: `agent.on('peer', (e) => ...)`. */
 export interface AgentEvents {
   'notification-dropped': [err: NotificationDroppedError];
   peer: [event: PeerEvent];
+  rail: [event: RailEvent];
 }
 
 export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, AsyncDisposable {
@@ -110,6 +111,7 @@ export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, As
       defaultTimeoutMs: this.defaultTimeoutMs,
       changed: () => this.#exchange.localChanged(),
       dropped: (err) => this.emit('notification-dropped', err),
+      rail: (e) => this.emit('rail', e),
       maxRegionsPerPeer: opts.metadata.maxRegionsPerPeer,
       inbox: opts.notifications,
     });
@@ -120,10 +122,7 @@ export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, As
     this.#exchange = new MetadataExchange(this, opts.metadata);
   }
 
-  /**
-   * Opens an endpoint. Binds to loopback unless `iface` or `address` says
-   * otherwise. IXFER_PROVIDER overrides `provider`.
-   */
+  /** Opens an endpoint (its rails). Binds to loopback unless `iface`, `address` or `rails` say otherwise; IXFER_PROVIDER overrides `provider`. */
   static async create(options: AgentOptions): Promise<Agent> {
     const opts = parse(AgentOptionsSchema, options, 'agent options');
     const endpoint = Endpoint.open(opts);
@@ -159,10 +158,7 @@ export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, As
 
   // ---- memory: host memory to the network engine, device memory to gpu/ ------
 
-  /**
-   * Registers memory for transfers: a Buffer, TypedArray or ArrayBuffer (kept
-   * alive while registered), or native memory as {addr, len}.
-   */
+  /** Registers memory for transfers: a Buffer, TypedArray or ArrayBuffer (kept alive while registered), or native memory as {addr, len}. */
   registerMemory(source: MemorySource, options: RegionOptions = {}): MemoryRegion {
     this.#open();
     return this.#net.registerMemory(source, parse(RegionOptionsSchema, options, 'region options').name);
@@ -343,6 +339,11 @@ export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, As
   async waitForNotification(options: WaitForNotificationOptions = {}): Promise<Notification> {
     this.#open();
     return this.#net.notifications.inbox.wait(options);
+  }
+
+  /** Each rail (rail 0 first): its interface (libfabric domain), fabric, and the ops and bytes it carried. */
+  get rails(): RailStatus[] {
+    return this.#endpoint.railStatus();
   }
 
   get notificationStats(): NotificationStats {

@@ -5,11 +5,13 @@ import { parseArgs } from 'node:util';
 import { IxferError } from './errors.js';
 import { formatInfo, info } from './info.js';
 import { packageVersion } from './native/shim.js';
+import { MAX_RAILS } from './schemas.js';
 
 const USAGE = `usage: ixfer <command> [options]
 
 commands:
-  info [--json]    what this host offers: shim, libfabric providers, CUDA, cuFile
+  info [--json]    what this host offers: shim, libfabric providers, CUDA, cuFile,
+                   and the rails an agent would open (--rails N|auto)
   bench [options]  transfer benchmark between two processes (nixlbench's columns;
                    --baseline adds C-on-libfabric and Node-socket baselines);
                    'ixfer bench --help' for the options and column definitions
@@ -26,16 +28,26 @@ bench: a consistency check failed; any command: an ixfer error); 2 bad usage
 function runInfo(args: string[]): number {
   const { values } = parseArgs({
     args,
-    options: { json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } },
+    options: {
+      json: { type: 'boolean', default: false },
+      rails: { type: 'string', default: 'auto' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
   });
   if (values.help) {
     process.stdout.write(
-      'usage: ixfer info [--json]\n\nWhat this host offers: the shim, libfabric and its providers, CUDA, cuFile.\n' +
+      'usage: ixfer info [--json] [--rails N|auto]\n\nWhat this host offers: the shim, libfabric and its providers, CUDA, cuFile,\n' +
+        'and the rails an agent with option rails N or auto (the default) would open.\n' +
         'Exits 1 when libfabric cannot be loaded (no agent can be created), so it can gate a start-up script.\n',
     );
     return 0;
   }
-  const report = info();
+  const rails = values.rails === 'auto' ? 'auto' : Number(values.rails);
+  if (rails !== 'auto' && !(Number.isInteger(rails) && rails >= 1 && rails <= MAX_RAILS)) {
+    process.stderr.write(`ixfer info: --rails takes 'auto' or a count from 1 to ${MAX_RAILS}, not '${values.rails}'\n`);
+    return 2;
+  }
+  const report = info(rails);
   process.stdout.write(values.json ? JSON.stringify(report, null, 2) + '\n' : formatInfo(report));
   return report.libfabric.available ? 0 : 1;
 }

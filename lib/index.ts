@@ -20,6 +20,8 @@ export type { NotificationDroppedError, NotificationStats } from './net/notifica
 export type { RemoteRegionInfo } from './net/peers.js';
 export { PreparedLocal, PreparedRemote } from './net/prepared.js';
 export { listProviders, type ProviderSummary } from './net/providers.js';
+export type { RailStatus } from './net/endpoint.js';
+export type { RailEvent } from './net/engine.js';
 export type {
   AgentOptions,
   AllocateVramOptions,

@@ -8,7 +8,7 @@ import os from 'node:os';
 
 import { IxferError } from './errors.js';
 import { check, packageVersion, shim } from './native/shim.js';
-import { listProviders, type ProviderSummary } from './net/providers.js';
+import { listProviders, pickProvider, planRails, type ProviderSummary, type RailsOption } from './net/providers.js';
 
 export interface LibraryStatus {
   available: boolean;
@@ -43,6 +43,8 @@ export interface Info {
     /** The API version the shim asks fi_getinfo for, whatever the library. */
     apiVersion: string;
     providers: ProviderSummary[];
+    /** The rails an agent asking for `rails` (default 'auto') would open on the provider 'auto' picks, or why none. */
+    rails?: { asked: RailsOption; provider: string; rails: { node?: string; domain?: string }[] } | { asked: RailsOption; error: string };
   };
   cuda: LibraryStatus & { driverVersion?: string; deviceCount?: number };
   cufile: LibraryStatus & {
@@ -171,13 +173,24 @@ export function hostInfo(): HostInfo {
 }
 
 /** Everything `ixfer info` reports. Throws only when the shim itself cannot load. */
-export function info(): Info {
+/** The rails an agent would open for `asked` (IXFER_PROVIDER, else 'auto', picks the provider). */
+function railsInfo(asked: RailsOption): NonNullable<Info['libfabric']['rails']> {
+  const r = attempt(() => {
+    const p = pickProvider(process.env.IXFER_PROVIDER || 'auto', undefined);
+    const rails = planRails(p, asked, undefined, undefined).map((x) => ({ ...(x.node ? { node: x.node } : {}), ...(x.domain ? { domain: x.domain } : {}) }));
+    return { asked, provider: p.name, rails };
+  });
+  return r.value ?? { asked, error: r.error! };
+}
+
+export function info(rails: RailsOption = 'auto'): Info {
   const native = shim();
+  const fabric = libfabricInfo();
   return {
     host: hostInfo(),
     ixfer: packageVersion,
     shim: { version: native.version(), abi: native.abiVersion(), buildHash: native.buildHash(), path: native.path },
-    libfabric: libfabricInfo(),
+    libfabric: fabric.available ? { ...fabric, rails: railsInfo(rails) } : fabric,
     cuda: cudaInfo(),
     cufile: cufileInfo(),
   };
@@ -231,6 +244,12 @@ export function formatInfo(i: Info): string {
     }
     const refused = new Map(i.libfabric.providers.filter((p) => p.unsupported).map((p) => [p.name, p.unsupported!]));
     for (const [name, why] of refused) lines.push(`  refused: ${name}: ${why}`);
+    const rails = i.libfabric.rails;
+    if (rails && 'error' in rails) row(`rails (${rails.asked})`, rails.error);
+    else if (rails) {
+      row(`rails (${rails.asked})`, `${rails.rails.length} on ${rails.provider}`);
+      rails.rails.forEach((r, n) => row(`  rail ${n}`, `${r.domain ?? '(any domain)'} ${r.node ?? ''}`.trimEnd()));
+    }
   }
 
   section('CUDA driver');

@@ -343,6 +343,8 @@ export interface VramOptions {
   stagingChunkBytes?: number;
 }
 true satisfies Agrees<VramOptions, z.input<typeof VramOptionsSchema>>;
+/** ixfer.h IXFER_MAX_RAILS. */
+export const MAX_RAILS = 32;
 
 export const AgentOptionsSchema = z
   .object({
@@ -354,6 +356,21 @@ export const AgentOptionsSchema = z
     iface: z.string().min(1).optional(),
     /** Address to bind, e.g. '127.0.0.1' or '::1'. Defaults to loopback when no iface is given. */
     address: z.string().min(1).optional(),
+    /** Rails: a count on `iface`/`address`, 'auto' (every interface of the provider), or one entry per rail. */
+    rails: z
+      .union([
+        z.number().int().min(1).max(MAX_RAILS),
+        z.literal('auto'),
+        z
+          .array(z.object({ iface: z.string().min(1).optional(), address: z.string().min(1).optional() }).strict())
+          .min(1)
+          .max(MAX_RAILS),
+      ])
+      .default(1),
+    /** Transfers of at least this many bytes are cut across the rails; smaller ones take the rails in turn. */
+    stripeThresholdBytes: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).default(128 * 1024),
+    /** How long a rail taken out of use after a connection error rests before it is tried again. */
+    railCooldownMs: z.number().int().min(1).max(3_600_000).default(1000),
     /** Default deadline of Transfer.done() and notify() when the call gives none; `Infinity`: none. */
     transferTimeoutMs: timeoutOrInfinity.default(DEFAULT_TRANSFER_TIMEOUT_MS),
     /** Incoming notifications. */
@@ -387,6 +404,20 @@ export interface AgentOptions {
   iface?: string;
   /** Address to bind, e.g. '127.0.0.1' or '::1'. Defaults to loopback when no iface is given. */
   address?: string;
+  /**
+   * Rails (an endpoint with its completion queue and address vector each):
+   * a count (1 to 32, default 1) on `iface`/`address`, 'auto' (one per
+   * interface the provider offers), or one `{ iface?, address? }` per rail.
+   */
+  rails?: number | 'auto' | { iface?: string; address?: string }[];
+  /** Transfers of at least this many bytes are cut across the rails (default 131072). */
+  stripeThresholdBytes?: number;
+  /**
+   * A rail whose operation fails with a connection error is taken out of use
+   * and its failed operations posted again on the others; after this long
+   * (default 1000 ms) it is tried again, and rejoins when an operation succeeds.
+   */
+  railCooldownMs?: number;
   /** Default deadline of Transfer.done() when the call gives none. */
   transferTimeoutMs?: number;
   notifications?: NotificationOptions;

@@ -24,7 +24,7 @@ extern "C" {
 
 /* Bumped whenever a signature or struct below changes incompatibly. The
  * TypeScript loader refuses a shim whose ixfer_abi_version() differs. */
-#define IXFER_ABI_VERSION 3
+#define IXFER_ABI_VERSION 4
 
 typedef enum ixfer_status {
     IXFER_OK = 0,
@@ -117,6 +117,15 @@ IXFER_API int32_t ixfer_fabric_query(const char *prov, ixfer_provider_info *out,
 typedef struct ixfer_agent ixfer_agent;
 typedef struct ixfer_mr ixfer_mr;
 
+/* Where one rail (endpoint, CQ and address vector) of an agent opens: NULL
+ * fields take the agent's node and domain. */
+typedef struct ixfer_rail_config {
+    const char *node;
+    const char *domain;
+} ixfer_rail_config;
+
+#define IXFER_MAX_RAILS 32
+
 typedef struct ixfer_agent_config {
     /* libfabric provider name, e.g. "tcp" or "tcp;ofi_rxm" (required): the
      * entry named exactly so wins over others that merely match it */
@@ -138,6 +147,22 @@ typedef struct ixfer_agent_config {
      * staging towards each other never wait on each other's pool. */
     uint64_t staging_bytes;
     uint64_t staging_chunk;
+    /* Rails: rail_count of them (0 or 1: one), rail i opened on rails[i], or
+     * all on node/domain when rails is NULL. Rails on one domain share its
+     * registrations; rails on different domains register memory in each,
+     * under one key (so a provider that picks keys itself, FI_MR_PROV_KEY,
+     * or binds them to an endpoint, FI_MR_ENDPOINT, gets one rail per
+     * domain). Notifications and staged pieces travel on rail 0. */
+    const ixfer_rail_config *rails;
+    uint32_t rail_count;
+    /* A rail whose operation failed with a connection error (reset, abort,
+     * refused, unreachable) is taken out of use, its failed operations
+     * posted again on the rails still up; after this long it is tried again
+     * and rejoins when an operation on it succeeds. 0: 1000 ms. */
+    uint32_t rail_cooldown_ms;
+    /* A transfer of at least this many bytes is cut across the rails the
+     * peer shares with us; smaller ones go to the rails in turn. 0: 128 KiB. */
+    uint64_t stripe_min;
 } ixfer_agent_config;
 
 /* ixfer_agent_config.vram_mode */
@@ -163,6 +188,26 @@ IXFER_API void ixfer_agent_destroy(ixfer_agent *agent);
 IXFER_API int32_t ixfer_agent_info(ixfer_agent *agent, ixfer_provider_info *out);
 /* The endpoint's address. *len: in, capacity of buf; out, bytes needed. */
 IXFER_API int32_t ixfer_agent_address(ixfer_agent *agent, uint8_t *buf, uint64_t *len);
+/* Rails opened; rail 0 is the one ixfer_agent_info and _address describe. */
+IXFER_API uint32_t ixfer_agent_rail_count(ixfer_agent *agent);
+/* Like ixfer_agent_info and ixfer_agent_address, for rail `rail`. */
+IXFER_API int32_t ixfer_agent_rail_info(ixfer_agent *agent, uint32_t rail, ixfer_provider_info *out);
+IXFER_API int32_t ixfer_agent_rail_address(ixfer_agent *agent, uint32_t rail, uint8_t *buf,
+                                           uint64_t *len);
+
+/* What one rail moved (read with atomic loads: counts may lag a moment). */
+typedef struct ixfer_rail_stats {
+    uint64_t ops;      /* provider ops posted on it */
+    uint64_t bytes;    /* ... and their bytes */
+    uint64_t failed;   /* ops that completed with an error */
+    uint64_t reposted; /* failed ops posted again on another rail */
+    uint32_t downs;    /* times it was taken out of use */
+    uint32_t rejoins;  /* times it came back */
+    uint32_t up;       /* 1 while in use (or being tried again), 0 while cooling off */
+    uint32_t reserved;
+} ixfer_rail_stats;
+IXFER_API int32_t ixfer_rail_stats_get(ixfer_agent *agent, uint32_t rail, ixfer_rail_stats *out);
+
 /* Read end of a pipe that becomes readable when events are waiting. The
  * caller takes ownership of the descriptor and closes it; call once. */
 IXFER_API int32_t ixfer_agent_take_event_fd(ixfer_agent *agent, int32_t *fd);
@@ -205,6 +250,12 @@ IXFER_API int32_t ixfer_staging_stats_get(ixfer_agent *agent, ixfer_staging_stat
  * IXFER_ERR_REMOTE_DISCONNECT until its address is inserted again. */
 IXFER_API int32_t ixfer_peer_insert(ixfer_agent *agent, const uint8_t *addr, uint64_t len,
                                     uint64_t *peer);
+
+/* Like ixfer_peer_insert for a peer with count rails: addrs holds their
+ * addresses one after another, lens[i] bytes each. The peer is reached on
+ * the first min(count, rails of this agent) rails; its handle is rail 0's. */
+IXFER_API int32_t ixfer_peer_insert_rails(ixfer_agent *agent, const uint8_t *addrs,
+                                          const uint64_t *lens, uint32_t count, uint64_t *peer);
 
 /* Removes a peer: nothing more is posted to it, and its transfers and
  * notifications still waiting to be posted fail with
@@ -300,7 +351,9 @@ IXFER_API void ixfer_notif_free(ixfer_notification *n);
 
 /* IXFER_EVENT_NOTIF: user_id is an ixfer_notification *, freed by the
  * receiver with ixfer_notif_free. */
-enum { IXFER_EVENT_XFER_DONE = 1, IXFER_EVENT_NOTIF = 2 };
+/* IXFER_EVENT_RAIL: rail user_id was taken out of use (status: the error,
+ * fi_errno the provider's) or came back (status IXFER_OK). */
+enum { IXFER_EVENT_XFER_DONE = 1, IXFER_EVENT_NOTIF = 2, IXFER_EVENT_RAIL = 3 };
 
 typedef struct ixfer_event {
     uint64_t user_id;

@@ -672,6 +672,96 @@ static void test_staging(const char *provider, const char *node)
     close(bfd);
 }
 
+
+/* Rails: a 4-rail agent and a 2-rail one stripe over the 2 they share, with a
+ * notification counted across both; registrations cover every rail. */
+static void test_rails(void)
+{
+    ixfer_agent_config too_many = {.provider = "tcp", .node = "127.0.0.1", .rail_count = 33};
+    ixfer_agent *x = NULL;
+    EXPECT(ixfer_agent_create(&too_many, &x) == IXFER_ERR_INVALID_PARAM);
+    ixfer_agent_config ca = {.provider = "tcp", .node = "127.0.0.1", .name = "four",
+                             .rail_count = 4};
+    ixfer_rail_config two[2] = {{"127.0.0.1", NULL}, {"127.0.0.2", NULL}};
+    ixfer_agent_config cb = {.provider = "tcp", .node = "127.0.0.1", .name = "two",
+                             .rails = two, .rail_count = 2};
+    ixfer_agent *a = NULL, *b = NULL;
+    EXPECT(ixfer_agent_create(&ca, &a) == IXFER_OK);
+    EXPECT(ixfer_agent_create(&cb, &b) == IXFER_OK);
+    if (!a || !b)
+        return;
+    EXPECT(ixfer_agent_rail_count(a) == 4 && ixfer_agent_rail_count(b) == 2);
+    int afd = -1, bfd = -1;
+    EXPECT(ixfer_agent_take_event_fd(a, &afd) == IXFER_OK);
+    EXPECT(ixfer_agent_take_event_fd(b, &bfd) == IXFER_OK);
+    ixfer_provider_info info;
+    /* 127.0.0.2 is no interface's address: libfabric 1.17 gives it a domain
+     * of its own ("tcp"), so b registers memory in two domains. */
+    EXPECT(ixfer_agent_rail_info(b, 1, &info) == IXFER_OK && info.domain[0]);
+    EXPECT(ixfer_agent_rail_info(b, 2, &info) == IXFER_ERR_INVALID_PARAM);
+    uint8_t addrs[512];
+    uint64_t lens[2], used = 0;
+    for (uint32_t i = 0; i < 2; i++) {
+        lens[i] = sizeof addrs - used;
+        EXPECT(ixfer_agent_rail_address(b, i, addrs + used, &lens[i]) == IXFER_OK);
+        used += lens[i];
+    }
+    EXPECT(ixfer_agent_rail_address(b, 2, addrs, &(uint64_t){64}) == IXFER_ERR_INVALID_PARAM);
+    uint64_t peer = 0;
+    EXPECT(ixfer_peer_insert_rails(a, addrs, lens, 0, &peer) == IXFER_ERR_INVALID_PARAM);
+    EXPECT(ixfer_peer_insert_rails(a, addrs, lens, 2, &peer) == IXFER_OK);
+
+    const uint64_t len = 4 << 20;
+    uint64_t src = 0, dst = 0, skey = 0, dkey = 0;
+    ixfer_mr *smr = NULL, *dmr = NULL;
+    EXPECT(ixfer_mem_alloc(len, &src) == IXFER_OK && ixfer_mem_alloc(len, &dst) == IXFER_OK);
+    for (uint64_t i = 0; i < len; i++)
+        ((uint8_t *)(uintptr_t)src)[i] = (uint8_t)(i * 7 + i / 4096);
+    EXPECT(ixfer_mr_register(a, src, len, &skey, &smr) == IXFER_OK);
+    EXPECT(ixfer_mr_register(b, dst, len, &dkey, &dmr) == IXFER_OK);
+    ixfer_provider_info caps;
+    EXPECT(ixfer_agent_info(b, &caps) == IXFER_OK);
+    uint64_t rbase = (caps.mr_mode & (1u << 4)) ? dst : 0;
+    /* Three pairs, the middle one crossing where the stripes are cut. */
+    ixfer_iov_pair pairs[3] = {{src, 4096, smr, rbase, dkey, 0, 0},
+                               {src + 4096, len - 8192, smr, rbase + 4096, dkey, 0, 0},
+                               {src + len - 4096, 4096, smr, rbase + len - 4096, dkey, 0, 0}};
+    EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, peer, pairs, 3, 1, (const uint8_t *)"done", 4,
+                           IXFER_POST_NOTIFY) == IXFER_OK);
+    ixfer_event ev;
+    EXPECT(wait_type(b, bfd, IXFER_EVENT_NOTIF, &ev));
+    ixfer_notification *n = (ixfer_notification *)(uintptr_t)ev.user_id;
+    if (n) {
+        EXPECT(n->status == IXFER_OK && n->len == 4 && memcmp(n->data, "done", 4) == 0);
+        EXPECT(memcmp((void *)(uintptr_t)src, (void *)(uintptr_t)dst, len) == 0);
+        ixfer_notif_free(n);
+    }
+    EXPECT(wait_type(a, afd, IXFER_EVENT_XFER_DONE, &ev));
+    EXPECT(ev.user_id == 1 && ev.status == IXFER_OK);
+    memset((void *)(uintptr_t)src, 0, len);
+    ixfer_iov_pair whole = {src, len, smr, rbase, dkey, 0, 0};
+    EXPECT(ixfer_xfer_post(a, IXFER_OP_READ, peer, &whole, 1, 2, NULL, 0, 0) == IXFER_OK);
+    EXPECT(wait_type(a, afd, IXFER_EVENT_XFER_DONE, &ev));
+    EXPECT(ev.user_id == 2 && ev.status == IXFER_OK);
+    EXPECT(memcmp((void *)(uintptr_t)src, (void *)(uintptr_t)dst, len) == 0);
+    ixfer_rail_stats st[4];
+    for (uint32_t i = 0; i < 4; i++)
+        EXPECT(ixfer_rail_stats_get(a, i, &st[i]) == IXFER_OK);
+    EXPECT(st[0].bytes > 0 && st[1].bytes > 0 && st[2].bytes == 0 && st[3].bytes == 0);
+    EXPECT(st[0].bytes + st[1].bytes == 2 * len);
+    EXPECT(st[0].up == 1 && st[0].downs == 0 && st[0].failed == 0);
+    EXPECT(ixfer_rail_stats_get(a, 4, &st[0]) == IXFER_ERR_INVALID_PARAM);
+
+    EXPECT(ixfer_peer_remove(a, peer) == IXFER_OK);
+    EXPECT(ixfer_mr_deregister(smr) == IXFER_OK);
+    ixfer_agent_destroy(a);
+    ixfer_agent_destroy(b); /* closes dmr */
+    close(afd);
+    close(bfd);
+    ixfer_mem_free(src);
+    ixfer_mem_free(dst);
+}
+
 int main(void)
 {
     /* Staging runs without a GPU (test_staging; IXFER_EMULATE_VRAM=0 on a
@@ -682,6 +772,7 @@ int main(void)
     test_bad_input();
     test_transfers();
     test_notifications();
+    test_rails();
     test_dead_peers();
     test_files();
     /* tcp only: shm 2.6 crashes in smr_ep_progress when two agents of one

@@ -43,12 +43,14 @@ export interface IxferInit {
   /** CUDA device of VRAM memory. */
   device: number;
   vram: VramOptions;
+  /** The agent's rails (--rails, --target-rails). */
+  rails: number;
 }
 
 serve({
   async init(m) {
-    const { role, provider, address, bytes, seg, device, vram } = m as unknown as IxferInit;
-    agent = await Agent.create({ name: `bench-${role}`, provider, address, vram });
+    const { role, provider, address, bytes, seg, device, vram, rails } = m as unknown as IxferInit;
+    agent = await Agent.create({ name: `bench-${role}`, provider, address, vram, rails });
     region = allocateSegment(agent, seg, bytes, device, role);
     return {
       metadata: Buffer.from(agent.getLocalMetadata()).toString('base64'),

@@ -70,7 +70,8 @@ export class IxferEngine extends WorkerPair implements CheckedEngine {
     const seg = (s: BenchOptions['targetSeg']): MemorySegment => (name === 'dram' ? 'DRAM' : (s as MemorySegment));
     const vram = vramOptions(o);
     const init = async (w: Worker, role: IxferInit['role']) => {
-      const msg: IxferInit = { role, provider: o.provider, address: o.address, bytes, seg: seg(o[`${role}Seg`]), device: o.device[role], vram };
+      const rails = role === 'target' ? (o.targetRails ?? o.rails) : o.rails;
+      const msg: IxferInit = { role, provider: o.provider, address: o.address, bytes, seg: seg(o[`${role}Seg`]), device: o.device[role], vram, rails };
       const r = await w.request<{ metadata: string; addr: number; path?: VramPath }>({ type: 'init', ...msg });
       engine.paths[role] = r.path;
       return r;

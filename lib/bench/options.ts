@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { z } from 'zod';
 
 import { InvalidParamError, NotSupportedError } from '../errors.js';
-import { parse, VramOptionsSchema } from '../schemas.js';
+import { MAX_RAILS, parse, VramOptionsSchema } from '../schemas.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -78,6 +78,9 @@ const BenchOptionsSchema = z
     provider: z.string().min(1).default('tcp'),
     /** Where both sides bind; loopback unless said otherwise. */
     address: z.string().min(1).default('127.0.0.1'),
+    /** ixfer's rails on the initiator, and on the target (default: as many); the C baseline has one. */
+    rails: count.pipe(z.number().max(MAX_RAILS)).default(1),
+    targetRails: count.pipe(z.number().max(MAX_RAILS)).optional(),
     /** Registered per side; default: the largest batch of the sweep. */
     totalBufferSize: size.optional(),
     baseline: z.boolean().default(false),
@@ -169,6 +172,8 @@ const FLAGS = {
   'check-consistency': { type: 'boolean' },
   provider: { type: 'string' },
   address: { type: 'string' },
+  rails: { type: 'string' },
+  'target-rails': { type: 'string' },
   'total-buffer-size': { type: 'string' },
   baseline: { type: 'boolean' },
   'file-dir': { type: 'string' },
@@ -261,6 +266,9 @@ options (nixlbench's names):
                               SHA-256 of source and destination after the row
   --provider NAME             libfabric provider (default tcp)
   --address ADDR              address both sides bind (default 127.0.0.1)
+  --rails N                   ixfer's rails (endpoints) on the initiator (default 1);
+                              the C baseline keeps one, for comparison
+  --target-rails N            ixfer's rails on the target (default: --rails)
   --total-buffer-size N       bytes registered per side (default: largest batch)
   --baseline                  also run, row by row, a C program doing the same RMA
                               loop on libfabric, and a Node net socket stream; adds

@@ -108,6 +108,7 @@ export function tableHeader(report: BenchReport): string {
         `one transfer per row, reposted\n` +
         `times in microseconds; i = the one process (agent and I/O threads), t = - (no target process)`
       : `ixfer bench: ${o.op} ${o.initiatorSeg} -> ${o.targetSeg}, provider ${o.provider} on ${o.address}` +
+        (o.rails > 1 || (o.targetRails ?? o.rails) > 1 ? `, ixfer rails ${o.rails} -> ${o.targetRails ?? o.rails}` : '') +
         `\n${report.bufferBytes} bytes registered per side, ${o.prepared ? 'prepared lists + makeTransfer' : 'one transfer per row, reposted'}\n` +
         `times in microseconds; i = initiator, t = target`) +
     (report.paths ? `\n${vramLine(report)}` : '') +

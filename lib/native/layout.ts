@@ -87,6 +87,8 @@ export const EVENT_BYTES = 24;
 export const EVENT_XFER_DONE = 1;
 /** A notification arrived: the id is the address of an ixfer_notification (see takeNotification). */
 export const EVENT_NOTIF = 2;
+/** A rail went out of use (status: the error) or came back (status 0): the id is its index. */
+export const EVENT_RAIL = 3;
 
 /** Calls visit for each of the n events in buf; no allocation per event (one drain serves every transfer). */
 export function forEachEvent(
@@ -126,4 +128,35 @@ export function takeNotification(native: Shim, addr: number): NativeNotification
   }
   native.notifFree(addr);
   return { sender, status, len, data };
+}
+
+/** ixfer_rail_stats: what one rail moved, and its failovers. */
+export interface RailStats {
+  ops: number;
+  bytes: number;
+  /** Ops that completed with an error. */
+  failed: number;
+  /** Failed ops (of any rail) posted again on this one. */
+  reposted: number;
+  /** Times it was taken out of use, and came back. */
+  downs: number;
+  rejoins: number;
+  /** In use (or being tried again); false while cooling off. */
+  up: boolean;
+}
+
+/** ixfer_rail_stats: u64 ops, bytes, failed, reposted, then u32 downs, rejoins, up, reserved. */
+export const RAIL_STATS_WORDS = 6;
+
+export function decodeRailStats(out: BigUint64Array): RailStats {
+  const u32 = new Uint32Array(out.buffer, out.byteOffset, RAIL_STATS_WORDS * 2);
+  return {
+    ops: Number(out[0]),
+    bytes: Number(out[1]),
+    failed: Number(out[2]),
+    reposted: Number(out[3]),
+    downs: u32[8]!,
+    rejoins: u32[9]!,
+    up: u32[10] === 1,
+  };
 }

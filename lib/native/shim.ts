@@ -14,7 +14,7 @@ import koffi from 'koffi';
 import { codeOfStatus, LibraryMissingError, makeError } from '../errors.js';
 
 /** The ABI this TypeScript expects (IXFER_ABI_VERSION in ixfer.h). */
-export const EXPECTED_ABI_VERSION = 3;
+export const EXPECTED_ABI_VERSION = 4;
 
 /** The package's root: this file is dist/native/shim.js. */
 export const packageRoot = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -67,6 +67,11 @@ const ProviderInfo = koffi.struct('ixfer_provider_info', {
 });
 const PROVIDER_INFO_BYTES = koffi.sizeof(ProviderInfo);
 
+koffi.struct('ixfer_rail_config', {
+  node: 'const char *',
+  domain: 'const char *',
+});
+
 koffi.struct('ixfer_agent_config', {
   provider: 'const char *',
   node: 'const char *',
@@ -77,7 +82,16 @@ koffi.struct('ixfer_agent_config', {
   vram_mode: 'uint32_t',
   staging_bytes: 'uint64_t',
   staging_chunk: 'uint64_t',
+  rails: 'const ixfer_rail_config *',
+  rail_count: 'uint32_t',
+  rail_cooldown_ms: 'uint32_t',
+  stripe_min: 'uint64_t',
 });
+
+export interface RailConfig {
+  node: string | null;
+  domain: string | null;
+}
 
 koffi.struct('ixfer_staging_stats', {
   pool_bytes: 'uint64_t',
@@ -111,7 +125,15 @@ export interface AgentConfig {
   vram_mode: number;
   staging_bytes: number;
   staging_chunk: number;
+  /** One entry per rail (rail 0 first), or null: rail_count rails on node/domain. */
+  rails: RailConfig[] | null;
+  rail_count: number;
+  /** 0: the shim's default (1000 ms). */
+  rail_cooldown_ms: number;
+  /** 0: the shim's default (128 KiB). */
+  stripe_min: number;
 }
+
 koffi.opaque('ixfer_agent');
 koffi.opaque('ixfer_mr');
 
@@ -171,6 +193,20 @@ function declare(lib: ReturnType<typeof koffi.load>) {
       buf: Buffer,
       len: (number | bigint)[],
     ) => number,
+    agentRailCount: f('uint32_t ixfer_agent_rail_count(ixfer_agent *agent)') as (a: AgentHandle) => number,
+    agentRailInfo: f('int32_t ixfer_agent_rail_info(ixfer_agent *agent, uint32_t rail, _Out_ uint8_t *out)') as (
+      a: AgentHandle,
+      rail: number,
+      out: Buffer,
+    ) => number,
+    agentRailAddress: f(
+      'int32_t ixfer_agent_rail_address(ixfer_agent *agent, uint32_t rail, _Out_ uint8_t *buf, _Inout_ uint64_t *len)',
+    ) as (a: AgentHandle, rail: number, buf: Buffer, len: (number | bigint)[]) => number,
+    railStatsGet: f('int32_t ixfer_rail_stats_get(ixfer_agent *agent, uint32_t rail, _Out_ uint64_t *out)') as (
+      a: AgentHandle,
+      rail: number,
+      out: BigUint64Array,
+    ) => number,
     agentTakeEventFd: f('int32_t ixfer_agent_take_event_fd(ixfer_agent *agent, _Out_ int32_t *fd)') as (
       a: AgentHandle,
       fd: number[],
@@ -212,6 +248,10 @@ function declare(lib: ReturnType<typeof koffi.load>) {
       len: number,
       peer: (number | bigint)[],
     ) => number,
+
+    peerInsertRails: f(
+      'int32_t ixfer_peer_insert_rails(ixfer_agent *agent, const uint8_t *addrs, const uint64_t *lens, uint32_t count, _Out_ uint64_t *peer)',
+    ) as (a: AgentHandle, addrs: Uint8Array, lens: BigUint64Array, count: number, peer: (number | bigint)[]) => number,
 
     xferPost: f(
       'int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer, const uint8_t *pairs, uint32_t count, ' +

@@ -6,9 +6,9 @@
 import crypto from 'node:crypto';
 
 import { NotAllowedError } from '../errors.js';
-import { VRAM_MODES } from '../native/layout.js';
+import { decodeRailStats, RAIL_STATS_WORDS, VRAM_MODES, type RailStats } from '../native/layout.js';
 import { check, decodeProviderInfo, providerInfoBuffer, shim, type AgentHandle } from '../native/shim.js';
-import { bindNode, coreName, pickProvider, summarizeProvider, type ProviderSummary } from './providers.js';
+import { coreName, pickProvider, planRails, summarizeProvider, type ProviderSummary, type RailsOption } from './providers.js';
 
 /** Longest fabric address asked for. */
 const MAX_ADDRESS_BYTES = 4096;
@@ -21,6 +21,28 @@ export interface EndpointOptions {
   address?: string | undefined;
   notifications: { maxPendingBytesPerPeer: number; staleMs: number };
   vram: { mode: keyof typeof VRAM_MODES; stagingBytes: number; stagingChunkBytes: number };
+  /** Rails (endpoint, CQ, address vector each); 1 when absent. */
+  rails?: RailsOption | undefined;
+  /** Transfers of at least this many bytes are cut across rails (default 128 KiB). */
+  stripeThresholdBytes?: number | undefined;
+  /** How long a rail that broke rests before it is tried again (default 1000 ms). */
+  railCooldownMs?: number | undefined;
+}
+
+/** A rail and its counters (Agent.rails). */
+export interface RailStatus extends RailStats {
+  domain: string;
+  fabric: string;
+}
+
+/** One rail of an opened endpoint. */
+export interface RailInfo {
+  /** Libfabric domain (interface) it is on. */
+  domain: string;
+  /** Libfabric fabric name (for tcp, the subnet). */
+  fabric: string;
+  /** Its fabric address, in the metadata. */
+  address: Uint8Array;
 }
 
 export class Endpoint {
@@ -29,8 +51,10 @@ export class Endpoint {
   readonly provider: string;
   /** What the opened endpoint offers. */
   readonly info: ProviderSummary;
-  /** The fabric address. */
+  /** The fabric address (rail 0's). */
   readonly address: Uint8Array;
+  /** Every rail, rail 0 first. */
+  readonly rails: RailInfo[];
   /** This incarnation, in our metadata: a peer tells a restarted agent of the same name by it. */
   readonly instance = crypto.randomBytes(16).toString('hex');
   /** The event pipe's read end, for the agent's completions. */
@@ -45,10 +69,15 @@ export class Endpoint {
     const infoBuf = providerInfoBuffer(1);
     check(native.agentInfo(handle, infoBuf), 'reading endpoint attributes');
     this.info = summarizeProvider(decodeProviderInfo(infoBuf));
-    const addrBuf = Buffer.alloc(MAX_ADDRESS_BYTES);
-    const len: (number | bigint)[] = [addrBuf.length];
-    check(native.agentAddress(handle, addrBuf, len), 'reading endpoint address');
-    this.address = new Uint8Array(addrBuf.subarray(0, Number(len[0])));
+    this.rails = Array.from({ length: native.agentRailCount(handle) }, (_, i) => {
+      const addrBuf = Buffer.alloc(MAX_ADDRESS_BYTES);
+      const len: (number | bigint)[] = [addrBuf.length];
+      check(native.agentRailAddress(handle, i, addrBuf, len), `reading the address of rail ${i}`);
+      check(native.agentRailInfo(handle, i, infoBuf), `reading the attributes of rail ${i}`);
+      const raw = decodeProviderInfo(infoBuf);
+      return { domain: raw.domain, fabric: raw.fabric, address: new Uint8Array(addrBuf.subarray(0, Number(len[0]))) };
+    });
+    this.address = this.rails[0]!.address;
     const fd = [0];
     check(native.agentTakeEventFd(handle, fd), 'taking the event descriptor');
     this.eventFd = fd[0]!;
@@ -64,24 +93,29 @@ export class Endpoint {
       ? pickProvider(env, opts.iface, 'from IXFER_PROVIDER')
       : pickProvider(opts.provider, opts.iface, env ? `option provider; IXFER_PROVIDER=${env} is ignored when the option names one` : 'option provider');
     const provider = coreName(chosen.name);
-    const node = bindNode(chosen, opts.iface, opts.address);
+    const rails = planRails(chosen, opts.rails ?? 1, opts.iface, opts.address);
+    const node = rails[0]!.node;
     const out: (bigint | null)[] = [null];
     check(
       native.agentCreate(
         {
           provider: chosen.name,
           node: node ?? null,
-          domain: opts.iface ?? null,
+          domain: rails[0]!.domain ?? null,
           name: opts.name,
           notif_pending_cap: opts.notifications.maxPendingBytesPerPeer,
           notif_stale_ms: opts.notifications.staleMs,
           vram_mode: VRAM_MODES[opts.vram.mode],
           staging_bytes: opts.vram.stagingBytes,
           staging_chunk: opts.vram.stagingChunkBytes,
+          rails: rails.length > 1 ? rails.map((r) => ({ node: r.node ?? null, domain: r.domain ?? null })) : null,
+          rail_count: rails.length,
+          rail_cooldown_ms: opts.railCooldownMs ?? 0,
+          stripe_min: opts.stripeThresholdBytes ?? 0,
         },
         out,
       ),
-      `creating agent '${opts.name}' on ${chosen.name}${node ? ` at ${node}` : ''}`,
+      `creating agent '${opts.name}' on ${chosen.name}${node ? ` at ${node}` : ''}${rails.length > 1 ? ` with ${rails.length} rails` : ''}`,
     );
     const handle = out[0] as AgentHandle;
     try {
@@ -101,6 +135,16 @@ export class Endpoint {
   /** The handle, or undefined once destroyed (for what is harmless to skip then). */
   get live(): AgentHandle | undefined {
     return this.#handle;
+  }
+
+  /** Each rail, with what it moved so far. */
+  railStatus(): RailStatus[] {
+    const handle = this.handle();
+    const out = new BigUint64Array(RAIL_STATS_WORDS);
+    return this.rails.map((r, i) => {
+      check(shim().railStatsGet(handle, i, out), `reading the counters of rail ${i}`);
+      return { domain: r.domain, fabric: r.fabric, ...decodeRailStats(out) };
+    });
   }
 
   /** Joins the progress thread and closes every registration. */

@@ -10,8 +10,8 @@ import { describeSource, isDetached, MemoryRegion, type MemorySource, type Regio
 import { MemoryRegistry } from '../core/registry.js';
 import type { Telemetry } from '../core/telemetry.js';
 import { Transfer } from '../core/transfer.js';
-import { codeOfStatus, InvalidParamError, MismatchError, NotFoundError, statusOf } from '../errors.js';
-import { OP_READ, OP_WRITE, POST_NOTIFY } from '../native/layout.js';
+import { codeOfStatus, InvalidParamError, makeError, MismatchError, NotFoundError, statusOf, type IxferError } from '../errors.js';
+import { EVENT_RAIL, OP_READ, OP_WRITE, POST_NOTIFY } from '../native/layout.js';
 import { check, shim, toBigInt, viewNative, type MrHandle, type StagingStatsRaw } from '../native/shim.js';
 import { parseDescriptors, type Descriptor, type Op, type ParsedDescriptor } from '../schemas.js';
 import type { Endpoint } from './endpoint.js';
@@ -44,6 +44,15 @@ const PROBE_BYTES = 64;
 /** Unmaps retired allocations once no JavaScript view can reach them. */
 const unmapWhenCollected = new FinalizationRegistry<{ addr: number; len: number }>(({ addr, len }) => shim().memUnmap(addr, len));
 
+/** Agent event 'rail': a rail went out of use after a connection error (`error` says which), or came back. */
+export interface RailEvent {
+  rail: number;
+  /** Its interface (libfabric domain). */
+  domain: string;
+  up: boolean;
+  error?: IxferError;
+}
+
 export class NetEngine implements Engine<NetPosting>, RegionOwner {
   readonly defaultTimeoutMs: number | undefined;
   readonly telemetry: Telemetry;
@@ -72,6 +81,8 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     changed: () => void;
     /** An incoming notification was dropped. */
     dropped: (err: NotificationDroppedError) => void;
+    /** A rail went out of use or came back. */
+    rail: (event: RailEvent) => void;
     /** metadata.maxRegionsPerPeer */
     maxRegionsPerPeer: number;
     /** Bounds of the delivered-notification queue. */
@@ -91,6 +102,12 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
       limits: init.inbox,
     });
     this.peers = new PeerTable(init.endpoint, (instance) => this.notifications.forget(instance), init.maxRegionsPerPeer);
+    init.completions.on(EVENT_RAIL, (rail, status, fiErrno) => {
+      const domain = init.endpoint.rails[rail]?.domain ?? '';
+      if (status === 0) return init.rail({ rail, domain, up: true });
+      const error = makeError(codeOfStatus(status), `rail ${rail} (${domain}) out of use: ${describeNetError(status, fiErrno)}`);
+      init.rail({ rail, domain, up: false, error });
+    });
   }
 
   // ---- memory --------------------------------------------------------------
@@ -197,7 +214,7 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
       provider: ep.info.name,
       mrModeBits: ep.info.mrModeBits,
       addrFormat: ep.info.addrFormatValue,
-      ...(includeConnection ? { address: ep.address } : {}),
+      ...(includeConnection ? { address: ep.address, rails: ep.rails.slice(1).map((r) => r.address) } : {}),
       complete: regions === undefined,
       regions: chosen.map((r) => ({ addr: r.addr, len: r.len, key: r.key, devId: r.devId, kind: kindOf(r), ...(r.name ? { name: r.name } : {}) })),
     });

@@ -11,6 +11,10 @@
  *   u32 mrModeBits
  *   u32 addrFormat                  (fi_info's addr_format: how addr is read)
  *   u16 addrLen, addr               (addrLen 0 unless FLAG_CONNECTION)
+ *   with FLAG_RAILS (and FLAG_CONNECTION): u8 railCount (2..32), then
+ *     railCount - 1 x { u16 len, addr }: the addresses of rails 1, 2, ...
+ *     (rail 0's is addr). A one-rail agent never sets the flag, so its blob
+ *     is what version 2 always was; an older reader refuses the flag.
  *   u32 regionCount, regionCount x { u64 addr, u64 len, u64 key, u16 devId, u16 kind, u32 reserved }
  *     (kind: REGION_DRAM, REGION_VRAM_GPUDIRECT, REGION_VRAM_STAGED)
  *   with FLAG_NAMES: regionCount x { u8 nameLen, name (UTF-8; 0: unnamed) }
@@ -22,6 +26,8 @@ export const METADATA_VERSION = 2;
 export const FLAG_CONNECTION = 1;
 export const FLAG_COMPLETE = 2; // lists every region of the agent
 export const FLAG_NAMES = 4; // region names follow the regions
+export const FLAG_RAILS = 8; // addresses of rails after the first follow the address
+const MAX_RAILS = 32;
 const REGION_BYTES = 32;
 /** Region kinds: host memory; VRAM the provider reaches (FI_HMEM); VRAM its agent stages through host memory. */
 export const REGION_DRAM = 0;
@@ -48,6 +54,8 @@ export interface Metadata {
   /** enum fi_addr_format of the endpoint. */
   addrFormat: number;
   address?: Uint8Array;
+  /** Addresses of rails 1, 2, ... (rail 0's is `address`); absent for one rail. */
+  rails?: Uint8Array[];
   complete: boolean;
   regions: RegionInfo[];
 }
@@ -56,15 +64,20 @@ export function encodeMetadata(md: Metadata): Uint8Array {
   const name = Buffer.from(md.name);
   const provider = Buffer.from(md.provider);
   const addr = md.address ?? new Uint8Array(0);
+  const rails = md.address && md.rails?.length ? md.rails : undefined;
+  const railBytes = rails ? 1 + rails.reduce((n, a) => n + 2 + a.length, 0) : 0;
   const names = md.regions.some((r) => r.name) ? md.regions.map((r) => Buffer.from(r.name ?? '')) : undefined;
   const namesBytes = names ? names.reduce((n, b) => n + 1 + b.length, 0) : 0;
   const size =
-    4 + 4 + 16 + 8 + 2 + name.length + 2 + provider.length + 4 + 4 + 2 + addr.length + 4 + md.regions.length * REGION_BYTES + namesBytes;
+    4 + 4 + 16 + 8 + 2 + name.length + 2 + provider.length + 4 + 4 + 2 + addr.length + railBytes + 4 + md.regions.length * REGION_BYTES + namesBytes;
   const out = Buffer.alloc(size);
   let o = 0;
   o = out.writeUInt32LE(MAGIC, o);
   o = out.writeUInt16LE(METADATA_VERSION, o);
-  o = out.writeUInt16LE((md.address ? FLAG_CONNECTION : 0) | (md.complete ? FLAG_COMPLETE : 0) | (names ? FLAG_NAMES : 0), o);
+  o = out.writeUInt16LE(
+    (md.address ? FLAG_CONNECTION : 0) | (md.complete ? FLAG_COMPLETE : 0) | (names ? FLAG_NAMES : 0) | (rails ? FLAG_RAILS : 0),
+    o,
+  );
   o += Buffer.from(md.instance, 'hex').copy(out, o);
   o = out.writeBigUInt64LE(md.sequence, o);
   o = out.writeUInt16LE(name.length, o);
@@ -76,6 +89,14 @@ export function encodeMetadata(md: Metadata): Uint8Array {
   o = out.writeUInt16LE(addr.length, o);
   out.set(addr, o);
   o += addr.length;
+  if (rails) {
+    o = out.writeUInt8(rails.length + 1, o);
+    for (const a of rails) {
+      o = out.writeUInt16LE(a.length, o);
+      out.set(a, o);
+      o += a.length;
+    }
+  }
   o = out.writeUInt32LE(md.regions.length, o);
   for (const r of md.regions) {
     o = out.writeBigUInt64LE(BigInt(r.addr), o);
@@ -161,7 +182,7 @@ export function decodeMetadata(blob: Uint8Array, maxRegions = Infinity): Metadat
   const version = r.u16('version');
   if (version !== METADATA_VERSION) throw bad(`version ${version}, this ixfer reads version ${METADATA_VERSION}`);
   const flags = r.u16('flags');
-  if (flags & ~(FLAG_CONNECTION | FLAG_COMPLETE | FLAG_NAMES)) throw bad(`unknown flags 0x${flags.toString(16)}`);
+  if (flags & ~(FLAG_CONNECTION | FLAG_COMPLETE | FLAG_NAMES | FLAG_RAILS)) throw bad(`unknown flags 0x${flags.toString(16)}`);
   const instance = r.bytes(16, 'instance').toString('hex');
   const sequence = r.u64('sequence');
   const nameLen = r.u16('name length');
@@ -176,6 +197,18 @@ export function decodeMetadata(blob: Uint8Array, maxRegions = Infinity): Metadat
   if (addrLen > MAX_ADDR) throw bad(`address of ${addrLen} bytes`);
   if (Boolean(flags & FLAG_CONNECTION) !== addrLen > 0) throw bad('connection flag and address length disagree');
   const address = addrLen ? new Uint8Array(r.bytes(addrLen, 'address')) : undefined;
+  let rails: Uint8Array[] | undefined;
+  if (flags & FLAG_RAILS) {
+    if (!address) throw bad('rails without a connection address');
+    const n = r.u8('rail count');
+    if (n < 2 || n > MAX_RAILS) throw bad(`${n} rails (2 to ${MAX_RAILS} with the rails flag)`);
+    rails = [];
+    for (let i = 1; i < n; i++) {
+      const len = r.u16(`rail ${i} address length`);
+      if (len === 0 || len > MAX_ADDR) throw bad(`address of rail ${i} has ${len} bytes`);
+      rails.push(new Uint8Array(r.bytes(len, `rail ${i} address`)));
+    }
+  }
   const count = r.u32('region count');
   if (count > maxRegions) throw bad(`${count} regions, more than the ${maxRegions} allowed per peer (metadata.maxRegionsPerPeer)`);
   const named = Boolean(flags & FLAG_NAMES);
@@ -219,6 +252,7 @@ export function decodeMetadata(blob: Uint8Array, maxRegions = Infinity): Metadat
     mrModeBits,
     addrFormat,
     ...(address ? { address } : {}),
+    ...(rails ? { rails } : {}),
     complete: Boolean(flags & FLAG_COMPLETE),
     regions,
   };

@@ -145,9 +145,17 @@ export class PeerTable {
       return md.name;
     }
     if (!md.address) throw new NotFoundError(`metadata of unknown peer '${md.name}' has no connection information`);
-    this.#checkAddress(md.address, md.addrFormat, md.name);
+    const addresses = [md.address, ...(md.rails ?? [])];
+    for (const a of addresses) this.#checkAddress(a, md.addrFormat, md.name);
     const fiAddr: (number | bigint)[] = [0];
-    check(shim().peerInsert(handle, md.address, md.address.length, fiAddr), `adding peer '${md.name}'`);
+    if (addresses.length === 1) {
+      check(shim().peerInsert(handle, md.address, md.address.length, fiAddr), `adding peer '${md.name}'`);
+    } else {
+      // Rails both ends have are used: the shim inserts min(ours, theirs).
+      const lens = BigUint64Array.from(addresses, (a) => BigInt(a.length));
+      const all = Buffer.concat(addresses);
+      check(shim().peerInsertRails(handle, all, lens, addresses.length, fiAddr), `adding peer '${md.name}' (${addresses.length} rails)`);
+    }
     if (existing) {
       this.#drop(existing);
       if (existing.instance !== md.instance) this.#onInstanceGone(existing.instance);

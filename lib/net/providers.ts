@@ -144,3 +144,32 @@ export function bindNode(p: ProviderSummary, iface: string | undefined, address:
   }
   return '127.0.0.1';
 }
+
+/** Where one rail opens: the node to bind (undefined: any) and the domain (interface). */
+export interface RailPlan {
+  node: string | undefined;
+  domain: string | undefined;
+}
+
+/** What the `rails` agent option asks for: a count on the agent's interface, 'auto', or one entry per rail. */
+export type RailsOption = number | 'auto' | { iface?: string | undefined; address?: string | undefined }[];
+
+/**
+ * The rails an agent on provider p opens: `count` on the agent's own node and
+ * interface; 'auto' one per domain p is offered on, in libfabric's order
+ * (after the agent's own interface or address when one is given); a list,
+ * each entry's interface and address standing in for the agent's.
+ */
+export function planRails(p: ProviderSummary, rails: RailsOption, iface: string | undefined, address: string | undefined): RailPlan[] {
+  const own: RailPlan = { node: bindNode(p, iface, address), domain: iface };
+  if (typeof rails === 'number') return Array.from({ length: rails }, () => own);
+  if (rails === 'auto') {
+    const domains = [...new Set(listProviders(p.name).filter((q) => q.name === p.name && !q.unsupported).map((q) => q.domain))];
+    const rest = domains.filter((d) => d !== iface).map((d) => ({ node: bindNode(p, d, undefined), domain: d }));
+    return iface || address ? [own, ...rest] : rest;
+  }
+  return rails.map((r) => ({
+    node: bindNode(p, r.iface ?? iface, r.address ?? (r.iface ? undefined : address)),
+    domain: r.iface ?? iface,
+  }));
+}

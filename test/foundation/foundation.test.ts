@@ -20,7 +20,7 @@ function runCli(args: string[], env: NodeJS.ProcessEnv = {}) {
 describe('ixfer info', () => {
   it('lists tcp;ofi_rxm on loopback with the attributes that matter', () => {
     const report = info();
-    expect(report.shim.abi).toBe(3);
+    expect(report.shim.abi).toBe(4);
     expect(report.libfabric.available).toBe(true);
     expect(report.libfabric.version).toMatch(/^1\.\d+$/);
     const tcp = report.libfabric.providers.find((p) => p.name === 'tcp;ofi_rxm' && p.domain === 'lo');
@@ -50,6 +50,21 @@ describe('ixfer info', () => {
     expect(parsed.host.hostname).toBe(os.hostname());
     expect(parsed.host.node).toBe(process.version);
     expect(parsed.libfabric.version).toMatch(/^1\.\d+$/);
+  });
+
+  it('lists the rails an agent would open: one per interface for auto, a count with --rails N', () => {
+    const auto = JSON.parse(runCli(['info', '--json']).stdout).libfabric.rails;
+    expect(auto.asked).toBe('auto');
+    const domains = auto.rails.map((r: { domain: string }) => r.domain);
+    expect(domains).toContain('lo');
+    expect(new Set(domains).size).toBe(domains.length);
+    const three = runCli(['info', '--rails', '3']);
+    expect(three.status).toBe(0);
+    expect(three.stdout).toMatch(/rails \(3\)\s+3 on tcp/);
+    expect(three.stdout).toMatch(/rail 2\s/);
+    const bad = runCli(['info', '--rails', '0']);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/--rails takes 'auto' or a count from 1 to 32/);
   });
 
   it('--version prints the package version', () => {
@@ -161,7 +176,7 @@ describe('the shim', () => {
     expect(r.status).toBe(1);
     expect(r.stderr).toContain('ERR_LIBRARY_MISSING');
     expect(r.stderr).toContain('ABI version 999');
-    expect(r.stderr).toContain('needs ABI version 3');
+    expect(r.stderr).toContain('needs ABI version 4');
     fs.rmSync(dir, { recursive: true });
   });
 });

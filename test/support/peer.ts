@@ -11,6 +11,7 @@ import { Worker, type Request } from '../../lib/bench/rpc.js';
 import type { ExchangeOptions, SocketAddress, VramOptions } from '../../lib/index.js';
 
 const script = path.join(import.meta.dirname, 'fixtures', 'peer.mjs');
+const inNamespace = path.join(import.meta.dirname, 'fixtures', 'netns-peer.mjs');
 
 export interface PeerOptions {
   /** Bytes of the peer's memory region (default 4 MiB). */
@@ -21,6 +22,10 @@ export interface PeerOptions {
   listen?: boolean;
   /** The peer agent's libfabric provider (default: the agent's). */
   provider?: string;
+  /** The peer agent's rails (Agent option `rails`). */
+  rails?: number | { iface?: string; address?: string }[];
+  /** Runs the peer inside this network namespace (made by the test; needs root). */
+  netns?: string;
   /** The peer creates no agent: a process that dies before publishing. */
   idle?: boolean;
   /** The peer's first 'peer' listener throws; its uncaught errors are kept for the 'uncaught' request. */
@@ -67,7 +72,10 @@ export class Peer {
 
   /** Forks fixtures/peer.mjs as agent `name` and waits until it is ready. */
   static async spawn(name: string, options: PeerOptions = {}): Promise<Peer> {
-    const peer = new Peer(new Worker(`peer '${name}'`, script, [name, JSON.stringify(options)]));
+    const args = [name, JSON.stringify(options)];
+    const peer = new Peer(
+      new Worker(`peer '${name}'`, options.netns ? inNamespace : script, options.netns ? [options.netns, ...args] : args),
+    );
     try {
       const r = await peer.request<Omit<Ready, 'metadata'> & { metadata: string }>({ type: 'ready' });
       peer.#ready = { ...r, metadata: Buffer.from(r.metadata, 'base64') };

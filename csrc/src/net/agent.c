@@ -1,6 +1,7 @@
 /* Agent resources: fabric, domain, endpoint, CQ, AV and the event queue; the
  * progress thread (progress.c), registrations (mr.c) and notifications
  * (notify.c) are set up and torn down from here. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -35,10 +36,23 @@ static void close_fid(void *fidp)
 static void agent_free(struct ixfer_agent *a)
 {
     ixfer_progress_stop(a);
+    for (uint32_t i = a->nrails; i-- > 1;)
+        close_fid(a->rails[i].ep);
     close_fid(a->ep);
     ixfer_notify_fini(a);
     ixfer_staging_fini(a);
     ixfer_mr_close_all(a); /* registrations the caller left behind */
+    for (uint32_t i = a->nrails; i-- > 1;) {
+        struct net_rail *r = &a->rails[i];
+        close_fid(r->av);
+        close_fid(r->cq);
+        if (r->own_domain) {
+            close_fid(r->domain);
+            close_fid(r->fabric);
+        }
+        if (r->info)
+            ixfer_fab.freeinfo(r->info);
+    }
     close_fid(a->av);
     close_fid(a->cq);
     close_fid(a->domain);
@@ -55,6 +69,91 @@ static void agent_free(struct ixfer_agent *a)
     free(a);
 }
 
+/* A name matches its layerings too ("tcp" gives native tcp and tcp;ofi_rxm
+ * on 2.x): the entry of *info named exactly prov wins, else libfabric's
+ * first. */
+static int32_t pick_named(struct fi_info **info, const char *prov)
+{
+    const char *first = (*info)->fabric_attr->prov_name;
+    for (struct fi_info *cur = (*info)->next; first && strcasecmp(first, prov) && cur;
+         cur = cur->next) {
+        if (cur->fabric_attr->prov_name && !strcasecmp(cur->fabric_attr->prov_name, prov)) {
+            struct fi_info *one = ixfer_fab.dupinfo(cur);
+            if (!one)
+                return ixfer_fail(IXFER_ERR_BACKEND, "fi_dupinfo failed");
+            ixfer_fab.freeinfo(*info);
+            *info = one;
+            break;
+        }
+    }
+    return IXFER_OK;
+}
+
+/* Opens rail i (> 0) on node/domain with rail 0's provider and capabilities:
+ * on an earlier rail's domain when it names the same fabric and domain, else
+ * on a fabric and domain of its own. */
+static int32_t open_rail(struct ixfer_agent *a, uint32_t i, const char *node, const char *domain)
+{
+    struct net_rail *r = &a->rails[i];
+    int32_t rc = IXFER_OK;
+    const char *prov = a->info->fabric_attr->prov_name;
+    struct fi_info *hints = ixfer_rdm_hints(prov, domain);
+    if (!hints)
+        return ixfer_fail(IXFER_ERR_BACKEND, "fi_dupinfo failed");
+    if (a->hmem) {
+        hints->caps |= FI_HMEM;
+        hints->domain_attr->mr_mode |= FI_MR_HMEM;
+    }
+    int ret = ixfer_fab.getinfo(IXFER_FI_API_VERSION, node, NULL, node ? FI_SOURCE : 0, hints,
+                                &r->info);
+    ixfer_fab.freeinfo(hints);
+    if (ret == -FI_ENODATA)
+        return ixfer_fail(IXFER_ERR_NOT_SUPPORTED,
+                          "provider '%s' offers no RDM endpoint with RMA for it%s%s", prov,
+                          domain ? " on domain " : "", domain ? domain : "");
+    FI_CHECK(ret, "fi_getinfo (rail)");
+    rc = pick_named(&r->info, prov);
+    if (rc != IXFER_OK)
+        return rc;
+    struct fi_info *fi = r->info;
+    ixfer_fill_provider_info(fi, &r->caps);
+    r->dom = i;
+    for (uint32_t j = 0; j < i; j++) {
+        const ixfer_provider_info *c = &a->rails[j].caps;
+        if (!strcmp(c->fabric, r->caps.fabric) && !strcmp(c->domain, r->caps.domain)) {
+            r->dom = a->rails[j].dom;
+            break;
+        }
+    }
+    if (r->dom == i) {
+        /* Registrations are made in every domain under the key of rail 0's,
+         * so the peer needs one key per region. */
+        if (fi->domain_attr->mr_mode & (FI_MR_PROV_KEY | FI_MR_ENDPOINT))
+            return ixfer_fail(IXFER_ERR_NOT_SUPPORTED,
+                              "it is on domain '%s', rail 0 on '%s': provider '%s' picks "
+                              "memory keys itself (FI_MR_PROV_KEY or FI_MR_ENDPOINT), so its "
+                              "rails must share one domain", r->caps.domain,
+                              a->caps.domain, prov);
+        r->own_domain = 1;
+        FI_CHECK(ixfer_fab.fabric(fi->fabric_attr, &r->fabric, NULL), "fi_fabric (rail)");
+        FI_CHECK(fi_domain(r->fabric, fi, &r->domain, NULL), "fi_domain (rail)");
+    } else {
+        r->fabric = a->rails[r->dom].fabric;
+        r->domain = a->rails[r->dom].domain;
+    }
+    rc = ixfer_progress_open_cq(r);
+    if (rc != IXFER_OK)
+        return rc;
+    struct fi_av_attr av_attr = {.type = FI_AV_UNSPEC};
+    FI_CHECK(fi_av_open(r->domain, &av_attr, &r->av, NULL), "fi_av_open (rail)");
+    FI_CHECK(fi_endpoint(r->domain, fi, &r->ep, NULL), "fi_endpoint (rail)");
+    FI_CHECK(fi_ep_bind(r->ep, &r->cq->fid, FI_TRANSMIT | FI_RECV), "fi_ep_bind(cq, rail)");
+    FI_CHECK(fi_ep_bind(r->ep, &r->av->fid, 0), "fi_ep_bind(av, rail)");
+    FI_CHECK(fi_enable(r->ep), "fi_enable (rail)");
+fail:
+    return rc;
+}
+
 int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
 {
     if (!cfg || !out || !cfg->provider || !*cfg->provider)
@@ -63,6 +162,17 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
     if (strlen(name) >= IXFER_SENDER_MAX)
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "agent name longer than %d bytes",
                           IXFER_SENDER_MAX - 1);
+    uint32_t nrails = cfg->rail_count ? cfg->rail_count : 1;
+    if (nrails > IXFER_MAX_RAILS)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "%u rails asked for, at most %d",
+                          cfg->rail_count, IXFER_MAX_RAILS);
+    const char *node = cfg->node, *domain = cfg->domain;
+    if (cfg->rails) {
+        if (cfg->rails[0].node)
+            node = cfg->rails[0].node;
+        if (cfg->rails[0].domain)
+            domain = cfg->rails[0].domain;
+    }
     int32_t rc = ixfer_fabric_load();
     if (rc != IXFER_OK)
         return rc;
@@ -109,7 +219,7 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
         want_hmem = 1;
     int ret;
     for (;;) {
-        struct fi_info *hints = ixfer_rdm_hints(cfg->provider, cfg->domain);
+        struct fi_info *hints = ixfer_rdm_hints(cfg->provider, domain);
         if (!hints) {
             rc = ixfer_fail(IXFER_ERR_BACKEND, "fi_dupinfo failed");
             goto fail;
@@ -118,8 +228,8 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
             hints->caps |= FI_HMEM;
             hints->domain_attr->mr_mode |= FI_MR_HMEM;
         }
-        ret = ixfer_fab.getinfo(IXFER_FI_API_VERSION, cfg->node, NULL,
-                                cfg->node ? FI_SOURCE : 0, hints, &a->info);
+        ret = ixfer_fab.getinfo(IXFER_FI_API_VERSION, node, NULL, node ? FI_SOURCE : 0, hints,
+                                &a->info);
         ixfer_fab.freeinfo(hints);
         if (ret != -FI_ENODATA || !want_hmem || cfg->vram_mode == IXFER_VRAM_GPUDIRECT)
             break;
@@ -135,28 +245,14 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
     if (ret == -FI_ENODATA) {
         rc = ixfer_fail(IXFER_ERR_NOT_SUPPORTED,
                         "provider '%s' offers no RDM endpoint with RMA for address '%s'%s%s",
-                        cfg->provider, cfg->node ? cfg->node : "(any)",
-                        cfg->domain ? " on domain " : "", cfg->domain ? cfg->domain : "");
+                        cfg->provider, node ? node : "(any)", domain ? " on domain " : "",
+                        domain ? domain : "");
         goto fail;
     }
     FI_CHECK(ret, "fi_getinfo");
-    /* A name matches its layerings too ("tcp" gives native tcp and
-     * tcp;ofi_rxm on 2.x): the entry named exactly as asked wins, else
-     * libfabric's first. */
-    const char *first = a->info->fabric_attr->prov_name;
-    for (struct fi_info *cur = a->info->next; first && strcasecmp(first, cfg->provider) && cur;
-         cur = cur->next) {
-        if (cur->fabric_attr->prov_name && !strcasecmp(cur->fabric_attr->prov_name, cfg->provider)) {
-            struct fi_info *one = ixfer_fab.dupinfo(cur);
-            if (!one) {
-                rc = ixfer_fail(IXFER_ERR_BACKEND, "fi_dupinfo failed");
-                goto fail;
-            }
-            ixfer_fab.freeinfo(a->info);
-            a->info = one;
-            break;
-        }
-    }
+    rc = pick_named(&a->info, cfg->provider);
+    if (rc != IXFER_OK)
+        goto fail;
 
     struct fi_info *fi = a->info;
     const char *refusal = ixfer_provider_refusal(fi);
@@ -175,15 +271,48 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
     FI_CHECK(ixfer_fab.fabric(fi->fabric_attr, &a->fabric, NULL), "fi_fabric");
     FI_CHECK(fi_domain(a->fabric, fi, &a->domain, NULL), "fi_domain");
 
-    rc = ixfer_progress_open_cq(a);
+    for (uint32_t i = 0; i < nrails; i++)
+        a->rails[i].stats.up = 1;
+    struct net_rail *r0 = &a->rails[0];
+    r0->info = fi;
+    r0->fabric = a->fabric;
+    r0->domain = a->domain;
+    r0->caps = a->caps;
+    a->nrails = 1;
+    rc = ixfer_progress_open_cq(r0);
     if (rc != IXFER_OK)
         goto fail;
+    a->cq = r0->cq;
     struct fi_av_attr av_attr = {.type = FI_AV_UNSPEC};
     FI_CHECK(fi_av_open(a->domain, &av_attr, &a->av, NULL), "fi_av_open");
     FI_CHECK(fi_endpoint(a->domain, fi, &a->ep, NULL), "fi_endpoint");
     FI_CHECK(fi_ep_bind(a->ep, &a->cq->fid, FI_TRANSMIT | FI_RECV), "fi_ep_bind(cq)");
     FI_CHECK(fi_ep_bind(a->ep, &a->av->fid, 0), "fi_ep_bind(av)");
     FI_CHECK(fi_enable(a->ep), "fi_enable");
+    r0->av = a->av;
+    r0->ep = a->ep;
+    if (nrails > 1 && (fi->domain_attr->mr_mode & FI_MR_ENDPOINT)) {
+        rc = ixfer_fail(IXFER_ERR_NOT_SUPPORTED, "provider '%s' binds registrations to one "
+                        "endpoint (FI_MR_ENDPOINT): ixfer opens one rail on it",
+                        fi->fabric_attr->prov_name);
+        goto fail;
+    }
+    a->stripe_min = cfg->stripe_min ? cfg->stripe_min : 128 * 1024;
+    a->rail_cooldown_ns = (cfg->rail_cooldown_ms ? cfg->rail_cooldown_ms : 1000) * 1000000ull;
+    for (uint32_t i = 1; i < nrails; i++) {
+        const ixfer_rail_config *rc_i = cfg->rails ? &cfg->rails[i] : NULL;
+        /* Counted first: agent_free closes what a half-opened rail holds. */
+        a->nrails = i + 1;
+        a->rails[i].wait_fd = -1;
+        const char *rnode = rc_i && rc_i->node ? rc_i->node : cfg->node;
+        rc = open_rail(a, i, rnode, rc_i && rc_i->domain ? rc_i->domain : cfg->domain);
+        if (rc != IXFER_OK) {
+            char why[IXFER_REASON_MAX];
+            snprintf(why, sizeof why, "%s", ixfer_last_error());
+            rc = ixfer_fail(rc, "rail %u at %s: %s", i, rnode ? rnode : "(any)", why);
+            goto fail;
+        }
+    }
     rc = ixfer_notify_init(a, cfg);
     if (rc != IXFER_OK)
         goto fail;
@@ -213,15 +342,55 @@ int32_t ixfer_agent_info(ixfer_agent *agent, ixfer_provider_info *out)
 
 int32_t ixfer_agent_address(ixfer_agent *agent, uint8_t *buf, uint64_t *len)
 {
+    return ixfer_agent_rail_address(agent, 0, buf, len);
+}
+
+int32_t ixfer_agent_rail_address(ixfer_agent *agent, uint32_t rail, uint8_t *buf, uint64_t *len)
+{
     if (!agent || !len)
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
+    if (rail >= agent->nrails)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "rail %u of %u", rail, agent->nrails);
     size_t n = (size_t)*len;
-    int ret = fi_getname(&agent->ep->fid, buf, &n);
+    int ret = fi_getname(&agent->rails[rail].ep->fid, buf, &n);
     *len = n;
     if (ret == -FI_ETOOSMALL)
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "address needs %zu bytes", n);
     if (ret)
         return ixfer_fail(IXFER_ERR_BACKEND, "fi_getname: %s", ixfer_fab.strerror(-ret));
+    return IXFER_OK;
+}
+
+uint32_t ixfer_agent_rail_count(ixfer_agent *agent)
+{
+    return agent ? agent->nrails : 0;
+}
+
+int32_t ixfer_agent_rail_info(ixfer_agent *agent, uint32_t rail, ixfer_provider_info *out)
+{
+    if (!agent || !out)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
+    if (rail >= agent->nrails)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "rail %u of %u", rail, agent->nrails);
+    *out = agent->rails[rail].caps;
+    return IXFER_OK;
+}
+
+int32_t ixfer_rail_stats_get(ixfer_agent *agent, uint32_t rail, ixfer_rail_stats *out)
+{
+    if (!agent || !out)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
+    if (rail >= agent->nrails)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "rail %u of %u", rail, agent->nrails);
+    const ixfer_rail_stats *s = &agent->rails[rail].stats;
+    out->ops = __atomic_load_n(&s->ops, __ATOMIC_RELAXED);
+    out->bytes = __atomic_load_n(&s->bytes, __ATOMIC_RELAXED);
+    out->failed = __atomic_load_n(&s->failed, __ATOMIC_RELAXED);
+    out->reposted = __atomic_load_n(&s->reposted, __ATOMIC_RELAXED);
+    out->downs = __atomic_load_n(&s->downs, __ATOMIC_RELAXED);
+    out->rejoins = __atomic_load_n(&s->rejoins, __ATOMIC_RELAXED);
+    out->up = __atomic_load_n(&s->up, __ATOMIC_RELAXED);
+    out->reserved = 0;
     return IXFER_OK;
 }
 

@@ -19,6 +19,30 @@
 #include "core/list.h"
 #include "ixfer.h"
 
+/* One rail: an endpoint with its CQ and AV. Rail 0's objects are the
+ * agent's own (info, fabric, domain, ep, cq, av below, which notify.c and
+ * staging.c use); a later rail opens its own fabric and domain unless it is
+ * on rail dom's (then it shares them, and their registrations). */
+struct net_rail {
+    struct fi_info *info;       /* owned by rails after 0 */
+    struct fid_fabric *fabric;  /* owned when own_domain */
+    struct fid_domain *domain;  /* owned when own_domain */
+    struct fid_ep *ep;
+    struct fid_cq *cq;
+    struct fid_av *av;
+    uint32_t dom;               /* the rail whose domain (and registrations) it uses */
+    int own_domain;
+    int wait_fd;                /* the CQ's wait fd, or -1 */
+    ixfer_provider_info caps;
+    ixfer_rail_stats stats;     /* written by the progress thread, read atomically */
+    /* Progress thread: in use, cooling off after a connection error until
+     * retry_ns, or tried again (rejoins on its first success). */
+    enum { RAIL_UP, RAIL_DOWN, RAIL_TRYING } state;
+    uint64_t retry_ns;
+    uint32_t inflight;          /* transfer ops posted on it, not completed */
+    uint64_t refused_since;     /* first refusal while inflight was 0, or 0 */
+};
+
 struct ixfer_agent {
     struct ixfer_events events; /* first: see ixfer_agent_events() */
     struct fi_info *info;
@@ -50,6 +74,13 @@ struct ixfer_agent {
     void (*on_control)(struct ixfer_agent *a, const uint8_t *msg, uint64_t len);
     uint64_t key_mask;       /* the domain's mr_key_size, as a mask */
 
+    struct net_rail rails[IXFER_MAX_RAILS]; /* [0] mirrors the objects above */
+    uint32_t nrails;
+    uint32_t rr;             /* progress thread: the rail the next small op takes */
+    uint32_t rails_down;     /* progress thread: rails not RAIL_UP */
+    uint64_t stripe_min;
+    uint64_t rail_cooldown_ns;
+
     /* Owned by the progress thread (progress.c): struct xfer_request. */
     struct ixfer_list live;  /* every request not yet reported */
     struct ixfer_list postq; /* requests with parts left to post */
@@ -61,8 +92,9 @@ struct ixfer_agent {
     atomic_int stop;
     atomic_uint submitted;  /* submissions ever queued, for the watching thread */
     /* The thread sleeps on wake_fd, an eventfd of ours that submitters write
-     * while `sleeping` is set, and (wait_epfd >= 0) on the CQ's wait fd in one
-     * epoll set; with no usable wait fd it polls the CQ (progress.c). */
+     * while `sleeping` is set, and (wait_epfd >= 0) on every rail's CQ wait
+     * fd in one epoll set; where a rail has no usable wait fd it polls the
+     * CQs (progress.c). */
     int wake_fd, wait_epfd;
     atomic_int sleeping;
 

@@ -25,7 +25,7 @@ static uint64_t random_key(const struct ixfer_agent *a)
 
 /* fi_mr_regattr of one range: host memory (iface FI_HMEM_SYSTEM) or device
  * memory of a CUDA device. */
-static int reg_attr(struct ixfer_agent *a, void *buf, size_t len, uint64_t access,
+static int reg_attr(struct fid_domain *domain, void *buf, size_t len, uint64_t access,
                     int32_t cuda_dev, uint64_t requested, struct fid_mr **mr)
 {
     struct iovec iov = {.iov_base = buf, .iov_len = len};
@@ -38,7 +38,7 @@ static int reg_attr(struct ixfer_agent *a, void *buf, size_t len, uint64_t acces
     /* FI_HMEM_DEVICE_ONLY: cuMemAlloc memory is never host-accessible; shm
      * (2.x) moves such memory by CUDA IPC, and any other by copies through
      * its own bounce buffers, several times slower. */
-    return fi_mr_regattr(a->domain, &attr, cuda_dev >= 0 ? FI_HMEM_DEVICE_ONLY : 0, mr);
+    return fi_mr_regattr(domain, &attr, cuda_dev >= 0 ? FI_HMEM_DEVICE_ONLY : 0, mr);
 }
 
 static int reg_any(struct ixfer_agent *a, void *buf, size_t len, uint64_t access, int32_t cuda_dev,
@@ -51,7 +51,7 @@ static int reg_any(struct ixfer_agent *a, void *buf, size_t len, uint64_t access
     int ret, tries = 0;
     do {
         requested = random_key(a);
-        ret = cuda_dev >= 0 ? reg_attr(a, buf, len, access, cuda_dev, requested, mr)
+        ret = cuda_dev >= 0 ? reg_attr(a->domain, buf, len, access, cuda_dev, requested, mr)
                             : fi_mr_reg(a->domain, buf, len, access, 0, requested, 0, mr, NULL);
     } while (ret == -FI_ENOKEY && ++tries < 4);
     if (ret == 0 && (a->caps.mr_mode & FI_MR_ENDPOINT)) {
@@ -73,6 +73,37 @@ int ixfer_reg_mr(struct ixfer_agent *a, void *buf, size_t len, uint64_t access,
                  struct fid_mr **mr, uint64_t *key)
 {
     return reg_any(a, buf, len, access, -1, mr, key);
+}
+
+static void close_mr(struct ixfer_mr *m)
+{
+    for (uint32_t r = 1; r < IXFER_MAX_RAILS; r++)
+        if (m->rail_mr[r])
+            fi_close(&m->rail_mr[r]->fid);
+    if (m->mr)
+        fi_close(&m->mr->fid);
+}
+
+/* Registers m (already in rail 0's domain) in the other rails' domains under
+ * the same key (agent creation made sure keys are ours there), and gives
+ * each rail its descriptor. Returns 0 or -FI_E*. */
+static int reg_rails(struct ixfer_agent *a, struct ixfer_mr *m, uint64_t access)
+{
+    m->rail_desc[0] = m->desc;
+    for (uint32_t r = 1; r < a->nrails; r++) {
+        const struct net_rail *rail = &a->rails[r];
+        if (rail->own_domain) {
+            int ret = reg_attr(rail->domain, (void *)(uintptr_t)m->addr, (size_t)m->len, access,
+                               m->dev, m->key, &m->rail_mr[r]);
+            if (ret) {
+                m->rail_mr[r] = NULL;
+                return ret;
+            }
+        }
+        struct fid_mr *owner = rail->dom ? m->rail_mr[rail->dom] : m->mr;
+        m->rail_desc[r] = fi_mr_desc(owner);
+    }
+    return 0;
 }
 
 static void add_mr(struct ixfer_agent *agent, struct ixfer_mr *m)
@@ -107,6 +138,14 @@ int32_t ixfer_mr_register(ixfer_agent *agent, uint64_t addr, uint64_t len, uint6
     m->addr = addr;
     m->len = len;
     m->dev = -1;
+    ret = reg_rails(agent, m, access);
+    if (ret) {
+        close_mr(m);
+        free(m);
+        return ixfer_fail(IXFER_ERR_BACKEND, "fi_mr_reg of %llu bytes at 0x%llx on a rail's "
+                          "domain: %s", (unsigned long long)len, (unsigned long long)addr,
+                          ixfer_fab.strerror(-ret));
+    }
     add_mr(agent, m);
     *key = m->key;
     *out = m;
@@ -152,6 +191,13 @@ int32_t ixfer_vram_register(ixfer_agent *agent, uint64_t addr, uint64_t len, int
     }
     if (direct && !ret) {
         m->desc = fi_mr_desc(m->mr);
+        ret = reg_rails(agent, m, FI_READ | FI_WRITE | FI_REMOTE_READ | FI_REMOTE_WRITE);
+        if (ret) {
+            close_mr(m);
+            free(m);
+            return ixfer_fail(IXFER_ERR_BACKEND, "device memory on a rail's domain "
+                              "(fi_mr_regattr: %s)", ixfer_fab.strerror(-ret));
+        }
         add_mr(agent, m);
         *path = IXFER_PATH_GPUDIRECT;
     } else {
@@ -208,7 +254,12 @@ int32_t ixfer_mr_deregister(ixfer_mr *m)
     while (m->copying)
         pthread_cond_wait(&a->mr_idle, &a->mr_lock);
     pthread_mutex_unlock(&a->mr_lock);
-    int ret = m->mr ? fi_close(&m->mr->fid) : 0;
+    int ret = 0;
+    for (uint32_t r = 1; r < IXFER_MAX_RAILS; r++)
+        if (m->rail_mr[r])
+            fi_close(&m->rail_mr[r]->fid);
+    if (m->mr)
+        ret = fi_close(&m->mr->fid);
     free(m);
     if (ret)
         return ixfer_fail(IXFER_ERR_BACKEND, "fi_close(mr): %s", ixfer_fab.strerror(-ret));
@@ -219,8 +270,7 @@ void ixfer_mr_close_all(struct ixfer_agent *a)
 {
     IXFER_LIST_FOR_EACH_SAFE(node, &a->mrs) {
         struct ixfer_mr *m = ixfer_container_of(node, struct ixfer_mr, link);
-        if (m->mr)
-            fi_close(&m->mr->fid);
+        close_mr(m);
         free(m);
     }
     ixfer_list_init(&a->mrs);

@@ -11,6 +11,10 @@ struct ixfer_mr {
     struct ixfer_agent *agent;
     struct fid_mr *mr;      /* NULL for staged device memory: the provider never sees it */
     void *desc; /* fi_mr_desc, passed with local iovs when FI_MR_LOCAL */
+    /* Rails after 0: the registration in a rail's own domain (same key), and
+     * each rail's descriptor. */
+    struct fid_mr *rail_mr[IXFER_MAX_RAILS];
+    void *rail_desc[IXFER_MAX_RAILS];
     uint64_t key;
     uint64_t addr, len;     /* the registered range */
     int32_t dev;            /* CUDA device, or -1 for host memory */

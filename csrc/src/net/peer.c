@@ -122,7 +122,8 @@ static int can_probe(const struct ixfer_agent *a, const void *addr, size_t len)
     return 0;
 }
 
-int ixfer_peer_added(struct ixfer_agent *a, fi_addr_t fa, const void *addr, size_t len)
+int ixfer_peer_added(struct ixfer_agent *a, fi_addr_t fa, const void *addr, size_t len,
+                     const fi_addr_t *rail_fa, uint32_t nrails)
 {
     struct net_peer *p = NULL;
     IXFER_LIST_FOR_EACH(n, &a->peers) {
@@ -142,7 +143,17 @@ int ixfer_peer_added(struct ixfer_agent *a, fi_addr_t fa, const void *addr, size
         }
         ixfer_list_push_back(&a->peers, &p->link);
     }
-    /* The same address inserted again (a reload): a fresh start. */
+    /* The same address inserted again (a reload): a fresh start. An insert
+     * of rail 0 only (staging.c's, of an initiator) leaves the rails. */
+    p->rail_fa[0] = fa;
+    if (!p->nrails)
+        p->nrails = 1;
+    if (rail_fa && nrails > 1) {
+        for (uint32_t i = 1; i < nrails; i++)
+            p->rail_fa[i] = rail_fa[i];
+        p->nrails = nrails;
+        p->rail_inserts++;
+    }
     p->inserts++;
     p->state = PEER_OK;
     p->stall_since_ns = 0;
@@ -159,6 +170,11 @@ static void maybe_free(struct ixfer_agent *a, struct net_peer *p)
         fi_av_remove(a->av, &p->fa, 1, 0);
     if (p->inserts)
         return;
+    /* The other rails' entries go with the record: every insert with rails
+     * named the same addresses. */
+    for (; p->rail_inserts; p->rail_inserts--)
+        for (uint32_t i = 1; i < p->nrails; i++)
+            fi_av_remove(a->rails[i].av, &p->rail_fa[i], 1, 0);
     probe_close(p);
     ixfer_list_remove(&p->link);
     free(p);

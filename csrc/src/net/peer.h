@@ -14,6 +14,9 @@ enum peer_state { PEER_OK, PEER_GONE, PEER_REMOVED };
 struct net_peer {
     struct ixfer_list link; /* on the agent's peers */
     fi_addr_t fa;
+    uint32_t nrails;      /* rails both ends have; rail_fa[0] == fa */
+    uint32_t rail_inserts; /* inserts that put rail_fa[1..] into the rails' AVs */
+    fi_addr_t rail_fa[IXFER_MAX_RAILS];
     enum peer_state state;
     uint32_t inserts;     /* fi_av_insert calls not yet matched by a removal */
     uint32_t av_owed;     /* fi_av_remove calls deferred until refs is 0 */
@@ -32,8 +35,11 @@ struct net_peer {
 int32_t ixfer_peer_addr_check(const struct ixfer_agent *a, const uint8_t *addr, uint64_t len);
 /* The record of fa, or NULL (never inserted, or removed). */
 struct net_peer *ixfer_peer_find(struct ixfer_agent *a, fi_addr_t fa);
-/* SUBMIT_ADD_PEER: fa was inserted from addr. Returns 0 or -1 (out of memory). */
-int ixfer_peer_added(struct ixfer_agent *a, fi_addr_t fa, const void *addr, size_t len);
+/* SUBMIT_ADD_PEER: fa was inserted from addr (rail 0's address), and the
+ * peer's address on rail i into rail i's AV as rail_fa[i], for nrails
+ * rails. Returns 0 or -1 (out of memory). */
+int ixfer_peer_added(struct ixfer_agent *a, fi_addr_t fa, const void *addr, size_t len,
+                     const fi_addr_t *rail_fa, uint32_t nrails);
 /* SUBMIT_REMOVE_PEER: no more posts; fi_av_remove once nothing refers to it.
  * Returns whether fa is now removed (not still held by another insert). */
 int ixfer_peer_removed(struct ixfer_agent *a, fi_addr_t fa);

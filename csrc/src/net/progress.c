@@ -40,30 +40,26 @@
  * eventfd is never reset by libfabric. Why poll some CQs: shm's wait
  * object is FI_WAIT_YIELD, whose wait busy-waits on every version and on 1.17
  * ignores the timeout; EFA before 2.5 refuses any wait object. */
-int32_t ixfer_progress_open_cq(struct ixfer_agent *a)
+int32_t ixfer_progress_open_cq(struct net_rail *r)
 {
+    r->wait_fd = -1;
     struct fi_cq_attr attr = {.format = FI_CQ_FORMAT_DATA, .wait_obj = FI_WAIT_UNSPEC};
-    int ret = fi_cq_open(a->domain, &attr, &a->cq, NULL);
+    int ret = fi_cq_open(r->domain, &attr, &r->cq, NULL);
     if (ret == 0) {
         enum fi_wait_obj obj = FI_WAIT_NONE;
         int fd = -1;
-        if (fi_control(&a->cq->fid, FI_GETWAITOBJ, &obj) == 0 && obj == FI_WAIT_FD &&
-            fi_control(&a->cq->fid, FI_GETWAIT, &fd) == 0 && fd >= 0) {
-            a->wait_epfd = epoll_create1(EPOLL_CLOEXEC);
-            struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
-            if (a->wait_epfd >= 0 && epoll_ctl(a->wait_epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
-                return IXFER_OK;
-            if (a->wait_epfd >= 0)
-                close(a->wait_epfd);
-            a->wait_epfd = -1;
+        if (fi_control(&r->cq->fid, FI_GETWAITOBJ, &obj) == 0 && obj == FI_WAIT_FD &&
+            fi_control(&r->cq->fid, FI_GETWAIT, &fd) == 0 && fd >= 0) {
+            r->wait_fd = fd;
+            return IXFER_OK;
         }
-        fi_close(&a->cq->fid);
-        a->cq = NULL;
+        fi_close(&r->cq->fid);
+        r->cq = NULL;
     } else if (ret != -FI_ENOSYS && ret != -FI_EINVAL) {
         return ixfer_fail(IXFER_ERR_BACKEND, "fi_cq_open: %s", ixfer_fab.strerror(-ret));
     }
     attr.wait_obj = FI_WAIT_NONE;
-    ret = fi_cq_open(a->domain, &attr, &a->cq, NULL);
+    ret = fi_cq_open(r->domain, &attr, &r->cq, NULL);
     if (ret)
         return ixfer_fail(IXFER_ERR_BACKEND, "fi_cq_open: %s", ixfer_fab.strerror(-ret));
     return IXFER_OK;
@@ -122,79 +118,287 @@ static void fail_request(struct xfer_request *r, int fi_err)
     ixfer_request_fail(&r->base, ixfer_status_of(fi_err), fi_err, 0);
 }
 
-/* Posts as much of r as the provider takes. Returns -FI_EAGAIN when it had to
- * stop for lack of resources, 0 when r needs no more posting. */
+/* Rails both ends of r have. */
+static uint32_t shared_rails(const struct ixfer_agent *a, const struct xfer_request *r)
+{
+    return r->np && r->np->nrails < a->nrails ? r->np->nrails : a->nrails;
+}
+
+static void rail_event(struct ixfer_agent *a, uint32_t rail, int32_t status, int fi_err)
+{
+    ixfer_event ev = {.user_id = rail, .type = IXFER_EVENT_RAIL, .status = status,
+                      .fi_errno = fi_err};
+    ixfer_events_push(&a->events, &ev);
+}
+
+/* Whether rail i may take ops: up, or cooled off (then it is tried again). */
+static int rail_usable(struct ixfer_agent *a, uint32_t i)
+{
+    struct net_rail *rl = &a->rails[i];
+    if (rl->state == RAIL_DOWN && ixfer_now_ns() >= rl->retry_ns) {
+        rl->state = RAIL_TRYING;
+        __atomic_store_n(&rl->stats.up, 1, __ATOMIC_RELAXED);
+    }
+    return rl->state != RAIL_DOWN;
+}
+
+/* The rail the next op takes: the next of the nr shared, in turn, that is
+ * usable and did not refuse work in this pass (bit i of refused); -1 when
+ * none is left. */
+static int pick_rail(struct ixfer_agent *a, uint32_t nr, uint32_t refused)
+{
+    if (nr <= 1)
+        return 0;
+    for (uint32_t k = 0; k < nr; k++) {
+        uint32_t i = (a->rr + k) % nr;
+        if (!(refused & (1u << i)) && (!a->rails_down || rail_usable(a, i)))
+            return (int)i;
+    }
+    return -1;
+}
+
+/* Fills iov/desc/rma with the segments of r from pair *p, offset *off, up to
+ * max bytes and limit segments, advancing *p and *off; returns the count and
+ * the bytes in *total. */
+static size_t fill_iov(const struct xfer_request *r, uint32_t *p, uint64_t *off, uint64_t max,
+                       uint32_t limit, uint32_t rail, struct iovec *iov, void **desc,
+                       struct fi_rma_iov *rma, uint64_t *total)
+{
+    size_t n = 0;
+    *total = 0;
+    while (n < limit && *p < r->base.count && *total < max) {
+        const ixfer_iov_pair *pair = &r->pairs[*p];
+        uint64_t left = pair->len - *off;
+        uint64_t room = max - *total;
+        uint64_t seg = left < room ? left : room;
+        if (seg) {
+            iov[n].iov_base = (void *)(uintptr_t)(pair->local_addr + *off);
+            iov[n].iov_len = seg;
+            desc[n] = pair->local_mr->rail_desc[rail];
+            rma[n].addr = pair->remote_addr + *off;
+            rma[n].len = seg;
+            rma[n].key = pair->remote_key;
+            n++;
+            *total += seg;
+            *off += seg;
+        }
+        if (*off == pair->len) {
+            (*p)++;
+            *off = 0;
+        }
+    }
+    return n;
+}
+
+/* Posts op (its range of r) on rail: 0, or what the provider returned. */
+static ssize_t post_op(struct ixfer_agent *a, struct xfer_request *r, struct xfer_op *op,
+                       uint32_t rail, uint32_t limit)
+{
+    struct iovec iov[MAX_IOV];
+    void *desc[MAX_IOV];
+    struct fi_rma_iov rma[MAX_IOV];
+    uint32_t p = op->pair;
+    uint64_t off = op->off, total;
+    size_t n = fill_iov(r, &p, &off, op->len, limit, rail, iov, desc, rma, &total);
+    op->ctx.kind = OP_KIND_RMA;
+    op->req = r;
+    op->rail = rail;
+    struct net_rail *rl = &a->rails[rail];
+    struct fi_msg_rma msg = {
+        .msg_iov = iov, .desc = desc, .iov_count = n,
+        .addr = rail ? r->np->rail_fa[rail] : r->peer,
+        .rma_iov = rma, .rma_iov_count = n, .context = op, .data = r->tagged ? r->tag : 0,
+    };
+    /* A WRITE is complete only once the data is in the target's memory
+     * (fi_cq(3) FI_DELIVERY_COMPLETE), not merely handed to the network:
+     * done() promises the bytes are there. A polled target (shm) sleeps
+     * up to IXFER_POLL_MAX_US between looks and cannot be woken from
+     * another process, yet serves our WRITE itself: CQ data (tag 0, which
+     * no notification uses) gives it a completion, so it keeps looking
+     * often while WRITEs stream in (about 1.1 ms per WRITE without). */
+    int cq_data = r->tagged || (a->wait_epfd < 0 && a->caps.cq_data_size > 0);
+    ssize_t ret = r->op == IXFER_OP_WRITE
+                      ? fi_writemsg(rl->ep, &msg, FI_DELIVERY_COMPLETE |
+                                                      (cq_data ? FI_REMOTE_CQ_DATA : 0))
+                      : fi_readmsg(rl->ep, &msg, 0);
+    if (ret == 0) {
+        ixfer_peer_posted(r->np);
+        rl->inflight++;
+        rl->refused_since = 0;
+        a->rr = rail + 1;
+        __atomic_store_n(&rl->stats.ops, rl->stats.ops + 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&rl->stats.bytes, rl->stats.bytes + total, __ATOMIC_RELAXED);
+        r->base.busy++;
+    }
+    return ret;
+}
+
+static int rail_broke(struct ixfer_agent *a, struct xfer_request *r, uint32_t rail, int fi_err);
+
+/* A rail with nothing in flight that keeps refusing work (a connection that
+ * cannot be made again: tcp's rxm answers -FI_EAGAIN while it retries) is as
+ * broken as one whose ops fail. */
+#define RAIL_REFUSE_NS 500000000ull
+
+/* rail refused an op of r (-FI_EAGAIN): takes it out of use when it has
+ * refused for RAIL_REFUSE_NS with nothing in flight. */
+static void rail_refused(struct ixfer_agent *a, struct xfer_request *r, uint32_t rail)
+{
+    struct net_rail *rl = &a->rails[rail];
+    if (rl->inflight)
+        return; /* merely busy */
+    uint64_t now = ixfer_now_ns();
+    if (!rl->refused_since)
+        rl->refused_since = now;
+    else if (now - rl->refused_since >= RAIL_REFUSE_NS)
+        rail_broke(a, r, rail, FI_ENOTCONN);
+}
+
+/* Posts as much of r as the provider takes: first the ops a failed rail gave
+ * back, then the rest. Returns -FI_EAGAIN when it had to stop for lack of
+ * resources, 0 when r needs no more posting. */
 static int post_some(struct ixfer_agent *a, struct xfer_request *r)
 {
     uint32_t limit = a->iov_limit < MAX_IOV ? a->iov_limit : MAX_IOV;
-    while (!ixfer_request_handed_out(&r->base)) {
-        struct iovec iov[MAX_IOV];
-        void *desc[MAX_IOV];
-        struct fi_rma_iov rma[MAX_IOV];
-        size_t n = 0;
-        uint64_t total = 0;
-        uint32_t p = r->base.next_pair;
-        uint64_t off = r->base.next_offset;
-        while (n < limit && p < r->base.count && total < a->max_msg_size) {
-            const ixfer_iov_pair *pair = &r->pairs[p];
-            uint64_t left = pair->len - off;
-            uint64_t room = a->max_msg_size - total;
-            uint64_t seg = left < room ? left : room;
-            if (seg) {
-                iov[n].iov_base = (void *)(uintptr_t)(pair->local_addr + off);
-                iov[n].iov_len = seg;
-                desc[n] = pair->local_mr->desc;
-                rma[n].addr = pair->remote_addr + off;
-                rma[n].len = seg;
-                rma[n].key = pair->remote_key;
-                n++;
-                total += seg;
-                off += seg;
-            }
-            if (off == pair->len) {
-                p++;
-                off = 0;
-            }
-        }
-        if (n == 0) { /* only empty pairs were left */
-            r->base.next_pair = p;
-            r->base.next_offset = 0;
+    /* A transfer of stripe_min bytes or more is cut into one piece per
+     * shared rail (whole pages); every op takes the next rail in turn, so
+     * small transfers spread across them too. */
+    uint32_t nr = shared_rails(a, r);
+    uint64_t cut = a->max_msg_size;
+    if (nr > 1 && r->bytes >= a->stripe_min) {
+        uint64_t piece = ((r->bytes + nr - 1) / nr + 4095) & ~4095ull;
+        if (piece < cut)
+            cut = piece;
+    }
+    uint32_t refused = 0; /* rails that refused work in this call */
+    for (;;) {
+        int more = r->redo != NULL;
+        if (!more && ixfer_request_handed_out(&r->base))
+            break;
+        if (more && (r->base.status != IXFER_OK || r->base.cancel_status)) {
+            r->redo = NULL; /* nothing more is posted for it */
             break;
         }
-        struct xfer_op *op = &r->ops[r->ops_used];
-        op->ctx.kind = OP_KIND_RMA;
-        op->req = r;
-        struct fi_msg_rma msg = {
-            .msg_iov = iov, .desc = desc, .iov_count = n, .addr = r->peer,
-            .rma_iov = rma, .rma_iov_count = n, .context = op, .data = r->tagged ? r->tag : 0,
-        };
-        /* A WRITE is complete only once the data is in the target's memory
-         * (fi_cq(3) FI_DELIVERY_COMPLETE), not merely handed to the network:
-         * done() promises the bytes are there. A polled target (shm) sleeps
-         * up to IXFER_POLL_MAX_US between looks and cannot be woken from
-         * another process, yet serves our WRITE itself: CQ data (tag 0, which
-         * no notification uses) gives it a completion, so it keeps looking
-         * often while WRITEs stream in (about 1.1 ms per WRITE without). */
-        int cq_data = r->tagged || (a->wait_epfd < 0 && a->caps.cq_data_size > 0);
-        ssize_t ret = r->op == IXFER_OP_WRITE
-                          ? fi_writemsg(a->ep, &msg, FI_DELIVERY_COMPLETE |
-                                                         (cq_data ? FI_REMOTE_CQ_DATA : 0))
-                          : fi_readmsg(a->ep, &msg, 0);
+        int rail = pick_rail(a, nr, refused);
+        if (rail < 0 && refused) {
+            ixfer_peer_refused(r->np);
+            return -FI_EAGAIN;
+        }
+        if (rail < 0) {
+            ixfer_request_fail(&r->base, IXFER_ERR_REMOTE_DISCONNECT, FI_ENOTCONN, 0);
+            r->redo = NULL;
+            break;
+        }
+        struct xfer_op *op;
+        if (more) {
+            op = r->redo;
+        } else {
+            op = &r->ops[r->ops_used];
+            op->pair = r->base.next_pair;
+            op->off = r->base.next_offset;
+            uint32_t p = op->pair;
+            uint64_t off = op->off;
+            struct iovec iov[MAX_IOV];
+            void *desc[MAX_IOV];
+            struct fi_rma_iov rma[MAX_IOV];
+            if (fill_iov(r, &p, &off, cut, limit, 0, iov, desc, rma, &op->len) == 0) {
+                /* only empty pairs were left */
+                r->base.next_pair = p;
+                r->base.next_offset = 0;
+                break;
+            }
+            op->next_pair = p;
+            op->next_off = off;
+        }
+        ssize_t ret = post_op(a, r, op, (uint32_t)rail, limit);
+        if (ret == -FI_EAGAIN && nr > 1) {
+            /* Another rail may take it; a rail that keeps refusing is out. */
+            rail_refused(a, r, (uint32_t)rail);
+            refused |= 1u << rail;
+            continue;
+        }
         if (ret == -FI_EAGAIN) {
             ixfer_peer_refused(r->np);
             return -FI_EAGAIN;
         }
+        if (ret && rail_broke(a, r, (uint32_t)rail, (int)-ret))
+            continue; /* the same op, on another rail */
         if (ret) {
             fail_request(r, (int)-ret);
+            r->redo = NULL;
             break;
         }
-        ixfer_peer_posted(r->np);
-        r->ops_used++;
-        r->base.busy++;
-        r->base.next_pair = p;
-        r->base.next_offset = off;
+        if (more) {
+            r->redo = op->redo_next;
+            __atomic_store_n(&a->rails[rail].stats.reposted, a->rails[rail].stats.reposted + 1,
+                             __ATOMIC_RELAXED);
+        } else {
+            r->ops_used++;
+            r->base.next_pair = op->next_pair;
+            r->base.next_offset = op->next_off;
+        }
     }
     return 0;
+}
+
+/* Whether fi_err says the connection under a rail broke, rather than
+ * something about this one op (a bad key, a bad address). */
+static int link_error(int fi_err)
+{
+    return fi_err == FI_ECONNRESET || fi_err == FI_ECONNABORTED || fi_err == FI_ENOTCONN ||
+           fi_err == EPIPE || fi_err == FI_ECONNREFUSED || fi_err == FI_ECANCELED ||
+           fi_err == FI_ETIMEDOUT || fi_err == FI_EHOSTUNREACH || fi_err == FI_ENETUNREACH ||
+           fi_err == FI_ENETDOWN || fi_err == FI_EIO;
+}
+
+/* An op of r on rail failed with fi_err (on completion or when posted):
+ * when the connection under the rail broke and another rail the peer shares
+ * is usable, takes the rail out of use until its cooldown ends, and returns
+ * 1: the op goes on another rail. */
+static int rail_broke(struct ixfer_agent *a, struct xfer_request *r, uint32_t rail, int fi_err)
+{
+    uint32_t nr = shared_rails(a, r);
+    if (nr <= 1 || !link_error(fi_err) || r->base.status != IXFER_OK || r->base.cancel_status)
+        return 0;
+    struct net_rail *rl = &a->rails[rail];
+    if (rl->state == RAIL_UP) { /* news; a failed retry is not */
+        a->rails_down++;
+        __atomic_store_n(&rl->stats.downs, rl->stats.downs + 1, __ATOMIC_RELAXED);
+        rail_event(a, rail, ixfer_status_of(fi_err), fi_err);
+    }
+    rl->state = RAIL_DOWN;
+    rl->refused_since = 0;
+    __atomic_store_n(&rl->stats.up, 0, __ATOMIC_RELAXED);
+    rl->retry_ns = ixfer_now_ns() + a->rail_cooldown_ns;
+    for (uint32_t i = 0; i < nr; i++)
+        if (i != rail && rail_usable(a, i))
+            return 1;
+    return 0;
+}
+
+/* op of r failed with fi_err: when its rail broke (rail_broke), queues op
+ * to be posted again elsewhere and returns 1 (the request goes on). */
+static int fail_over(struct ixfer_agent *a, struct xfer_request *r, struct xfer_op *op, int fi_err)
+{
+    if (!rail_broke(a, r, op->rail, fi_err))
+        return 0;
+    op->redo_next = r->redo;
+    r->redo = op;
+    if (!ixfer_list_linked(&r->base.queue))
+        ixfer_list_push_back(&a->postq, &r->base.queue);
+    return 1;
+}
+
+/* An op on a rail being tried again succeeded: it is back. */
+static void rail_back(struct ixfer_agent *a, uint32_t i)
+{
+    struct net_rail *rl = &a->rails[i];
+    if (rl->state != RAIL_TRYING)
+        return;
+    rl->state = RAIL_UP;
+    a->rails_down--;
+    __atomic_store_n(&rl->stats.rejoins, rl->stats.rejoins + 1, __ATOMIC_RELAXED);
+    rail_event(a, i, IXFER_OK, 0);
 }
 
 /* Returns whether there were any. */
@@ -233,7 +437,9 @@ static int take_submissions(struct ixfer_agent *a)
             ixfer_notify_forget(a, s->name);
             free(s->name);
         } else if (s->kind == SUBMIT_ADD_PEER) {
-            ixfer_peer_added(a, s->peer, s->addr, s->addr_len);
+            fi_addr_t fas[IXFER_MAX_RAILS];
+            memcpy(fas, s->addr + rail_fa_offset(s->addr_len), s->nrails * sizeof(fi_addr_t));
+            ixfer_peer_added(a, s->peer, s->addr, s->addr_len, fas, s->nrails);
         } else {
             /* The record stays while these refer to it: canceling them only
              * stops their posting. */
@@ -314,17 +520,31 @@ static void op_done(struct ixfer_agent *a, const struct fi_cq_data_entry *e, voi
         ixfer_notify_completion(a, ctx, e ? e->len : 0, fi_err);
         return;
     }
-    struct xfer_request *r = ((struct xfer_op *)context)->req;
-    ixfer_peer_op_done(r->np, fi_err);
-    if (fi_err)
+    struct xfer_op *op = context;
+    struct xfer_request *r = op->req;
+    a->rails[op->rail].inflight--;
+    if (fi_err) {
+        struct net_rail *rl = &a->rails[op->rail];
+        __atomic_store_n(&rl->stats.failed, rl->stats.failed + 1, __ATOMIC_RELAXED);
+        if (fail_over(a, r, op, fi_err)) {
+            /* The peer is reached on another rail: not a sign it is gone. */
+            ixfer_peer_op_done(r->np, 0);
+            r->base.busy--;
+            return;
+        }
         fail_request(r, fi_err);
+    } else if (a->rails_down) {
+        rail_back(a, op->rail);
+    }
+    ixfer_peer_op_done(r->np, fi_err);
     r->base.busy--;
     /* A request still on the post queue is finished when the queue lets go. */
     maybe_finish(a, r);
 }
 
-/* Handles what fi_cq_read/sread returned; returns the number of entries. */
-static ssize_t handle_cq(struct ixfer_agent *a, struct fi_cq_data_entry *ents, ssize_t n)
+/* Handles what fi_cq_read returned on cq; returns the number of entries. */
+static ssize_t handle_cq(struct ixfer_agent *a, struct fid_cq *cq, struct fi_cq_data_entry *ents,
+                         ssize_t n)
 {
     if (n > 0) {
         for (ssize_t i = 0; i < n; i++)
@@ -334,10 +554,32 @@ static ssize_t handle_cq(struct ixfer_agent *a, struct fi_cq_data_entry *ents, s
     if (n == -FI_EAVAIL) {
         struct fi_cq_err_entry err;
         memset(&err, 0, sizeof err);
-        if (fi_cq_readerr(a->cq, &err, 0) == 1) {
+        if (fi_cq_readerr(cq, &err, 0) == 1) {
             op_done(a, NULL, err.op_context, err.err ? err.err : FI_EIO);
             return 1;
         }
+    }
+    return 0;
+}
+
+/* Reads a batch from every rail's CQ; returns the entries handled. */
+static ssize_t read_cqs(struct ixfer_agent *a, struct fi_cq_data_entry *ents)
+{
+    ssize_t total = 0;
+    for (uint32_t i = 0; i < a->nrails; i++) {
+        struct fid_cq *cq = a->rails[i].cq;
+        total += handle_cq(a, cq, ents, fi_cq_read(cq, ents, CQ_BATCH));
+    }
+    return total;
+}
+
+/* fi_trywait(3) on every rail's CQ: 0 when all are armed and empty. */
+static int trywait_all(struct ixfer_agent *a)
+{
+    for (uint32_t i = 0; i < a->nrails; i++) {
+        struct fid *cq = &a->rails[i].cq->fid;
+        if (fi_trywait(a->rails[i].fabric, &cq, 1))
+            return -1;
     }
     return 0;
 }
@@ -354,22 +596,21 @@ static int spin(struct ixfer_agent *a, struct fi_cq_data_entry *ents)
     int busy = 0;
     uint64_t start = ixfer_now_ns(), limit = ixfer_spin_ns();
     do {
-        busy = atomic_load(&a->submitted) != seen ||
-               handle_cq(a, ents, fi_cq_read(a->cq, ents, CQ_BATCH)) > 0;
+        busy = atomic_load(&a->submitted) != seen || read_cqs(a, ents) > 0;
     } while (!busy && ixfer_now_ns() - start < limit);
     return busy;
 }
 
-/* Sleeps until the CQ may have something, wake_fd is written, or timeout_ns
+/* Sleeps until a CQ may have something, wake_fd is written, or timeout_ns
  * passes; seen is the submission count read before the last
  * take_submissions, so work submitted since is never slept through. Then
- * reads the CQ. With a wait fd the protocol is fi_trywait(3)'s: it succeeds
- * only when nothing is ready, and arms the provider's fds. */
+ * reads the CQs and returns the entries handled. With wait fds the protocol
+ * is fi_trywait(3)'s: it succeeds only when nothing is ready, and arms the
+ * provider's fds. */
 static ssize_t wait_cq(struct ixfer_agent *a, struct fi_cq_data_entry *ents,
                        uint64_t timeout_ns, unsigned seen)
 {
-    struct fid *cq = &a->cq->fid;
-    if (a->wait_epfd < 0 || fi_trywait(a->fabric, &cq, 1) == 0) {
+    if (a->wait_epfd < 0 || trywait_all(a) == 0) {
         atomic_store(&a->sleeping, 1);
         /* A submitter that read sleeping == 0 counted its work before. */
         if (atomic_load(&a->submitted) == seen && !atomic_load(&a->stop)) {
@@ -388,7 +629,7 @@ static ssize_t wait_cq(struct ixfer_agent *a, struct fi_cq_data_entry *ents,
         ssize_t r = read(a->wake_fd, &count, sizeof count); /* nonblocking */
         (void)r;
     }
-    return fi_cq_read(a->cq, ents, CQ_BATCH);
+    return read_cqs(a, ents);
 }
 
 static void *progress_main(void *arg)
@@ -407,7 +648,7 @@ static void *progress_main(void *arg)
         int staging = ixfer_staging_pass(a);
         pending |= (staging & STAGING_STALLED) != 0;
         pending |= ixfer_notify_pass(a);
-        if (handle_cq(a, ents, fi_cq_read(a->cq, ents, CQ_BATCH)) > 0 || (staging & STAGING_WORKED)) {
+        if (read_cqs(a, ents) > 0 || (staging & STAGING_WORKED)) {
             backoff_ms = 0;
             active = 1;
             poll_ns = POLL_MIN_NS;
@@ -434,7 +675,7 @@ static void *progress_main(void *arg)
                 timeout_ns = backoff_ms * 1000000ull;
         }
         active = 0;
-        if (handle_cq(a, ents, wait_cq(a, ents, timeout_ns, seen)) > 0) {
+        if (wait_cq(a, ents, timeout_ns, seen) > 0) {
             backoff_ms = 0;
             active = 1;
             poll_ns = POLL_MIN_NS;
@@ -474,9 +715,19 @@ int32_t ixfer_progress_start(struct ixfer_agent *a)
     a->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (a->wake_fd < 0)
         return ixfer_fail(IXFER_ERR_BACKEND, "eventfd: %s", strerror(errno));
-    struct epoll_event ev = {.events = EPOLLIN, .data.fd = a->wake_fd};
-    if (a->wait_epfd >= 0 && epoll_ctl(a->wait_epfd, EPOLL_CTL_ADD, a->wake_fd, &ev))
-        return ixfer_fail(IXFER_ERR_BACKEND, "epoll_ctl: %s", strerror(errno));
+    /* One epoll set over every rail's wait fd and wake_fd; a rail without a
+     * wait fd makes the thread poll them all. */
+    int all_fds = 1;
+    for (uint32_t i = 0; i < a->nrails; i++)
+        all_fds &= a->rails[i].wait_fd >= 0;
+    if (all_fds)
+        a->wait_epfd = epoll_create1(EPOLL_CLOEXEC);
+    for (uint32_t i = 0; a->wait_epfd >= 0 && i <= a->nrails; i++) {
+        int fd = i < a->nrails ? a->rails[i].wait_fd : a->wake_fd;
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+        if (epoll_ctl(a->wait_epfd, EPOLL_CTL_ADD, fd, &ev))
+            return ixfer_fail(IXFER_ERR_BACKEND, "epoll_ctl: %s", strerror(errno));
+    }
     pthread_once(&exit_hook, add_exit_hook);
     pthread_mutex_lock(&running_lock);
     int failed = pthread_create(&a->thread, NULL, progress_main, a);

@@ -14,6 +14,13 @@ struct net_peer;
 struct xfer_op {
     struct op_ctx ctx;
     struct xfer_request *req;
+    uint32_t rail;
+    /* Its range of the request's pairs, to post it again on another rail
+     * when its rail breaks: from (pair, off), len bytes, ending before
+     * (next_pair, next_off). */
+    uint32_t pair, next_pair;
+    uint64_t off, next_off, len;
+    struct xfer_op *redo_next; /* on the request's redo list */
 };
 
 /* A queued transfer, owned by the progress thread once submitted. base.busy
@@ -30,6 +37,8 @@ struct xfer_request {
     int tagged;              /* WRITE ops carry tag as remote CQ data */
     int staged;              /* a pair is staged device memory: staging.c moves it in pieces */
     uint64_t tag;
+    uint64_t bytes;          /* of all pairs: decides striping */
+    struct xfer_op *redo;    /* ops a broken rail gave back, to post again */
     ixfer_iov_pair pairs[];
 };
 
@@ -42,17 +51,25 @@ struct submission {
     char *name;               /* SUBMIT_FORGET */
     uint64_t user_id;         /* SUBMIT_CANCEL */
     fi_addr_t peer;           /* SUBMIT_REMOVE_PEER, SUBMIT_ADD_PEER */
-    uint64_t addr_len;        /* SUBMIT_ADD_PEER: the address, after the submission */
+    uint64_t addr_len;        /* SUBMIT_ADD_PEER: rail 0's address, after the submission, */
+    uint32_t nrails;          /* ... then the peer's fi_addr_t on each rail, at rail_fa_offset */
     int *done;                /* SUBMIT_REMOVE_PEER: set under submit_lock */
     int32_t cancel_status;
     uint8_t addr[];
 };
 
+/* Where SUBMIT_ADD_PEER's rail addresses start in addr[]. */
+static inline size_t rail_fa_offset(uint64_t addr_len)
+{
+    return (size_t)((addr_len + 7) & ~7ull);
+}
+
 /* Queues a submission and wakes the progress thread. Any thread. */
 void ixfer_submit(struct ixfer_agent *agent, struct submission *s);
 
-/* Opens the agent's CQ and picks how the thread sleeps on it. */
-int32_t ixfer_progress_open_cq(struct ixfer_agent *agent);
+/* Opens a rail's CQ on its domain, with a wait fd where the provider gives a
+ * usable one (rail->wait_fd; the thread polls unless every rail has one). */
+int32_t ixfer_progress_open_cq(struct net_rail *rail);
 int32_t ixfer_progress_start(struct ixfer_agent *agent);
 /* Stops and joins the thread; what it owned stays for _discard. */
 void ixfer_progress_stop(struct ixfer_agent *agent);

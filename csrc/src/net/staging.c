@@ -608,7 +608,7 @@ static int learn(struct ixfer_agent *a, const uint8_t *addr, uint64_t len, fi_ad
     if (!found->inserts || ixfer_peer_may_post(ixfer_peer_find(a, found->fa)) != IXFER_OK) {
         fi_addr_t fa = FI_ADDR_UNSPEC;
         if (fi_av_insert(a->av, addr, 1, &fa, 0, NULL) != 1 || fa == FI_ADDR_UNSPEC ||
-            ixfer_peer_added(a, fa, addr, len))
+            ixfer_peer_added(a, fa, addr, len, NULL, 1))
             return -1;
         found->fa = fa;
         found->inserts++;

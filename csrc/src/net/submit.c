@@ -13,29 +13,55 @@
 
 int32_t ixfer_peer_insert(ixfer_agent *agent, const uint8_t *addr, uint64_t len, uint64_t *peer)
 {
-    if (!agent || !addr || !peer)
+    return ixfer_peer_insert_rails(agent, addr, &len, 1, peer);
+}
+
+int32_t ixfer_peer_insert_rails(ixfer_agent *agent, const uint8_t *addrs, const uint64_t *lens,
+                                uint32_t count, uint64_t *peer)
+{
+    if (!agent || !addrs || !lens || !peer)
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
-    int32_t rc = ixfer_peer_addr_check(agent, addr, len);
-    if (rc != IXFER_OK)
-        return rc;
-    struct submission *s = calloc(1, sizeof *s + len);
+    if (count == 0)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "a peer needs at least one address");
+    uint32_t nrails = count < agent->nrails ? count : agent->nrails;
+    uint64_t at = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        int32_t rc = ixfer_peer_addr_check(agent, addrs + at, lens[i]);
+        if (rc != IXFER_OK)
+            return rc;
+        at += lens[i];
+    }
+    uint64_t len = lens[0];
+    size_t fa_at = rail_fa_offset(len);
+    struct submission *s = calloc(1, sizeof *s + fa_at + nrails * sizeof(fi_addr_t));
     if (!s)
         return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
-    fi_addr_t fa = FI_ADDR_UNSPEC;
-    int ret = fi_av_insert(agent->av, addr, 1, &fa, 0, NULL);
-    if (ret != 1 || fa == FI_ADDR_UNSPEC) {
-        free(s);
-        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "the provider rejected a peer address of "
-                                                   "%llu bytes", (unsigned long long)len);
+    fi_addr_t fas[IXFER_MAX_RAILS];
+    at = 0;
+    for (uint32_t i = 0; i < nrails; i++) {
+        fas[i] = FI_ADDR_UNSPEC;
+        int ret = fi_av_insert(agent->rails[i].av, addrs + at, 1, &fas[i], 0, NULL);
+        if (ret != 1 || fas[i] == FI_ADDR_UNSPEC) {
+            /* Addresses only enter the AVs: nothing has posted to them yet. */
+            for (uint32_t j = 0; j < i; j++)
+                fi_av_remove(agent->rails[j].av, &fas[j], 1, 0);
+            free(s);
+            return ixfer_fail(IXFER_ERR_INVALID_PARAM, "the provider rejected a peer address of "
+                                                       "%llu bytes (rail %u)",
+                              (unsigned long long)lens[i], i);
+        }
+        at += lens[i];
     }
     /* The progress thread keeps the peer's record (peer.h); queued before any
      * post to it, since submissions are taken in order. */
     s->kind = SUBMIT_ADD_PEER;
-    s->peer = fa;
+    s->peer = fas[0];
     s->addr_len = len;
-    memcpy(s->addr, addr, len);
+    s->nrails = nrails;
+    memcpy(s->addr, addrs, len);
+    memcpy(s->addr + fa_at, fas, nrails * sizeof(fi_addr_t));
     ixfer_submit(agent, s);
-    *peer = fa;
+    *peer = fas[0];
     return IXFER_OK;
 }
 
@@ -94,7 +120,7 @@ int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer,
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "unknown operation %u", op);
     /* Each op carries at least one segment; a pair longer than the provider's
      * message size becomes several segments. */
-    uint64_t segments = 0;
+    uint64_t segments = 0, bytes = 0;
     int staged = 0;
     for (uint32_t i = 0; i < count; i++) {
         if (!pairs[i].local_mr || pairs[i].local_mr->agent != agent)
@@ -106,7 +132,11 @@ int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer,
         staged |= pairs[i].local_mr->staged || (pairs[i].flags & IXFER_PAIR_REMOTE_STAGED);
         if (pairs[i].len)
             segments += 1 + (pairs[i].len - 1) / agent->max_msg_size;
+        bytes += pairs[i].len;
     }
+    /* Striping cuts the transfer into at most one piece per rail, each cut
+     * splitting at most one op in two. */
+    segments += agent->nrails > 1 ? agent->nrails : 0;
     if (segments > UINT32_MAX)
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "transfer needs too many operations");
     /* One allocation: the request, its pairs, then its ops. */
@@ -121,7 +151,7 @@ int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer,
         return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
     }
     *r = (struct xfer_request){
-        .op = op, .peer = peer, .ops = (struct xfer_op *)((char *)r + head),
+        .op = op, .peer = peer, .ops = (struct xfer_op *)((char *)r + head), .bytes = bytes,
         .notif = job, .notif_state = job ? NOTIF_WAITING : NOTIF_NONE, .staged = staged,
         /* The receiver counts tagged writes when its provider has CQ data;
          * a staged transfer's notification goes once every piece is done. */
