@@ -18,7 +18,7 @@ import type { Endpoint } from './endpoint.js';
 import { parseNotificationBody, type InboxLimits } from './inbox.js';
 import { encodeMetadata, REGION_DRAM, REGION_VRAM_GPUDIRECT, REGION_VRAM_STAGED } from './metadata.js';
 import { Notifications, type NotificationDroppedError } from './notifications.js';
-import { PeerTable } from './peers.js';
+import { PeerTable, type RemoteRegion } from './peers.js';
 import { buildPosting, PreparedLocal, PreparedRemote, type NetPosting } from './prepared.js';
 
 /** The staging pool of an agent (VRAM staged through host bounce buffers). */
@@ -255,23 +255,31 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
   }
 
   /**
-   * Sets up the connection to a loaded peer ahead of the first transfer: a
-   * one-byte READ of its first region into memory of our own (tcp;ofi_rxm
-   * connects on the first operation; a READ changes nothing on the peer).
+   * Sets up everything a first transfer to a loaded peer would: a one-byte
+   * READ of a region it reaches directly (tcp;ofi_rxm connects on the first
+   * operation; a READ changes nothing on the peer) and, where the peer stages
+   * VRAM, one of a staged region too, which makes both staging pools and the
+   * peer's connection back to us (about half a second on first use here).
    */
   async connect(peerName: string, wait: Wait): Promise<void> {
     const peer = this.peers.get(peerName);
-    const region = peer.regions.values()[0];
-    if (!region) throw new NotFoundError(`peer '${peerName}' has no registered region: connect needs its metadata to list one`);
+    const regions = peer.regions.values();
+    const direct = regions.find((r) => r.kind !== REGION_VRAM_STAGED);
+    const staged = regions.find((r) => r.kind === REGION_VRAM_STAGED);
+    if (!direct && !staged) throw new NotFoundError(`peer '${peerName}' has no registered region: connect needs its metadata to list one`);
     const probe = this.#probeRegion();
-    const sides = {
-      local: [{ addr: probe.addr, len: 1, devId: 0 }],
-      localRegions: [probe],
-      remote: [{ addr: region.addr, len: 1, devId: 0 }],
-      remoteRegions: [region],
+    const read = (region: RemoteRegion) => {
+      const sides = {
+        local: [{ addr: probe.addr, len: 1, devId: 0 }],
+        localRegions: [probe],
+        remote: [{ addr: region.addr, len: 1, devId: region.devId }],
+        remoteRegions: [region],
+      };
+      const t = new Transfer(this, buildPosting('READ', peer, peer.generation, sides, undefined));
+      return t.run({ signal: wait.signal, timeoutMs: wait.timeoutMs ?? this.defaultTimeoutMs ?? CONNECT_TIMEOUT_MS });
     };
-    const t = new Transfer(this, buildPosting('READ', peer, peer.generation, sides, undefined));
-    await t.run({ signal: wait.signal, timeoutMs: wait.timeoutMs ?? this.defaultTimeoutMs ?? CONNECT_TIMEOUT_MS });
+    if (direct) await read(direct); // first: the connection the staged READ's request then uses
+    if (staged) await read(staged);
   }
 
   /** A few bytes of our own for connect()'s READ: registered, but not in our metadata. */

@@ -107,6 +107,22 @@ describe('VRAM over the network, staged (emulated VRAM, two processes)', () => {
     }
   }
 
+  it('connect() to a peer with staged VRAM sets up the staging path too: both pools, and a request served', async () => {
+    const fresh = await Agent.create({ name: 'vram-connect', vram: { stagingChunkBytes: CHUNK } });
+    try {
+      const p = fresh.loadRemoteMetadata(child.ready.metadata);
+      const served = (await child.request({ type: 'staging' })).stats.served as number;
+      expect(fresh.stagingStats.poolBytes).toBe(0);
+      await fresh.connect(p);
+      expect(fresh.stagingStats.poolBytes).toBeGreaterThan(0);
+      const theirs = (await child.request({ type: 'staging' })).stats;
+      expect(theirs.poolBytes).toBeGreaterThan(0);
+      expect(theirs.served).toBe(served + 1);
+    } finally {
+      await fresh.close();
+    }
+  });
+
   it('descriptor lists of 1,000 entries, mixing host and device memory on both sides, both ways', async () => {
     const n = 1000;
     const block = 3000; // blocks straddle chunk boundaries

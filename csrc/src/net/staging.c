@@ -258,7 +258,6 @@ static struct staging *pool(struct ixfer_agent *a)
     g->bounces = calloc(g->n, sizeof *g->bounces);
     if (!g->mem || !g->bounces || fi_getname(&a->ep->fid, g->self, &g->self_len))
         return NULL;
-    memset(g->mem, 0, (size_t)g->n * g->chunk);
     /* Pinned, device copies run at the bus's speed and need no driver bounce. */
     g->pinned = (uint32_t)ixfer_cuda_pin(g->mem, (uint64_t)g->n * g->chunk);
     for (uint32_t i = 0; i < g->n; i++) {
