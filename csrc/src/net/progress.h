@@ -6,6 +6,7 @@
 #include "core/request.h"
 #include "net/agent.h"
 #include "net/ops.h"
+#include "net/rail_worker.h"
 
 struct xfer_request;
 struct notif_job;
@@ -21,6 +22,7 @@ struct xfer_op {
     uint32_t pair, next_pair;
     uint64_t off, next_off, len;
     struct xfer_op *redo_next; /* on the request's redo list */
+    struct rail_item handed;   /* while its rail's worker has it (rail_worker.h) */
 };
 
 /* A queued transfer, owned by the progress thread once submitted. base.busy
