@@ -1,4 +1,6 @@
-/* The agent's progress thread. It alone posts operations and reads the CQ:
+/* The agent's progress thread. It owns every request and alone posts
+ * operations to and reads the CQ of rail 0 (and of every rail with one rail;
+ * each later rail has a worker, rail_worker.c, that does it for its rail):
  * data progress is manual on tcp, EFA and CXI, so a target that nobody
  * progresses never receives a write. It sleeps on the CQ's wait fd and an
  * eventfd of its own (or, on CQs without a usable wait fd, polls the CQ with
@@ -192,8 +194,8 @@ static size_t fill_iov(const struct xfer_request *r, uint32_t *p, uint64_t *off,
 
 /* Posts op (its range of its request) on its rail: 0, or what the provider
  * returned. On a rail with a worker, the worker's thread calls it: it reads
- * only what stays fixed while the op is out (the request's pairs, op, tag,
- * and the peer's addresses). */
+ * only what stays fixed while the op is out (the op, and the request's
+ * pairs, kind and tag). */
 static ssize_t issue_op(struct ixfer_agent *a, void *ctx)
 {
     struct xfer_op *op = ctx;
@@ -207,7 +209,7 @@ static ssize_t issue_op(struct ixfer_agent *a, void *ctx)
     size_t n = fill_iov(r, &p, &off, op->len, limit, op->rail, iov, desc, rma, &total);
     struct fi_msg_rma msg = {
         .msg_iov = iov, .desc = desc, .iov_count = n,
-        .addr = op->rail ? r->np->rail_fa[op->rail] : r->peer,
+        .addr = op->addr,
         .rma_iov = rma, .rma_iov_count = n, .context = op, .data = r->tagged ? r->tag : 0,
     };
     /* A WRITE is complete only once the data is in the target's memory
@@ -233,6 +235,7 @@ static ssize_t post_op(struct ixfer_agent *a, struct xfer_request *r, struct xfe
     op->ctx.kind = OP_KIND_RMA;
     op->req = r;
     op->rail = rail;
+    op->addr = rail ? r->np->rail_fa[rail] : r->peer;
     struct net_rail *rl = &a->rails[rail];
     ssize_t ret = 0;
     if (rl->worker) {
@@ -583,22 +586,21 @@ static uint32_t own_rails(const struct ixfer_agent *a)
     return a->nrails > 1 && a->rails[1].worker ? 1 : a->nrails;
 }
 
-/* Handles what the rail workers handed back; returns the entries. */
+/* Handles a batch of what each rail worker handed back; returns the
+ * entries. */
 static ssize_t take_from_workers(struct ixfer_agent *a)
 {
     ssize_t total = 0;
     struct rail_done d[CQ_BATCH];
     for (uint32_t i = own_rails(a); i < a->nrails; i++) {
-        size_t n;
-        while ((n = ixfer_rail_worker_take(a, i, d, CQ_BATCH))) {
-            for (size_t k = 0; k < n; k++) {
-                if (d[k].ctx)
-                    op_done(a, NULL, d[k].ctx, d[k].fi_err);
-                else
-                    ixfer_notify_remote_write(a, d[k].data);
-            }
-            total += (ssize_t)n;
+        size_t n = ixfer_rail_worker_take(a, i, d, CQ_BATCH);
+        for (size_t k = 0; k < n; k++) {
+            if (d[k].ctx)
+                op_done(a, NULL, d[k].ctx, d[k].fi_err);
+            else
+                ixfer_notify_remote_write(a, d[k].data);
         }
+        total += (ssize_t)n;
     }
     return total;
 }

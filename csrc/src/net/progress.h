@@ -16,6 +16,7 @@ struct xfer_op {
     struct op_ctx ctx;
     struct xfer_request *req;
     uint32_t rail;
+    fi_addr_t addr; /* the peer on rail, fixed while the op is out */
     /* Its range of the request's pairs, to post it again on another rail
      * when its rail breaks: from (pair, off), len bytes, ending before
      * (next_pair, next_off). */
