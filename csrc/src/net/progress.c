@@ -806,7 +806,6 @@ void ixfer_progress_stop(struct ixfer_agent *a)
             stop_thread(a);
         a->thread_started = 0;
     }
-    ixfer_rail_workers_stop(a); /* those of a start that failed */
     ixfer_staging_stop(a);
     if (a->wait_epfd >= 0)
         close(a->wait_epfd);
