@@ -26,6 +26,7 @@
         "csrc/src/net/notify.c",
         "csrc/src/net/peer.c",
         "csrc/src/net/progress.c",
+        "csrc/src/net/rail_worker.c",
         "csrc/src/net/staging.c",
         "csrc/src/net/submit.c",
         "csrc/src/net/wake.c"

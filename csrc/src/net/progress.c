@@ -1,4 +1,6 @@
-/* The agent's progress thread. It alone posts operations and reads the CQ:
+/* The agent's progress thread. It owns every request and alone posts
+ * operations to and reads the CQ of rail 0 (and of every rail with one rail;
+ * each later rail has a worker, rail_worker.c, that does it for its rail):
  * data progress is manual on tcp, EFA and CXI, so a target that nobody
  * progresses never receives a write. It sleeps on the CQ's wait fd and an
  * eventfd of its own (or, on CQs without a usable wait fd, polls the CQ with
@@ -190,23 +192,24 @@ static size_t fill_iov(const struct xfer_request *r, uint32_t *p, uint64_t *off,
     return n;
 }
 
-/* Posts op (its range of r) on rail: 0, or what the provider returned. */
-static ssize_t post_op(struct ixfer_agent *a, struct xfer_request *r, struct xfer_op *op,
-                       uint32_t rail, uint32_t limit)
+/* Posts op (its range of its request) on its rail: 0, or what the provider
+ * returned. On a rail with a worker, the worker's thread calls it: it reads
+ * only what stays fixed while the op is out (the op, and the request's
+ * pairs, kind and tag). */
+static ssize_t issue_op(struct ixfer_agent *a, void *ctx)
 {
+    struct xfer_op *op = ctx;
+    const struct xfer_request *r = op->req;
+    uint32_t limit = a->iov_limit < MAX_IOV ? a->iov_limit : MAX_IOV;
     struct iovec iov[MAX_IOV];
     void *desc[MAX_IOV];
     struct fi_rma_iov rma[MAX_IOV];
     uint32_t p = op->pair;
     uint64_t off = op->off, total;
-    size_t n = fill_iov(r, &p, &off, op->len, limit, rail, iov, desc, rma, &total);
-    op->ctx.kind = OP_KIND_RMA;
-    op->req = r;
-    op->rail = rail;
-    struct net_rail *rl = &a->rails[rail];
+    size_t n = fill_iov(r, &p, &off, op->len, limit, op->rail, iov, desc, rma, &total);
     struct fi_msg_rma msg = {
         .msg_iov = iov, .desc = desc, .iov_count = n,
-        .addr = rail ? r->np->rail_fa[rail] : r->peer,
+        .addr = op->addr,
         .rma_iov = rma, .rma_iov_count = n, .context = op, .data = r->tagged ? r->tag : 0,
     };
     /* A WRITE is complete only once the data is in the target's memory
@@ -217,28 +220,43 @@ static ssize_t post_op(struct ixfer_agent *a, struct xfer_request *r, struct xfe
      * no notification uses) gives it a completion, so it keeps looking
      * often while WRITEs stream in (about 1.1 ms per WRITE without). */
     int cq_data = r->tagged || (a->wait_epfd < 0 && a->caps.cq_data_size > 0);
-    ssize_t ret = r->op == IXFER_OP_WRITE
-                      ? fi_writemsg(rl->ep, &msg, FI_DELIVERY_COMPLETE |
-                                                      (cq_data ? FI_REMOTE_CQ_DATA : 0))
-                      : fi_readmsg(rl->ep, &msg, 0);
+    struct fid_ep *ep = a->rails[op->rail].ep;
+    return r->op == IXFER_OP_WRITE
+               ? fi_writemsg(ep, &msg, FI_DELIVERY_COMPLETE | (cq_data ? FI_REMOTE_CQ_DATA : 0))
+               : fi_readmsg(ep, &msg, 0);
+}
+
+/* Posts op (its range of r) on rail, or hands it to the rail's worker
+ * (which reports a failure to post as a failed completion): 0, or what the
+ * provider returned. */
+static ssize_t post_op(struct ixfer_agent *a, struct xfer_request *r, struct xfer_op *op,
+                       uint32_t rail)
+{
+    op->ctx.kind = OP_KIND_RMA;
+    op->req = r;
+    op->rail = rail;
+    op->addr = rail ? r->np->rail_fa[rail] : r->peer;
+    struct net_rail *rl = &a->rails[rail];
+    ssize_t ret = 0;
+    if (rl->worker) {
+        op->handed.ctx = op;
+        ixfer_rail_worker_hand(a, rail, &op->handed);
+    } else {
+        ret = issue_op(a, op);
+    }
     if (ret == 0) {
         ixfer_peer_posted(r->np);
         rl->inflight++;
         rl->refused_since = 0;
         a->rr = rail + 1;
         __atomic_store_n(&rl->stats.ops, rl->stats.ops + 1, __ATOMIC_RELAXED);
-        __atomic_store_n(&rl->stats.bytes, rl->stats.bytes + total, __ATOMIC_RELAXED);
+        __atomic_store_n(&rl->stats.bytes, rl->stats.bytes + op->len, __ATOMIC_RELAXED);
         r->base.busy++;
     }
     return ret;
 }
 
 static int rail_broke(struct ixfer_agent *a, struct xfer_request *r, uint32_t rail, int fi_err);
-
-/* A rail with nothing in flight that keeps refusing work (a connection that
- * cannot be made again: tcp's rxm answers -FI_EAGAIN while it retries) is as
- * broken as one whose ops fail. */
-#define RAIL_REFUSE_NS 500000000ull
 
 /* rail refused an op of r (-FI_EAGAIN): takes it out of use when it has
  * refused for RAIL_REFUSE_NS with nothing in flight. */
@@ -310,7 +328,7 @@ static int post_some(struct ixfer_agent *a, struct xfer_request *r)
             op->next_pair = p;
             op->next_off = off;
         }
-        ssize_t ret = post_op(a, r, op, (uint32_t)rail, limit);
+        ssize_t ret = post_op(a, r, op, (uint32_t)rail);
         if (ret == -FI_EAGAIN && nr > 1) {
             /* Another rail may take it; a rail that keeps refusing is out. */
             rail_refused(a, r, (uint32_t)rail);
@@ -562,21 +580,47 @@ static ssize_t handle_cq(struct ixfer_agent *a, struct fid_cq *cq, struct fi_cq_
     return 0;
 }
 
-/* Reads a batch from every rail's CQ; returns the entries handled. */
-static ssize_t read_cqs(struct ixfer_agent *a, struct fi_cq_data_entry *ents)
+/* The rails whose CQ this thread reads: all, unless workers read theirs. */
+static uint32_t own_rails(const struct ixfer_agent *a)
+{
+    return a->nrails > 1 && a->rails[1].worker ? 1 : a->nrails;
+}
+
+/* Handles a batch of what each rail worker handed back; returns the
+ * entries. */
+static ssize_t take_from_workers(struct ixfer_agent *a)
 {
     ssize_t total = 0;
-    for (uint32_t i = 0; i < a->nrails; i++) {
-        struct fid_cq *cq = a->rails[i].cq;
-        total += handle_cq(a, cq, ents, fi_cq_read(cq, ents, CQ_BATCH));
+    struct rail_done d[CQ_BATCH];
+    for (uint32_t i = own_rails(a); i < a->nrails; i++) {
+        size_t n = ixfer_rail_worker_take(a, i, d, CQ_BATCH);
+        for (size_t k = 0; k < n; k++) {
+            if (d[k].ctx)
+                op_done(a, NULL, d[k].ctx, d[k].fi_err);
+            else
+                ixfer_notify_remote_write(a, d[k].data);
+        }
+        total += (ssize_t)n;
     }
     return total;
 }
 
-/* fi_trywait(3) on every rail's CQ: 0 when all are armed and empty. */
+/* Reads a batch from every CQ this thread reads, and what the workers
+ * handed back; returns the entries handled. */
+static ssize_t read_cqs(struct ixfer_agent *a, struct fi_cq_data_entry *ents)
+{
+    ssize_t total = 0;
+    for (uint32_t i = 0; i < own_rails(a); i++) {
+        struct fid_cq *cq = a->rails[i].cq;
+        total += handle_cq(a, cq, ents, fi_cq_read(cq, ents, CQ_BATCH));
+    }
+    return total + take_from_workers(a);
+}
+
+/* fi_trywait(3) on every CQ this thread reads: 0 when all are armed and empty. */
 static int trywait_all(struct ixfer_agent *a)
 {
-    for (uint32_t i = 0; i < a->nrails; i++) {
+    for (uint32_t i = 0; i < own_rails(a); i++) {
         struct fid *cq = &a->rails[i].cq->fid;
         if (fi_trywait(a->rails[i].fabric, &cq, 1))
             return -1;
@@ -692,11 +736,13 @@ static pthread_mutex_t running_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct ixfer_list running = {&running, &running};
 static pthread_once_t exit_hook = PTHREAD_ONCE_INIT;
 
+/* The progress thread first: it hands the workers ops; they only poke it. */
 static void stop_thread(struct ixfer_agent *a)
 {
     atomic_store(&a->stop, 1);
     ixfer_progress_signal(a);
     pthread_join(a->thread, NULL);
+    ixfer_rail_workers_stop(a);
 }
 
 static void stop_all_at_exit(void)
@@ -716,26 +762,33 @@ int32_t ixfer_progress_start(struct ixfer_agent *a)
     if (a->wake_fd < 0)
         return ixfer_fail(IXFER_ERR_BACKEND, "eventfd: %s", strerror(errno));
     /* One epoll set over every rail's wait fd and wake_fd; a rail without a
-     * wait fd makes the thread poll them all. */
+     * wait fd makes the thread poll them all. With workers, the set holds
+     * rail 0's fd (a worker sleeps on its own rail's). */
     int all_fds = 1;
     for (uint32_t i = 0; i < a->nrails; i++)
         all_fds &= a->rails[i].wait_fd >= 0;
     if (all_fds)
         a->wait_epfd = epoll_create1(EPOLL_CLOEXEC);
-    for (uint32_t i = 0; a->wait_epfd >= 0 && i <= a->nrails; i++) {
-        int fd = i < a->nrails ? a->rails[i].wait_fd : a->wake_fd;
+    uint32_t own = a->nrails > 1 ? 1 : a->nrails;
+    for (uint32_t i = 0; a->wait_epfd >= 0 && i <= own; i++) {
+        int fd = i < own ? a->rails[i].wait_fd : a->wake_fd;
         struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
         if (epoll_ctl(a->wait_epfd, EPOLL_CTL_ADD, fd, &ev))
             return ixfer_fail(IXFER_ERR_BACKEND, "epoll_ctl: %s", strerror(errno));
     }
+    int32_t rc = ixfer_rail_workers_start(a, issue_op);
+    if (rc != IXFER_OK)
+        return rc;
     pthread_once(&exit_hook, add_exit_hook);
     pthread_mutex_lock(&running_lock);
     int failed = pthread_create(&a->thread, NULL, progress_main, a);
     if (!failed)
         ixfer_list_push_back(&running, &a->running);
     pthread_mutex_unlock(&running_lock);
-    if (failed)
+    if (failed) {
+        ixfer_rail_workers_stop(a);
         return ixfer_fail(IXFER_ERR_BACKEND, "cannot start the progress thread");
+    }
     a->thread_started = 1;
     return IXFER_OK;
 }

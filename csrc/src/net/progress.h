@@ -6,6 +6,7 @@
 #include "core/request.h"
 #include "net/agent.h"
 #include "net/ops.h"
+#include "net/rail_worker.h"
 
 struct xfer_request;
 struct notif_job;
@@ -15,12 +16,14 @@ struct xfer_op {
     struct op_ctx ctx;
     struct xfer_request *req;
     uint32_t rail;
+    fi_addr_t addr; /* the peer on rail, fixed while the op is out */
     /* Its range of the request's pairs, to post it again on another rail
      * when its rail breaks: from (pair, off), len bytes, ending before
      * (next_pair, next_off). */
     uint32_t pair, next_pair;
     uint64_t off, next_off, len;
     struct xfer_op *redo_next; /* on the request's redo list */
+    struct rail_item handed;   /* while its rail's worker has it (rail_worker.h) */
 };
 
 /* A queued transfer, owned by the progress thread once submitted. base.busy

@@ -1,5 +1,6 @@
 /* Waking the progress thread (wake.c): for the threads that hand it work,
- * the submitters (progress.c) and the staging copier (staging.c). */
+ * the submitters (progress.c), the staging copier (staging.c) and the rail
+ * workers (rail_worker.c). */
 #ifndef IXFER_NET_WAKE_H
 #define IXFER_NET_WAKE_H
 

@@ -1,0 +1,338 @@
+/* A rail worker: the one thread that posts to its rail's endpoint and reads
+ * its CQ (rail_worker.h). It sleeps on the CQ's wait fd and an eventfd of its
+ * own (or polls a CQ without a wait fd, with growing sleeps), as the progress
+ * thread does; ops come in on a list under its lock, completions go back in
+ * a bounded array under the same lock, followed by ixfer_progress_poke. */
+#define _GNU_SOURCE /* ppoll */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/error.h"
+#include "core/tuning.h"
+#include "net/fabric_api.h"
+#include "net/rail_worker.h"
+#include "net/wake.h"
+
+#define CQ_BATCH 64
+/* Completions handed back and not yet taken: a worker that fills it waits
+ * for the progress thread (which drains it on every pass) before reading
+ * its CQ again, so it never grows. */
+#define DONE_CAP 256
+#define IDLE_WAIT_MS 1000   /* a safety net only, as in progress.c */
+#define POLL_MIN_NS 50000
+
+struct rail_worker {
+    struct ixfer_agent *a;
+    uint32_t rail;
+    rail_issue_fn issue;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t room;      /* done has room again, or stop */
+    struct ixfer_list todo;   /* handed over, not yet taken by the thread */
+    struct rail_done done[DONE_CAP];
+    size_t ndone;
+    atomic_uint handed;       /* ops ever handed over: the thread watches it */
+    atomic_int sleeping, stop;
+    int wake_fd, epfd;
+};
+
+/* Appends n entries to done, waiting for room; then pokes the progress
+ * thread. Returns 0 when told to stop meanwhile (the entries are dropped with
+ * their requests at teardown). */
+static int hand_back(struct rail_worker *w, const struct rail_done *d, size_t n)
+{
+    if (!n)
+        return 1;
+    pthread_mutex_lock(&w->lock);
+    size_t at = 0;
+    while (at < n) {
+        while (w->ndone == DONE_CAP && !atomic_load(&w->stop))
+            pthread_cond_wait(&w->room, &w->lock);
+        if (atomic_load(&w->stop))
+            break;
+        size_t k = DONE_CAP - w->ndone < n - at ? DONE_CAP - w->ndone : n - at;
+        memcpy(&w->done[w->ndone], d + at, k * sizeof *d);
+        w->ndone += k;
+        at += k;
+        if (at < n) {
+            /* Full: let the progress thread drain it while we wait. */
+            pthread_mutex_unlock(&w->lock);
+            ixfer_progress_poke(w->a);
+            pthread_mutex_lock(&w->lock);
+        }
+    }
+    pthread_mutex_unlock(&w->lock);
+    ixfer_progress_poke(w->a);
+    return at == n;
+}
+
+/* Reads a batch from the CQ and hands it back; returns the entries read. */
+static ssize_t read_cq(struct rail_worker *w, struct fi_cq_data_entry *ents, uint32_t *inflight)
+{
+    struct fid_cq *cq = w->a->rails[w->rail].cq;
+    struct rail_done d[CQ_BATCH];
+    size_t nd = 0;
+    ssize_t n = fi_cq_read(cq, ents, CQ_BATCH);
+    if (n > 0) {
+        for (ssize_t i = 0; i < n; i++) {
+            const struct fi_cq_data_entry *e = &ents[i];
+            /* A peer's WRITE: only its CQ data matters (0 only wakes us). */
+            if (e->flags & (FI_REMOTE_WRITE | FI_REMOTE_READ)) {
+                if ((e->flags & FI_REMOTE_CQ_DATA) && e->data)
+                    d[nd++] = (struct rail_done){.ctx = NULL, .data = e->data};
+            } else if (e->op_context) {
+                (*inflight)--;
+                d[nd++] = (struct rail_done){.ctx = e->op_context};
+            }
+        }
+    } else if (n == -FI_EAVAIL) {
+        struct fi_cq_err_entry err;
+        memset(&err, 0, sizeof err);
+        if (fi_cq_readerr(cq, &err, 0) == 1 && err.op_context) {
+            (*inflight)--;
+            d[nd++] = (struct rail_done){.ctx = err.op_context, .fi_err = err.err ? err.err : FI_EIO};
+        }
+        n = 1;
+    } else {
+        n = 0;
+    }
+    hand_back(w, d, nd);
+    return n;
+}
+
+/* Posts what it was handed, in order, until the provider refuses; an op that
+ * fails is handed back as failed. Returns whether the provider refused. */
+static int post_queue(struct rail_worker *w, struct ixfer_list *queue, uint32_t *inflight,
+                      uint64_t *refused_since)
+{
+    struct rail_done d[CQ_BATCH];
+    size_t nd = 0;
+    int refused = 0, give_up = 0;
+    struct ixfer_list *node;
+    while ((node = ixfer_list_first(queue))) {
+        struct rail_item *it = ixfer_container_of(node, struct rail_item, link);
+        ssize_t ret = give_up ? -FI_ENOTCONN : w->issue(w->a, it->ctx);
+        if (ret == -FI_EAGAIN) {
+            /* The progress thread's failover decides what a refusing rail
+             * is: after RAIL_REFUSE_NS with nothing in flight it hears of
+             * FI_ENOTCONN for everything queued. */
+            uint64_t now = ixfer_now_ns();
+            if (*inflight || !*refused_since) {
+                *refused_since = *inflight ? 0 : now;
+            } else if (now - *refused_since >= RAIL_REFUSE_NS) {
+                *refused_since = 0;
+                give_up = 1;
+                continue;
+            }
+            refused = 1;
+            break;
+        }
+        ixfer_list_remove(node);
+        if (ret == 0) {
+            (*inflight)++;
+            *refused_since = 0;
+            continue;
+        }
+        d[nd++] = (struct rail_done){.ctx = it->ctx, .fi_err = (int)-ret};
+        if (nd == CQ_BATCH) {
+            hand_back(w, d, nd);
+            nd = 0;
+        }
+    }
+    hand_back(w, d, nd);
+    return refused;
+}
+
+/* After activity, watches for ops and completions for up to ixfer_spin_ns()
+ * before sleeping (as the progress thread's spin()). */
+static int spin(struct rail_worker *w, struct fi_cq_data_entry *ents, uint32_t *inflight)
+{
+    unsigned seen = atomic_load(&w->handed);
+    int busy = 0;
+    uint64_t start = ixfer_now_ns(), limit = ixfer_spin_ns();
+    do {
+        busy = atomic_load(&w->handed) != seen || read_cq(w, ents, inflight) > 0;
+    } while (!busy && !atomic_load(&w->stop) && ixfer_now_ns() - start < limit);
+    return busy;
+}
+
+static void *worker_main(void *arg)
+{
+    struct rail_worker *w = arg;
+    struct net_rail *rl = &w->a->rails[w->rail];
+    struct fi_cq_data_entry ents[CQ_BATCH];
+    struct ixfer_list queue; /* taken from todo, not yet posted, in order */
+    ixfer_list_init(&queue);
+    uint32_t inflight = 0;
+    uint64_t refused_since = 0, poll_ns = POLL_MIN_NS;
+    int backoff_ms = 0, active = 0;
+    while (!atomic_load(&w->stop)) {
+        unsigned seen = atomic_load(&w->handed);
+        pthread_mutex_lock(&w->lock);
+        ixfer_list_splice_back(&queue, &w->todo);
+        pthread_mutex_unlock(&w->lock);
+        int refused = post_queue(w, &queue, &inflight, &refused_since);
+        if (read_cq(w, ents, &inflight) > 0) {
+            active = 1;
+            backoff_ms = 0;
+            poll_ns = POLL_MIN_NS;
+            continue;
+        }
+        if (active && !refused && ixfer_spin_ns() && spin(w, ents, &inflight)) {
+            poll_ns = POLL_MIN_NS;
+            continue;
+        }
+        active = 0;
+        /* Sleep until the CQ may have something, an op is handed over, or
+         * (after a refusal) a short growing back-off ends. */
+        uint64_t timeout_ns = IDLE_WAIT_MS * 1000000ull;
+        if (rl->wait_fd < 0) {
+            timeout_ns = poll_ns;
+            uint64_t max = ixfer_poll_max_ns();
+            poll_ns = poll_ns * 2 < max ? poll_ns * 2 : max;
+        }
+        if (refused) {
+            backoff_ms = backoff_ms ? (backoff_ms < 16 ? backoff_ms * 2 : 16) : 1;
+            if (backoff_ms * 1000000ull < timeout_ns)
+                timeout_ns = backoff_ms * 1000000ull;
+        }
+        struct fid *cq = &rl->cq->fid;
+        if (rl->wait_fd < 0 || fi_trywait(rl->fabric, &cq, 1) == 0) {
+            atomic_store(&w->sleeping, 1);
+            /* hand() counts before it reads `sleeping` (all seq_cst). */
+            if (atomic_load(&w->handed) == seen && !atomic_load(&w->stop)) {
+                if (w->epfd >= 0) {
+                    struct epoll_event ev;
+                    epoll_wait(w->epfd, &ev, 1, (int)(timeout_ns / 1000000));
+                } else {
+                    struct pollfd p = {.fd = w->wake_fd, .events = POLLIN};
+                    struct timespec ts = {.tv_sec = (time_t)(timeout_ns / 1000000000ull),
+                                          .tv_nsec = (long)(timeout_ns % 1000000000ull)};
+                    ppoll(&p, 1, &ts, NULL);
+                }
+            }
+            atomic_store(&w->sleeping, 0);
+            uint64_t count;
+            ssize_t r = read(w->wake_fd, &count, sizeof count); /* nonblocking */
+            (void)r;
+        }
+    }
+    return NULL;
+}
+
+static void worker_free(struct rail_worker *w)
+{
+    if (w->epfd >= 0)
+        close(w->epfd);
+    if (w->wake_fd >= 0)
+        close(w->wake_fd);
+    pthread_cond_destroy(&w->room);
+    pthread_mutex_destroy(&w->lock);
+    free(w);
+}
+
+static int32_t worker_start(struct ixfer_agent *a, uint32_t i, rail_issue_fn issue)
+{
+    struct rail_worker *w = calloc(1, sizeof *w);
+    if (!w)
+        return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
+    w->a = a;
+    w->rail = i;
+    w->issue = issue;
+    w->epfd = -1;
+    ixfer_list_init(&w->todo);
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->room, NULL);
+    w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->wake_fd < 0) {
+        int32_t rc = ixfer_fail(IXFER_ERR_BACKEND, "eventfd: %s", strerror(errno));
+        worker_free(w);
+        return rc;
+    }
+    int fd = a->rails[i].wait_fd;
+    if (fd >= 0) {
+        w->epfd = epoll_create1(EPOLL_CLOEXEC);
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+        struct epoll_event wev = {.events = EPOLLIN, .data.fd = w->wake_fd};
+        if (w->epfd < 0 || epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) ||
+            epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->wake_fd, &wev)) {
+            int32_t rc = ixfer_fail(IXFER_ERR_BACKEND, "epoll (rail %u): %s", i, strerror(errno));
+            worker_free(w);
+            return rc;
+        }
+    }
+    if (pthread_create(&w->thread, NULL, worker_main, w)) {
+        worker_free(w);
+        return ixfer_fail(IXFER_ERR_BACKEND, "cannot start the worker of rail %u", i);
+    }
+    a->rails[i].worker = w;
+    return IXFER_OK;
+}
+
+int32_t ixfer_rail_workers_start(struct ixfer_agent *a, rail_issue_fn issue)
+{
+    for (uint32_t i = 1; i < a->nrails; i++) {
+        int32_t rc = worker_start(a, i, issue);
+        if (rc != IXFER_OK) {
+            ixfer_rail_workers_stop(a);
+            return rc;
+        }
+    }
+    return IXFER_OK;
+}
+
+void ixfer_rail_workers_stop(struct ixfer_agent *a)
+{
+    for (uint32_t i = 1; i < a->nrails; i++) {
+        struct rail_worker *w = a->rails[i].worker;
+        if (!w)
+            continue;
+        atomic_store(&w->stop, 1);
+        uint64_t one = 1;
+        ssize_t r = write(w->wake_fd, &one, sizeof one);
+        (void)r;
+        pthread_mutex_lock(&w->lock);
+        pthread_cond_broadcast(&w->room);
+        pthread_mutex_unlock(&w->lock);
+        pthread_join(w->thread, NULL);
+        worker_free(w);
+        a->rails[i].worker = NULL;
+    }
+}
+
+void ixfer_rail_worker_hand(struct ixfer_agent *a, uint32_t rail, struct rail_item *item)
+{
+    struct rail_worker *w = a->rails[rail].worker;
+    pthread_mutex_lock(&w->lock);
+    ixfer_list_push_back(&w->todo, &item->link);
+    pthread_mutex_unlock(&w->lock);
+    /* Counted before `sleeping` is read: see worker_main. */
+    atomic_fetch_add(&w->handed, 1);
+    if (atomic_load(&w->sleeping)) {
+        uint64_t one = 1;
+        ssize_t r = write(w->wake_fd, &one, sizeof one);
+        (void)r;
+    }
+}
+
+size_t ixfer_rail_worker_take(struct ixfer_agent *a, uint32_t rail, struct rail_done *out,
+                              size_t max)
+{
+    struct rail_worker *w = a->rails[rail].worker;
+    pthread_mutex_lock(&w->lock);
+    size_t n = w->ndone < max ? w->ndone : max;
+    memcpy(out, w->done, n * sizeof *out);
+    memmove(w->done, w->done + n, (w->ndone - n) * sizeof *out);
+    w->ndone -= n;
+    if (n)
+        pthread_cond_broadcast(&w->room);
+    pthread_mutex_unlock(&w->lock);
+    return n;
+}

@@ -1,0 +1,51 @@
+/* Rail workers (rail_worker.c): with several rails, each rail after rail 0
+ * gets a thread of its own that alone posts to its endpoint and reads its
+ * CQ, so that the provider's copying (tcp moves the bytes in the thread that
+ * posts and reads the CQ) runs on several cores. The progress thread keeps
+ * owning every request: it hands ops over and takes their completions back. */
+#ifndef IXFER_NET_RAIL_WORKER_H
+#define IXFER_NET_RAIL_WORKER_H
+
+#include <sys/types.h>
+
+#include "net/agent.h"
+
+/* What a worker hands back: the completion of an op (ctx, its context as
+ * posted, with fi_err 0 or the error), or (ctx NULL) a peer's write that
+ * carried CQ data. */
+struct rail_done {
+    void *ctx;
+    uint64_t data;
+    int fi_err;
+};
+
+/* A rail with nothing in flight that keeps refusing work this long (a
+ * connection that cannot be made again: tcp's rxm answers -FI_EAGAIN while it
+ * retries) is as broken as one whose ops fail. */
+#define RAIL_REFUSE_NS 500000000ull
+
+/* An op as handed to a worker: ctx is its context (what the CQ reports). */
+struct rail_item {
+    struct ixfer_list link;
+    void *ctx;
+};
+
+/* Posts the op whose context is ctx on its rail: 0, or what the provider
+ * returned. Called on the worker's thread; reads only what does not change
+ * while the op is handed out. */
+typedef ssize_t (*rail_issue_fn)(struct ixfer_agent *a, void *ctx);
+
+/* Starts a worker for every rail after 0 (none with one rail). */
+int32_t ixfer_rail_workers_start(struct ixfer_agent *a, rail_issue_fn issue);
+/* Stops and frees them (before the endpoints close); ops they held are
+ * dropped with the requests (ixfer_progress_discard). Safe to call twice. */
+void ixfer_rail_workers_stop(struct ixfer_agent *a);
+/* Progress thread: queues an op for rail's worker. The worker retries
+ * -FI_EAGAIN itself; an op it cannot post comes back as a failed completion
+ * (FI_ENOTCONN when the rail refused work for long with nothing in flight). */
+void ixfer_rail_worker_hand(struct ixfer_agent *a, uint32_t rail, struct rail_item *item);
+/* Progress thread: takes up to max of what rail's worker handed back. */
+size_t ixfer_rail_worker_take(struct ixfer_agent *a, uint32_t rail, struct rail_done *out,
+                              size_t max);
+
+#endif
