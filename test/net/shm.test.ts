@@ -40,6 +40,16 @@ describe.skipIf(Boolean(why))(`shm: a provider whose CQ the progress thread poll
     expect((await child.request({ type: 'hash', offset: 0, len: 4096 })).hash).toBe(sha(mem.bytes.subarray(0, 4096)));
   });
 
+  it('READs nudge the polled peer with a control message that reaches none of its notifications', async () => {
+    const { hash } = await child.request({ type: 'fill', offset: 0, len: 65536 });
+    const before = (await child.request({ type: 'notification-stats' })).stats;
+    const t = a.createTransfer({ op: 'READ', peer, local: [mem.desc(0, 65536)], remote: [{ addr: child.ready.addr, len: 65536 }] });
+    for (let i = 0; i < 50; i++) await t.run({ timeoutMs: 10_000 });
+    expect(sha(mem.bytes.subarray(0, 65536))).toBe(hash);
+    const after = (await child.request({ type: 'notification-stats' })).stats;
+    expect([after.received, after.malformed, after.queued, after.dropped]).toEqual([before.received, before.malformed, before.queued, before.dropped]);
+  });
+
   it('a READ of 1 MiB after the agents sat idle', async () => {
     await new Promise((resolve) => setTimeout(resolve, 300));
     const { hash } = await child.request({ type: 'fill', offset: 0, len: MiB });

@@ -33,6 +33,9 @@ void ixfer_notif_job_attach(struct notif_job *job, ixfer_notif_sent_fn *sent, vo
 /* Makes an attached job a control message: one fragment, handed to the
  * receiving agent's on_control instead of its application. */
 void ixfer_notif_job_control(struct notif_job *job);
+/* Sends peer a one-byte control message that its agent ignores: its
+ * receive completion alone keeps a polling peer looking often. */
+void ixfer_notify_nudge(struct ixfer_agent *a, fi_addr_t peer);
 /* Sets what the receiver must count first: expected writes carrying tag. */
 void ixfer_notif_job_expect(struct notif_job *job, uint64_t tag, uint64_t expected);
 

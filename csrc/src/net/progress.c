@@ -439,6 +439,12 @@ static int take_submissions(struct ixfer_agent *a)
                 ixfer_notif_job_attach(r->notif, request_notified, r);
             if (r->tagged)
                 r->tag = ixfer_notify_next_tag(a);
+            /* A polled target (shm) sleeps up to IXFER_POLL_MAX_US between
+             * looks, and our READ gives it no completion to stay awake on
+             * (a WRITE carries CQ data for that): a one-fragment message
+             * does, so a stream of READs is served at its short poll. */
+            if (r->op == IXFER_OP_READ && a->wait_epfd < 0)
+                ixfer_notify_nudge(a, r->peer);
             ixfer_list_push_front(&a->live, &r->base.live);
             ixfer_list_push_back(&a->postq, &r->base.queue);
         } else if (s->kind == SUBMIT_CANCEL) {

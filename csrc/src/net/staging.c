@@ -648,6 +648,7 @@ static void on_request(struct ixfer_agent *a, const uint8_t *m, uint64_t len)
     g->nserves++;
 }
 
+/* Anything else (notify.c's one-byte nudges) needs no answer. */
 void ixfer_staging_message(struct ixfer_agent *a, const uint8_t *msg, uint64_t len)
 {
     if (len >= REQ_BYTES && msg[0] == MSG_REQ) {
