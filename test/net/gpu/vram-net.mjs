@@ -8,7 +8,11 @@
  *   node test/net/gpu/vram-net.mjs tcp staged      # libfabric without FI_HMEM: every VRAM region is staged
  *   node test/net/gpu/vram-net.mjs shm gpudirect   # libfabric 2.6 built with CUDA: shm reaches VRAM (FI_HMEM)
  *
- * The second argument is the path VRAM regions must report ('auto': either).
+ *   node test/net/gpu/vram-net.mjs tcp staged 0,1 # our VRAM on device 0, the peer's on device 1
+ *
+ * The second argument is the path VRAM regions must report ('auto': either);
+ * the third, the CUDA devices of our VRAM and the peer's (default 0,0; the
+ * peer's device must come back in its metadata).
  * Forced staging (staged: true) runs on the same provider after the default
  * path. With IXFER_EMULATE_VRAM=1 it runs on host memory (checks the script
  * itself on a machine without a GPU).
@@ -23,11 +27,16 @@ const { Agent, cuda } = await import(path.join(dist, 'index.js'));
 const { Worker } = await import(path.join(dist, 'bench', 'rpc.js'));
 const peerScript = path.join(here, '..', '..', 'support', 'fixtures', 'peer.mjs');
 
-const [provider = 'tcp', expectPath = 'auto'] = process.argv.slice(2);
+const [provider = 'tcp', expectPath = 'auto', devicePair = '0,0'] = process.argv.slice(2);
+const [ourDevice, peerDevice] = devicePair.split(',').map(Number);
 const devices = cuda.deviceCount();
 if (devices === 0) {
   console.log('SKIP: no CUDA device (libcuda.so.1 missing or no GPU): VRAM network tests not run');
   process.exit(0);
+}
+if (!(ourDevice >= 0 && peerDevice >= 0 && Math.max(ourDevice, peerDevice) < devices)) {
+  console.error(`devices ${devicePair} asked for, ${devices} visible (CUDA_VISIBLE_DEVICES=${process.env.CUDA_VISIBLE_DEVICES ?? 'unset'})`);
+  process.exit(2);
 }
 const MiB = 1 << 20;
 const SIZE = 80 * MiB;
@@ -58,8 +67,8 @@ async function spawnPeer(name, options) {
 
 const agent = await Agent.create({ name: `vram-net-${provider}`, provider });
 const dram = agent.allocate(SIZE);
-const vram = agent.allocateVram(SIZE);
-const vramStaged = agent.allocateVram(SIZE, { staged: true });
+const vram = agent.allocateVram(SIZE, { devId: ourDevice });
+const vramStaged = agent.allocateVram(SIZE, { devId: ourDevice, staged: true });
 const bytesOf = (r, offset, len) => (r.kind === 'VRAM' ? cuda.read(r.desc(offset, len)) : r.bytes.subarray(offset, offset + len));
 const fill = (r, offset, data) => (r.kind === 'VRAM' ? cuda.write(r.desc(offset, data.length), data) : r.bytes.set(data, offset));
 
@@ -137,7 +146,7 @@ async function lists(child, peer, local, what) {
 }
 
 async function run(what, peerOptions, local) {
-  const child = await spawnPeer(`vram-net-peer-${peerOptions.vramStaged ? 'staged' : 'default'}`, { provider, size: SIZE, vramSize: SIZE, ...peerOptions });
+  const child = await spawnPeer(`vram-net-peer-${peerOptions.vramStaged ? 'staged' : 'default'}`, { provider, size: SIZE, vramSize: SIZE, vramDevice: peerDevice, ...peerOptions });
   try {
     const peer = agent.loadRemoteMetadata(child.ready.metadata);
     const info = agent.remoteRegions(peer).find((r) => r.kind === 'VRAM');
@@ -147,7 +156,8 @@ async function run(what, peerOptions, local) {
         assert(local.path === want, `our region: ${local.path}, expected ${want}`);
         assert(info.path === want, `the peer's region: ${info.path}, expected ${want}`);
       }
-      return `ours ${local.path}, theirs ${info.path} (device ${info.devId})`;
+      assert(local.devId === ourDevice && info.devId === peerDevice, `devices: ours ${local.devId}, theirs ${info.devId}; expected ${devicePair}`);
+      return `ours ${local.path} (device ${local.devId}), theirs ${info.path} (device ${info.devId})`;
     });
     await combinations(child, peer, local, what);
     await lists(child, peer, local, what);
