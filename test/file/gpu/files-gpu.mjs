@@ -13,6 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
+const { assert, check, finish } = await import(path.join(here, '..', '..', 'support', 'fixtures', 'checks.mjs'));
 const { Agent, BlockStore, cuda } = await import(path.join(here, '..', '..', '..', 'dist', 'index.js'));
 
 const [mode = 'refuse', dir = '/tmp'] = process.argv.slice(2);
@@ -23,20 +24,6 @@ if (devices === 0) {
 }
 console.log(`mode ${mode}, ${devices} CUDA device(s), dir ${dir}`);
 
-let failed = 0;
-async function check(name, fn) {
-  const start = process.hrtime.bigint();
-  try {
-    const note = await fn();
-    console.log(`PASS ${name} (${(Number(process.hrtime.bigint() - start) / 1e6).toFixed(1)} ms)${note ? `: ${note}` : ''}`);
-  } catch (err) {
-    failed++;
-    console.log(`FAIL ${name}: ${err?.code ?? ''} ${err?.stack ?? err}`);
-  }
-}
-function assert(cond, what) {
-  if (!cond) throw new Error(`assertion failed: ${what}`);
-}
 const same = (a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)) === 0;
 const warnings = [];
 process.on('warning', (w) => warnings.push(w.message));
@@ -181,5 +168,4 @@ for (const where of [dir, undefined]) {
 src.deregister();
 dst.deregister();
 await agent.close();
-console.log(failed ? `${failed} check(s) FAILED` : 'all checks passed');
-process.exit(failed ? 1 : 0);
+finish();

@@ -22,6 +22,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
+const { assert, check, finish } = await import(path.join(here, '..', '..', 'support', 'fixtures', 'checks.mjs'));
 const dist = path.join(here, '..', '..', '..', 'dist');
 const { Agent, cuda } = await import(path.join(dist, 'index.js'));
 const { Worker } = await import(path.join(dist, 'bench', 'rpc.js'));
@@ -42,20 +43,6 @@ const MiB = 1 << 20;
 const SIZE = 80 * MiB;
 console.log(`provider ${provider}, expected path ${expectPath}, ${devices} CUDA device(s)${process.env.IXFER_EMULATE_VRAM === '1' ? ' (emulated)' : ''}`);
 
-let failed = 0;
-async function check(name, fn) {
-  const start = process.hrtime.bigint();
-  try {
-    const note = await fn();
-    console.log(`PASS ${name} (${(Number(process.hrtime.bigint() - start) / 1e6).toFixed(1)} ms)${note ? `: ${note}` : ''}`);
-  } catch (err) {
-    failed++;
-    console.log(`FAIL ${name}: ${err?.code ?? ''} ${err?.stack ?? err}`);
-  }
-}
-function assert(cond, what) {
-  if (!cond) throw new Error(`assertion failed: ${what}`);
-}
 const sha = (b) => crypto.createHash('sha256').update(b).digest('hex');
 
 async function spawnPeer(name, options) {
@@ -176,8 +163,4 @@ await run('default path', {}, vram);
 await run('forced staging', { vramStaged: true }, vramStaged);
 await agent.close();
 
-if (failed) {
-  console.log(`${failed} check(s) failed`);
-  process.exit(1);
-}
-console.log('all checks passed');
+finish();
