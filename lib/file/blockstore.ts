@@ -304,6 +304,12 @@ export class BlockStore implements AsyncDisposable {
       }
       throw err;
     }
+    if (file.size !== block.size) {
+      // Rewritten by another process since we indexed it (caught mid-write, or another block now).
+      file.deregister();
+      this.#forget(key);
+      throw new NotFoundError(`no block '${key}' (its file was replaced by another process: ${file.size} bytes, not ${block.size})`);
+    }
     try {
       await this.#move('READ', file, 0, descs, options);
     } finally {
