@@ -44,3 +44,21 @@ uint64_t ixfer_poll_max_ns(void)
     pthread_once(&poll_once, poll_init);
     return poll_max_ns;
 }
+
+static uint64_t inline_max;
+static pthread_once_t inline_once = PTHREAD_ONCE_INIT;
+
+static void inline_init(void)
+{
+    /* The caller's thread does the provider's work for what it posts itself
+     * (tcp copies the data into the socket there): bounded so post() stays
+     * short. */
+    const char *env = getenv("IXFER_INLINE_POST_MAX");
+    inline_max = env && *env ? strtoull(env, NULL, 10) : 65536;
+}
+
+uint64_t ixfer_inline_post_max(void)
+{
+    pthread_once(&inline_once, inline_init);
+    return inline_max;
+}

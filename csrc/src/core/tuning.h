@@ -13,4 +13,9 @@ uint64_t ixfer_spin_ns(void);
  * (IXFER_POLL_MAX_US, default 1000 us). */
 uint64_t ixfer_poll_max_ns(void);
 
+/* The largest transfer (bytes) a caller may post on its own thread when the
+ * network progress thread is idle (IXFER_INLINE_POST_MAX, default 65536;
+ * 0: never). */
+uint64_t ixfer_inline_post_max(void);
+
 #endif

@@ -65,6 +65,7 @@ static void agent_free(struct ixfer_agent *a)
     pthread_mutex_destroy(&a->mr_lock);
     pthread_cond_destroy(&a->mr_idle);
     pthread_mutex_destroy(&a->submit_lock);
+    pthread_mutex_destroy(&a->post_lock);
     pthread_cond_destroy(&a->submit_done);
     free(a);
 }
@@ -191,6 +192,7 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
     a->staging_chunk = cfg->staging_chunk;
     a->on_control = ixfer_staging_message;
     pthread_mutex_init(&a->submit_lock, NULL);
+    pthread_mutex_init(&a->post_lock, NULL);
     pthread_cond_init(&a->submit_done, NULL);
     ixfer_list_init(&a->mrs);
     ixfer_list_init(&a->live);
@@ -265,6 +267,8 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
     a->hmem = (fi->caps & FI_HMEM) != 0;
     a->iov_limit = a->caps.iov_limit ? a->caps.iov_limit : 1;
     a->max_msg_size = fi->ep_attr->max_msg_size ? fi->ep_attr->max_msg_size : (1ull << 30);
+    a->ordered_writes = (fi->tx_attr->msg_order & FI_ORDER_WAW) &&
+                        fi->ep_attr->max_order_waw_size >= a->max_msg_size;
     size_t key_size = fi->domain_attr->mr_key_size;
     a->key_mask = key_size && key_size < 8 ? (1ull << (8 * key_size)) - 1 : UINT64_MAX;
 

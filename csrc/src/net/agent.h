@@ -55,6 +55,10 @@ struct ixfer_agent {
     ixfer_provider_info caps;
     uint32_t iov_limit;      /* pairs per provider op */
     uint64_t max_msg_size;
+    /* The provider places an endpoint's WRITEs in order (tx msg_order has
+     * FI_ORDER_WAW for any size): a request's last WRITE on a connection
+     * asks for delivery and vouches for those before it (progress.c). */
+    int ordered_writes;
     char name[IXFER_SENDER_MAX];
     uint32_t name_len;
     struct notify_state *notify; /* notify.c; owned by the progress thread */
@@ -98,6 +102,11 @@ struct ixfer_agent {
      * CQs (progress.c). */
     int wake_fd, wait_epfd;
     atomic_int sleeping;
+
+    /* Held by the progress thread except while it sleeps or watches for
+     * work, and by a caller posting a transfer itself (ixfer_progress_try_post):
+     * whoever holds it owns the requests, the queues and the peers. */
+    pthread_mutex_t post_lock;
 
     pthread_mutex_t submit_lock;
     pthread_cond_t submit_done;    /* signals SUBMIT_REMOVE_PEER completion */

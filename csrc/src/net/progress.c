@@ -222,7 +222,8 @@ static ssize_t issue_op(struct ixfer_agent *a, void *ctx)
     int cq_data = r->tagged || (a->wait_epfd < 0 && a->caps.cq_data_size > 0);
     struct fid_ep *ep = a->rails[op->rail].ep;
     return r->op == IXFER_OP_WRITE
-               ? fi_writemsg(ep, &msg, FI_DELIVERY_COMPLETE | (cq_data ? FI_REMOTE_CQ_DATA : 0))
+               ? fi_writemsg(ep, &msg, (op->deliver ? FI_DELIVERY_COMPLETE : 0) |
+                                           (cq_data ? FI_REMOTE_CQ_DATA : 0))
                : fi_readmsg(ep, &msg, 0);
 }
 
@@ -327,6 +328,16 @@ static int post_some(struct ixfer_agent *a, struct xfer_request *r)
             }
             op->next_pair = p;
             op->next_off = off;
+            /* Only the request's last op asks for delivery where WRITEs are
+             * placed in order on the one connection its ops take: its
+             * completion vouches for every op before it, and the others
+             * complete once sent, so the target acks once per request, not
+             * once per op (tcp acks FI_TRANSMIT_COMPLETE too: 1.17
+             * tcpx_set_ack_flags, hence no flag). A WRITE the target cannot
+             * place drops the connection (tcp 1.17 tcpx_progress_rx ->
+             * tcpx_ep_disable), so the last op fails with it. Several rails
+             * are several connections: every op asks there. */
+            op->deliver = !a->ordered_writes || nr > 1 || p > r->last_pair;
         }
         ssize_t ret = post_op(a, r, op, (uint32_t)rail);
         if (ret == -FI_EAGAIN && nr > 1) {
@@ -419,6 +430,25 @@ static void rail_back(struct ixfer_agent *a, uint32_t i)
     rail_event(a, i, IXFER_OK, 0);
 }
 
+/* Takes r in: live, and queued for posting. */
+static void accept_request(struct ixfer_agent *a, struct xfer_request *r)
+{
+    r->np = ixfer_peer_find(a, r->peer);
+    ixfer_peer_ref(r->np);
+    if (r->notif)
+        ixfer_notif_job_attach(r->notif, request_notified, r);
+    if (r->tagged)
+        r->tag = ixfer_notify_next_tag(a);
+    /* A polled target (shm) sleeps up to IXFER_POLL_MAX_US between
+     * looks, and our READ gives it no completion to stay awake on
+     * (a WRITE carries CQ data for that): a one-fragment message
+     * does, so a stream of READs is served at its short poll. */
+    if (r->op == IXFER_OP_READ && a->wait_epfd < 0)
+        ixfer_notify_nudge(a, r->peer);
+    ixfer_list_push_front(&a->live, &r->base.live);
+    ixfer_list_push_back(&a->postq, &r->base.queue);
+}
+
 /* Returns whether there were any. */
 static int take_submissions(struct ixfer_agent *a)
 {
@@ -432,21 +462,7 @@ static int take_submissions(struct ixfer_agent *a)
     while ((node = ixfer_list_pop_front(&taken))) {
         struct submission *s = ixfer_container_of(node, struct submission, link);
         if (s->kind == SUBMIT_POST) {
-            struct xfer_request *r = s->req;
-            r->np = ixfer_peer_find(a, r->peer);
-            ixfer_peer_ref(r->np);
-            if (r->notif)
-                ixfer_notif_job_attach(r->notif, request_notified, r);
-            if (r->tagged)
-                r->tag = ixfer_notify_next_tag(a);
-            /* A polled target (shm) sleeps up to IXFER_POLL_MAX_US between
-             * looks, and our READ gives it no completion to stay awake on
-             * (a WRITE carries CQ data for that): a one-fragment message
-             * does, so a stream of READs is served at its short poll. */
-            if (r->op == IXFER_OP_READ && a->wait_epfd < 0)
-                ixfer_notify_nudge(a, r->peer);
-            ixfer_list_push_front(&a->live, &r->base.live);
-            ixfer_list_push_back(&a->postq, &r->base.queue);
+            accept_request(a, s->req);
         } else if (s->kind == SUBMIT_CANCEL) {
             /* Canceled requests still in the post queue are finished when the
              * post pass reaches them; the others once their ops complete. */
@@ -520,6 +536,38 @@ static int post_pass(struct ixfer_agent *a)
         posted(a, r);
     }
     return !ixfer_list_empty(&a->postq);
+}
+
+/* Posting here saves the hand-off to the progress thread (a sleeping one
+ * costs a wake-up before the first byte moves: about a third of a small
+ * transfer's time on two cores); the thread still reaps the completion, its
+ * sleep taking in the CQ's wait fd. Kept to what posts in a few syscalls,
+ * with none of the thread's other duties (notifications, staging), on one
+ * rail, and to a thread that sleeps on a wait fd: a polling one would see
+ * the completion only after its current sleep. The provider is thread safe
+ * (FI_THREAD_SAFE) and wakes a sleeping thread itself when a send must
+ * wait for room (tcp 1.17 tcpx_tx_queue_insert signals its CQ's wait). */
+int ixfer_progress_try_post(struct ixfer_agent *a, struct xfer_request *r)
+{
+    if (a->nrails != 1 || a->wait_epfd < 0 || r->notif || r->staged ||
+        !ixfer_inline_post_max() || r->bytes > ixfer_inline_post_max() || atomic_load(&a->stop) ||
+        pthread_mutex_trylock(&a->post_lock))
+        return 0;
+    /* Order: nothing submitted before r (a peer being added, a cancel, a
+     * post) may be overtaken. */
+    pthread_mutex_lock(&a->submit_lock);
+    int queued = !ixfer_list_empty(&a->submissions);
+    pthread_mutex_unlock(&a->submit_lock);
+    if (queued || !ixfer_list_empty(&a->postq)) {
+        pthread_mutex_unlock(&a->post_lock);
+        return 0;
+    }
+    accept_request(a, r);
+    int left = post_pass(a);
+    pthread_mutex_unlock(&a->post_lock);
+    if (left) /* the provider pushed back: the thread retries */
+        ixfer_progress_poke(a);
+    return 1;
 }
 
 static void op_done(struct ixfer_agent *a, const struct fi_cq_data_entry *e, void *context,
@@ -641,13 +689,22 @@ static int trywait_all(struct ixfer_agent *a)
 static int spin(struct ixfer_agent *a, struct fi_cq_data_entry *ents)
 {
     /* Submitters write nothing meanwhile (the thread is not `sleeping`): the
-     * count they bump is what it watches. */
+     * count they bump is what it watches. post_lock is let go between looks
+     * so that a caller may post itself (ixfer_progress_try_post). */
     unsigned seen = atomic_load(&a->submitted);
     int busy = 0;
     uint64_t start = ixfer_now_ns(), limit = ixfer_spin_ns();
+    pthread_mutex_unlock(&a->post_lock);
     do {
-        busy = atomic_load(&a->submitted) != seen || read_cqs(a, ents) > 0;
+        busy = atomic_load(&a->submitted) != seen;
+        if (!busy && pthread_mutex_trylock(&a->post_lock) == 0) {
+            busy = read_cqs(a, ents) > 0;
+            if (busy)
+                return busy;
+            pthread_mutex_unlock(&a->post_lock);
+        }
     } while (!busy && ixfer_now_ns() - start < limit);
+    pthread_mutex_lock(&a->post_lock);
     return busy;
 }
 
@@ -662,6 +719,7 @@ static ssize_t wait_cq(struct ixfer_agent *a, struct fi_cq_data_entry *ents,
 {
     if (a->wait_epfd < 0 || trywait_all(a) == 0) {
         atomic_store(&a->sleeping, 1);
+        pthread_mutex_unlock(&a->post_lock);
         /* A submitter that read sleeping == 0 counted its work before. */
         if (atomic_load(&a->submitted) == seen && !atomic_load(&a->stop)) {
             if (a->wait_epfd >= 0) { /* wake_fd is in the set: ixfer_progress_start */
@@ -674,6 +732,7 @@ static ssize_t wait_cq(struct ixfer_agent *a, struct fi_cq_data_entry *ents,
                 ppoll(&p, 1, &ts, NULL);
             }
         }
+        pthread_mutex_lock(&a->post_lock);
         atomic_store(&a->sleeping, 0);
         uint64_t count;
         ssize_t r = read(a->wake_fd, &count, sizeof count); /* nonblocking */
@@ -688,6 +747,7 @@ static void *progress_main(void *arg)
     struct fi_cq_data_entry ents[CQ_BATCH];
     int backoff_ms = 0, active = 0;
     uint64_t poll_ns = POLL_MIN_NS;
+    pthread_mutex_lock(&a->post_lock);
     while (!atomic_load(&a->stop)) {
         unsigned seen = atomic_load(&a->submitted);
         if (take_submissions(a)) {
@@ -731,6 +791,7 @@ static void *progress_main(void *arg)
             poll_ns = POLL_MIN_NS;
         }
     }
+    pthread_mutex_unlock(&a->post_lock);
     return NULL;
 }
 

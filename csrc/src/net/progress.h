@@ -22,6 +22,7 @@ struct xfer_op {
      * (next_pair, next_off). */
     uint32_t pair, next_pair;
     uint64_t off, next_off, len;
+    int deliver;               /* a WRITE asks FI_DELIVERY_COMPLETE (issue_op) */
     struct xfer_op *redo_next; /* on the request's redo list */
     struct rail_item handed;   /* while its rail's worker has it (rail_worker.h) */
 };
@@ -41,6 +42,7 @@ struct xfer_request {
     int staged;              /* a pair is staged device memory: staging.c moves it in pieces */
     uint64_t tag;
     uint64_t bytes;          /* of all pairs: decides striping */
+    uint32_t last_pair;      /* the last pair with bytes (count when none) */
     struct xfer_op *redo;    /* ops a broken rail gave back, to post again */
     ixfer_iov_pair pairs[];
 };
@@ -69,6 +71,11 @@ static inline size_t rail_fa_offset(uint64_t addr_len)
 
 /* Queues a submission and wakes the progress thread. Any thread. */
 void ixfer_submit(struct ixfer_agent *agent, struct submission *s);
+
+/* Posts r on the caller's thread when the progress thread is not working
+ * (sleeping or watching) and nothing submitted earlier waits: returns
+ * whether r was taken; if not, the caller submits it. */
+int ixfer_progress_try_post(struct ixfer_agent *agent, struct xfer_request *r);
 
 /* Opens a rail's CQ on its domain, with a wait fd where the provider gives a
  * usable one (rail->wait_fd; the thread polls unless every rail has one). */

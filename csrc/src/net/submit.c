@@ -1,6 +1,7 @@
 /* The ABI calls that hand work to the progress thread: each checks its
  * arguments on the caller's thread, copies what it needs into a submission
- * and queues it (progress.c), so the caller never touches the provider. */
+ * and queues it (progress.c); only a small transfer posted while the thread
+ * is not working is posted here, on the caller's thread. */
 #define _GNU_SOURCE
 #include <stdlib.h>
 #include <string.h>
@@ -157,6 +158,16 @@ int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer,
          * a staged transfer's notification goes once every piece is done. */
         .tagged = job && op == IXFER_OP_WRITE && agent->caps.cq_data_size > 0 && !staged};
     ixfer_request_init(&r->base, user_id, merge_pairs(r->pairs, pairs, count));
+    r->last_pair = r->base.count;
+    for (uint32_t i = r->base.count; i-- > 0;)
+        if (r->pairs[i].len) {
+            r->last_pair = i;
+            break;
+        }
+    if (ixfer_progress_try_post(agent, r)) {
+        free(s);
+        return IXFER_OK;
+    }
     s->kind = SUBMIT_POST;
     s->req = r;
     ixfer_submit(agent, s);
