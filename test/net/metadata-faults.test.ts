@@ -88,3 +88,24 @@ describe('metadata.maxRegionsPerPeer', () => {
     }
   });
 });
+
+describe('a WRITE the target cannot place', () => {
+  it('its first op refused (a key the peer never made) fails the whole WRITE, though only its last op waits for the target; the agent then works', async () => {
+    const a = await Agent.create({ name: 'refused-op' });
+    try {
+      const peer = a.loadRemoteMetadata(blob(1n, true, listing(1)));
+      const fake = listing(1)[1]!;
+      const mem = a.allocate(64 * 1024);
+      // Apart on both sides, so no two merge: the first provider op (tcp: 4
+      // descriptors) carries the unknown key, the last only real ones.
+      const local = [mem.desc(0, 4096), ...Array.from({ length: 7 }, (_, i) => mem.desc((i + 1) * 8192, 4096))];
+      const remote = [{ addr: fake.addr, len: 4096 }, ...Array.from({ length: 7 }, (_, i) => ({ addr: child.ready.addr + i * 8192, len: 4096 }))];
+      const t = a.createTransfer({ op: 'WRITE', peer, local, remote });
+      const e = await expectCode(() => t.run({ timeoutMs: 10_000 }), 'ERR_REMOTE_DISCONNECT');
+      expect(e.message.length).toBeGreaterThan(0);
+      await writeWorks(a, peer);
+    } finally {
+      await a.close();
+    }
+  });
+});
