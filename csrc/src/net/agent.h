@@ -103,8 +103,8 @@ struct ixfer_agent {
     int wake_fd, wait_epfd;
     atomic_int sleeping;
 
-    /* Held by the progress thread except while it sleeps or watches for
-     * work, and by a caller posting a transfer itself (ixfer_progress_try_post):
+    /* Held by the progress thread except while it sleeps, and by a caller
+     * posting a transfer itself (ixfer_progress_try_post):
      * whoever holds it owns the requests, the queues and the peers. */
     pthread_mutex_t post_lock;
 

@@ -538,10 +538,11 @@ static int post_pass(struct ixfer_agent *a)
     return !ixfer_list_empty(&a->postq);
 }
 
-/* Posting here saves the hand-off to the progress thread (a sleeping one
- * costs a wake-up before the first byte moves: about a third of a small
- * transfer's time on two cores); the thread still reaps the completion, its
- * sleep taking in the CQ's wait fd. Kept to what posts in a few syscalls,
+/* Posting here saves the hand-off to a sleeping progress thread (a wake-up
+ * before the first byte moves); the thread still reaps the completion, its
+ * sleep taking in the CQ's wait fd. A thread that is awake takes a
+ * submission at once, so the caller's thread is not spent then. Kept to
+ * what posts in a few syscalls,
  * with none of the thread's other duties (notifications, staging), on one
  * rail, and to a thread that sleeps on a wait fd: a polling one would see
  * the completion only after its current sleep. The provider is thread safe
@@ -549,8 +550,9 @@ static int post_pass(struct ixfer_agent *a)
  * wait for room (tcp 1.17 tcpx_tx_queue_insert signals its CQ's wait). */
 int ixfer_progress_try_post(struct ixfer_agent *a, struct xfer_request *r)
 {
-    if (a->nrails != 1 || a->wait_epfd < 0 || r->notif || r->staged ||
-        !ixfer_inline_post_max() || r->bytes > ixfer_inline_post_max() || atomic_load(&a->stop) ||
+    uint64_t max = ixfer_inline_post_max();
+    if (!atomic_load(&a->sleeping) || a->nrails != 1 || a->wait_epfd < 0 || r->notif ||
+        r->staged || !max || r->bytes > max || atomic_load(&a->stop) ||
         pthread_mutex_trylock(&a->post_lock))
         return 0;
     /* Order: nothing submitted before r (a peer being added, a cancel, a
@@ -689,22 +691,13 @@ static int trywait_all(struct ixfer_agent *a)
 static int spin(struct ixfer_agent *a, struct fi_cq_data_entry *ents)
 {
     /* Submitters write nothing meanwhile (the thread is not `sleeping`): the
-     * count they bump is what it watches. post_lock is let go between looks
-     * so that a caller may post itself (ixfer_progress_try_post). */
+     * count they bump is what it watches. */
     unsigned seen = atomic_load(&a->submitted);
     int busy = 0;
     uint64_t start = ixfer_now_ns(), limit = ixfer_spin_ns();
-    pthread_mutex_unlock(&a->post_lock);
     do {
-        busy = atomic_load(&a->submitted) != seen;
-        if (!busy && pthread_mutex_trylock(&a->post_lock) == 0) {
-            busy = read_cqs(a, ents) > 0;
-            if (busy)
-                return busy;
-            pthread_mutex_unlock(&a->post_lock);
-        }
+        busy = atomic_load(&a->submitted) != seen || read_cqs(a, ents) > 0;
     } while (!busy && ixfer_now_ns() - start < limit);
-    pthread_mutex_lock(&a->post_lock);
     return busy;
 }
 

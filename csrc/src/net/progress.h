@@ -72,8 +72,8 @@ static inline size_t rail_fa_offset(uint64_t addr_len)
 /* Queues a submission and wakes the progress thread. Any thread. */
 void ixfer_submit(struct ixfer_agent *agent, struct submission *s);
 
-/* Posts r on the caller's thread when the progress thread is not working
- * (sleeping or watching) and nothing submitted earlier waits: returns
+/* Posts r on the caller's thread when the progress thread sleeps and
+ * nothing submitted earlier waits: returns
  * whether r was taken; if not, the caller submits it. */
 int ixfer_progress_try_post(struct ixfer_agent *agent, struct xfer_request *r);
 
