@@ -714,21 +714,28 @@ static ssize_t wait_cq(struct ixfer_agent *a, struct fi_cq_data_entry *ents,
         atomic_store(&a->sleeping, 1);
         pthread_mutex_unlock(&a->post_lock);
         /* A submitter that read sleeping == 0 counted its work before. */
+        int woken = 0; /* wake_fd is readable: drained below */
         if (atomic_load(&a->submitted) == seen && !atomic_load(&a->stop)) {
             if (a->wait_epfd >= 0) { /* wake_fd is in the set: ixfer_progress_start */
-                struct epoll_event ev;
-                epoll_wait(a->wait_epfd, &ev, 1, (int)(timeout_ns / 1000000));
+                struct epoll_event ev[2];
+                int n = epoll_wait(a->wait_epfd, ev, 2, (int)(timeout_ns / 1000000));
+                for (int i = 0; i < n; i++)
+                    woken |= ev[i].data.fd == a->wake_fd;
             } else {
                 struct pollfd p = {.fd = a->wake_fd, .events = POLLIN};
                 struct timespec ts = {.tv_sec = (time_t)(timeout_ns / 1000000000ull),
                                       .tv_nsec = (long)(timeout_ns % 1000000000ull)};
-                ppoll(&p, 1, &ts, NULL);
+                woken = ppoll(&p, 1, &ts, NULL) > 0;
             }
+        } else {
+            woken = 1; /* a submitter may have written it */
         }
         pthread_mutex_lock(&a->post_lock);
         atomic_store(&a->sleeping, 0);
+        /* Drained only when it fired (a completion's wake-up needs no read):
+         * a write it missed leaves it readable, which costs one more loop. */
         uint64_t count;
-        ssize_t r = read(a->wake_fd, &count, sizeof count); /* nonblocking */
+        ssize_t r = woken ? read(a->wake_fd, &count, sizeof count) : 0; /* nonblocking */
         (void)r;
     }
     return read_cqs(a, ents);
