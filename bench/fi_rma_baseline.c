@@ -13,8 +13,10 @@
  * each block cut into IOVS pieces at the same offsets on both sides, packed
  * into ops of at most iov_limit pieces and max_msg_size bytes, all posted,
  * then all completions awaited in fi_cq_sread. WRITEs ask for
- * FI_DELIVERY_COMPLETE, as ixfer's do (fi_cq(3)). The target's progress
- * thread sleeps in fi_cq_sread, which drives manual progress (fi_tcp(7)).
+ * FI_DELIVERY_COMPLETE (fi_cq(3)) as ixfer's do: where the provider places
+ * writes in order (FI_ORDER_WAW), on an iteration's last op only. The
+ * target's progress thread sleeps in fi_cq_sread, which drives manual
+ * progress (fi_tcp(7)).
  * Setup follows fabtests' shared harness; only the loop is the benchmark. */
 #define _GNU_SOURCE
 #include <inttypes.h>
@@ -193,6 +195,7 @@ struct piece {
 static fi_addr_t peer;
 static uint64_t remote_key, remote_base;
 static size_t iov_limit, max_msg;
+static int ordered_writes;
 static struct piece *pieces;  /* one iteration's pieces, in order */
 static struct fi_context2 *ctx; /* one per op of an iteration */
 static size_t ctx_cap;
@@ -256,7 +259,8 @@ static size_t post_iteration(int write, size_t npieces, size_t *early)
                                  .rma_iov = rma, .rma_iov_count = n, .context = &ctx[ops]};
         ssize_t ret;
         for (;;) {
-            ret = write ? fi_writemsg(ep, &msg, FI_DELIVERY_COMPLETE) : fi_readmsg(ep, &msg, 0);
+            uint64_t flags = !ordered_writes || np >= npieces ? FI_DELIVERY_COMPLETE : 0;
+            ret = write ? fi_writemsg(ep, &msg, flags) : fi_readmsg(ep, &msg, 0);
             if (ret != -FI_EAGAIN)
                 break;
             struct fi_cq_data_entry ents[64];
@@ -309,6 +313,8 @@ static int run_initiator(const char *addr_hex, const char *key, const char *base
     if (iov_limit > MAX_IOV)
         iov_limit = MAX_IOV;
     max_msg = info->ep_attr->max_msg_size ? info->ep_attr->max_msg_size : (1ull << 30);
+    ordered_writes = (info->tx_attr->msg_order & FI_ORDER_WAW) &&
+                     info->ep_attr->max_order_waw_size >= max_msg;
     printf("ready\n");
     fflush(stdout);
 
