@@ -53,6 +53,29 @@ describe('two agents in two processes', () => {
     expect((await child.request({ type: 'hash', offset: 0, len: 256 * 65536 })).hash).toBe(sha(more));
   });
 
+  it('small transfers posted after idle spells arrive, and one never overtakes a larger one posted just before it', async () => {
+    const idle = () => new Promise((r) => setTimeout(r, 5)); // the progress thread goes to sleep
+    for (let round = 0; round < 20; round++) {
+      await idle();
+      const big = random(MiB);
+      const small = random(4096);
+      mem.bytes.set(big, 0);
+      mem.bytes.set(small, 2 * MiB);
+      // Both land on the child's first 4096 bytes: the small WRITE (posted by
+      // post() itself while the thread sleeps) must land after the large one.
+      const t1 = a.createTransfer({ op: 'WRITE', peer, local: [mem.desc(0, MiB)], remote: [remote(0, MiB)] });
+      const t2 = a.createTransfer({ op: 'WRITE', peer, local: [mem.desc(2 * MiB, 4096)], remote: [remote(0, 4096)] });
+      t1.post();
+      t2.post();
+      await Promise.all([t1.done({ timeoutMs: 30_000 }), t2.done({ timeoutMs: 30_000 })]);
+      expect((await child.request({ type: 'hash', offset: 0, len: 4096 })).hash).toBe(sha(small));
+      expect((await child.request({ type: 'hash', offset: 4096, len: MiB - 4096 })).hash).toBe(sha(big.subarray(4096)));
+      await idle();
+      await a.createTransfer({ op: 'READ', peer, local: [mem.desc(3 * MiB, 4096)], remote: [remote(0, 4096)] }).run({ timeoutMs: 30_000 });
+      expect(sha(mem.bytes.subarray(3 * MiB, 3 * MiB + 4096))).toBe(sha(small));
+    }
+  });
+
   it('both directions at once', async () => {
     const block = 65536;
     const out = random(64 * block);
