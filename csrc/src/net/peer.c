@@ -154,12 +154,27 @@ int ixfer_peer_added(struct ixfer_agent *a, fi_addr_t fa, const void *addr, size
         p->nrails = nrails;
         p->rail_inserts++;
     }
+    p->shm = 0; /* until the caller routes it over shm again */
     p->inserts++;
     p->state = PEER_OK;
     p->stall_since_ns = 0;
     p->silent_since_ns = 0;
     probe_close(p);
     return 0;
+}
+
+void ixfer_peer_shm_added(struct ixfer_agent *a, fi_addr_t fa, fi_addr_t shm_fa)
+{
+    struct net_peer *p = ixfer_peer_find(a, fa);
+    if (!p) { /* removed meanwhile: the entry goes at once */
+        fi_av_remove(a->rails[a->shm_rail].av, &shm_fa, 1, 0);
+        return;
+    }
+    /* libfabric's AV gives one address the same entry each time, so the
+     * entries are removed as often as inserted, with the record. */
+    p->rail_fa[a->shm_rail] = shm_fa;
+    p->shm_inserts++;
+    p->shm = 1;
 }
 
 static void maybe_free(struct ixfer_agent *a, struct net_peer *p)
@@ -175,6 +190,8 @@ static void maybe_free(struct ixfer_agent *a, struct net_peer *p)
     for (; p->rail_inserts; p->rail_inserts--)
         for (uint32_t i = 1; i < p->nrails; i++)
             fi_av_remove(a->rails[i].av, &p->rail_fa[i], 1, 0);
+    for (; p->shm_inserts; p->shm_inserts--)
+        fi_av_remove(a->rails[a->shm_rail].av, &p->rail_fa[a->shm_rail], 1, 0);
     probe_close(p);
     ixfer_list_remove(&p->link);
     free(p);

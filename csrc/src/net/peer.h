@@ -16,7 +16,9 @@ struct net_peer {
     fi_addr_t fa;
     uint32_t nrails;      /* rails both ends have; rail_fa[0] == fa */
     uint32_t rail_inserts; /* inserts that put rail_fa[1..] into the rails' AVs */
-    fi_addr_t rail_fa[IXFER_MAX_RAILS];
+    fi_addr_t rail_fa[IXFER_MAX_RAILS]; /* [a->shm_rail]: its shm address, when shm */
+    int shm;               /* reached over the shm rail (ixfer_peer_insert_shm) */
+    uint32_t shm_inserts;  /* inserts of rail_fa[a->shm_rail] into the shm rail's AV */
     enum peer_state state;
     uint32_t inserts;     /* fi_av_insert calls not yet matched by a removal */
     uint32_t av_owed;     /* fi_av_remove calls deferred until refs is 0 */
@@ -40,6 +42,8 @@ struct net_peer *ixfer_peer_find(struct ixfer_agent *a, fi_addr_t fa);
  * rails. Returns 0 or -1 (out of memory). */
 int ixfer_peer_added(struct ixfer_agent *a, fi_addr_t fa, const void *addr, size_t len,
                      const fi_addr_t *rail_fa, uint32_t nrails);
+/* SUBMIT_SHM_PEER: the peer fa is reached over the shm rail at shm_fa. */
+void ixfer_peer_shm_added(struct ixfer_agent *a, fi_addr_t fa, fi_addr_t shm_fa);
 /* SUBMIT_REMOVE_PEER: no more posts; fi_av_remove once nothing refers to it.
  * Returns whether fa is now removed (not still held by another insert). */
 int ixfer_peer_removed(struct ixfer_agent *a, fi_addr_t fa);
