@@ -1,3 +1,4 @@
+import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { Agent, listProviders, type MemoryRegion, type RailStatus } from '../../lib/index.js';
@@ -36,8 +37,9 @@ describe.skipIf(Boolean(why))(`same host: a peer on this host takes the shm rail
   let far: Peer; // says another host (IXFER_HOST_ID), network rails
   let nearName: string;
   let farName: string;
+  const registry = new Registry();
   beforeAll(async () => {
-    a = await Agent.create({ name: 'sh-parent', provider: 'tcp' });
+    a = await Agent.create({ name: 'sh-parent', provider: 'tcp', metrics: { registry } });
     mem = a.allocate(8 * MiB);
     [near, far] = await Promise.all([
       spawnPeer('sh-near', { size: 8 * MiB, provider: 'tcp' }),
@@ -80,6 +82,9 @@ describe.skipIf(Boolean(why))(`same host: a peer on this host takes the shm rail
     const after = a.rails;
     expect(railBytes(after, 'shm') - railBytes(before, 'shm')).toBe(4 * MiB + 64 * 4096 + 2 * MiB);
     expect(railBytes(after, 'tcp')).toBe(railBytes(before, 'tcp'));
+    const metric = (await registry.getSingleMetric('ixfer_agent_rail_bytes')!.get()).values;
+    const shmMetric = metric.find((v) => v.labels.agent === 'sh-parent' && v.labels.provider === 'shm');
+    expect(shmMetric).toMatchObject({ labels: { rail: '1' }, value: railBytes(after, 'shm') });
   });
 
   it('notifications reach a peer on this host: an attached one after its data (from the peer, over its shm rail), then standalone ones', async () => {
