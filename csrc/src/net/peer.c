@@ -230,6 +230,8 @@ int32_t ixfer_peer_may_post(const struct net_peer *p)
 
 void ixfer_peer_posted(struct net_peer *p)
 {
+    if (p->shm && !p->outstanding)
+        p->shm_heard_ns = ixfer_now_ns();
     p->outstanding++;
     p->stall_since_ns = 0;
     p->silent_since_ns = 0;
@@ -240,6 +242,8 @@ void ixfer_peer_op_done(struct net_peer *p, int fi_err)
     if (!p)
         return;
     p->outstanding--;
+    if (p->shm)
+        p->shm_heard_ns = ixfer_now_ns();
     /* The connection broke (rxm flushes its ops as canceled): probe on the
      * next refusal instead of waiting PROBE_AFTER_NS. A bad remote key also
      * drops a connection while the peer lives, so this alone is no verdict. */
@@ -316,6 +320,24 @@ void ixfer_peer_heard(struct net_peer *p)
 {
     if (p)
         p->silent_since_ns = 0;
+}
+
+int ixfer_peers_watch_shm(struct ixfer_agent *a)
+{
+    int again = 0;
+    uint64_t now = ixfer_now_ns();
+    IXFER_LIST_FOR_EACH(n, &a->peers) {
+        struct net_peer *p = ixfer_container_of(n, struct net_peer, link);
+        if (!p->shm || !p->salen || p->state != PEER_OK || !p->outstanding)
+            continue;
+        if (now - p->shm_heard_ns >= SILENT_PROBE_AFTER_NS && probe_step(p, now)) {
+            p->state = PEER_GONE;
+            probe_close(p);
+            continue;
+        }
+        again = 1;
+    }
+    return again;
 }
 
 void ixfer_peers_fini(struct ixfer_agent *a)

@@ -34,6 +34,7 @@
 #define MAX_IOV 16          /* cap on pairs per op, whatever the provider says */
 #define IDLE_WAIT_MS 1000   /* a safety net only: no wake-up can be lost (wait_cq) */
 #define POLL_MIN_NS 50000   /* first sleep of a polling thread after activity */
+#define SHM_WATCH_NS 50000000ull /* looks at shm peers with ops out (peer.h) this often */
 
 /* Why not fi_cq_signal + fi_cq_sread: in libfabric 1.17 ofi_cq_sreadfrom
  * checks cq->wakeup and then calls fi_wait, whose util_wait_fd_try starts
@@ -709,6 +710,7 @@ static void *progress_main(void *arg)
         int staging = ixfer_staging_pass(a);
         pending |= (staging & STAGING_STALLED) != 0;
         pending |= ixfer_notify_pass(a);
+        int watch = a->shm_rail && ixfer_peers_watch_shm(a);
         if (read_cqs(a, ents) > 0 || (staging & STAGING_WORKED)) {
             backoff_ms = 0;
             active = 1;
@@ -735,6 +737,8 @@ static void *progress_main(void *arg)
             if (backoff_ms * 1000000ull < timeout_ns)
                 timeout_ns = backoff_ms * 1000000ull;
         }
+        if (watch && timeout_ns > SHM_WATCH_NS)
+            timeout_ns = SHM_WATCH_NS;
         active = 0;
         if (wait_cq(a, ents, timeout_ns, seen) > 0) {
             backoff_ms = 0;
