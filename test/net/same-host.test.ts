@@ -1,7 +1,7 @@
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { Agent, listProviders, type MemoryRegion, type RailStatus } from '../../lib/index.js';
+import { Agent, info, listProviders, type MemoryRegion, type RailStatus } from '../../lib/index.js';
 import { MiB, random, sha } from '../support/helpers.js';
 import { spawnPeer, type Peer } from '../support/peer.js';
 
@@ -10,6 +10,19 @@ import { spawnPeer, type Peer } from '../support/peer.js';
 // this file again against libfabric 2.6.
 const shm = listProviders().find((p) => p.name === 'shm');
 const why = !shm ? 'shm is not offered by this libfabric' : shm.unsupported && `shm is refused here: ${shm.unsupported}`;
+
+/** What `ixfer info` says sameHost 'auto' opens with provider tcp. */
+function sameHostPlan(): boolean | undefined {
+  const saved = process.env.IXFER_PROVIDER;
+  process.env.IXFER_PROVIDER = 'tcp';
+  try {
+    const rails = info(1).libfabric.rails;
+    return rails && 'sameHost' in rails ? rails.sameHost.shm : undefined;
+  } finally {
+    if (saved === undefined) delete process.env.IXFER_PROVIDER;
+    else process.env.IXFER_PROVIDER = saved;
+  }
+}
 
 const railBytes = (rails: RailStatus[], provider: string) => rails.filter((r) => r.provider === provider).reduce((n, r) => n + r.bytes, 0);
 
@@ -21,6 +34,7 @@ describe('sameHost option', () => {
     // 'auto' leaves the rail out and the agent works.
     await using a = await Agent.create({ name: 'sh-auto', provider: 'tcp' });
     expect(a.rails.map((r) => r.provider)).toEqual(['tcp']);
+    expect(sameHostPlan()).toBe(false);
   });
 
   it('an unknown value is ERR_INVALID_PARAM', async () => {
@@ -54,8 +68,9 @@ describe.skipIf(Boolean(why))(`same host: a peer on this host takes the shm rail
     await a?.close();
   });
 
-  it('the agent lists its shm rail after the tcp rail', () => {
+  it('the agent lists its shm rail after the tcp rail, as ixfer info predicts', () => {
     expect(a.rails.map((r) => r.provider)).toEqual(['tcp', 'shm']);
+    expect(sameHostPlan()).toBe(true);
   });
 
   it('WRITEs and READs to a peer on this host go over shm only, every byte checked', async () => {
