@@ -2,6 +2,8 @@ import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { Agent, info, listProviders, type MemoryRegion, type RailStatus } from '../../lib/index.js';
+import { FI_MR_VIRT_ADDR } from '../../lib/native/layout.js';
+import { decodeMetadata, encodeMetadata, FLAG_SAME_HOST } from '../../lib/net/metadata.js';
 import { MiB, random, sha } from '../support/helpers.js';
 import { spawnPeer, type Peer } from '../support/peer.js';
 
@@ -25,6 +27,31 @@ function sameHostPlan(): boolean | undefined {
 }
 
 const railBytes = (rails: RailStatus[], provider: string) => rails.filter((r) => r.provider === provider).reduce((n, r) => n + r.bytes, 0);
+
+describe('metadata: the shm rail entry (flag 16)', () => {
+  const base = { name: 'n', instance: '00'.repeat(16), sequence: 1n, provider: 'tcp', mrModeBits: 0, addrFormat: 2, address: new Uint8Array(16).fill(1), complete: true, regions: [] };
+  const sameHost = { host: 'boot shm:1:2 pid:[3]', pid: 42, mrModeBits: FI_MR_VIRT_ADDR, address: new Uint8Array([...Buffer.from('fi_shm://42'), 0]) };
+
+  it('round-trips, and a blob without it has none', () => {
+    const md = decodeMetadata(encodeMetadata({ ...base, rails: [new Uint8Array(16).fill(2)], sameHost }));
+    expect(md.sameHost).toEqual(sameHost);
+    expect(md.rails).toHaveLength(1);
+    const old = encodeMetadata(base);
+    expect(new DataView(old.buffer, old.byteOffset).getUint16(6, true) & FLAG_SAME_HOST).toBe(0);
+    expect(decodeMetadata(old).sameHost).toBeUndefined();
+  });
+
+  it('a malformed entry is ERR_INVALID_PARAM naming what is wrong', () => {
+    const bad = (s: typeof sameHost) => () => decodeMetadata(encodeMetadata({ ...base, sameHost: s }));
+    expect(bad({ ...sameHost, address: Buffer.from('no nul') })).toThrow(/shm address is not NUL-terminated/);
+    expect(bad({ ...sameHost, address: new Uint8Array([65, 0, 66, 0]) })).toThrow(/shm address is not NUL-terminated/);
+    expect(bad({ ...sameHost, host: '' })).toThrow(/host identity of 0 bytes/);
+    // Truncated inside the entry.
+    const blob = encodeMetadata({ ...base, sameHost });
+    const cut = blob.subarray(0, blob.length - 10);
+    expect(() => decodeMetadata(cut)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_PARAM' }));
+  });
+});
 
 describe('sameHost option', () => {
   it.skipIf(!why)(`'shm' where shm cannot be opened is ERR_NOT_SUPPORTED naming the reason (skipped where shm works)`, async () => {
