@@ -27,6 +27,7 @@
  * gone: probe it only after this long without a word. */
 #define SILENT_PROBE_AFTER_NS 100000000ull
 #define STALL_DEFAULT_MS 5000
+#define SHM_WATCH_EVERY_NS 10000000ull
 
 /* IXFER_PEER_STALL_MS: how long a peer may refuse every post, with nothing of
  * ours outstanding to it, before its work fails (read once). */
@@ -324,8 +325,11 @@ void ixfer_peer_heard(struct net_peer *p)
 
 int ixfer_peers_watch_shm(struct ixfer_agent *a)
 {
-    int again = 0;
     uint64_t now = ixfer_now_ns();
+    if (now < a->shm_watch_ns) /* the thread passes here often; the peers may be many */
+        return a->shm_watching;
+    a->shm_watch_ns = now + SHM_WATCH_EVERY_NS;
+    int again = 0;
     IXFER_LIST_FOR_EACH(n, &a->peers) {
         struct net_peer *p = ixfer_container_of(n, struct net_peer, link);
         if (!p->shm || !p->salen || p->state != PEER_OK || !p->outstanding)
@@ -337,6 +341,7 @@ int ixfer_peers_watch_shm(struct ixfer_agent *a)
         }
         again = 1;
     }
+    a->shm_watching = again;
     return again;
 }
 
