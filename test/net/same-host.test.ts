@@ -162,6 +162,29 @@ describe.skipIf(Boolean(why))(`same host: a peer on this host takes the shm rail
     expect(railBytes(after, 'shm')).toBe(railBytes(before, 'shm'));
   });
 
+  it('a peer on this host that dies: work for it fails with ERR_REMOTE_DISCONNECT, the other peers are served', async () => {
+    const victim = await spawnPeer('sh-victim', { size: MiB, provider: 'tcp' });
+    const name = a.loadRemoteMetadata(victim.ready.metadata);
+    const write = () =>
+      a.createTransfer({ op: 'WRITE', peer: name, local: [mem.desc(0, 65536)], remote: [{ addr: victim.ready.addr, len: 65536 }] });
+    const before = railBytes(a.rails, 'shm');
+    await write().run({ timeoutMs: 10_000 });
+    expect(railBytes(a.rails, 'shm') - before).toBe(65536);
+    await victim.kill('SIGKILL');
+    // shm never completes an op to a dead process: this one ends at its deadline,
+    // and meanwhile the peer's tcp listener is found gone.
+    const stuck = await write()
+      .run({ timeoutMs: 2000 })
+      .catch((e: { code: string }) => e.code);
+    expect(['ERR_TIMEOUT', 'ERR_REMOTE_DISCONNECT']).toContain(stuck);
+    const t0 = performance.now();
+    await expect(write().run({ timeoutMs: 10_000 })).rejects.toMatchObject({ code: 'ERR_REMOTE_DISCONNECT' });
+    expect(performance.now() - t0).toBeLessThan(5000); // a verdict, not the deadline
+    mem.bytes.set(random(65536), 0);
+    await a.createTransfer({ op: 'WRITE', peer: nearName, local: [mem.desc(0, 65536)], remote: [{ addr: near.ready.addr, len: 65536 }] }).run({ timeoutMs: 10_000 });
+    expect((await near.request({ type: 'hash', offset: 0, len: 65536 })).hash).toBe(sha(mem.bytes.subarray(0, 65536)));
+  });
+
   it("with sameHost 'off' an agent opens no shm rail and reaches the same peer over tcp", async () => {
     await using off = await Agent.create({ name: 'sh-off', provider: 'tcp', sameHost: 'off' });
     expect(off.rails.map((r) => r.provider)).toEqual(['tcp']);
