@@ -177,7 +177,7 @@ enum {
      * FI_MR_ENDPOINT: EFA and verbs; EFA reaches local peers over shm by
      * itself); none, silently, otherwise. */
     IXFER_SAME_HOST_AUTO = 0,
-    /* An shm rail or IXFER_ERR_NOT_SUPPORTED saying why not. */
+    /* An shm rail (none on shm itself) or IXFER_ERR_NOT_SUPPORTED saying why not. */
     IXFER_SAME_HOST_SHM = 1,
     IXFER_SAME_HOST_OFF = 2,
 };

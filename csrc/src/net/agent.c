@@ -165,8 +165,6 @@ fail:
 /* Why the agent's provider gets no shm rail, or NULL. */
 static const char *shm_rail_refusal(const struct ixfer_agent *a)
 {
-    if (!strcasecmp(a->info->fabric_attr->prov_name, "shm"))
-        return "the agent's provider is shm already";
     /* Regions get one key on every rail: shm must take the provider's. */
     if (a->info->domain_attr->mr_mode & (FI_MR_PROV_KEY | FI_MR_ENDPOINT))
         return "the agent's provider picks memory keys itself (FI_MR_PROV_KEY or "
@@ -177,14 +175,15 @@ static const char *shm_rail_refusal(const struct ixfer_agent *a)
 }
 
 /* Opens the shm rail after the network rails, as mode (IXFER_SAME_HOST_*)
- * asks: 'auto' leaves it out wherever it cannot be opened. Without FI_HMEM:
- * with it, shm 2.6 moves host memory through its bounce buffers instead of
- * cross-memory attach (agent create), and host memory is what it carries. */
+ * asks: 'auto' leaves it out wherever it cannot be opened; an agent on shm
+ * needs none. Without FI_HMEM: with it, shm 2.6 moves host memory through its
+ * bounce buffers instead of cross-memory attach (see ixfer_agent_create), and
+ * host memory is what this rail carries. */
 static int32_t open_shm_rail(struct ixfer_agent *a, uint32_t mode)
 {
     if (mode > IXFER_SAME_HOST_OFF)
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "unknown same_host mode %u", mode);
-    if (mode == IXFER_SAME_HOST_OFF)
+    if (mode == IXFER_SAME_HOST_OFF || !strcasecmp(a->info->fabric_attr->prov_name, "shm"))
         return IXFER_OK;
     const char *why = shm_rail_refusal(a);
     if (why)
