@@ -161,15 +161,11 @@ export class PeerTable {
       const all = Buffer.concat(addresses);
       check(shim().peerInsertRails(handle, all, lens, addresses.length, fiAddr), `adding peer '${md.name}' (${addresses.length} rails)`);
     }
-    const shm = reachableOverShm(ep, md.sameHost) ? md.sameHost : undefined;
-    if (shm) {
-      try {
-        check(shim().peerInsertShm(handle, fiAddr[0]!, shm.address, shm.address.length), `reaching peer '${md.name}' over shm`);
-      } catch (err) {
-        shim().peerRemove(handle, fiAddr[0]!);
-        throw err;
-      }
-    }
+    // An shm address our shm refuses leaves the peer on the network rails.
+    const shm =
+      reachableOverShm(ep, md.sameHost) && shim().peerInsertShm(handle, fiAddr[0]!, md.sameHost.address, md.sameHost.address.length) === 0
+        ? md.sameHost
+        : undefined;
     if (existing) {
       this.#drop(existing);
       if (existing.instance !== md.instance) this.#onInstanceGone(existing.instance);
