@@ -145,7 +145,7 @@ export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, As
     if (metrics) {
       const { createMetrics } = await import('./metrics.js'); // loads prom-client: only when asked
       const memoryBytes = () => this.regions.reduce((sum, r) => sum + r.len, 0);
-      this.#telemetry.metrics = await createMetrics(metrics, this.name, { memoryBytes, staging: () => this.#net.stagingStats() });
+      this.#telemetry.metrics = await createMetrics(metrics, this.name, { memoryBytes, staging: () => this.#net.stagingStats(), rails: () => this.rails });
     }
     // Joins etcd when configured: peers can find the agent once create() resolves.
     await this.#exchange.start();

@@ -8,7 +8,8 @@ import os from 'node:os';
 
 import { IxferError } from './errors.js';
 import { check, packageVersion, shim } from './native/shim.js';
-import { listProviders, pickProvider, planRails, type ProviderSummary, type RailsOption } from './net/providers.js';
+import { hostIdentity } from './net/host.js';
+import { coreName, listProviders, pickProvider, planRails, type ProviderSummary, type RailsOption } from './net/providers.js';
 
 export interface LibraryStatus {
   available: boolean;
@@ -44,7 +45,15 @@ export interface Info {
     apiVersion: string;
     providers: ProviderSummary[];
     /** The rails an agent asking for `rails` (default 'auto') would open on the provider 'auto' picks, or why none. */
-    rails?: { asked: RailsOption; provider: string; rails: { node?: string; domain?: string }[] } | { asked: RailsOption; error: string };
+    rails?:
+      | {
+          asked: RailsOption;
+          provider: string;
+          rails: { node?: string; domain?: string }[];
+          /** Whether sameHost 'auto' adds an shm rail after them (for peers on this host), or why not; and this host's identity in the metadata. */
+          sameHost: { shm: boolean; why?: string; host?: string };
+        }
+      | { asked: RailsOption; error: string };
   };
   cuda: LibraryStatus & { driverVersion?: string; deviceCount?: number };
   cufile: LibraryStatus & {
@@ -178,9 +187,27 @@ function railsInfo(asked: RailsOption): NonNullable<Info['libfabric']['rails']> 
   const r = attempt(() => {
     const p = pickProvider(process.env.IXFER_PROVIDER || 'auto', undefined);
     const rails = planRails(p, asked, undefined, undefined).map((x) => ({ ...(x.node ? { node: x.node } : {}), ...(x.domain ? { domain: x.domain } : {}) }));
-    return { asked, provider: p.name, rails };
+    return { asked, provider: p.name, rails, sameHost: sameHostPlan(p) };
   });
   return r.value ?? { asked, error: r.error! };
+}
+
+/** What Agent.create's sameHost 'auto' would do on provider p (agent.c open_shm_rail decides the same way). */
+function sameHostPlan(p: ProviderSummary): { shm: boolean; why?: string; host?: string } {
+  const shm = listProviders('shm').find((x) => x.name === 'shm');
+  const host = hostIdentity();
+  const why = !shm
+    ? 'this libfabric offers no shm'
+    : shm.unsupported
+      ? 'shm is refused on this libfabric (see refused: above)'
+      : coreName(p.name) === 'shm'
+        ? 'the provider is shm already'
+        : p.mrMode.some((m) => m === 'PROV_KEY' || m === 'ENDPOINT')
+          ? `${p.name} picks memory keys itself`
+          : !host
+            ? 'no host identity (/proc or /dev/shm unreadable)'
+            : undefined;
+  return { shm: !why, ...(why ? { why } : {}), ...(host ? { host } : {}) };
 }
 
 export function info(rails: RailsOption = 'auto'): Info {
@@ -249,6 +276,9 @@ export function formatInfo(i: Info): string {
     else if (rails) {
       row(`rails (${rails.asked})`, `${rails.rails.length} on ${rails.provider}`);
       rails.rails.forEach((r, n) => row(`  rail ${n}`, `${r.domain ?? '(any domain)'} ${r.node ?? ''}`.trimEnd()));
+      const same = rails.sameHost;
+      row(same.shm ? `  rail ${rails.rails.length}` : 'same host', same.shm ? 'shm (peers on this host; sameHost auto)' : `no shm rail: ${same.why}`);
+      if (same.host) row('host identity', same.host);
     }
   }
 

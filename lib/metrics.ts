@@ -5,6 +5,7 @@
  * Agents sharing a registry share the metrics, told apart by the `agent` label.
  */
 import type { MetricsSink, TransferTelemetry } from './core/telemetry.js';
+import type { RailStatus } from './net/endpoint.js';
 import type { StagingStats } from './net/engine.js';
 import { InvalidParamError, LibraryMissingError } from './errors.js';
 import type { MetricsRegistry, Op } from './schemas.js';
@@ -30,12 +31,18 @@ interface Family {
   /** The staging pool of each live agent, read at scrape time. */
   staging: (import('prom-client').Gauge<'agent'> | import('prom-client').Counter<'agent'>)[];
   stagingSources: Map<string, () => StagingStats>;
+  /** Per rail: bytes and ops posted on it, labeled with its index and provider (shm: peers on this host). */
+  rails: import('prom-client').Counter<RailLabels>[];
+  railSources: Map<string, () => RailStatus[]>;
 }
+
+type RailLabels = 'agent' | 'rail' | 'provider';
 
 /** What an agent reads for its gauges at scrape time. */
 export interface MetricsSources {
   memoryBytes: () => number;
   staging: () => StagingStats;
+  rails: () => RailStatus[];
 }
 
 const families = new WeakMap<MetricsRegistry, Family>();
@@ -85,6 +92,20 @@ function family(prom: PromClient, registry: MetricsRegistry): Family {
         for (const [agent, read] of stagingSources) this.inc({ agent }, pick(read()));
       },
     });
+  const railSources = new Map<string, () => RailStatus[]>();
+  const railCounter = (name: string, help: string, pick: (r: RailStatus) => number) =>
+    new prom.Counter<RailLabels>({
+      name: existing(name),
+      help,
+      labelNames: ['agent', 'rail', 'provider'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [agent, read] of railSources) {
+          read().forEach((r, i) => this.inc({ agent, rail: String(i), provider: r.provider }, pick(r)));
+        }
+      },
+    });
   f = {
     txBytes: counter('ixfer_agent_tx_bytes', 'Bytes written to peers (WRITE) or files', ['agent', 'peer']),
     rxBytes: counter('ixfer_agent_rx_bytes', 'Bytes read from peers (READ) or files', ['agent', 'peer']),
@@ -116,6 +137,11 @@ function family(prom: PromClient, registry: MetricsRegistry): Family {
       stagingCounter('ixfer_agent_staging_copied_bytes', 'Bytes copied between host and device memory by staging', (s) => s.copiedBytes),
     ],
     stagingSources,
+    rails: [
+      railCounter('ixfer_agent_rail_bytes', 'Bytes posted on each rail (provider shm: the rail to peers on this host)', (r) => r.bytes),
+      railCounter('ixfer_agent_rail_ops', 'Provider operations posted on each rail', (r) => r.ops),
+    ],
+    railSources,
   };
   families.set(registry, f);
   return f;
@@ -162,6 +188,7 @@ class PromSink implements MetricsSink {
     this.#f.memory.remove({ agent });
     this.#f.stagingSources.delete(agent);
     for (const m of this.#f.staging) m.remove({ agent });
+    this.#f.railSources.delete(agent);
   }
 }
 
@@ -174,5 +201,6 @@ export async function createMetrics(
   const f = family(await load(), options.registry);
   f.memorySources.set(agent, sources.memoryBytes);
   f.stagingSources.set(agent, sources.staging);
+  f.railSources.set(agent, sources.rails);
   return new PromSink(f, options.maxPeerLabels);
 }

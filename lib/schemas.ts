@@ -371,6 +371,8 @@ export const AgentOptionsSchema = z
     stripeThresholdBytes: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).default(128 * 1024),
     /** How long a rail taken out of use after a connection error rests before it is tried again. */
     railCooldownMs: z.number().int().min(1).max(3_600_000).default(1000),
+    /** Peers on this host: 'auto' opens an shm rail where it works, 'shm' requires one, 'off' opens none. */
+    sameHost: z.enum(['auto', 'shm', 'off']).default('auto'),
     /** Default deadline of Transfer.done() and notify() when the call gives none; `Infinity`: none. */
     transferTimeoutMs: timeoutOrInfinity.default(DEFAULT_TRANSFER_TIMEOUT_MS),
     /** Incoming notifications. */
@@ -418,6 +420,13 @@ export interface AgentOptions {
    * (default 1000 ms) it is tried again, and rejoins when an operation succeeds.
    */
   railCooldownMs?: number;
+  /**
+   * Peers on this host (default 'auto'): 'auto' opens an extra rail on shm
+   * where the loaded libfabric has a usable one, and a peer whose metadata
+   * says it runs on this host (another process) is then reached over it;
+   * 'shm' fails agent creation without one; 'off' opens none.
+   */
+  sameHost?: 'auto' | 'shm' | 'off';
   /** Default deadline of Transfer.done() when the call gives none. */
   transferTimeoutMs?: number;
   notifications?: NotificationOptions;

@@ -163,7 +163,24 @@ typedef struct ixfer_agent_config {
     /* A transfer of at least this many bytes is cut across the rails the
      * peer shares with us; smaller ones go to the rails in turn. 0: 128 KiB. */
     uint64_t stripe_min;
+    /* Whether the agent opens an extra rail on shm for peers on this host
+     * (IXFER_SAME_HOST_*). It comes after the network rails, and only peers
+     * given an shm address (ixfer_peer_insert_shm) use it. */
+    uint32_t same_host;
+    uint32_t reserved;
 } ixfer_agent_config;
+
+/* ixfer_agent_config.same_host */
+enum {
+    /* An shm rail where the loaded libfabric has a usable shm, the agent's
+     * provider is not shm and picks no keys itself (FI_MR_PROV_KEY,
+     * FI_MR_ENDPOINT: EFA and verbs; EFA reaches local peers over shm by
+     * itself); none, silently, otherwise. */
+    IXFER_SAME_HOST_AUTO = 0,
+    /* An shm rail (none on shm itself) or IXFER_ERR_NOT_SUPPORTED saying why not. */
+    IXFER_SAME_HOST_SHM = 1,
+    IXFER_SAME_HOST_OFF = 2,
+};
 
 /* ixfer_agent_config.vram_mode */
 enum {
@@ -190,6 +207,8 @@ IXFER_API int32_t ixfer_agent_info(ixfer_agent *agent, ixfer_provider_info *out)
 IXFER_API int32_t ixfer_agent_address(ixfer_agent *agent, uint8_t *buf, uint64_t *len);
 /* Rails opened; rail 0 is the one ixfer_agent_info and _address describe. */
 IXFER_API uint32_t ixfer_agent_rail_count(ixfer_agent *agent);
+/* The index of the shm rail (the last one), or 0 when the agent has none. */
+IXFER_API uint32_t ixfer_agent_shm_rail(ixfer_agent *agent);
 /* Like ixfer_agent_info and ixfer_agent_address, for rail `rail`. */
 IXFER_API int32_t ixfer_agent_rail_info(ixfer_agent *agent, uint32_t rail, ixfer_provider_info *out);
 IXFER_API int32_t ixfer_agent_rail_address(ixfer_agent *agent, uint32_t rail, uint8_t *buf,
@@ -257,6 +276,15 @@ IXFER_API int32_t ixfer_peer_insert(ixfer_agent *agent, const uint8_t *addr, uin
 IXFER_API int32_t ixfer_peer_insert_rails(ixfer_agent *agent, const uint8_t *addrs,
                                           const uint64_t *lens, uint32_t count, uint64_t *peer);
 
+/* Routes a peer already inserted (handle peer) over the shm rail: addr is
+ * its shm rail's address (NUL-terminated text). Its transfers then take the
+ * shm rail only, unless posted with IXFER_POST_NETWORK or touching device
+ * memory of ours; notifications stay on rail 0. Inserting the peer again
+ * ends the routing until this is called again. IXFER_ERR_NOT_SUPPORTED
+ * without an shm rail. */
+IXFER_API int32_t ixfer_peer_insert_shm(ixfer_agent *agent, uint64_t peer, const uint8_t *addr,
+                                        uint64_t len);
+
 /* Removes a peer: nothing more is posted to it, and its transfers and
  * notifications still waiting to be posted fail with
  * IXFER_ERR_REMOTE_DISCONNECT. The address leaves the address vector once no
@@ -292,7 +320,12 @@ enum {
 };
 
 /* ixfer_xfer_post flags */
-enum { IXFER_POST_NOTIFY = 1 }; /* send notif[0..notif_len) with the transfer */
+enum {
+    IXFER_POST_NOTIFY = 1, /* send notif[0..notif_len) with the transfer */
+    /* Take the network rails even to a peer routed over shm (remote
+     * addresses are then in the network provider's form). */
+    IXFER_POST_NETWORK = 2,
+};
 
 /* Queues a transfer for the progress thread. The pairs (and the notification)
  * are copied; the memory they describe must stay registered until its event

@@ -680,11 +680,14 @@ static void test_rails(void)
     ixfer_agent_config too_many = {.provider = "tcp", .node = "127.0.0.1", .rail_count = 33};
     ixfer_agent *x = NULL;
     EXPECT(ixfer_agent_create(&too_many, &x) == IXFER_ERR_INVALID_PARAM);
+    ixfer_agent_config bad_mode = {.provider = "tcp", .node = "127.0.0.1", .same_host = 3};
+    EXPECT(ixfer_agent_create(&bad_mode, &x) == IXFER_ERR_INVALID_PARAM);
+    /* The network rails only: where shm works, 'auto' would add one. */
     ixfer_agent_config ca = {.provider = "tcp", .node = "127.0.0.1", .name = "four",
-                             .rail_count = 4};
+                             .rail_count = 4, .same_host = IXFER_SAME_HOST_OFF};
     ixfer_rail_config two[2] = {{"127.0.0.1", NULL}, {"127.0.0.2", NULL}};
     ixfer_agent_config cb = {.provider = "tcp", .node = "127.0.0.1", .name = "two",
-                             .rails = two, .rail_count = 2};
+                             .rails = two, .rail_count = 2, .same_host = IXFER_SAME_HOST_OFF};
     ixfer_agent *a = NULL, *b = NULL;
     EXPECT(ixfer_agent_create(&ca, &a) == IXFER_OK);
     EXPECT(ixfer_agent_create(&cb, &b) == IXFER_OK);

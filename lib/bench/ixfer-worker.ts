@@ -8,6 +8,7 @@
 import { Agent } from '../agent.js';
 import type { VramOptions } from '../schemas.js';
 import type { MemoryRegion } from '../core/memory.js';
+import type { RailStatus } from '../net/endpoint.js';
 import type { StagingStats } from '../net/engine.js';
 import { timeIterations } from './iterate.js';
 import { pieces } from './layout.js';
@@ -45,12 +46,14 @@ export interface IxferInit {
   vram: VramOptions;
   /** The agent's rails (--rails, --target-rails). */
   rails: number;
+  /** --same-host: the shm rail for a peer on this host (the other bench process). */
+  sameHost: 'auto' | 'shm' | 'off';
 }
 
 serve({
   async init(m) {
-    const { role, provider, address, bytes, seg, device, vram, rails } = m as unknown as IxferInit;
-    agent = await Agent.create({ name: `bench-${role}`, provider, address, vram, rails });
+    const { role, provider, address, bytes, seg, device, vram, rails, sameHost } = m as unknown as IxferInit;
+    agent = await Agent.create({ name: `bench-${role}`, provider, address, vram, rails, sameHost });
     region = allocateSegment(agent, seg, bytes, device, role);
     return {
       metadata: Buffer.from(agent.getLocalMetadata()).toString('base64'),
@@ -61,6 +64,10 @@ serve({
   /** The agent's staging pool (all zero where nothing was staged). */
   staging(): { stats: StagingStats } {
     return { stats: agent.stagingStats };
+  },
+  /** Each rail and what it carried (Agent.rails). */
+  rails(): { rails: RailStatus[] } {
+    return { rails: agent.rails };
   },
   connect(m) {
     peer = agent.loadRemoteMetadata(Buffer.from(m.metadata as string, 'base64'));

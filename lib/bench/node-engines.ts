@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 
 import { makeError } from '../errors.js';
 import type { VramPath } from '../core/memory.js';
+import type { RailStatus } from '../net/endpoint.js';
 import type { StagingStats } from '../net/engine.js';
 import type { CheckedEngine, Engine } from './engine.js';
 import type { FileInit } from './file-worker.js';
@@ -71,7 +72,7 @@ export class IxferEngine extends WorkerPair implements CheckedEngine {
     const vram = vramOptions(o);
     const init = async (w: Worker, role: IxferInit['role']) => {
       const rails = role === 'target' ? (o.targetRails ?? o.rails) : o.rails;
-      const msg: IxferInit = { role, provider: o.provider, address: o.address, bytes, seg: seg(o[`${role}Seg`]), device: o.device[role], vram, rails };
+      const msg: IxferInit = { role, provider: o.provider, address: o.address, bytes, seg: seg(o[`${role}Seg`]), device: o.device[role], vram, rails, sameHost: o.sameHost };
       const r = await w.request<{ metadata: string; addr: number; path?: VramPath }>({ type: 'init', ...msg });
       engine.paths[role] = r.path;
       return r;
@@ -89,6 +90,11 @@ export class IxferEngine extends WorkerPair implements CheckedEngine {
       [this.initiator, this.target].map(async (w) => (await w.request<{ stats: StagingStats }>({ type: 'staging' })).stats),
     );
     return { initiator: initiator!, target: target! };
+  }
+
+  /** The initiator's rails: which carried the bytes (the shm rail for this host's peer, unless --same-host off). */
+  async rails(): Promise<RailStatus[]> {
+    return (await this.initiator.request<{ rails: RailStatus[] }>({ type: 'rails' })).rails;
   }
 
   async warmup(row: RowSpec): Promise<void> {

@@ -81,6 +81,8 @@ const BenchOptionsSchema = z
     /** ixfer's rails on the initiator, and on the target (default: as many); the C baseline has one. */
     rails: count.pipe(z.number().max(MAX_RAILS)).default(1),
     targetRails: count.pipe(z.number().max(MAX_RAILS)).optional(),
+    /** Both agents' sameHost: the two bench processes are on one host, so 'auto' puts ixfer's bytes on shm where it works. */
+    sameHost: z.enum(['auto', 'shm', 'off']).default('auto'),
     /** Registered per side; default: the largest batch of the sweep. */
     totalBufferSize: size.optional(),
     baseline: z.boolean().default(false),
@@ -174,6 +176,7 @@ const FLAGS = {
   address: { type: 'string' },
   rails: { type: 'string' },
   'target-rails': { type: 'string' },
+  'same-host': { type: 'string' },
   'total-buffer-size': { type: 'string' },
   baseline: { type: 'boolean' },
   'file-dir': { type: 'string' },
@@ -269,6 +272,10 @@ options (nixlbench's names):
   --rails N                   ixfer's rails (endpoints) on the initiator (default 1);
                               the C baseline keeps one, for comparison
   --target-rails N            ixfer's rails on the target (default: --rails)
+  --same-host auto|shm|off    both agents' sameHost (default auto: where libfabric's
+                              shm works, an shm rail carries the bytes between the two
+                              bench processes; off: the network rails only); the
+                              table's footer says which rails carried them
   --total-buffer-size N       bytes registered per side (default: largest batch)
   --baseline                  also run, row by row, a C program doing the same RMA
                               loop on libfabric, and a Node net socket stream; adds

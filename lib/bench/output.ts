@@ -135,8 +135,17 @@ function vramLine(report: BenchReport): string {
   return `${side('initiator')}; ${side('target')}\nvram mode ${v.mode}, staging pool ${formatSize(v.stagingBytes)} per agent in ${formatSize(v.stagingChunkBytes)} chunks`;
 }
 
-/** After the last row: the staging pools (a VRAM side over the network). */
+/** After the last row: the rails that carried the bytes, and the staging pools (a VRAM side over the network). */
 export function tableFooter(report: BenchReport): string {
+  const rails = report.rails?.length
+    ? `
+initiator's rails: ${report.rails.map((r, i) => `${i} ${r.provider} ${r.domain} ${formatSize(r.bytes)} in ${r.ops} ops`).join(', ')}
+`
+    : '';
+  return rails + stagingFooter(report);
+}
+
+function stagingFooter(report: BenchReport): string {
   const s = report.staging;
   if (!s) return '';
   const side = (role: 'initiator' | 'target') => {

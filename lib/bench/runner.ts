@@ -9,6 +9,7 @@ import { CEngine } from './c-baseline.js';
 import type { CheckedEngine, Engine, EngineName } from './engine.js';
 import { IxferEngine, IxferFileEngine, NetEngine } from './node-engines.js';
 import type { VramPath } from '../core/memory.js';
+import type { RailStatus } from '../net/endpoint.js';
 import type { StagingStats } from '../net/engine.js';
 import { bufferSize, formatSize, hasVram, sweep, type BenchOptions, type RowSpec } from './options.js';
 import { cpuSeconds, peakRss, resetPeakRss } from './procstat.js';
@@ -37,6 +38,8 @@ export interface BenchReport {
   paths?: { initiator?: VramPath | undefined; target?: VramPath | undefined };
   /** ... and each agent's staging pool (Agent.stagingStats) when the sweep ends. */
   staging?: { initiator: StagingStats; target: StagingStats };
+  /** The initiator's rails when the sweep ends (Agent.rails): which carried the bytes. */
+  rails?: RailStatus[];
   rows: RowResult[];
 }
 
@@ -129,6 +132,7 @@ export async function runBench(o: BenchOptions, onRow?: (report: BenchReport) =>
     // Only now: loading libfabric here installs its signal handling, and Ctrl-C during the sweep should end it as usual.
     report.libfabric = libfabricVersion();
     if (vram) report.staging = await vram.staging();
+    if (ixfer instanceof IxferEngine) report.rails = await ixfer.rails();
     return report;
   } finally {
     progress?.clear();

@@ -8,6 +8,10 @@ import { viewNative, type Shim } from './shim.js';
 export const OP_WRITE = 0;
 export const OP_READ = 1;
 export const POST_NOTIFY = 1;
+/** Network rails even to a peer reached over shm (remote addresses in the network provider's form). */
+export const POST_NETWORK = 2;
+/** Agent config same_host: IXFER_SAME_HOST_AUTO, _SHM, _OFF. */
+export const SAME_HOST_MODES = { auto: 0, shm: 1, off: 2 } as const;
 
 export const FILE_READ = 1;
 export const FILE_WRITE = 2;

@@ -86,6 +86,8 @@ koffi.struct('ixfer_agent_config', {
   rail_count: 'uint32_t',
   rail_cooldown_ms: 'uint32_t',
   stripe_min: 'uint64_t',
+  same_host: 'uint32_t',
+  reserved: 'uint32_t',
 });
 
 export interface RailConfig {
@@ -132,6 +134,9 @@ export interface AgentConfig {
   rail_cooldown_ms: number;
   /** 0: the shim's default (128 KiB). */
   stripe_min: number;
+  /** IXFER_SAME_HOST_AUTO, _SHM, _OFF */
+  same_host: number;
+  reserved: 0;
 }
 
 koffi.opaque('ixfer_agent');
@@ -194,6 +199,7 @@ function declare(lib: ReturnType<typeof koffi.load>) {
       len: (number | bigint)[],
     ) => number,
     agentRailCount: f('uint32_t ixfer_agent_rail_count(ixfer_agent *agent)') as (a: AgentHandle) => number,
+    agentShmRail: f('uint32_t ixfer_agent_shm_rail(ixfer_agent *agent)') as (a: AgentHandle) => number,
     agentRailInfo: f('int32_t ixfer_agent_rail_info(ixfer_agent *agent, uint32_t rail, _Out_ uint8_t *out)') as (
       a: AgentHandle,
       rail: number,
@@ -252,6 +258,13 @@ function declare(lib: ReturnType<typeof koffi.load>) {
     peerInsertRails: f(
       'int32_t ixfer_peer_insert_rails(ixfer_agent *agent, const uint8_t *addrs, const uint64_t *lens, uint32_t count, _Out_ uint64_t *peer)',
     ) as (a: AgentHandle, addrs: Uint8Array, lens: BigUint64Array, count: number, peer: (number | bigint)[]) => number,
+
+    peerInsertShm: f('int32_t ixfer_peer_insert_shm(ixfer_agent *agent, uint64_t peer, const uint8_t *addr, uint64_t len)') as (
+      a: AgentHandle,
+      peer: number | bigint,
+      addr: Uint8Array,
+      len: number,
+    ) => number,
 
     xferPost: f(
       'int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer, const uint8_t *pairs, uint32_t count, ' +

@@ -6,7 +6,7 @@
 import crypto from 'node:crypto';
 
 import { NotAllowedError } from '../errors.js';
-import { decodeRailStats, RAIL_STATS_WORDS, VRAM_MODES, type RailStats } from '../native/layout.js';
+import { decodeRailStats, FI_MR_VIRT_ADDR, RAIL_STATS_WORDS, SAME_HOST_MODES, VRAM_MODES, type RailStats } from '../native/layout.js';
 import { check, decodeProviderInfo, providerInfoBuffer, shim, type AgentHandle } from '../native/shim.js';
 import { coreName, pickProvider, planRails, summarizeProvider, type ProviderSummary, type RailsOption } from './providers.js';
 
@@ -27,16 +27,24 @@ export interface EndpointOptions {
   stripeThresholdBytes?: number | undefined;
   /** How long a rail that broke rests before it is tried again (default 1000 ms). */
   railCooldownMs?: number | undefined;
+  /** Whether an shm rail is opened for peers on this host (default 'auto'). */
+  sameHost?: keyof typeof SAME_HOST_MODES | undefined;
 }
 
 /** A rail and its counters (Agent.rails). */
 export interface RailStatus extends RailStats {
+  /** Libfabric provider: the agent's, or 'shm' for the rail to peers on this host. */
+  provider: string;
   domain: string;
   fabric: string;
 }
 
 /** One rail of an opened endpoint. */
 export interface RailInfo {
+  /** Libfabric provider (full name). */
+  provider: string;
+  /** Remote addresses are virtual addresses (FI_MR_VIRT_ADDR). */
+  virtAddr: boolean;
   /** Libfabric domain (interface) it is on. */
   domain: string;
   /** Libfabric fabric name (for tcp, the subnet). */
@@ -53,8 +61,12 @@ export class Endpoint {
   readonly info: ProviderSummary;
   /** The fabric address (rail 0's). */
   readonly address: Uint8Array;
-  /** Every rail, rail 0 first. */
+  /** Every rail, rail 0 first; the shm rail, if any, last. */
   readonly rails: RailInfo[];
+  /** The rails of the agent's provider (the first ones): their addresses go into the metadata as rails. */
+  readonly netRails: RailInfo[];
+  /** The rail to peers on this host (another provider: shm), if one was opened. */
+  readonly shmRail: RailInfo | undefined;
   /** This incarnation, in our metadata: a peer tells a restarted agent of the same name by it. */
   readonly instance = crypto.randomBytes(16).toString('hex');
   /** The event pipe's read end, for the agent's completions. */
@@ -75,8 +87,17 @@ export class Endpoint {
       check(native.agentRailAddress(handle, i, addrBuf, len), `reading the address of rail ${i}`);
       check(native.agentRailInfo(handle, i, infoBuf), `reading the attributes of rail ${i}`);
       const raw = decodeProviderInfo(infoBuf);
-      return { domain: raw.domain, fabric: raw.fabric, address: new Uint8Array(addrBuf.subarray(0, Number(len[0]))) };
+      return {
+        provider: raw.provider,
+        virtAddr: (Number(raw.mr_mode) & FI_MR_VIRT_ADDR) !== 0,
+        domain: raw.domain,
+        fabric: raw.fabric,
+        address: new Uint8Array(addrBuf.subarray(0, Number(len[0]))),
+      };
     });
+    const shm = native.agentShmRail(handle);
+    this.shmRail = shm ? this.rails[shm] : undefined;
+    this.netRails = shm ? this.rails.slice(0, shm) : this.rails;
     this.address = this.rails[0]!.address;
     const fd = [0];
     check(native.agentTakeEventFd(handle, fd), 'taking the event descriptor');
@@ -112,6 +133,8 @@ export class Endpoint {
           rail_count: rails.length,
           rail_cooldown_ms: opts.railCooldownMs ?? 0,
           stripe_min: opts.stripeThresholdBytes ?? 0,
+          same_host: SAME_HOST_MODES[opts.sameHost ?? 'auto'],
+          reserved: 0,
         },
         out,
       ),
@@ -143,7 +166,7 @@ export class Endpoint {
     const out = new BigUint64Array(RAIL_STATS_WORDS);
     return this.rails.map((r, i) => {
       check(shim().railStatsGet(handle, i, out), `reading the counters of rail ${i}`);
-      return { domain: r.domain, fabric: r.fabric, ...decodeRailStats(out) };
+      return { provider: coreName(r.provider), domain: r.domain, fabric: r.fabric, ...decodeRailStats(out) };
     });
   }
 

@@ -11,10 +11,11 @@ import { MemoryRegistry } from '../core/registry.js';
 import type { Telemetry } from '../core/telemetry.js';
 import { Transfer } from '../core/transfer.js';
 import { codeOfStatus, InvalidParamError, makeError, MismatchError, NotFoundError, statusOf, type IxferError } from '../errors.js';
-import { EVENT_RAIL, OP_READ, OP_WRITE, POST_NOTIFY } from '../native/layout.js';
+import { EVENT_RAIL, OP_READ, OP_WRITE, POST_NETWORK, POST_NOTIFY } from '../native/layout.js';
 import { check, shim, toBigInt, viewNative, type MrHandle, type StagingStatsRaw } from '../native/shim.js';
 import { parseDescriptors, type Descriptor, type Op, type ParsedDescriptor } from '../schemas.js';
 import type { Endpoint } from './endpoint.js';
+import { sameHost } from './host.js';
 import { parseNotificationBody, type InboxLimits } from './inbox.js';
 import { encodeMetadata, REGION_DRAM, REGION_VRAM_GPUDIRECT, REGION_VRAM_STAGED } from './metadata.js';
 import { Notifications, type NotificationDroppedError } from './notifications.js';
@@ -214,7 +215,7 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
       provider: ep.info.name,
       mrModeBits: ep.info.mrModeBits,
       addrFormat: ep.info.addrFormatValue,
-      ...(includeConnection ? { address: ep.address, rails: ep.rails.slice(1).map((r) => r.address) } : {}),
+      ...(includeConnection ? { address: ep.address, rails: ep.netRails.slice(1).map((r) => r.address), ...sameHost(ep) } : {}),
       complete: regions === undefined,
       regions: chosen.map((r) => ({ addr: r.addr, len: r.len, key: r.key, devId: r.devId, kind: kindOf(r), ...(r.name ? { name: r.name } : {}) })),
     });
@@ -344,7 +345,7 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
           id,
           notif ?? null,
           notif?.length ?? 0,
-          notif ? POST_NOTIFY : 0,
+          (notif ? POST_NOTIFY : 0) | (p.network ? POST_NETWORK : 0),
         ),
         `posting ${p.op} to '${p.target}'`,
       ),

@@ -15,6 +15,10 @@
  *     railCount - 1 x { u16 len, addr }: the addresses of rails 1, 2, ...
  *     (rail 0's is addr). A one-rail agent never sets the flag, so its blob
  *     is what version 2 always was; an older reader refuses the flag.
+ *   with FLAG_SAME_HOST (and FLAG_CONNECTION): the agent's shm rail, for peers
+ *     on its host: u16 hostLen, host (UTF-8, host.ts), u32 pid,
+ *     u32 shm mrModeBits, u16 len, shm address (NUL-terminated). A blob
+ *     without it has no shm rail.
  *   u32 regionCount, regionCount x { u64 addr, u64 len, u64 key, u16 devId, u16 kind, u32 reserved }
  *     (kind: REGION_DRAM, REGION_VRAM_GPUDIRECT, REGION_VRAM_STAGED)
  *   with FLAG_NAMES: regionCount x { u8 nameLen, name (UTF-8; 0: unnamed) }
@@ -27,6 +31,8 @@ export const FLAG_CONNECTION = 1;
 export const FLAG_COMPLETE = 2; // lists every region of the agent
 export const FLAG_NAMES = 4; // region names follow the regions
 export const FLAG_RAILS = 8; // addresses of rails after the first follow the address
+export const FLAG_SAME_HOST = 16; // the shm rail (host identity, pid, address) follows the rails
+const MAX_HOST = 255;
 const MAX_RAILS = 32;
 const REGION_BYTES = 32;
 /** Region kinds: host memory; VRAM the provider reaches (FI_HMEM); VRAM its agent stages through host memory. */
@@ -56,8 +62,19 @@ export interface Metadata {
   address?: Uint8Array;
   /** Addresses of rails 1, 2, ... (rail 0's is `address`); absent for one rail. */
   rails?: Uint8Array[];
+  /** The agent's shm rail, reachable from another process of the same host. */
+  sameHost?: SameHostInfo;
   complete: boolean;
   regions: RegionInfo[];
+}
+
+export interface SameHostInfo {
+  /** What makes its shm reachable (host.ts): equal on both sides, or no shm. */
+  host: string;
+  pid: number;
+  /** mr_mode of the shm rail (FI_MR_VIRT_ADDR: descriptors carry virtual addresses). */
+  mrModeBits: number;
+  address: Uint8Array;
 }
 
 export function encodeMetadata(md: Metadata): Uint8Array {
@@ -66,16 +83,19 @@ export function encodeMetadata(md: Metadata): Uint8Array {
   const addr = md.address ?? new Uint8Array(0);
   const rails = md.address && md.rails?.length ? md.rails : undefined;
   const railBytes = rails ? 1 + rails.reduce((n, a) => n + 2 + a.length, 0) : 0;
+  const same = md.address ? md.sameHost : undefined;
+  const host = same ? Buffer.from(same.host) : undefined;
+  const sameBytes = same && host ? 2 + host.length + 4 + 4 + 2 + same.address.length : 0;
   const names = md.regions.some((r) => r.name) ? md.regions.map((r) => Buffer.from(r.name ?? '')) : undefined;
   const namesBytes = names ? names.reduce((n, b) => n + 1 + b.length, 0) : 0;
   const size =
-    4 + 4 + 16 + 8 + 2 + name.length + 2 + provider.length + 4 + 4 + 2 + addr.length + railBytes + 4 + md.regions.length * REGION_BYTES + namesBytes;
+    4 + 4 + 16 + 8 + 2 + name.length + 2 + provider.length + 4 + 4 + 2 + addr.length + railBytes + sameBytes + 4 + md.regions.length * REGION_BYTES + namesBytes;
   const out = Buffer.alloc(size);
   let o = 0;
   o = out.writeUInt32LE(MAGIC, o);
   o = out.writeUInt16LE(METADATA_VERSION, o);
   o = out.writeUInt16LE(
-    (md.address ? FLAG_CONNECTION : 0) | (md.complete ? FLAG_COMPLETE : 0) | (names ? FLAG_NAMES : 0) | (rails ? FLAG_RAILS : 0),
+    (md.address ? FLAG_CONNECTION : 0) | (md.complete ? FLAG_COMPLETE : 0) | (names ? FLAG_NAMES : 0) | (rails ? FLAG_RAILS : 0) | (same ? FLAG_SAME_HOST : 0),
     o,
   );
   o += Buffer.from(md.instance, 'hex').copy(out, o);
@@ -96,6 +116,15 @@ export function encodeMetadata(md: Metadata): Uint8Array {
       out.set(a, o);
       o += a.length;
     }
+  }
+  if (same && host) {
+    o = out.writeUInt16LE(host.length, o);
+    o += host.copy(out, o);
+    o = out.writeUInt32LE(same.pid >>> 0, o);
+    o = out.writeUInt32LE(same.mrModeBits >>> 0, o);
+    o = out.writeUInt16LE(same.address.length, o);
+    out.set(same.address, o);
+    o += same.address.length;
   }
   o = out.writeUInt32LE(md.regions.length, o);
   for (const r of md.regions) {
@@ -182,7 +211,7 @@ export function decodeMetadata(blob: Uint8Array, maxRegions = Infinity): Metadat
   const version = r.u16('version');
   if (version !== METADATA_VERSION) throw bad(`version ${version}, this ixfer reads version ${METADATA_VERSION}`);
   const flags = r.u16('flags');
-  if (flags & ~(FLAG_CONNECTION | FLAG_COMPLETE | FLAG_NAMES | FLAG_RAILS)) throw bad(`unknown flags 0x${flags.toString(16)}`);
+  if (flags & ~(FLAG_CONNECTION | FLAG_COMPLETE | FLAG_NAMES | FLAG_RAILS | FLAG_SAME_HOST)) throw bad(`unknown flags 0x${flags.toString(16)}`);
   const instance = r.bytes(16, 'instance').toString('hex');
   const sequence = r.u64('sequence');
   const nameLen = r.u16('name length');
@@ -208,6 +237,20 @@ export function decodeMetadata(blob: Uint8Array, maxRegions = Infinity): Metadat
       if (len === 0 || len > MAX_ADDR) throw bad(`address of rail ${i} has ${len} bytes`);
       rails.push(new Uint8Array(r.bytes(len, `rail ${i} address`)));
     }
+  }
+  let sameHost: SameHostInfo | undefined;
+  if (flags & FLAG_SAME_HOST) {
+    if (!address) throw bad('an shm rail without a connection address');
+    const hostLen = r.u16('host length');
+    if (hostLen === 0 || hostLen > MAX_HOST) throw bad(`host identity of ${hostLen} bytes`);
+    const host = utf8(r.bytes(hostLen, 'host'), 'host identity');
+    const pid = r.u32('pid');
+    const mrModeBits = r.u32('shm mr_mode');
+    const len = r.u16('shm address length');
+    if (len === 0 || len > MAX_ADDR) throw bad(`shm address of ${len} bytes`);
+    const shmAddress = new Uint8Array(r.bytes(len, 'shm address'));
+    if (shmAddress.indexOf(0) !== len - 1) throw bad('the shm address is not NUL-terminated text');
+    sameHost = { host, pid, mrModeBits, address: shmAddress };
   }
   const count = r.u32('region count');
   if (count > maxRegions) throw bad(`${count} regions, more than the ${maxRegions} allowed per peer (metadata.maxRegionsPerPeer)`);
@@ -253,6 +296,7 @@ export function decodeMetadata(blob: Uint8Array, maxRegions = Infinity): Metadat
     addrFormat,
     ...(address ? { address } : {}),
     ...(rails ? { rails } : {}),
+    ...(sameHost ? { sameHost } : {}),
     complete: Boolean(flags & FLAG_COMPLETE),
     regions,
   };

@@ -6,6 +6,7 @@ import { check, shim } from '../native/shim.js';
 import { parseDescriptors, type Descriptor, type ParsedDescriptor } from '../schemas.js';
 import { addressProblem, addrFormatName } from './address.js';
 import type { Endpoint } from './endpoint.js';
+import { reachableOverShm } from './host.js';
 import { decodeMetadata, REGION_DRAM, REGION_VRAM_GPUDIRECT, type RegionInfo } from './metadata.js';
 
 export interface RemoteRegion extends RegionInfo {
@@ -41,6 +42,8 @@ export class Peer {
   address: Uint8Array;
   /** Remote addresses are virtual addresses (FI_MR_VIRT_ADDR) rather than offsets. */
   virtAddr: boolean;
+  /** Reached over the shm rail (on this host): whether shm takes virtual addresses; undefined: network rails only. */
+  shm: { virtAddr: boolean } | undefined;
   readonly regions = new RangeIndex<RemoteRegion>();
   /** Bumped when the peer is reloaded with a new instance or address. */
   generation = 1;
@@ -53,6 +56,7 @@ export class Peer {
     fiAddr: number | bigint;
     address: Uint8Array;
     virtAddr: boolean;
+    shm?: { virtAddr: boolean } | undefined;
   }) {
     this.name = init.name;
     this.instance = init.instance;
@@ -60,6 +64,7 @@ export class Peer {
     this.fiAddr = init.fiAddr;
     this.address = init.address;
     this.virtAddr = init.virtAddr;
+    this.shm = init.shm;
   }
 
   /**
@@ -156,6 +161,11 @@ export class PeerTable {
       const all = Buffer.concat(addresses);
       check(shim().peerInsertRails(handle, all, lens, addresses.length, fiAddr), `adding peer '${md.name}' (${addresses.length} rails)`);
     }
+    // An shm address our shm refuses leaves the peer on the network rails.
+    const shm =
+      reachableOverShm(ep, md.sameHost) && shim().peerInsertShm(handle, fiAddr[0]!, md.sameHost.address, md.sameHost.address.length) === 0
+        ? md.sameHost
+        : undefined;
     if (existing) {
       this.#drop(existing);
       if (existing.instance !== md.instance) this.#onInstanceGone(existing.instance);
@@ -167,6 +177,7 @@ export class PeerTable {
       fiAddr: fiAddr[0]!,
       address: md.address,
       virtAddr: (md.mrModeBits & FI_MR_VIRT_ADDR) !== 0,
+      shm: shm ? { virtAddr: (shm.mrModeBits & FI_MR_VIRT_ADDR) !== 0 } : undefined,
     });
     if (existing) peer.generation = existing.generation + 1;
     peer.setRegions(md.regions, true);

@@ -48,6 +48,8 @@ export interface NetPosting extends Posting {
   readonly pairs: Uint8Array;
   /** Delivered once the data is in place, unless post() is given another. */
   readonly notification: Uint8Array | undefined;
+  /** Network rails although the peer is reached over shm: device memory is in it (shm carries host memory). */
+  readonly network: boolean;
 }
 
 /** Local and remote sides of one transfer, each descriptor with the region that holds it. */
@@ -70,6 +72,14 @@ export interface Picks {
  * choose entries of prepared lists by index.
  */
 export function buildPosting(op: Op, peer: Peer, generation: number, s: Sides, notification: unknown, picks?: Picks): NetPosting {
+  const posting = pack(op, peer, generation, s, notification, picks, peer.shm !== undefined);
+  // A peer on this host takes the shm rail for host memory only: the rare
+  // transfer with device memory is packed again for the network rails.
+  return posting.network ? pack(op, peer, generation, s, notification, picks, false) : posting;
+}
+
+function pack(op: Op, peer: Peer, generation: number, s: Sides, notification: unknown, picks: Picks | undefined, viaShm: boolean): NetPosting {
+  const virtAddr = viaShm ? peer.shm!.virtAddr : peer.virtAddr;
   const n = picks ? picks.local.length : s.local.length;
   const pairs = new IovPairs(n);
   // Descriptors of one region come in runs: the sets see each run once.
@@ -94,9 +104,10 @@ export function buildPosting(op: Op, peer: Peer, generation: number, s: Sides, n
     // Providers without FI_MR_VIRT_ADDR take offsets into the remote region;
     // the peer's progress thread finds a staged region by its virtual address.
     const remoteStaged = rr.kind === REGION_VRAM_STAGED;
-    const raddr = peer.virtAddr || remoteStaged ? r.addr : r.addr - rr.addr;
+    const raddr = virtAddr || remoteStaged ? r.addr : r.addr - rr.addr;
     pairs.set(i, l.addr, l.len, lr.handle as bigint, raddr, rr.key, remoteStaged ? PAIR_REMOTE_STAGED : 0);
   }
+  const path = pathOf(memory, remote);
   return {
     op,
     target: peer.name,
@@ -106,8 +117,9 @@ export function buildPosting(op: Op, peer: Peer, generation: number, s: Sides, n
     peer,
     generation,
     remote: [...remote],
-    path: pathOf(memory, remote),
+    path,
     pairs: pairs.bytes,
+    network: peer.shm !== undefined && path !== 'host',
     notification: notification === undefined ? undefined : parseNotificationBody(notification),
   };
 }

@@ -62,6 +62,9 @@ describe('ixfer info', () => {
     expect(three.status).toBe(0);
     expect(three.stdout).toMatch(/rails \(3\)\s+3 on tcp/);
     expect(three.stdout).toMatch(/rail 2\s/);
+    // And whether an shm rail for peers on this host comes after them (same-host.test.ts checks that agents agree).
+    expect(typeof auto.sameHost.shm).toBe('boolean');
+    expect(three.stdout).toMatch(auto.sameHost.shm ? /rail 3\s+shm/ : /same host\s+no shm rail: \S/);
     const bad = runCli(['info', '--rails', '0']);
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/--rails takes 'auto' or a count from 1 to 32/);

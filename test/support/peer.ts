@@ -30,6 +30,10 @@ export interface PeerOptions {
   idle?: boolean;
   /** The peer's first 'peer' listener throws; its uncaught errors are kept for the 'uncaught' request. */
   throwOnPeer?: boolean;
+  /** The peer agent's `sameHost` option. */
+  sameHost?: 'auto' | 'shm' | 'off';
+  /** IXFER_HOST_ID in the peer's process: another value says "another host" in its metadata. */
+  hostId?: string;
   /** The peer agent's VRAM options. */
   vram?: VramOptions;
   /** Bytes of a VRAM region (named 'vram') the peer allocates; 0 (default): none. Emulated VRAM needs IXFER_EMULATE_VRAM=1 in our env, which the peer inherits. */

@@ -33,6 +33,19 @@ static void close_fid(void *fidp)
         fi_close(fid);
 }
 
+/* Closes what rail r (> 0) holds besides its endpoint. */
+static void close_rail(struct net_rail *r)
+{
+    close_fid(r->av);
+    close_fid(r->cq);
+    if (r->own_domain) {
+        close_fid(r->domain);
+        close_fid(r->fabric);
+    }
+    if (r->info)
+        ixfer_fab.freeinfo(r->info);
+}
+
 static void agent_free(struct ixfer_agent *a)
 {
     ixfer_progress_stop(a);
@@ -42,17 +55,8 @@ static void agent_free(struct ixfer_agent *a)
     ixfer_notify_fini(a);
     ixfer_staging_fini(a);
     ixfer_mr_close_all(a); /* registrations the caller left behind */
-    for (uint32_t i = a->nrails; i-- > 1;) {
-        struct net_rail *r = &a->rails[i];
-        close_fid(r->av);
-        close_fid(r->cq);
-        if (r->own_domain) {
-            close_fid(r->domain);
-            close_fid(r->fabric);
-        }
-        if (r->info)
-            ixfer_fab.freeinfo(r->info);
-    }
+    for (uint32_t i = a->nrails; i-- > 1;)
+        close_rail(&a->rails[i]);
     close_fid(a->av);
     close_fid(a->cq);
     close_fid(a->domain);
@@ -90,18 +94,18 @@ static int32_t pick_named(struct fi_info **info, const char *prov)
     return IXFER_OK;
 }
 
-/* Opens rail i (> 0) on node/domain with rail 0's provider and capabilities:
- * on an earlier rail's domain when it names the same fabric and domain, else
- * on a fabric and domain of its own. */
-static int32_t open_rail(struct ixfer_agent *a, uint32_t i, const char *node, const char *domain)
+/* Opens rail i (> 0) on node/domain with provider prov (rail 0's, or shm),
+ * FI_HMEM when hmem: on an earlier rail's domain when it names the same
+ * fabric and domain, else on a fabric and domain of its own. */
+static int32_t open_rail(struct ixfer_agent *a, uint32_t i, const char *node, const char *domain,
+                         const char *prov, int hmem)
 {
     struct net_rail *r = &a->rails[i];
     int32_t rc = IXFER_OK;
-    const char *prov = a->info->fabric_attr->prov_name;
     struct fi_info *hints = ixfer_rdm_hints(prov, domain);
     if (!hints)
         return ixfer_fail(IXFER_ERR_BACKEND, "fi_dupinfo failed");
-    if (a->hmem) {
+    if (hmem) {
         hints->caps |= FI_HMEM;
         hints->domain_attr->mr_mode |= FI_MR_HMEM;
     }
@@ -117,11 +121,15 @@ static int32_t open_rail(struct ixfer_agent *a, uint32_t i, const char *node, co
     if (rc != IXFER_OK)
         return rc;
     struct fi_info *fi = r->info;
+    const char *refusal = ixfer_provider_refusal(fi);
+    if (refusal)
+        return ixfer_fail(IXFER_ERR_NOT_SUPPORTED, "provider '%s': %s", prov, refusal);
     ixfer_fill_provider_info(fi, &r->caps);
     r->dom = i;
     for (uint32_t j = 0; j < i; j++) {
         const ixfer_provider_info *c = &a->rails[j].caps;
-        if (!strcmp(c->fabric, r->caps.fabric) && !strcmp(c->domain, r->caps.domain)) {
+        if (!strcmp(c->provider, r->caps.provider) && !strcmp(c->fabric, r->caps.fabric) &&
+            !strcmp(c->domain, r->caps.domain)) {
             r->dom = a->rails[j].dom;
             break;
         }
@@ -153,6 +161,59 @@ static int32_t open_rail(struct ixfer_agent *a, uint32_t i, const char *node, co
     FI_CHECK(fi_enable(r->ep), "fi_enable (rail)");
 fail:
     return rc;
+}
+
+/* Why the agent's provider gets no shm rail, or NULL. */
+static const char *shm_rail_refusal(const struct ixfer_agent *a)
+{
+    /* Regions get one key on every rail: shm must take the provider's. */
+    if (a->info->domain_attr->mr_mode & (FI_MR_PROV_KEY | FI_MR_ENDPOINT))
+        return "the agent's provider picks memory keys itself (FI_MR_PROV_KEY or "
+               "FI_MR_ENDPOINT), which shm cannot be given";
+    if (a->nrails >= IXFER_MAX_RAILS)
+        return "the agent has the most rails already";
+    return NULL;
+}
+
+/* Opens the shm rail after the network rails, as mode (IXFER_SAME_HOST_*)
+ * asks: 'auto' leaves it out wherever it cannot be opened; an agent on shm
+ * needs none. Without FI_HMEM: with it, shm 2.6 moves host memory through its
+ * bounce buffers instead of cross-memory attach (see ixfer_agent_create), and
+ * host memory is what this rail carries. */
+static int32_t open_shm_rail(struct ixfer_agent *a, uint32_t mode)
+{
+    if (mode > IXFER_SAME_HOST_OFF)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "unknown same_host mode %u", mode);
+    if (mode == IXFER_SAME_HOST_OFF || !strcasecmp(a->info->fabric_attr->prov_name, "shm"))
+        return IXFER_OK;
+    const char *why = shm_rail_refusal(a);
+    if (why)
+        return mode == IXFER_SAME_HOST_SHM
+                   ? ixfer_fail(IXFER_ERR_NOT_SUPPORTED, "no shm rail: %s", why)
+                   : IXFER_OK;
+    uint32_t i = a->nrails;
+    struct net_rail *r = &a->rails[i];
+    r->wait_fd = -1;
+    r->stats.up = 1;
+    /* No node: shm takes it as the name of its region. */
+    int32_t rc = open_rail(a, i, NULL, NULL, "shm", 0);
+    if (rc == IXFER_OK) {
+        size_t ks = r->info->domain_attr->mr_key_size;
+        if (ks && ks < 8)
+            a->key_mask &= (1ull << (8 * ks)) - 1; /* keys drawn from now on fit shm too */
+        a->shm_rail = i;
+        a->nrails = i + 1;
+        return IXFER_OK;
+    }
+    close_fid(r->ep);
+    close_rail(r);
+    memset(r, 0, sizeof *r);
+    if (mode == IXFER_SAME_HOST_SHM) {
+        char msg[IXFER_REASON_MAX];
+        snprintf(msg, sizeof msg, "%s", ixfer_last_error());
+        return ixfer_fail(rc, "no shm rail: %s", msg);
+    }
+    return IXFER_OK;
 }
 
 int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
@@ -309,7 +370,8 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
         a->nrails = i + 1;
         a->rails[i].wait_fd = -1;
         const char *rnode = rc_i && rc_i->node ? rc_i->node : cfg->node;
-        rc = open_rail(a, i, rnode, rc_i && rc_i->domain ? rc_i->domain : cfg->domain);
+        rc = open_rail(a, i, rnode, rc_i && rc_i->domain ? rc_i->domain : cfg->domain,
+                       fi->fabric_attr->prov_name, a->hmem);
         if (rc != IXFER_OK) {
             char why[IXFER_REASON_MAX];
             snprintf(why, sizeof why, "%s", ixfer_last_error());
@@ -317,6 +379,10 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
             goto fail;
         }
     }
+    a->net_rails = a->nrails;
+    rc = open_shm_rail(a, cfg->same_host);
+    if (rc != IXFER_OK)
+        goto fail;
     rc = ixfer_notify_init(a, cfg);
     if (rc != IXFER_OK)
         goto fail;
@@ -363,6 +429,11 @@ int32_t ixfer_agent_rail_address(ixfer_agent *agent, uint32_t rail, uint8_t *buf
     if (ret)
         return ixfer_fail(IXFER_ERR_BACKEND, "fi_getname: %s", ixfer_fab.strerror(-ret));
     return IXFER_OK;
+}
+
+uint32_t ixfer_agent_shm_rail(ixfer_agent *agent)
+{
+    return agent ? agent->shm_rail : 0;
 }
 
 uint32_t ixfer_agent_rail_count(ixfer_agent *agent)

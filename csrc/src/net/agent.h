@@ -81,6 +81,11 @@ struct ixfer_agent {
 
     struct net_rail rails[IXFER_MAX_RAILS]; /* [0] mirrors the objects above */
     uint32_t nrails;
+    /* Rails of the agent's provider (the first net_rails), and the shm rail
+     * after them for peers on this host (0: none; see ixfer_peer_insert_shm). */
+    uint32_t net_rails, shm_rail;
+    uint64_t shm_watch_ns;   /* progress thread: next look at shm peers (peer.c) */
+    int shm_watching;        /* ... and whether the last look asked for another soon */
     uint32_t rr;             /* progress thread: the rail the next small op takes */
     uint32_t rails_down;     /* progress thread: rails not RAIL_UP */
     uint64_t stripe_min;

@@ -92,6 +92,10 @@ static int reg_rails(struct ixfer_agent *a, struct ixfer_mr *m, uint64_t access)
     m->rail_desc[0] = m->desc;
     for (uint32_t r = 1; r < a->nrails; r++) {
         const struct net_rail *rail = &a->rails[r];
+        /* The shm rail is opened without FI_HMEM (agent.c): device memory
+         * never takes it (submit.c). */
+        if (r == a->shm_rail && m->dev >= 0)
+            continue;
         if (rail->own_domain) {
             int ret = reg_attr(rail->domain, (void *)(uintptr_t)m->addr, (size_t)m->len, access,
                                m->dev, m->key, &m->rail_mr[r]);

@@ -27,6 +27,7 @@
  * gone: probe it only after this long without a word. */
 #define SILENT_PROBE_AFTER_NS 100000000ull
 #define STALL_DEFAULT_MS 5000
+#define SHM_WATCH_EVERY_NS 10000000ull
 
 /* IXFER_PEER_STALL_MS: how long a peer may refuse every post, with nothing of
  * ours outstanding to it, before its work fails (read once). */
@@ -154,12 +155,27 @@ int ixfer_peer_added(struct ixfer_agent *a, fi_addr_t fa, const void *addr, size
         p->nrails = nrails;
         p->rail_inserts++;
     }
+    p->shm = 0; /* until the caller routes it over shm again */
     p->inserts++;
     p->state = PEER_OK;
     p->stall_since_ns = 0;
     p->silent_since_ns = 0;
     probe_close(p);
     return 0;
+}
+
+void ixfer_peer_shm_added(struct ixfer_agent *a, fi_addr_t fa, fi_addr_t shm_fa)
+{
+    struct net_peer *p = ixfer_peer_find(a, fa);
+    if (!p) { /* removed meanwhile: the entry goes at once */
+        fi_av_remove(a->rails[a->shm_rail].av, &shm_fa, 1, 0);
+        return;
+    }
+    /* libfabric's AV gives one address the same entry each time, so the
+     * entries are removed as often as inserted, with the record. */
+    p->rail_fa[a->shm_rail] = shm_fa;
+    p->shm_inserts++;
+    p->shm = 1;
 }
 
 static void maybe_free(struct ixfer_agent *a, struct net_peer *p)
@@ -175,6 +191,8 @@ static void maybe_free(struct ixfer_agent *a, struct net_peer *p)
     for (; p->rail_inserts; p->rail_inserts--)
         for (uint32_t i = 1; i < p->nrails; i++)
             fi_av_remove(a->rails[i].av, &p->rail_fa[i], 1, 0);
+    for (; p->shm_inserts; p->shm_inserts--)
+        fi_av_remove(a->rails[a->shm_rail].av, &p->rail_fa[a->shm_rail], 1, 0);
     probe_close(p);
     ixfer_list_remove(&p->link);
     free(p);
@@ -213,6 +231,8 @@ int32_t ixfer_peer_may_post(const struct net_peer *p)
 
 void ixfer_peer_posted(struct net_peer *p)
 {
+    if (p->shm && !p->outstanding)
+        p->shm_heard_ns = ixfer_now_ns();
     p->outstanding++;
     p->stall_since_ns = 0;
     p->silent_since_ns = 0;
@@ -223,6 +243,8 @@ void ixfer_peer_op_done(struct net_peer *p, int fi_err)
     if (!p)
         return;
     p->outstanding--;
+    if (p->shm)
+        p->shm_heard_ns = ixfer_now_ns();
     /* The connection broke (rxm flushes its ops as canceled): probe on the
      * next refusal instead of waiting PROBE_AFTER_NS. A bad remote key also
      * drops a connection while the peer lives, so this alone is no verdict. */
@@ -299,6 +321,28 @@ void ixfer_peer_heard(struct net_peer *p)
 {
     if (p)
         p->silent_since_ns = 0;
+}
+
+int ixfer_peers_watch_shm(struct ixfer_agent *a)
+{
+    uint64_t now = ixfer_now_ns();
+    if (now < a->shm_watch_ns) /* the thread passes here often; the peers may be many */
+        return a->shm_watching;
+    a->shm_watch_ns = now + SHM_WATCH_EVERY_NS;
+    int again = 0;
+    IXFER_LIST_FOR_EACH(n, &a->peers) {
+        struct net_peer *p = ixfer_container_of(n, struct net_peer, link);
+        if (!p->shm || !p->salen || p->state != PEER_OK || !p->outstanding)
+            continue;
+        if (now - p->shm_heard_ns >= SILENT_PROBE_AFTER_NS && probe_step(p, now)) {
+            p->state = PEER_GONE;
+            probe_close(p);
+            continue;
+        }
+        again = 1;
+    }
+    a->shm_watching = again;
+    return again;
 }
 
 void ixfer_peers_fini(struct ixfer_agent *a)

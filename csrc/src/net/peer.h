@@ -16,7 +16,9 @@ struct net_peer {
     fi_addr_t fa;
     uint32_t nrails;      /* rails both ends have; rail_fa[0] == fa */
     uint32_t rail_inserts; /* inserts that put rail_fa[1..] into the rails' AVs */
-    fi_addr_t rail_fa[IXFER_MAX_RAILS];
+    fi_addr_t rail_fa[IXFER_MAX_RAILS]; /* [a->shm_rail]: its shm address, when shm */
+    int shm;               /* reached over the shm rail (ixfer_peer_insert_shm) */
+    uint32_t shm_inserts;  /* inserts of rail_fa[a->shm_rail] into the shm rail's AV */
     enum peer_state state;
     uint32_t inserts;     /* fi_av_insert calls not yet matched by a removal */
     uint32_t av_owed;     /* fi_av_remove calls deferred until refs is 0 */
@@ -24,6 +26,7 @@ struct net_peer {
     uint32_t outstanding; /* ops with the provider */
     uint64_t stall_since_ns; /* first refusal while nothing was outstanding */
     uint64_t silent_since_ns; /* first look while our staged requests awaited replies */
+    uint64_t shm_heard_ns;   /* shm: the last completion, or the first post after none was out */
     int probe_fd;            /* -1, or a nonblocking connect in progress */
     uint64_t next_probe_ns;
     socklen_t salen;         /* 0: the address is no kernel socket address */
@@ -40,6 +43,8 @@ struct net_peer *ixfer_peer_find(struct ixfer_agent *a, fi_addr_t fa);
  * rails. Returns 0 or -1 (out of memory). */
 int ixfer_peer_added(struct ixfer_agent *a, fi_addr_t fa, const void *addr, size_t len,
                      const fi_addr_t *rail_fa, uint32_t nrails);
+/* SUBMIT_SHM_PEER: the peer fa is reached over the shm rail at shm_fa. */
+void ixfer_peer_shm_added(struct ixfer_agent *a, fi_addr_t fa, fi_addr_t shm_fa);
 /* SUBMIT_REMOVE_PEER: no more posts; fi_av_remove once nothing refers to it.
  * Returns whether fa is now removed (not still held by another insert). */
 int ixfer_peer_removed(struct ixfer_agent *a, fi_addr_t fa);
@@ -60,6 +65,11 @@ void ixfer_peer_refused(struct net_peer *p);
  * answered, the silence ends. */
 int ixfer_peer_silent(struct net_peer *p);
 void ixfer_peer_heard(struct net_peer *p);
+/* Peers reached over shm, which notices no peer death (ops to a dead
+ * process never complete): one whose ops have been out without a completion
+ * for a while is probed on its rail-0 address, and declared gone when
+ * nothing listens there. Returns whether to look again soon. */
+int ixfer_peers_watch_shm(struct ixfer_agent *a);
 /* At teardown, after the progress thread stopped. */
 void ixfer_peers_fini(struct ixfer_agent *a);
 

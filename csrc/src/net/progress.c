@@ -34,6 +34,7 @@
 #define MAX_IOV 16          /* cap on pairs per op, whatever the provider says */
 #define IDLE_WAIT_MS 1000   /* a safety net only: no wake-up can be lost (wait_cq) */
 #define POLL_MIN_NS 50000   /* first sleep of a polling thread after activity */
+#define SHM_WATCH_NS 50000000ull /* looks at shm peers with ops out (peer.h) this often */
 
 /* Why not fi_cq_signal + fi_cq_sread: in libfabric 1.17 ofi_cq_sreadfrom
  * checks cq->wakeup and then calls fi_wait, whose util_wait_fd_try starts
@@ -120,10 +121,18 @@ static void fail_request(struct xfer_request *r, int fi_err)
     ixfer_request_fail(&r->base, ixfer_status_of(fi_err), fi_err, 0);
 }
 
-/* Rails both ends of r have. */
+/* Whether r goes on the shm rail alone: its peer is on this host. */
+static int via_shm(const struct ixfer_agent *a, const struct xfer_request *r)
+{
+    return a->shm_rail && r->np && r->np->shm && !r->net;
+}
+
+/* Rails both ends of r have (one, the shm rail, when via_shm). */
 static uint32_t shared_rails(const struct ixfer_agent *a, const struct xfer_request *r)
 {
-    return r->np && r->np->nrails < a->nrails ? r->np->nrails : a->nrails;
+    if (via_shm(a, r))
+        return 1;
+    return r->np && r->np->nrails < a->net_rails ? r->np->nrails : a->net_rails;
 }
 
 static void rail_event(struct ixfer_agent *a, uint32_t rail, int32_t status, int fi_err)
@@ -219,8 +228,9 @@ static ssize_t issue_op(struct ixfer_agent *a, void *ctx)
      * another process, yet serves our WRITE itself: CQ data (tag 0, which
      * no notification uses) gives it a completion, so it keeps looking
      * often while WRITEs stream in (about 1.1 ms per WRITE without). */
-    int cq_data = r->tagged || (a->wait_epfd < 0 && a->caps.cq_data_size > 0);
-    struct fid_ep *ep = a->rails[op->rail].ep;
+    const struct net_rail *rl = &a->rails[op->rail];
+    int cq_data = r->tagged || (rl->wait_fd < 0 && rl->caps.cq_data_size > 0);
+    struct fid_ep *ep = rl->ep;
     return r->op == IXFER_OP_WRITE
                ? fi_writemsg(ep, &msg, (op->deliver ? FI_DELIVERY_COMPLETE : 0) |
                                            (cq_data ? FI_REMOTE_CQ_DATA : 0))
@@ -298,7 +308,7 @@ static int post_some(struct ixfer_agent *a, struct xfer_request *r)
             r->redo = NULL; /* nothing more is posted for it */
             break;
         }
-        int rail = pick_rail(a, nr, refused);
+        int rail = via_shm(a, r) ? (int)a->shm_rail : pick_rail(a, nr, refused);
         if (rail < 0 && refused) {
             ixfer_peer_refused(r->np);
             return -FI_EAGAIN;
@@ -480,6 +490,8 @@ static int take_submissions(struct ixfer_agent *a)
             fi_addr_t fas[IXFER_MAX_RAILS];
             memcpy(fas, s->addr + rail_fa_offset(s->addr_len), s->nrails * sizeof(fi_addr_t));
             ixfer_peer_added(a, s->peer, s->addr, s->addr_len, fas, s->nrails);
+        } else if (s->kind == SUBMIT_SHM_PEER) {
+            ixfer_peer_shm_added(a, s->peer, s->shm_fa);
         } else {
             /* The record stays while these refer to it: canceling them only
              * stops their posting. */
@@ -551,16 +563,18 @@ static int post_pass(struct ixfer_agent *a)
 int ixfer_progress_try_post(struct ixfer_agent *a, struct xfer_request *r)
 {
     uint64_t max = ixfer_inline_post_max();
-    if (!atomic_load(&a->sleeping) || a->nrails != 1 || a->wait_epfd < 0 || r->notif ||
+    if (!atomic_load(&a->sleeping) || a->net_rails != 1 || a->wait_epfd < 0 || r->notif ||
         r->staged || !max || r->bytes > max || atomic_load(&a->stop) ||
         pthread_mutex_trylock(&a->post_lock))
         return 0;
     /* Order: nothing submitted before r (a peer being added, a cancel, a
-     * post) may be overtaken. */
+     * post) may be overtaken. A peer on this host is served on the shm
+     * rail, which its worker alone posts to. */
     pthread_mutex_lock(&a->submit_lock);
     int queued = !ixfer_list_empty(&a->submissions);
     pthread_mutex_unlock(&a->submit_lock);
-    if (queued || !ixfer_list_empty(&a->postq)) {
+    const struct net_peer *np = ixfer_peer_find(a, r->peer);
+    if (queued || !ixfer_list_empty(&a->postq) || (a->shm_rail && np && np->shm && !r->net)) {
         pthread_mutex_unlock(&a->post_lock);
         return 0;
     }
@@ -758,6 +772,7 @@ static void *progress_main(void *arg)
         int staging = ixfer_staging_pass(a);
         pending |= (staging & STAGING_STALLED) != 0;
         pending |= ixfer_notify_pass(a);
+        int watch = a->shm_rail && ixfer_peers_watch_shm(a);
         if (read_cqs(a, ents) > 0 || (staging & STAGING_WORKED)) {
             backoff_ms = 0;
             active = 1;
@@ -784,6 +799,8 @@ static void *progress_main(void *arg)
             if (backoff_ms * 1000000ull < timeout_ns)
                 timeout_ns = backoff_ms * 1000000ull;
         }
+        if (watch && timeout_ns > SHM_WATCH_NS)
+            timeout_ns = SHM_WATCH_NS;
         active = 0;
         if (wait_cq(a, ents, timeout_ns, seen) > 0) {
             backoff_ms = 0;
@@ -828,15 +845,15 @@ int32_t ixfer_progress_start(struct ixfer_agent *a)
     a->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (a->wake_fd < 0)
         return ixfer_fail(IXFER_ERR_BACKEND, "eventfd: %s", strerror(errno));
-    /* One epoll set over every rail's wait fd and wake_fd; a rail without a
-     * wait fd makes the thread poll them all. With workers, the set holds
-     * rail 0's fd (a worker sleeps on its own rail's). */
+    /* One epoll set over the wait fds of the rails this thread reads and
+     * wake_fd; where one has none the thread polls. With workers, the set
+     * holds rail 0's fd (a worker sleeps on, or polls, its own rail's). */
+    uint32_t own = a->nrails > 1 ? 1 : a->nrails; /* workers read the others */
     int all_fds = 1;
-    for (uint32_t i = 0; i < a->nrails; i++)
+    for (uint32_t i = 0; i < own; i++)
         all_fds &= a->rails[i].wait_fd >= 0;
     if (all_fds)
         a->wait_epfd = epoll_create1(EPOLL_CLOEXEC);
-    uint32_t own = a->nrails > 1 ? 1 : a->nrails;
     for (uint32_t i = 0; a->wait_epfd >= 0 && i <= own; i++) {
         int fd = i < own ? a->rails[i].wait_fd : a->wake_fd;
         struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};

@@ -40,6 +40,7 @@ struct xfer_request {
     enum { NOTIF_NONE, NOTIF_WAITING, NOTIF_SENDING } notif_state; /* NONE once sent */
     int tagged;              /* WRITE ops carry tag as remote CQ data */
     int staged;              /* a pair is staged device memory: staging.c moves it in pieces */
+    int net;                 /* never the shm rail (IXFER_POST_NETWORK, or device memory) */
     uint64_t tag;
     uint64_t bytes;          /* of all pairs: decides striping */
     uint32_t last_pair;      /* the last pair with bytes (count when none) */
@@ -50,12 +51,13 @@ struct xfer_request {
 struct submission {
     struct ixfer_list link; /* on the agent's submissions */
     enum { SUBMIT_POST, SUBMIT_CANCEL, SUBMIT_REMOVE_PEER, SUBMIT_NOTIFY, SUBMIT_FORGET,
-           SUBMIT_ADD_PEER } kind;
+           SUBMIT_ADD_PEER, SUBMIT_SHM_PEER } kind;
     struct xfer_request *req; /* SUBMIT_POST */
     struct notif_job *job;    /* SUBMIT_NOTIFY */
     char *name;               /* SUBMIT_FORGET */
     uint64_t user_id;         /* SUBMIT_CANCEL */
-    fi_addr_t peer;           /* SUBMIT_REMOVE_PEER, SUBMIT_ADD_PEER */
+    fi_addr_t peer;           /* SUBMIT_REMOVE_PEER, SUBMIT_ADD_PEER, SUBMIT_SHM_PEER */
+    fi_addr_t shm_fa;         /* SUBMIT_SHM_PEER */
     uint64_t addr_len;        /* SUBMIT_ADD_PEER: rail 0's address, after the submission, */
     uint32_t nrails;          /* ... then the peer's fi_addr_t on each rail, at rail_fa_offset */
     int *done;                /* SUBMIT_REMOVE_PEER: set under submit_lock */

@@ -24,7 +24,7 @@ int32_t ixfer_peer_insert_rails(ixfer_agent *agent, const uint8_t *addrs, const 
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
     if (count == 0)
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "a peer needs at least one address");
-    uint32_t nrails = count < agent->nrails ? count : agent->nrails;
+    uint32_t nrails = count < agent->net_rails ? count : agent->net_rails;
     uint64_t at = 0;
     for (uint32_t i = 0; i < count; i++) {
         int32_t rc = ixfer_peer_addr_check(agent, addrs + at, lens[i]);
@@ -63,6 +63,34 @@ int32_t ixfer_peer_insert_rails(ixfer_agent *agent, const uint8_t *addrs, const 
     memcpy(s->addr + fa_at, fas, nrails * sizeof(fi_addr_t));
     ixfer_submit(agent, s);
     *peer = fas[0];
+    return IXFER_OK;
+}
+
+int32_t ixfer_peer_insert_shm(ixfer_agent *agent, uint64_t peer, const uint8_t *addr,
+                              uint64_t len)
+{
+    if (!agent || !addr)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
+    if (!agent->shm_rail)
+        return ixfer_fail(IXFER_ERR_NOT_SUPPORTED, "the agent has no shm rail");
+    /* shm reads its addresses as text up to the NUL. */
+    if (len == 0 || len > 4096 || memchr(addr, 0, len) != addr + len - 1)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "an shm address must be NUL-terminated text "
+                                                   "of at most 4096 bytes");
+    struct submission *s = calloc(1, sizeof *s);
+    if (!s)
+        return ixfer_fail(IXFER_ERR_BACKEND, "out of memory");
+    fi_addr_t fa = FI_ADDR_UNSPEC;
+    int ret = fi_av_insert(agent->rails[agent->shm_rail].av, addr, 1, &fa, 0, NULL);
+    if (ret != 1 || fa == FI_ADDR_UNSPEC) {
+        free(s);
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "shm rejected the peer's shm address '%s'",
+                          (const char *)addr);
+    }
+    s->kind = SUBMIT_SHM_PEER;
+    s->peer = peer;
+    s->shm_fa = fa;
+    ixfer_submit(agent, s);
     return IXFER_OK;
 }
 
@@ -115,6 +143,8 @@ int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer,
                         const uint8_t *notif, uint64_t notif_len, uint32_t flags)
 {
     int notify = (flags & IXFER_POST_NOTIFY) != 0;
+    if (flags & ~(uint32_t)(IXFER_POST_NOTIFY | IXFER_POST_NETWORK))
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM, "unknown post flags 0x%x", flags);
     if (!agent || (!pairs && count) || (notify && !notif && notif_len))
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null argument");
     if (op != IXFER_OP_WRITE && op != IXFER_OP_READ)
@@ -122,7 +152,7 @@ int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer,
     /* Each op carries at least one segment; a pair longer than the provider's
      * message size becomes several segments. */
     uint64_t segments = 0, bytes = 0;
-    int staged = 0;
+    int staged = 0, net = (flags & IXFER_POST_NETWORK) != 0;
     for (uint32_t i = 0; i < count; i++) {
         if (!pairs[i].local_mr || pairs[i].local_mr->agent != agent)
             return ixfer_fail(IXFER_ERR_NOT_FOUND, "pair %u has no local registration of "
@@ -131,6 +161,8 @@ int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer,
             return ixfer_fail(IXFER_ERR_INVALID_PARAM, "pair %u has unknown flags 0x%x", i,
                               pairs[i].flags);
         staged |= pairs[i].local_mr->staged || (pairs[i].flags & IXFER_PAIR_REMOTE_STAGED);
+        /* Device memory is not registered on the shm rail (mr.c). */
+        net |= pairs[i].local_mr->dev >= 0;
         if (pairs[i].len)
             segments += 1 + (pairs[i].len - 1) / agent->max_msg_size;
         bytes += pairs[i].len;
@@ -153,7 +185,7 @@ int32_t ixfer_xfer_post(ixfer_agent *agent, uint32_t op, uint64_t peer,
     }
     *r = (struct xfer_request){
         .op = op, .peer = peer, .ops = (struct xfer_op *)((char *)r + head), .bytes = bytes,
-        .notif = job, .notif_state = job ? NOTIF_WAITING : NOTIF_NONE, .staged = staged,
+        .notif = job, .notif_state = job ? NOTIF_WAITING : NOTIF_NONE, .staged = staged, .net = net,
         /* The receiver counts tagged writes when its provider has CQ data;
          * a staged transfer's notification goes once every piece is done. */
         .tagged = job && op == IXFER_OP_WRITE && agent->caps.cq_data_size > 0 && !staged};
