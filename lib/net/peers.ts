@@ -3,10 +3,11 @@ import { RangeIndex } from '../core/ranges.js';
 import { InvalidParamError, NotFoundError } from '../errors.js';
 import { FI_MR_VIRT_ADDR } from '../native/layout.js';
 import { check, shim } from '../native/shim.js';
-import { parseDescriptors, type Descriptor, type ParsedDescriptor } from '../schemas.js';
+import { parseDescriptors, type Descriptor, type DescriptorColumns } from '../schemas.js';
 import { addressProblem, addrFormatName } from './address.js';
 import type { Endpoint } from './endpoint.js';
-import { decodeMetadata, REGION_DRAM, REGION_VRAM_GPUDIRECT, type RegionInfo } from './metadata.js';
+import { decodeMetadata, REGION_DRAM, REGION_VRAM_GPUDIRECT, REGION_VRAM_STAGED, type RegionInfo } from './metadata.js';
+import { resolveSide, type Side } from './prepared.js';
 
 export interface RemoteRegion extends RegionInfo {
   /** False once the peer's newer metadata dropped it or the peer was invalidated. */
@@ -202,14 +203,14 @@ export class PeerTable {
     check(shim().notifForget(handle, name), `forgetting notifications of '${name}'`);
   }
 
-  /** The peer's region holding each descriptor; ERR_NOT_FOUND naming the first that none holds. */
-  regions(peer: Peer, descs: readonly ParsedDescriptor[], what: string): RemoteRegion[] {
-    return descs.map((d, i) => {
-      const r = peer.regions.find(d.addr, d.len);
-      if (!r) {
-        throw new NotFoundError(`${what}[${i}] [0x${d.addr.toString(16)}, +${d.len}) is not in memory '${peer.name}' registered`);
-      }
-      return r;
+  /** Descriptors resolved to the peer's regions holding them; ERR_NOT_FOUND names the first that none holds. */
+  resolve(peer: Peer, cols: DescriptorColumns, what: string, find = (addr: number, len: number) => peer.regions.find(addr, len)): Side<RemoteRegion> {
+    return resolveSide(cols, {
+      what,
+      find,
+      missing: (i, addr, len) => new NotFoundError(`${what}[${i}] [0x${addr.toString(16)}, +${len}) is not in memory '${peer.name}' registered`),
+      word: (r) => r.key,
+      remote: { virtAddr: peer.virtAddr, staged: (r) => r.kind === REGION_VRAM_STAGED },
     });
   }
 
