@@ -11,16 +11,14 @@
 import type { Posting, TransferPath } from '../core/engine.js';
 import type { MemoryRegion } from '../core/memory.js';
 import { InvalidParamError, MismatchError } from '../errors.js';
-import { PAIR_REMOTE_STAGED } from '../native/layout.js';
+import { PAIR_LEN_WORD, PAIR_REMOTE_STAGED, PAIR_REMOTE_WORD, PAIR_WORDS } from '../native/layout.js';
 import type { DescriptorColumns, Op, ParsedDescriptor } from '../schemas.js';
 import { parseNotificationBody } from './inbox.js';
 import { REGION_DRAM, REGION_VRAM_STAGED } from './metadata.js';
 import type { Peer, RemoteRegion } from './peers.js';
 
-/** u32 words of one side's half of an ixfer_iov_pair: local addr, len, mr; remote addr, key, flags, reserved. */
-const HALF = 6;
-/** u32 words of an ixfer_iov_pair (five u64, u32 flags, u32 reserved). */
-const PAIR = 12;
+/** u32 words kept per descriptor of a side: its half of the pair (local: addr, len, mr; remote: addr, key, flags). */
+const HALF = PAIR_REMOTE_WORD;
 const U32 = 0x1_0000_0000;
 
 /** One side of a transfer, resolved: per descriptor its region and its half of the pair. */
@@ -190,7 +188,7 @@ export function buildPosting(
   const lLens = L.cols.lens;
   const rAddrs = R.cols.addrs;
   const rLens = R.cols.lens;
-  const out = new Uint32Array(n * PAIR);
+  const out = new Uint32Array(n * PAIR_WORDS);
   const lused = new Uint8Array(L.regions.length);
   const rused = new Uint8Array(R.regions.length);
   let m = 0; // pairs written
@@ -215,13 +213,13 @@ export function buildPosting(
     const ra = rAddrs[j]!;
     if (li === lreg && ri === rreg && la === lend && ra === rend && len > 0) {
       runLen += len;
-      const w = (m - 1) * PAIR;
-      out[w + 2] = runLen >>> 0;
-      out[w + 3] = Math.floor(runLen / U32);
+      const w = (m - 1) * PAIR_WORDS + PAIR_LEN_WORD;
+      out[w] = runLen >>> 0;
+      out[w + 1] = Math.floor(runLen / U32);
     } else {
       lused[li] = 1;
       rused[ri] = 1;
-      const w = m * PAIR;
+      const w = m * PAIR_WORDS;
       const a = i * HALF;
       const b = j * HALF;
       out[w] = lw[a]!;
@@ -230,11 +228,12 @@ export function buildPosting(
       out[w + 3] = lw[a + 3]!;
       out[w + 4] = lw[a + 4]!;
       out[w + 5] = lw[a + 5]!;
-      out[w + 6] = rw[b]!;
-      out[w + 7] = rw[b + 1]!;
-      out[w + 8] = rw[b + 2]!;
-      out[w + 9] = rw[b + 3]!;
-      out[w + 10] = rw[b + 4]!;
+      const r = w + PAIR_REMOTE_WORD;
+      out[r] = rw[b]!;
+      out[r + 1] = rw[b + 1]!;
+      out[r + 2] = rw[b + 2]!;
+      out[r + 3] = rw[b + 3]!;
+      out[r + 4] = rw[b + 4]!;
       m++;
       lreg = li;
       rreg = ri;
@@ -246,7 +245,7 @@ export function buildPosting(
   const memory = L.regions.filter((_, x) => lused[x]);
   const remote = R.regions.filter((_, x) => rused[x]);
   // Merged lists keep only what they use.
-  const pairs = m * 2 < n ? out.slice(0, m * PAIR) : out.subarray(0, m * PAIR);
+  const pairs = m * 2 < n ? out.slice(0, m * PAIR_WORDS) : out.subarray(0, m * PAIR_WORDS);
   return {
     op,
     target: peer.name,
