@@ -114,22 +114,9 @@ export function descriptorColumns(value: unknown, what: string, copy = false): D
     };
   }
   if (Array.isArray(value)) {
-    const n = value.length;
-    const addrs = new Float64Array(n);
-    const lens = new Float64Array(n);
-    let i = 0;
-    for (; i < n; i++) {
-      const d = value[i] as { addr?: unknown; len?: unknown; devId?: unknown } | null;
-      if (typeof d !== 'object' || d === null) break;
-      const a = d.addr;
-      const l = d.len;
-      const devId = d.devId;
-      if (!isCount(a) || !isCount(l)) break;
-      if (devId !== undefined && (!isCount(devId) || devId > 0xffff)) break;
-      addrs[i] = a;
-      lens[i] = l;
-    }
-    if (i === n) return { addrs, lens };
+    const addrs = new Float64Array(value.length);
+    const lens = new Float64Array(value.length);
+    if (copyObjects(value, addrs, lens) === value.length) return { addrs, lens };
   }
   // Unusual input (bigint addresses) or a bad entry: zod accepts it or names what is wrong.
   const parsed = parse(DescriptorListSchema, value, what);
@@ -137,6 +124,28 @@ export function descriptorColumns(value: unknown, what: string, copy = false): D
     addrs: Float64Array.from(parsed, (d) => d.addr),
     lens: Float64Array.from(parsed, (d) => d.len),
   };
+}
+
+/**
+ * Copies well-formed descriptor objects into the columns; returns how many
+ * (the index of the first that is not). The loop alone, so that V8 keeps it
+ * compiled whichever list form the caller saw last.
+ */
+function copyObjects(list: unknown[], addrs: Float64Array, lens: Float64Array): number {
+  const n = list.length;
+  let i = 0;
+  for (; i < n; i++) {
+    const d = list[i] as { addr?: unknown; len?: unknown; devId?: unknown } | null;
+    if (typeof d !== 'object' || d === null) break;
+    const a = d.addr;
+    const l = d.len;
+    const devId = d.devId;
+    if (!isCount(a) || !isCount(l)) break;
+    if (devId !== undefined && (!isCount(devId) || devId > 0xffff)) break;
+    addrs[i] = a;
+    lens[i] = l;
+  }
+  return i;
 }
 
 /** Indices into prepared lists, checked without zod (see parseDescriptors); typed arrays of indices are taken as they are. */

@@ -180,6 +180,46 @@ export function buildPosting(
   indices?: { local: ArrayLike<number>; remote: ArrayLike<number> },
 ): NetPosting {
   const n = indices ? indices.local.length : L.region.length;
+  const out = new Uint32Array(n * PAIR_WORDS);
+  const lused = new Uint8Array(L.regions.length);
+  const rused = new Uint8Array(R.regions.length);
+  const [m, bytes] = gather(out, L, R, indices?.local, indices?.remote, n, lused, rused);
+  const memory = L.regions.filter((_, x) => lused[x]);
+  const remote = R.regions.filter((_, x) => rused[x]);
+  // Merged lists keep only what they use.
+  const pairs = m * 2 < n ? out.slice(0, m * PAIR_WORDS) : out.subarray(0, m * PAIR_WORDS);
+  return {
+    op,
+    target: peer.name,
+    count: n,
+    bytes,
+    memory,
+    peer,
+    generation,
+    remote,
+    path: pathOf(memory, remote),
+    pairs: new Uint8Array(pairs.buffer, pairs.byteOffset, pairs.byteLength),
+    pairCount: m,
+    notification: notification === undefined ? undefined : parseNotificationBody(notification),
+  };
+}
+
+/**
+ * The pairs of buildPosting into out, with the regions they use marked;
+ * returns how many pairs and bytes. Only the loop: V8 compiles a hot loop
+ * while it runs, and code after it that has never run would throw the
+ * compiled code away on every call of 100,000.
+ */
+function gather(
+  out: Uint32Array,
+  L: Side<MemoryRegion>,
+  R: Side<RemoteRegion>,
+  lidx: ArrayLike<number> | undefined,
+  ridx: ArrayLike<number> | undefined,
+  n: number,
+  lused: Uint8Array,
+  rused: Uint8Array,
+): [number, number] {
   const nl = L.region.length;
   const nr = R.region.length;
   const lw = L.words;
@@ -188,9 +228,6 @@ export function buildPosting(
   const lLens = L.cols.lens;
   const rAddrs = R.cols.addrs;
   const rLens = R.cols.lens;
-  const out = new Uint32Array(n * PAIR_WORDS);
-  const lused = new Uint8Array(L.regions.length);
-  const rused = new Uint8Array(R.regions.length);
   let m = 0; // pairs written
   let bytes = 0;
   // The pair being extended: its regions, where both sides end, its length.
@@ -200,8 +237,8 @@ export function buildPosting(
   let rend = -1;
   let runLen = 0;
   for (let k = 0; k < n; k++) {
-    const i = indices ? indices.local[k]! : k;
-    const j = indices ? indices.remote[k]! : k;
+    const i = lidx ? lidx[k]! : k;
+    const j = ridx ? ridx[k]! : k;
     if (i >= nl) throw new InvalidParamError(`local index ${i} is outside the prepared list of ${nl}`);
     if (j >= nr) throw new InvalidParamError(`remote index ${j} is outside the prepared list of ${nr}`);
     const len = lLens[i]!;
@@ -242,26 +279,8 @@ export function buildPosting(
     lend = la + len;
     rend = ra + len;
   }
-  const memory = L.regions.filter((_, x) => lused[x]);
-  const remote = R.regions.filter((_, x) => rused[x]);
-  // Merged lists keep only what they use.
-  const pairs = m * 2 < n ? out.slice(0, m * PAIR_WORDS) : out.subarray(0, m * PAIR_WORDS);
-  return {
-    op,
-    target: peer.name,
-    count: n,
-    bytes,
-    memory,
-    peer,
-    generation,
-    remote,
-    path: pathOf(memory, remote),
-    pairs: new Uint8Array(pairs.buffer, pairs.byteOffset, pairs.byteLength),
-    pairCount: m,
-    notification: notification === undefined ? undefined : parseNotificationBody(notification),
-  };
+  return [m, bytes];
 }
-
 /** Staged if any region on either side is staged VRAM; gpudirect if any is VRAM and none staged. */
 function pathOf(local: readonly MemoryRegion[], remote: readonly RemoteRegion[]): TransferPath {
   let vram = false;
