@@ -19,7 +19,7 @@ import { parseNotificationBody, type InboxLimits } from './inbox.js';
 import { encodeMetadata, REGION_DRAM, REGION_VRAM_GPUDIRECT, REGION_VRAM_STAGED } from './metadata.js';
 import { Notifications, type NotificationDroppedError } from './notifications.js';
 import { PeerTable, type RemoteRegion } from './peers.js';
-import { buildPosting, PreparedLocal, PreparedRemote, resolveSide, type NetPosting, type Side } from './prepared.js';
+import { buildPosting, pairHalves, PreparedLocal, PreparedRemote, resolveSide, type Halves, type NetPosting, type Side } from './prepared.js';
 
 /** The staging pool of an agent (VRAM staged through host bounce buffers). */
 export interface StagingStats {
@@ -183,13 +183,17 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
   }
 
   /** Local descriptors resolved to the regions (host or VRAM) holding them; ERR_NOT_FOUND names the first that none holds. */
-  #local(cols: DescriptorColumns, what: string): Side<MemoryRegion> {
-    return resolveSide(cols, {
+  #local(cols: DescriptorColumns, what: string, halves?: Halves): Side<MemoryRegion> {
+    return resolveSide(
+      cols,
+      {
       what,
       find: (addr, len) => this.memory.find(addr, len) ?? this.vram.find(addr, len),
       missing: (i, addr, len) => new NotFoundError(`${what}[${i}] [0x${addr.toString(16)}, +${len}) is not in registered memory`),
       word: (r) => r.handle,
-    });
+      },
+      halves,
+    );
   }
 
   // ---- metadata ------------------------------------------------------------
@@ -229,8 +233,10 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     if (local.addrs.length !== remote.addrs.length) {
       throw new MismatchError(`${local.addrs.length} local descriptors but ${remote.addrs.length} remote ones`);
     }
-    const posting = buildPosting(op, peer, peer.generation, this.#local(local, 'local'), this.peers.resolve(peer, remote, 'remote'), notification);
-    return new Transfer(this, posting);
+    const halves = pairHalves(local.addrs.length);
+    const L = this.#local(local, 'local', halves.local);
+    const R = this.peers.resolve(peer, remote, 'remote', halves.remote);
+    return new Transfer(this, buildPosting(op, peer, peer.generation, L, R, notification));
   }
 
   prepareLocal(cols: DescriptorColumns): PreparedLocal {
@@ -271,8 +277,13 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     const probe = this.#probeRegion();
     const read = (region: RemoteRegion) => {
       const one = (addr: number) => ({ addrs: Float64Array.of(addr), lens: Float64Array.of(1) });
-      const local = resolveSide(one(probe.addr), { what: 'probe', find: () => probe, missing: () => new Error('unreachable'), word: (r) => r.handle });
-      const remote = this.peers.resolve(peer, one(region.addr), 'remote', () => region);
+      const halves = pairHalves(1);
+      const local = resolveSide(
+        one(probe.addr),
+        { what: 'probe', find: () => probe, missing: () => new Error('unreachable'), word: (r) => r.handle },
+        halves.local,
+      );
+      const remote = this.peers.resolve(peer, one(region.addr), 'remote', halves.remote, () => region);
       const t = new Transfer(this, buildPosting('READ', peer, peer.generation, local, remote, undefined));
       return t.run({ signal: wait.signal, timeoutMs: wait.timeoutMs ?? this.defaultTimeoutMs ?? CONNECT_TIMEOUT_MS });
     };

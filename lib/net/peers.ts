@@ -7,7 +7,7 @@ import { parseDescriptors, type Descriptor, type DescriptorColumns } from '../sc
 import { addressProblem, addrFormatName } from './address.js';
 import type { Endpoint } from './endpoint.js';
 import { decodeMetadata, REGION_DRAM, REGION_VRAM_GPUDIRECT, REGION_VRAM_STAGED, type RegionInfo } from './metadata.js';
-import { resolveSide, type Side } from './prepared.js';
+import { resolveSide, type Halves, type Side } from './prepared.js';
 
 export interface RemoteRegion extends RegionInfo {
   /** False once the peer's newer metadata dropped it or the peer was invalidated. */
@@ -204,14 +204,22 @@ export class PeerTable {
   }
 
   /** Descriptors resolved to the peer's regions holding them; ERR_NOT_FOUND names the first that none holds. */
-  resolve(peer: Peer, cols: DescriptorColumns, what: string, find = (addr: number, len: number) => peer.regions.find(addr, len)): Side<RemoteRegion> {
-    return resolveSide(cols, {
+  resolve(
+    peer: Peer,
+    cols: DescriptorColumns,
+    what: string,
+    halves?: Halves,
+    find = (addr: number, len: number) => peer.regions.find(addr, len),
+  ): Side<RemoteRegion> {
+    const spec = {
       what,
       find,
-      missing: (i, addr, len) => new NotFoundError(`${what}[${i}] [0x${addr.toString(16)}, +${len}) is not in memory '${peer.name}' registered`),
-      word: (r) => r.key,
-      remote: { virtAddr: peer.virtAddr, staged: (r) => r.kind === REGION_VRAM_STAGED },
-    });
+      missing: (i: number, addr: number, len: number) =>
+        new NotFoundError(`${what}[${i}] [0x${addr.toString(16)}, +${len}) is not in memory '${peer.name}' registered`),
+      word: (r: RemoteRegion) => r.key,
+      remote: { virtAddr: peer.virtAddr, staged: (r: RemoteRegion) => r.kind === REGION_VRAM_STAGED },
+    };
+    return resolveSide(cols, spec, halves);
   }
 
   /** A loaded peer's regions, in address order (ERR_NOT_FOUND for an unknown peer). */

@@ -5,8 +5,10 @@
  *
  * Lists of 100,000 descriptors are common (vLLM's KV blocks), so nothing here
  * makes an object per descriptor: a side is resolved once into typed arrays
- * (its half of each ixfer_iov_pair, as u32 words), and a posting is a gather
- * of both halves into the pair array.
+ * (its half of each ixfer_iov_pair, as u32 words). A prepared list keeps its
+ * halves and makeTransfer gathers them into a pair array; createTransfer
+ * resolves both sides straight into the pair array (a transient copy of
+ * megabytes costs more than the rest on a machine short of memory bandwidth).
  */
 import type { Posting, TransferPath } from '../core/engine.js';
 import type { MemoryRegion } from '../core/memory.js';
@@ -21,12 +23,25 @@ import type { Peer, RemoteRegion } from './peers.js';
 const HALF = PAIR_REMOTE_WORD;
 const U32 = 0x1_0000_0000;
 
+/** Where a side's halves of the pairs go: `stride` words apart, from word `at`. */
+export interface Halves {
+  words: Uint32Array;
+  stride: number;
+  at: number;
+}
+
+/** Both sides of a one-off transfer of n pairs, laid straight into one pair array. */
+export function pairHalves(n: number): { local: Halves; remote: Halves } {
+  const words = new Uint32Array(n * PAIR_WORDS);
+  return { local: { words, stride: PAIR_WORDS, at: 0 }, remote: { words, stride: PAIR_WORDS, at: PAIR_REMOTE_WORD } };
+}
+
 /** One side of a transfer, resolved: per descriptor its region and its half of the pair. */
 export class Side<R> {
   /** @internal */
   constructor(
     readonly cols: DescriptorColumns,
-    /** HALF words per descriptor. */
+    /** Its halves of the pairs: HALF words per descriptor (prepared lists), or in a pair array. */
     readonly words: Uint32Array,
     /** Index into regions, per descriptor. */
     readonly region: Uint32Array,
@@ -51,10 +66,14 @@ interface SideSpec<R extends { addr: number; len: number }> {
  * first that none holds. Descriptors come in runs of one region, so the last
  * region found is tried first and the index search runs once per run.
  */
-export function resolveSide<R extends { addr: number; len: number }>(cols: DescriptorColumns, spec: SideSpec<R>): Side<R> {
+export function resolveSide<R extends { addr: number; len: number }>(
+  cols: DescriptorColumns,
+  spec: SideSpec<R>,
+  halves: Halves = { words: new Uint32Array(cols.addrs.length * HALF), stride: HALF, at: 0 },
+): Side<R> {
   const { addrs, lens } = cols;
   const n = addrs.length;
-  const words = new Uint32Array(n * HALF);
+  const { words, stride, at } = halves;
   const region = new Uint32Array(n);
   const regions: R[] = [];
   const index = new Map<R, number>();
@@ -94,7 +113,7 @@ export function resolveSide<R extends { addr: number; len: number }>(cols: Descr
       flags = staged ? PAIR_REMOTE_STAGED : 0;
       base = remote && !remote.virtAddr && !staged ? r.addr : 0;
     }
-    const w = i * HALF;
+    const w = i * stride + at;
     if (remote) {
       const x = a - base;
       words[w] = x >>> 0;
@@ -166,7 +185,8 @@ export interface NetPosting extends Posting {
 /**
  * Pairs local and remote descriptors one to one and packs them; indices
  * (makeTransfer) choose entries of prepared lists, else the lists are paired
- * in order (the caller checked that they are as long). A run of pairs
+ * in order (the caller checked that they are as long and resolved them into
+ * one pair array with pairHalves). A run of pairs
  * contiguous on both sides in one region each becomes one pair here, so that
  * a repost hands the shim a few pairs rather than megabytes.
  */
@@ -180,9 +200,10 @@ export function buildPosting(
   indices?: { local: ArrayLike<number>; remote: ArrayLike<number> },
 ): NetPosting {
   const n = indices ? indices.local.length : L.region.length;
-  const out = new Uint32Array(n * PAIR_WORDS);
   const lused = new Uint8Array(L.regions.length);
   const rused = new Uint8Array(R.regions.length);
+  // Without indices the sides were resolved into one pair array (pairHalves).
+  const out = indices ? new Uint32Array(n * PAIR_WORDS) : L.words;
   const [m, bytes] = gather(out, L, R, indices?.local, indices?.remote, n, lused, rused);
   const memory = L.regions.filter((_, x) => lused[x]);
   const remote = R.regions.filter((_, x) => rused[x]);
@@ -206,9 +227,10 @@ export function buildPosting(
 
 /**
  * The pairs of buildPosting into out, with the regions they use marked;
- * returns how many pairs and bytes. Only the loop: V8 compiles a hot loop
- * while it runs, and code after it that has never run would throw the
- * compiled code away on every call of 100,000.
+ * returns how many pairs and bytes. Without indices, out already holds the
+ * pairs in order and merging compacts it in place. Only the loop: V8
+ * compiles a hot loop while it runs, and code after it that has never run
+ * would throw the compiled code away on every call of 100,000.
  */
 function gather(
   out: Uint32Array,
@@ -257,20 +279,25 @@ function gather(
       lused[li] = 1;
       rused[ri] = 1;
       const w = m * PAIR_WORDS;
-      const a = i * HALF;
-      const b = j * HALF;
-      out[w] = lw[a]!;
-      out[w + 1] = lw[a + 1]!;
-      out[w + 2] = lw[a + 2]!;
-      out[w + 3] = lw[a + 3]!;
-      out[w + 4] = lw[a + 4]!;
-      out[w + 5] = lw[a + 5]!;
-      const r = w + PAIR_REMOTE_WORD;
-      out[r] = rw[b]!;
-      out[r + 1] = rw[b + 1]!;
-      out[r + 2] = rw[b + 2]!;
-      out[r + 3] = rw[b + 3]!;
-      out[r + 4] = rw[b + 4]!;
+      if (!lidx) {
+        // In place: pair k moves down to m once merging has freed room.
+        if (m !== k) for (let x = 0, from = k * PAIR_WORDS; x < PAIR_WORDS; x++) out[w + x] = out[from + x]!;
+      } else {
+        const a = i * HALF;
+        const b = j * HALF;
+        out[w] = lw[a]!;
+        out[w + 1] = lw[a + 1]!;
+        out[w + 2] = lw[a + 2]!;
+        out[w + 3] = lw[a + 3]!;
+        out[w + 4] = lw[a + 4]!;
+        out[w + 5] = lw[a + 5]!;
+        const r = w + PAIR_REMOTE_WORD;
+        out[r] = rw[b]!;
+        out[r + 1] = rw[b + 1]!;
+        out[r + 2] = rw[b + 2]!;
+        out[r + 3] = rw[b + 3]!;
+        out[r + 4] = rw[b + 4]!;
+      }
       m++;
       lreg = li;
       rreg = ri;
@@ -281,6 +308,7 @@ function gather(
   }
   return [m, bytes];
 }
+
 /** Staged if any region on either side is staged VRAM; gpudirect if any is VRAM and none staged. */
 function pathOf(local: readonly MemoryRegion[], remote: readonly RemoteRegion[]): TransferPath {
   let vram = false;

@@ -87,6 +87,24 @@ describe('packed descriptor lists, two processes', () => {
     await stillWorks();
   });
 
+  it('100,000 descriptors in runs of 4 neighbours, the runs scattered (merged in part), through createTransfer and makeTransfer', async () => {
+    const data = random(BYTES);
+    mem.bytes.set(data, 0);
+    const from = shuffled(N / 4, 3);
+    const to = shuffled(N / 4, 4);
+    const local = Float64Array.from({ length: N }, (_, i) => (from[i >> 2]! * 4 + (i & 3)) * BLOCK);
+    const remote = Float64Array.from({ length: N }, (_, i) => (to[i >> 2]! * 4 + (i & 3)) * BLOCK);
+    const expected = Buffer.alloc(BYTES);
+    for (let i = 0; i < N; i++) data.copy(expected, remote[i]!, local[i]!, local[i]! + BLOCK);
+    await a.createTransfer({ op: 'WRITE', peer, local: mem.descList(local, BLOCK), remote: remoteAt(remote) }).run({ timeoutMs: 60_000 });
+    expect((await child.request({ type: 'hash', offset: 0, len: BYTES })).hash).toBe(sha(expected));
+
+    await child.request({ type: 'fill', offset: 0, len: BYTES });
+    const idx = Uint32Array.from({ length: N }, (_, i) => i);
+    await a.makeTransfer('WRITE', a.prepareLocal(mem.descList(local, BLOCK)), idx, a.prepareRemote(peer, remoteAt(remote)), idx).run({ timeoutMs: 60_000 });
+    expect((await child.request({ type: 'hash', offset: 0, len: BYTES })).hash).toBe(sha(expected));
+  });
+
   it('100,000 contiguous descriptors (merged into one pair) and BigUint64Array addresses', async () => {
     const data = random(BYTES);
     mem.bytes.set(data, 0);
