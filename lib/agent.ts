@@ -43,7 +43,6 @@ import {
   WaitOptionsSchema,
   type AgentOptions,
   type AllocateVramOptions,
-  type Descriptor,
   type DescriptorList,
   type FileEngineOptions,
   type InvalidateOptions,
@@ -253,7 +252,7 @@ export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, As
   }
 
   /** Whether every descriptor lies in a region of the peer's loaded metadata. */
-  checkRemote(peer: string, descriptors: Descriptor[]): boolean {
+  checkRemote(peer: string, descriptors: DescriptorList): boolean {
     return this.#net.peers.holds(peer, descriptors);
   }
 

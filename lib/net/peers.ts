@@ -3,7 +3,7 @@ import { RangeIndex } from '../core/ranges.js';
 import { InvalidParamError, NotFoundError } from '../errors.js';
 import { FI_MR_VIRT_ADDR } from '../native/layout.js';
 import { check, shim } from '../native/shim.js';
-import { parseDescriptors, type Descriptor, type DescriptorColumns } from '../schemas.js';
+import { descriptorColumns, type DescriptorColumns, type DescriptorList } from '../schemas.js';
 import { addressProblem, addrFormatName } from './address.js';
 import type { Endpoint } from './endpoint.js';
 import { decodeMetadata, REGION_DRAM, REGION_VRAM_GPUDIRECT, REGION_VRAM_STAGED, type RegionInfo } from './metadata.js';
@@ -228,10 +228,12 @@ export class PeerTable {
   }
 
   /** Whether every descriptor lies in a region of the peer's loaded metadata. */
-  holds(name: string, descriptors: Descriptor[]): boolean {
+  holds(name: string, descriptors: DescriptorList): boolean {
     const p = this.#peers.get(name);
     if (!p) return false;
-    return parseDescriptors(descriptors, 'descriptors').every((d) => p.regions.find(d.addr, d.len) !== undefined);
+    const { addrs, lens } = descriptorColumns(descriptors, 'descriptors');
+    for (let i = 0; i < addrs.length; i++) if (p.regions.find(addrs[i]!, lens[i]!) === undefined) return false;
+    return true;
   }
 
   /** The agent closed (the endpoint is gone with its address vector). */

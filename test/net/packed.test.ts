@@ -182,6 +182,11 @@ describe('packed descriptor lists, two processes', () => {
     }
   });
 
+  it('checkRemote takes packed lists', () => {
+    expect(a.checkRemote(peer, remoteAt([0, child.ready.len - BLOCK]))).toBe(true);
+    expect(a.checkRemote(peer, remoteAt([0, child.ready.len - BLOCK + 1]))).toBe(false);
+  });
+
   it('list shapes: addrs and lens of different lengths, a list of each form paired, counts that differ', async () => {
     const e = await expectCode(
       () => a.createTransfer({ op: 'WRITE', peer, local: { addrs: new Float64Array(2), lens: new Float64Array(3) }, remote: [] }),
