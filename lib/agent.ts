@@ -35,7 +35,7 @@ import {
   MetadataOptionsSchema,
   OpSchema,
   parse,
-  parseDescriptors,
+  descriptorColumns,
   parseIndices,
   RegionOptionsSchema,
   TransferRequestSchema,
@@ -43,7 +43,7 @@ import {
   WaitOptionsSchema,
   type AgentOptions,
   type AllocateVramOptions,
-  type Descriptor,
+  type DescriptorList,
   type FileEngineOptions,
   type InvalidateOptions,
   type ListenOptions,
@@ -252,7 +252,7 @@ export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, As
   }
 
   /** Whether every descriptor lies in a region of the peer's loaded metadata. */
-  checkRemote(peer: string, descriptors: Descriptor[]): boolean {
+  checkRemote(peer: string, descriptors: DescriptorList): boolean {
     return this.#net.peers.holds(peer, descriptors);
   }
 
@@ -266,30 +266,30 @@ export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, As
   createTransfer(request: TransferRequest): Transfer {
     this.#open();
     const req = parse(TransferRequestSchema, request, 'transfer');
-    const local = parseDescriptors(req.local, 'transfer.local');
-    const remote = parseDescriptors(req.remote, 'transfer.remote');
+    const local = descriptorColumns(req.local, 'transfer.local');
+    const remote = descriptorColumns(req.remote, 'transfer.remote');
     return this.#net.transfer(req.op, req.peer, local, remote, req.notification);
   }
 
   /** Validates local descriptors once, for makeTransfer. */
-  prepareLocal(descriptors: Descriptor[]): PreparedLocal {
+  prepareLocal(descriptors: DescriptorList): PreparedLocal {
     this.#open();
-    return this.#net.prepareLocal(parseDescriptors(descriptors, 'local descriptors'));
+    return this.#net.prepareLocal(descriptorColumns(descriptors, 'local descriptors', true));
   }
 
   /** Validates a peer's descriptors once, for makeTransfer. */
-  prepareRemote(peer: string, descriptors: Descriptor[]): PreparedRemote {
+  prepareRemote(peer: string, descriptors: DescriptorList): PreparedRemote {
     this.#open();
-    return this.#net.prepareRemote(peer, descriptors);
+    return this.#net.prepareRemote(peer, descriptorColumns(descriptors, 'remote descriptors', true));
   }
 
   /** A transfer of the chosen entries of prepared lists (like NIXL's makeXferReq). */
   makeTransfer(
     op: Op,
     local: PreparedLocal,
-    localIndices: number[],
+    localIndices: number[] | Uint32Array,
     remote: PreparedRemote,
-    remoteIndices: number[],
+    remoteIndices: number[] | Uint32Array,
     options: { notification?: NotificationBody } = {},
   ): Transfer {
     this.#open();

@@ -3,7 +3,7 @@ import { markAsUntransferable } from 'node:worker_threads';
 
 import { InvalidParamError, NotAllowedError, type IxferError } from '../errors.js';
 import type { MrHandle } from '../native/shim.js';
-import type { ParsedDescriptor } from '../schemas.js';
+import type { PackedDescriptors, ParsedDescriptor } from '../schemas.js';
 
 /** Host memory, or CUDA device memory (devId is then the CUDA device). */
 export type MemoryKind = 'DRAM' | 'VRAM';
@@ -88,6 +88,28 @@ export class MemoryRegion implements Disposable {
       throw new InvalidParamError(`descriptor [${offset}, ${offset}+${len}) is outside the region of ${this.len} bytes`);
     }
     return { addr: this.addr + offset, len, devId: this.devId };
+  }
+
+  /**
+   * Packed descriptors (no object per descriptor) of [offsets[i], +lens) of
+   * this region; `lens` is one length for all or one per offset.
+   */
+  descList(offsets: ArrayLike<number>, lens: number | ArrayLike<number>): PackedDescriptors {
+    const n = offsets.length;
+    const one = typeof lens === 'number';
+    if (!one && lens.length !== n) throw new InvalidParamError(`descList: ${n} offsets but ${lens.length} lengths`);
+    const addrs = new Float64Array(n);
+    const out = new Float64Array(n);
+    for (let i = 0; i < n; i++) {
+      const o = offsets[i]!;
+      const l = one ? lens : lens[i]!;
+      if (!Number.isInteger(o) || !Number.isInteger(l) || o < 0 || l < 0 || o + l > this.len) {
+        throw new InvalidParamError(`descList[${i}]: [${o}, ${o}+${l}) is outside the region of ${this.len} bytes`);
+      }
+      addrs[i] = this.addr + o;
+      out[i] = l;
+    }
+    return { addrs, lens: out };
   }
 
   /** Splits the region into `count` descriptors of `blockSize` bytes from `offset`. */

@@ -24,14 +24,6 @@ export const FILE_ENGINE_KINDS = { posix: 0, gds: 1, gds_mt: 2 } as const;
 /** fi_info mr_mode bit: remote addresses are virtual addresses, not offsets into the region. */
 export const FI_MR_VIRT_ADDR = 1 << 4;
 
-/** Fills one word of 8 bytes from a number below 2^53: BigInt() per field costs more than the rest of building a transfer. */
-function putU64(u32: Uint32Array, word: number, v: number): void {
-  u32[word * 2] = v >>> 0;
-  u32[word * 2 + 1] = Math.floor(v / 0x1_0000_0000);
-}
-
-const IOV_PAIR_WORDS = 6; // ixfer_iov_pair: five uint64_t, then u32 flags and u32 reserved
-
 /** ixfer_iov_pair.flags: the remote region is VRAM its agent stages (remote address: virtual, whatever mr_mode). */
 export const PAIR_REMOTE_STAGED = 1;
 
@@ -42,30 +34,15 @@ export const PATH_GPUDIRECT = 1;
 export const VRAM_MODES = { auto: 0, staged: 1, gpudirect: 2 } as const;
 
 /**
- * ixfer_iov_pair[] (local addr, len, local mr, remote addr, remote key,
- * flags), written in place one pair at a time: an object per pair costs
- * more, in garbage collection, than the rest of building a transfer of 100,000.
+ * ixfer_iov_pair as u32 words (little-endian halves of five uint64_t, then
+ * u32 flags and u32 reserved), written without a BigInt per field: at 100,000
+ * pairs a BigInt store each costs more than the rest of building a transfer.
+ * The local half (local_addr, len, local_mr) is words 0..5; the remote half
+ * (remote_addr, remote_key, flags) starts at PAIR_REMOTE_WORD.
  */
-export class IovPairs {
-  readonly bytes: Uint8Array;
-  readonly #u64: BigUint64Array;
-  readonly #u32: Uint32Array;
-  constructor(count: number) {
-    this.#u64 = new BigUint64Array(count * IOV_PAIR_WORDS);
-    this.#u32 = new Uint32Array(this.#u64.buffer);
-    this.bytes = new Uint8Array(this.#u64.buffer);
-  }
-
-  set(i: number, laddr: number, len: number, mr: bigint, raddr: number, key: bigint, flags: number): void {
-    const w = i * IOV_PAIR_WORDS;
-    putU64(this.#u32, w, laddr);
-    putU64(this.#u32, w + 1, len);
-    this.#u64[w + 2] = mr;
-    putU64(this.#u32, w + 3, raddr);
-    this.#u64[w + 4] = key;
-    this.#u32[(w + 5) * 2] = flags; // the reserved half stays 0
-  }
-}
+export const PAIR_WORDS = 12;
+export const PAIR_LEN_WORD = 2;
+export const PAIR_REMOTE_WORD = 6;
 
 const FILE_PAIR_BYTES = 48;
 

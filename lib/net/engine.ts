@@ -13,14 +13,14 @@ import { Transfer } from '../core/transfer.js';
 import { codeOfStatus, InvalidParamError, makeError, MismatchError, NotFoundError, statusOf, type IxferError } from '../errors.js';
 import { EVENT_RAIL, OP_READ, OP_WRITE, POST_NETWORK, POST_NOTIFY } from '../native/layout.js';
 import { check, shim, toBigInt, viewNative, type MrHandle, type StagingStatsRaw } from '../native/shim.js';
-import { parseDescriptors, type Descriptor, type Op, type ParsedDescriptor } from '../schemas.js';
+import type { DescriptorColumns, Op } from '../schemas.js';
 import type { Endpoint } from './endpoint.js';
 import { sameHost } from './host.js';
 import { parseNotificationBody, type InboxLimits } from './inbox.js';
 import { encodeMetadata, REGION_DRAM, REGION_VRAM_GPUDIRECT, REGION_VRAM_STAGED } from './metadata.js';
 import { Notifications, type NotificationDroppedError } from './notifications.js';
 import { PeerTable, type RemoteRegion } from './peers.js';
-import { buildPosting, PreparedLocal, PreparedRemote, type NetPosting } from './prepared.js';
+import { buildPosting, overNetwork, pairHalves, PreparedLocal, PreparedRemote, resolveSide, type Halves, type NetPosting, type Side } from './prepared.js';
 
 /** The staging pool of an agent (VRAM staged through host bounce buffers). */
 export interface StagingStats {
@@ -183,13 +183,18 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     this.#changed();
   }
 
-  /** The regions holding each descriptor; ERR_NOT_FOUND naming the first that none holds. */
-  localRegions(descs: readonly ParsedDescriptor[], what: string): MemoryRegion[] {
-    return descs.map((d, i) => {
-      const r = this.memory.find(d.addr, d.len) ?? this.vram.find(d.addr, d.len);
-      if (!r) throw new NotFoundError(`${what}[${i}] [0x${d.addr.toString(16)}, +${d.len}) is not in registered memory`);
-      return r;
-    });
+  /** Local descriptors resolved to the regions (host or VRAM) holding them; ERR_NOT_FOUND names the first that none holds. */
+  #local(cols: DescriptorColumns, what: string, halves?: Halves): Side<MemoryRegion> {
+    return resolveSide(
+      cols,
+      {
+      what,
+      find: (addr, len) => this.memory.find(addr, len) ?? this.vram.find(addr, len),
+      missing: (i, addr, len) => new NotFoundError(`${what}[${i}] [0x${addr.toString(16)}, +${len}) is not in registered memory`),
+      word: (r) => r.handle,
+      },
+      halves,
+    );
   }
 
   // ---- metadata ------------------------------------------------------------
@@ -224,34 +229,41 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
   // ---- transfers -----------------------------------------------------------
 
   /** A transfer between local and remote descriptors of peer, paired one to one. */
-  transfer(op: Op, peerName: string, local: ParsedDescriptor[], remote: ParsedDescriptor[], notification: unknown): Transfer {
+  transfer(op: Op, peerName: string, local: DescriptorColumns, remote: DescriptorColumns, notification: unknown): Transfer {
     const peer = this.peers.get(peerName);
-    if (local.length !== remote.length) {
-      throw new MismatchError(`${local.length} local descriptors but ${remote.length} remote ones`);
+    if (local.addrs.length !== remote.addrs.length) {
+      throw new MismatchError(`${local.addrs.length} local descriptors but ${remote.addrs.length} remote ones`);
     }
-    const sides = {
-      local,
-      localRegions: this.localRegions(local, 'local'),
-      remote,
-      remoteRegions: this.peers.regions(peer, remote, 'remote'),
-    };
-    return new Transfer(this, buildPosting(op, peer, peer.generation, sides, notification));
+    const halves = pairHalves(local.addrs.length);
+    const L = this.#local(local, 'local', halves.local);
+    let R = this.peers.resolve(peer, remote, 'remote', halves.remote);
+    if (overNetwork(peer, L, R)) R = this.peers.resolve(peer, remote, 'remote', halves.remote, undefined, false);
+    return new Transfer(this, buildPosting(op, peer, peer.generation, L, R, notification));
   }
 
-  prepareLocal(descs: ParsedDescriptor[]): PreparedLocal {
-    return new PreparedLocal(descs, this.localRegions(descs, 'local'));
+  prepareLocal(cols: DescriptorColumns): PreparedLocal {
+    return new PreparedLocal(this.#local(cols, 'local'));
   }
 
-  prepareRemote(peerName: string, descriptors: Descriptor[]): PreparedRemote {
+  prepareRemote(peerName: string, cols: DescriptorColumns): PreparedRemote {
     const p = this.peers.get(peerName);
-    const descs = parseDescriptors(descriptors, 'remote descriptors');
-    return new PreparedRemote(peerName, descs, this.peers.regions(p, descs, 'remote'), p, p.generation);
+    return new PreparedRemote(peerName, this.peers.resolve(p, cols, 'remote'), p, p.generation);
   }
 
-  makeTransfer(op: Op, local: PreparedLocal, li: number[], remote: PreparedRemote, ri: number[], notification: unknown): Transfer {
+  makeTransfer(
+    op: Op,
+    local: PreparedLocal,
+    li: ArrayLike<number>,
+    remote: PreparedRemote,
+    ri: ArrayLike<number>,
+    notification: unknown,
+  ): Transfer {
     if (li.length !== ri.length) throw new MismatchError(`${li.length} local indices but ${ri.length} remote ones`);
-    const sides = { local: local.descs, localRegions: local.regions, remote: remote.descs, remoteRegions: remote.regions };
-    const posting = buildPosting(op, remote.peerRef, remote.generation, sides, notification, { local: li, remote: ri });
+    const peer = remote.peerRef;
+    const R = overNetwork(peer, local.side, remote.side)
+      ? (remote.networkSide ??= this.peers.resolve(peer, remote.side.cols, 'remote', undefined, undefined, false))
+      : remote.side;
+    const posting = buildPosting(op, peer, remote.generation, local.side, R, notification, { local: li, remote: ri });
     return new Transfer(this, posting);
   }
 
@@ -270,13 +282,15 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     if (!direct && !staged) throw new NotFoundError(`peer '${peerName}' has no registered region: connect needs its metadata to list one`);
     const probe = this.#probeRegion();
     const read = (region: RemoteRegion) => {
-      const sides = {
-        local: [{ addr: probe.addr, len: 1, devId: 0 }],
-        localRegions: [probe],
-        remote: [{ addr: region.addr, len: 1, devId: region.devId }],
-        remoteRegions: [region],
-      };
-      const t = new Transfer(this, buildPosting('READ', peer, peer.generation, sides, undefined));
+      const one = (addr: number) => ({ addrs: Float64Array.of(addr), lens: Float64Array.of(1) });
+      const halves = pairHalves(1);
+      const local = resolveSide(
+        one(probe.addr),
+        { what: 'probe', find: () => probe, missing: () => new Error('unreachable'), word: (r) => r.handle },
+        halves.local,
+      );
+      const remote = this.peers.resolve(peer, one(region.addr), 'remote', halves.remote, () => region, peer.shm !== undefined && region.kind === REGION_DRAM);
+      const t = new Transfer(this, buildPosting('READ', peer, peer.generation, local, remote, undefined));
       return t.run({ signal: wait.signal, timeoutMs: wait.timeoutMs ?? this.defaultTimeoutMs ?? CONNECT_TIMEOUT_MS });
     };
     if (direct) await read(direct); // first: the connection the staged READ's request then uses
@@ -341,7 +355,7 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
           p.op === 'WRITE' ? OP_WRITE : OP_READ,
           p.peer.fiAddr,
           p.pairs,
-          p.count,
+          p.pairCount,
           id,
           notif ?? null,
           notif?.length ?? 0,

@@ -3,11 +3,12 @@ import { RangeIndex } from '../core/ranges.js';
 import { InvalidParamError, NotFoundError } from '../errors.js';
 import { FI_MR_VIRT_ADDR } from '../native/layout.js';
 import { check, shim } from '../native/shim.js';
-import { parseDescriptors, type Descriptor, type ParsedDescriptor } from '../schemas.js';
+import { descriptorColumns, type DescriptorColumns, type DescriptorList } from '../schemas.js';
 import { addressProblem, addrFormatName } from './address.js';
 import type { Endpoint } from './endpoint.js';
 import { reachableOverShm } from './host.js';
-import { decodeMetadata, REGION_DRAM, REGION_VRAM_GPUDIRECT, type RegionInfo } from './metadata.js';
+import { decodeMetadata, REGION_DRAM, REGION_VRAM_GPUDIRECT, REGION_VRAM_STAGED, type RegionInfo } from './metadata.js';
+import { resolveSide, type Halves, type Side } from './prepared.js';
 
 export interface RemoteRegion extends RegionInfo {
   /** False once the peer's newer metadata dropped it or the peer was invalidated. */
@@ -213,15 +214,24 @@ export class PeerTable {
     check(shim().notifForget(handle, name), `forgetting notifications of '${name}'`);
   }
 
-  /** The peer's region holding each descriptor; ERR_NOT_FOUND naming the first that none holds. */
-  regions(peer: Peer, descs: readonly ParsedDescriptor[], what: string): RemoteRegion[] {
-    return descs.map((d, i) => {
-      const r = peer.regions.find(d.addr, d.len);
-      if (!r) {
-        throw new NotFoundError(`${what}[${i}] [0x${d.addr.toString(16)}, +${d.len}) is not in memory '${peer.name}' registered`);
-      }
-      return r;
-    });
+  /** Descriptors resolved to the peer's regions holding them; ERR_NOT_FOUND names the first that none holds. */
+  resolve(
+    peer: Peer,
+    cols: DescriptorColumns,
+    what: string,
+    halves?: Halves,
+    find = (addr: number, len: number) => peer.regions.find(addr, len),
+    viaShm = peer.shm !== undefined,
+  ): Side<RemoteRegion> {
+    const spec = {
+      what,
+      find,
+      missing: (i: number, addr: number, len: number) =>
+        new NotFoundError(`${what}[${i}] [0x${addr.toString(16)}, +${len}) is not in memory '${peer.name}' registered`),
+      word: (r: RemoteRegion) => r.key,
+      remote: { virtAddr: viaShm ? peer.shm!.virtAddr : peer.virtAddr, staged: (r: RemoteRegion) => r.kind === REGION_VRAM_STAGED },
+    };
+    return resolveSide(cols, spec, halves);
   }
 
   /** A loaded peer's regions, in address order (ERR_NOT_FOUND for an unknown peer). */
@@ -230,10 +240,12 @@ export class PeerTable {
   }
 
   /** Whether every descriptor lies in a region of the peer's loaded metadata. */
-  holds(name: string, descriptors: Descriptor[]): boolean {
+  holds(name: string, descriptors: DescriptorList): boolean {
     const p = this.#peers.get(name);
     if (!p) return false;
-    return parseDescriptors(descriptors, 'descriptors').every((d) => p.regions.find(d.addr, d.len) !== undefined);
+    const { addrs, lens } = descriptorColumns(descriptors, 'descriptors');
+    for (let i = 0; i < addrs.length; i++) if (p.regions.find(addrs[i]!, lens[i]!) === undefined) return false;
+    return true;
   }
 
   /** The agent closed (the endpoint is gone with its address vector). */
