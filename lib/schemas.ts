@@ -371,6 +371,14 @@ export const AgentOptionsSchema = z
     stripeThresholdBytes: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).default(128 * 1024),
     /** How long a rail taken out of use after a connection error rests before it is tried again. */
     railCooldownMs: z.number().int().min(1).max(3_600_000).default(1000),
+    /** Over TCP: a rail's connection unacknowledged this long is aborted by the kernel (a link that died silently); 0: never. */
+    linkTimeoutMs: z
+      .number()
+      .int()
+      .min(0)
+      .max(3_600_000)
+      .refine((v) => v === 0 || v >= 100, 'linkTimeoutMs is 0 (none) or at least 100 ms')
+      .default(2000),
     /** Default deadline of Transfer.done() and notify() when the call gives none; `Infinity`: none. */
     transferTimeoutMs: timeoutOrInfinity.default(DEFAULT_TRANSFER_TIMEOUT_MS),
     /** Incoming notifications. */
@@ -418,6 +426,13 @@ export interface AgentOptions {
    * (default 1000 ms) it is tried again, and rejoins when an operation succeeds.
    */
   railCooldownMs?: number;
+  /**
+   * Over kernel TCP (tcp, sockets): a connection under a rail whose data or
+   * keepalive probes go unacknowledged this long (default 2000 ms) is aborted
+   * by the kernel, so that a link that died without a reset fails over like
+   * one that was reset. 0: no deadline (TCP retransmits for about 15 minutes).
+   */
+  linkTimeoutMs?: number;
   /** Default deadline of Transfer.done() when the call gives none. */
   transferTimeoutMs?: number;
   notifications?: NotificationOptions;

@@ -163,7 +163,14 @@ typedef struct ixfer_agent_config {
     /* A transfer of at least this many bytes is cut across the rails the
      * peer shares with us; smaller ones go to the rails in turn. 0: 128 KiB. */
     uint64_t stripe_min;
+    /* Over kernel TCP: a connection under a rail whose data or keepalive
+     * probes go unacknowledged this long is aborted by the kernel (a link
+     * that died without a reset), so its ops fail and fail over. 0: 2000 ms;
+     * IXFER_LINK_TIMEOUT_OFF: never (TCP retransmits for about 15 min). */
+    uint32_t link_timeout_ms;
 } ixfer_agent_config;
+
+#define IXFER_LINK_TIMEOUT_OFF UINT32_MAX
 
 /* ixfer_agent_config.vram_mode */
 enum {

@@ -86,6 +86,7 @@ koffi.struct('ixfer_agent_config', {
   rail_count: 'uint32_t',
   rail_cooldown_ms: 'uint32_t',
   stripe_min: 'uint64_t',
+  link_timeout_ms: 'uint32_t',
 });
 
 export interface RailConfig {
@@ -132,7 +133,12 @@ export interface AgentConfig {
   rail_cooldown_ms: number;
   /** 0: the shim's default (128 KiB). */
   stripe_min: number;
+  /** 0: the shim's default (2000 ms); LINK_TIMEOUT_OFF: none. */
+  link_timeout_ms: number;
 }
+
+/** ixfer_agent_config.link_timeout_ms: no deadline on the rails' TCP connections. */
+export const LINK_TIMEOUT_OFF = 0xffff_ffff;
 
 koffi.opaque('ixfer_agent');
 koffi.opaque('ixfer_mr');

@@ -7,7 +7,7 @@ import crypto from 'node:crypto';
 
 import { NotAllowedError } from '../errors.js';
 import { decodeRailStats, RAIL_STATS_WORDS, VRAM_MODES, type RailStats } from '../native/layout.js';
-import { check, decodeProviderInfo, providerInfoBuffer, shim, type AgentHandle } from '../native/shim.js';
+import { check, decodeProviderInfo, LINK_TIMEOUT_OFF, providerInfoBuffer, shim, type AgentHandle } from '../native/shim.js';
 import { coreName, pickProvider, planRails, summarizeProvider, type ProviderSummary, type RailsOption } from './providers.js';
 
 /** Longest fabric address asked for. */
@@ -27,6 +27,8 @@ export interface EndpointOptions {
   stripeThresholdBytes?: number | undefined;
   /** How long a rail that broke rests before it is tried again (default 1000 ms). */
   railCooldownMs?: number | undefined;
+  /** Kernel deadline on the rails' TCP connections (default 2000 ms); 0: none. */
+  linkTimeoutMs?: number | undefined;
 }
 
 /** A rail and its counters (Agent.rails). */
@@ -112,6 +114,7 @@ export class Endpoint {
           rail_count: rails.length,
           rail_cooldown_ms: opts.railCooldownMs ?? 0,
           stripe_min: opts.stripeThresholdBytes ?? 0,
+          link_timeout_ms: opts.linkTimeoutMs === 0 ? LINK_TIMEOUT_OFF : (opts.linkTimeoutMs ?? 0),
         },
         out,
       ),

@@ -23,6 +23,7 @@
 #include "core/error.h"
 #include "core/tuning.h"
 #include "net/fabric_api.h"
+#include "net/link_watch.h"
 #include "net/mr.h"
 #include "net/notify.h"
 #include "net/peer.h"
@@ -690,6 +691,7 @@ static void *progress_main(void *arg)
     uint64_t poll_ns = POLL_MIN_NS;
     while (!atomic_load(&a->stop)) {
         unsigned seen = atomic_load(&a->submitted);
+        ixfer_link_watch_tick(a);
         if (take_submissions(a)) {
             active = 1;
             poll_ns = POLL_MIN_NS;

@@ -1,0 +1,234 @@
+/* TCP over a link that dies without a reset (a cable pulled, a port or an
+ * interface down) retransmits for about 15 minutes before it reports
+ * anything, and an op in flight on it can be neither completed nor posted
+ * again (its bytes could still land later, over newer ones). With
+ * TCP_USER_TIMEOUT the kernel aborts a connection whose data went
+ * unacknowledged that long and drops what it had not sent; libfabric then
+ * fails the ops on it and the failover posts them again. Keepalive covers a
+ * connection with nothing to send (a READ waiting for its data, the
+ * target's end of a stream), which TCP_USER_TIMEOUT then bounds too, so the
+ * peer's end of a dead connection goes as well and does not block the new
+ * one (rxm refuses a second connection from the same process).
+ *
+ * libfabric does not hand out its sockets, so the progress thread looks
+ * through the process's descriptors and sets the options on the agent's own
+ * TCP sockets only: its rails' listeners (bound to a rail's address and
+ * port; the sockets they accept inherit the options) and connections from a
+ * rail's address to a peer's rail address (rxm binds them to the rail's).
+ * Each descriptor is duplicated before it is looked at, so what is checked
+ * is what is set even if its owner closes and reuses the number meanwhile
+ * (libfabric takes a socket out of its poll sets before closing it, so the
+ * duplicate's short life cannot feed it a stale event). */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "net/link_watch.h"
+#include "net/peer.h"
+
+/* Connections are made when work is first posted to a peer on a rail; a
+ * look soon after catches them before a failure can matter. */
+#define LOOK_EVERY_NS 250000000ull
+
+/* An IP socket address in a form compared by bytes (IPv4 as v4-mapped). */
+struct ip_end {
+    uint8_t addr[16];
+    uint16_t port;
+};
+
+static int ip_end_of(const void *sa, size_t len, struct ip_end *out)
+{
+    sa_family_t fam;
+    memset(out, 0, sizeof *out);
+    if (len < sizeof fam)
+        return 0;
+    memcpy(&fam, sa, sizeof fam);
+    if (fam == AF_INET && len >= sizeof(struct sockaddr_in)) {
+        struct sockaddr_in in;
+        memcpy(&in, sa, sizeof in);
+        out->addr[10] = out->addr[11] = 0xff;
+        memcpy(out->addr + 12, &in.sin_addr, 4);
+        out->port = in.sin_port;
+        return 1;
+    }
+    if (fam == AF_INET6 && len >= sizeof(struct sockaddr_in6)) {
+        struct sockaddr_in6 in6;
+        memcpy(&in6, sa, sizeof in6);
+        memcpy(out->addr, &in6.sin6_addr, 16);
+        out->port = in6.sin6_port;
+        return 1;
+    }
+    return 0;
+}
+
+/* 0.0.0.0 or ::: the rail listens on every address. */
+static int any_addr(const struct ip_end *e)
+{
+    static const uint8_t v4any[16] = {[10] = 0xff, [11] = 0xff};
+    static const uint8_t v6any[16];
+    return !memcmp(e->addr, v4any, 16) || !memcmp(e->addr, v6any, 16);
+}
+
+static int ip_end_cmp(const void *x, const void *y)
+{
+    return memcmp(x, y, sizeof(struct ip_end));
+}
+
+/* What is the agent's: its rails' addresses, and its peers' on each rail
+ * (sorted). */
+struct ours {
+    struct ip_end rail[IXFER_MAX_RAILS];
+    uint32_t nrails;
+    struct ip_end *peer;
+    size_t npeers, cap;
+};
+
+static void add_peer_end(struct ours *o, struct fid_av *av, fi_addr_t fa)
+{
+    struct sockaddr_storage ss;
+    size_t len = sizeof ss;
+    struct ip_end e;
+    if (fi_av_lookup(av, fa, &ss, &len) || !ip_end_of(&ss, len, &e))
+        return;
+    if (o->npeers == o->cap) {
+        size_t cap = o->cap ? o->cap * 2 : 16;
+        struct ip_end *p = realloc(o->peer, cap * sizeof *p);
+        if (!p)
+            return; /* that peer's connections are looked at next time */
+        o->peer = p;
+        o->cap = cap;
+    }
+    o->peer[o->npeers++] = e;
+}
+
+static void collect(struct ixfer_agent *a, struct ours *o)
+{
+    o->nrails = 0;
+    for (uint32_t i = 0; i < a->nrails; i++) {
+        struct sockaddr_storage ss;
+        size_t len = sizeof ss;
+        if (!fi_getname(&a->rails[i].ep->fid, &ss, &len) && ip_end_of(&ss, len, &o->rail[o->nrails]))
+            o->nrails++;
+    }
+    IXFER_LIST_FOR_EACH(n, &a->peers) {
+        struct net_peer *p = ixfer_container_of(n, struct net_peer, link);
+        if (!p->inserts)
+            continue;
+        for (uint32_t i = 0; i < p->nrails && i < a->nrails; i++)
+            add_peer_end(o, a->rails[i].av, i ? p->rail_fa[i] : p->fa);
+    }
+    if (o->npeers > 1)
+        qsort(o->peer, o->npeers, sizeof *o->peer, ip_end_cmp);
+}
+
+/* Whether the socket from local to remote (remote NULL: not connected) is
+ * one of the agent's. */
+static int is_ours(const struct ours *o, const struct ip_end *local, const struct ip_end *remote)
+{
+    for (uint32_t i = 0; i < o->nrails; i++) {
+        const struct ip_end *r = &o->rail[i];
+        int any = any_addr(r);
+        if (!any && memcmp(r->addr, local->addr, 16))
+            continue;
+        if (r->port == local->port)
+            return 1; /* a listener, or a connection it accepted */
+        if (remote && o->npeers && bsearch(remote, o->peer, o->npeers, sizeof *o->peer, ip_end_cmp))
+            return 1;
+    }
+    return 0;
+}
+
+static int get_int(int fd, int level, int name)
+{
+    int v = -1;
+    socklen_t len = sizeof v;
+    if (getsockopt(fd, level, name, &v, &len))
+        return -1;
+    return v;
+}
+
+/* The options on fd (a TCP socket): the kernel aborts the connection after
+ * timeout_ms without an acknowledgement of data or of a keepalive probe;
+ * probes start after a third of it without a word from the peer (at least
+ * 1 s: their unit). */
+static void arm(int fd, uint32_t timeout_ms)
+{
+    int ms = (int)timeout_ms, on = 1;
+    int idle = ms / 3000 > 0 ? ms / 3000 : 1;
+    int count = ms / 1000 / idle + 1;
+    if (count > 127)
+        count = 127;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+    /* Last: it marks the socket done for the next look. */
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms);
+}
+
+/* Looks at descriptor fd (a copy of it). */
+static void look_at(const struct ours *o, int fd, uint32_t timeout_ms)
+{
+    struct stat st;
+    if (fstat(fd, &st) || !S_ISSOCK(st.st_mode))
+        return;
+    int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (d < 0)
+        return;
+    struct sockaddr_storage ls, rs;
+    socklen_t llen = sizeof ls, rlen = sizeof rs;
+    struct ip_end local, remote;
+    if (fstat(d, &st) == 0 && S_ISSOCK(st.st_mode) && get_int(d, SOL_SOCKET, SO_TYPE) == SOCK_STREAM &&
+        get_int(d, SOL_SOCKET, SO_PROTOCOL) == IPPROTO_TCP &&
+        get_int(d, IPPROTO_TCP, TCP_USER_TIMEOUT) != (int)timeout_ms &&
+        !getsockname(d, (struct sockaddr *)&ls, &llen) && ip_end_of(&ls, llen, &local)) {
+        int connected = !getpeername(d, (struct sockaddr *)&rs, &rlen) && ip_end_of(&rs, rlen, &remote);
+        if (is_ours(o, &local, connected ? &remote : NULL))
+            arm(d, timeout_ms);
+    }
+    close(d);
+}
+
+void ixfer_link_watch_tick(struct ixfer_agent *a)
+{
+    if (!a->link_timeout_ms)
+        return;
+    uint64_t ops = 0;
+    for (uint32_t i = 0; i < a->nrails; i++)
+        ops += a->rails[i].stats.ops;
+    if (a->link_looked && ops == a->link_ops)
+        return;
+    uint64_t now = ixfer_now_ns();
+    if (a->link_looked && now < a->link_next_ns)
+        return;
+    a->link_looked = 1;
+    a->link_ops = ops;
+    a->link_next_ns = now + LOOK_EVERY_NS;
+    if (!ixfer_wire_is_tcp(a)) {
+        a->link_timeout_ms = 0; /* no kernel TCP under it */
+        return;
+    }
+    DIR *dir = opendir("/proc/self/fd");
+    if (!dir)
+        return;
+    struct ours o = {.nrails = 0};
+    collect(a, &o);
+    struct dirent *e;
+    while ((e = readdir(dir))) {
+        char *end;
+        long fd = strtol(e->d_name, &end, 10);
+        if (*end || end == e->d_name || fd < 0 || fd == dirfd(dir))
+            continue;
+        look_at(&o, (int)fd, a->link_timeout_ms);
+    }
+    closedir(dir);
+    free(o.peer);
+}
