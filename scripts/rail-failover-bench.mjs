@@ -2,10 +2,10 @@
 // Measures a stream of WRITEs over two tcp rails, each on its own veth pair
 // into a network namespace this script creates (root only; traffic stays on
 // those links), while rail 1's link goes for the middle third of the run and
-// comes back: `reset` takes our end down and resets its connections at both
-// ends; `silent` takes the namespace's end down (a pulled cable: no reset,
-// our end keeps its routes), which only the link timeout (linkTimeoutMs)
-// turns into a connection error. Prints GB/s per second of the stream, the
+// comes back (the namespace's end goes down: ours keeps its routes, so
+// nothing goes out another way): `reset` also resets its connections at both
+// ends; `silent` does not (a pulled cable), and only the link timeout
+// (linkTimeoutMs) turns it into a connection error. Prints GB/s per second of the stream, the
 // rate over the whole outage and once rail 1 was out against the rate with
 // two rails, failed transfers, and when rail 1 went and came back. Usage
 // (after npm run compile):
@@ -71,17 +71,15 @@ if (process.argv[2] === '--child') {
       const t = Date.now() - start;
       if (phase === 0 && t >= third) {
         phase = 1;
-        if (silent) {
-          ip('netns', 'exec', ns, 'ip', 'link', 'set', link(1, 'b'), 'down');
-        } else {
-          ip('link', 'set', link(1, 'a'), 'down');
+        // The namespace's end: ours keeps its routes, so nothing goes out another way.
+        ip('netns', 'exec', ns, 'ip', 'link', 'set', link(1, 'b'), 'down');
+        if (!silent) {
           execFileSync('ss', ['-K', 'dst', `${subnet(1)}.2`], { stdio: 'ignore' });
           execFileSync('ip', ['netns', 'exec', ns, 'ss', '-K', 'dst', `${subnet(1)}.1`], { stdio: 'ignore' });
         }
       } else if (phase === 1 && t >= 2 * third) {
         phase = 2;
-        if (silent) ip('netns', 'exec', ns, 'ip', 'link', 'set', link(1, 'b'), 'up');
-        else ip('link', 'set', link(1, 'a'), 'up');
+        ip('netns', 'exec', ns, 'ip', 'link', 'set', link(1, 'b'), 'up');
       }
       const tr = a.createTransfer({ op: 'WRITE', peer, local: [mem.desc(s * block, block)], remote: [{ addr: target.addr + s * block, len: block }] });
       const p = tr.run({ timeoutMs: 30_000 }).then(
