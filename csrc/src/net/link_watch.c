@@ -177,15 +177,13 @@ static void arm(int fd, uint32_t timeout_ms)
     setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms);
 }
 
-/* Looks at descriptor fd (a copy of it). */
+/* Looks at descriptor fd (a copy of it) when it is a socket. */
 static void look_at(const struct ours *o, int fd, uint32_t timeout_ms)
 {
-    struct stat st;
-    if (fstat(fd, &st) || !S_ISSOCK(st.st_mode))
-        return;
     int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (d < 0)
         return;
+    struct stat st;
     struct sockaddr_storage ls, rs;
     socklen_t llen = sizeof ls, rlen = sizeof rs;
     struct ip_end local, remote;
@@ -227,11 +225,14 @@ void ixfer_link_watch_tick(struct ixfer_agent *a)
     collect(a, &o);
     struct dirent *e;
     while ((e = readdir(dir))) {
-        char *end;
+        char *end, target[16];
         long fd = strtol(e->d_name, &end, 10);
         if (*end || end == e->d_name || fd < 0 || fd == dirfd(dir))
             continue;
-        look_at(&o, (int)fd, a->link_timeout_ms);
+        /* By name first: only sockets are touched. */
+        ssize_t n = readlinkat(dirfd(dir), e->d_name, target, sizeof target);
+        if (n >= 7 && !memcmp(target, "socket:", 7))
+            look_at(&o, (int)fd, a->link_timeout_ms);
     }
     closedir(dir);
     free(o.peer);
