@@ -22,12 +22,16 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include "core/clock.h"
@@ -177,8 +181,30 @@ static void arm(int fd, uint32_t timeout_ms)
     setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms);
 }
 
-/* Looks at descriptor fd (a copy of it) when it is a socket. */
-static void look_at(const struct ours *o, int fd, uint32_t timeout_ms)
+/* Connections being made from a rail's address, kept open (duplicated)
+ * until their peer is known. */
+#define MAX_CONNECTING 64
+struct connecting {
+    int fd[MAX_CONNECTING];
+    ino_t ino[MAX_CONNECTING];
+    size_t n;
+};
+
+/* Whether local is a rail's address (any port but the rail's own). */
+static int from_rail(const struct ours *o, const struct ip_end *local)
+{
+    for (uint32_t i = 0; i < o->nrails; i++)
+        if ((any_addr(&o->rail[i]) || !memcmp(o->rail[i].addr, local->addr, 16)) &&
+            o->rail[i].port != local->port)
+            return 1;
+    return 0;
+}
+
+/* Looks at descriptor fd (a copy of it) when it is a socket. One that is
+ * still connecting from a rail's address (after a link died, rxm's new
+ * connection waits on SYN retransmissions that come ever further apart) goes
+ * to c: its peer's address is not known yet. */
+static void look_at(const struct ours *o, int fd, uint32_t timeout_ms, struct connecting *c)
 {
     int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (d < 0)
@@ -192,10 +218,72 @@ static void look_at(const struct ours *o, int fd, uint32_t timeout_ms)
         get_int(d, IPPROTO_TCP, TCP_USER_TIMEOUT) != (int)timeout_ms &&
         !getsockname(d, (struct sockaddr *)&ls, &llen) && ip_end_of(&ls, llen, &local)) {
         int connected = !getpeername(d, (struct sockaddr *)&rs, &rlen) && ip_end_of(&rs, rlen, &remote);
-        if (is_ours(o, &local, connected ? &remote : NULL))
+        if (is_ours(o, &local, connected ? &remote : NULL)) {
             arm(d, timeout_ms);
+        } else if (!connected && c->n < MAX_CONNECTING && from_rail(o, &local)) {
+            struct tcp_info ti;
+            socklen_t tlen = sizeof ti;
+            if (!getsockopt(d, IPPROTO_TCP, TCP_INFO, &ti, &tlen) && ti.tcpi_state == TCP_SYN_SENT) {
+                c->fd[c->n] = d;
+                c->ino[c->n++] = st.st_ino;
+                return;
+            }
+        }
     }
     close(d);
+}
+
+/* Arms the connections in c whose peer (as sock_diag reports it for their
+ * inode) is a peer's rail address, and closes them all. */
+static void settle_connecting(const struct ours *o, struct connecting *c, uint32_t timeout_ms)
+{
+    int nl = c->n ? socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG) : -1;
+    struct timeval wait = {.tv_sec = 0, .tv_usec = 100000}; /* the kernel answers at once */
+    if (nl >= 0)
+        setsockopt(nl, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
+    static const uint8_t families[] = {AF_INET, AF_INET6};
+    for (size_t f = 0; nl >= 0 && f < sizeof families; f++) {
+        struct {
+            struct nlmsghdr h;
+            struct inet_diag_req_v2 r;
+        } req = {
+            .h = {.nlmsg_len = sizeof req, .nlmsg_type = SOCK_DIAG_BY_FAMILY,
+                  .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP},
+            .r = {.sdiag_family = families[f], .sdiag_protocol = IPPROTO_TCP,
+                  .idiag_states = 1u << TCP_SYN_SENT},
+        };
+        if (send(nl, &req, sizeof req, 0) != (ssize_t)sizeof req)
+            break;
+        long buf[8192 / sizeof(long)];
+        for (int done = 0; !done;) {
+            int n = (int)recv(nl, buf, sizeof buf, 0);
+            if (n <= 0)
+                break;
+            for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, n); h = NLMSG_NEXT(h, n)) {
+                if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) {
+                    done = 1; /* NLMSG_DONE, or an error */
+                    break;
+                }
+                const struct inet_diag_msg *m = NLMSG_DATA(h);
+                struct ip_end remote = {.port = m->id.idiag_dport};
+                if (m->idiag_family == AF_INET) {
+                    remote.addr[10] = remote.addr[11] = 0xff;
+                    memcpy(remote.addr + 12, m->id.idiag_dst, 4);
+                } else {
+                    memcpy(remote.addr, m->id.idiag_dst, 16);
+                }
+                for (size_t i = 0; i < c->n; i++)
+                    if (c->ino[i] == m->idiag_inode && o->npeers &&
+                        bsearch(&remote, o->peer, o->npeers, sizeof *o->peer, ip_end_cmp))
+                        arm(c->fd[i], timeout_ms);
+            }
+        }
+    }
+    if (nl >= 0)
+        close(nl);
+    for (size_t i = 0; i < c->n; i++)
+        close(c->fd[i]);
+    c->n = 0;
 }
 
 void ixfer_link_watch_tick(struct ixfer_agent *a)
@@ -222,6 +310,7 @@ void ixfer_link_watch_tick(struct ixfer_agent *a)
     if (!dir)
         return;
     struct ours o = {.nrails = 0};
+    struct connecting c = {.n = 0};
     collect(a, &o);
     struct dirent *e;
     while ((e = readdir(dir))) {
@@ -232,9 +321,10 @@ void ixfer_link_watch_tick(struct ixfer_agent *a)
         /* By name first: only sockets are touched. */
         ssize_t n = readlinkat(dirfd(dir), e->d_name, target, sizeof target);
         if (n >= 7 && !memcmp(target, "socket:", 7))
-            look_at(&o, (int)fd, a->link_timeout_ms);
+            look_at(&o, (int)fd, a->link_timeout_ms, &c);
     }
     closedir(dir);
+    settle_connecting(&o, &c, a->link_timeout_ms);
     free(o.peer);
     uint64_t took = ixfer_now_ns() - now;
     a->link_next_ns = now + (took * LOOK_COST > LOOK_EVERY_NS ? took * LOOK_COST : LOOK_EVERY_NS);
