@@ -7,9 +7,10 @@
 #include "net/agent.h"
 
 /* Progress thread, on every pass: when the agent has a link timeout, its
- * wire is kernel TCP, and ops were posted since the last look (or it never
- * looked), sets TCP_USER_TIMEOUT and keepalive on the agent's sockets that
- * lack them; at most every 250 ms (less often where looking is slow). */
+ * wire is kernel TCP, and ops were posted or work submitted since the last
+ * look (or it never looked), sets TCP_USER_TIMEOUT and keepalive on the
+ * agent's sockets that lack them; at most every 250 ms (less often where
+ * looking is slow). */
 void ixfer_link_watch_tick(struct ixfer_agent *a);
 
 #endif
