@@ -22,6 +22,7 @@
         "csrc/src/net/agent.c",
         "csrc/src/net/fabric_info.c",
         "csrc/src/net/fabric_loader.c",
+        "csrc/src/net/link_watch.c",
         "csrc/src/net/mr.c",
         "csrc/src/net/notify.c",
         "csrc/src/net/peer.c",

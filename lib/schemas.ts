@@ -462,6 +462,14 @@ export const AgentOptionsSchema = z
     railCooldownMs: z.number().int().min(1).max(3_600_000).default(1000),
     /** Peers on this host: 'auto' opens an shm rail where it works, 'shm' requires one, 'off' opens none. */
     sameHost: z.enum(['auto', 'shm', 'off']).default('auto'),
+    /** Over TCP: a rail's connection unacknowledged this long is aborted by the kernel (a link that died silently); 0: never. */
+    linkTimeoutMs: z
+      .number()
+      .int()
+      .min(0)
+      .max(3_600_000)
+      .refine((v) => v === 0 || v >= 100, 'linkTimeoutMs is 0 (none) or at least 100 ms')
+      .default(2000),
     /** Default deadline of Transfer.done() and notify() when the call gives none; `Infinity`: none. */
     transferTimeoutMs: timeoutOrInfinity.default(DEFAULT_TRANSFER_TIMEOUT_MS),
     /** Incoming notifications. */
@@ -516,6 +524,13 @@ export interface AgentOptions {
    * 'shm' fails agent creation without one; 'off' opens none.
    */
   sameHost?: 'auto' | 'shm' | 'off';
+  /**
+   * Over kernel TCP (tcp, sockets): a connection under a rail whose data or
+   * keepalive probes go unacknowledged this long (default 2000 ms) is aborted
+   * by the kernel, so that a link that died without a reset fails over like
+   * one that was reset. 0: no deadline (TCP retransmits for about 15 minutes).
+   */
+  linkTimeoutMs?: number;
   /** Default deadline of Transfer.done() when the call gives none. */
   transferTimeoutMs?: number;
   notifications?: NotificationOptions;

@@ -1,18 +1,24 @@
 #!/usr/bin/env node
 // Measures a stream of WRITEs over two tcp rails, each on its own veth pair
 // into a network namespace this script creates (root only; traffic stays on
-// those links), while rail 1's link is taken down and its connections reset
-// at both ends, then brought back. Prints GB/s per second of the stream, the
-// rate with one rail left against the rate with two, failed transfers, and
-// when rail 1 went and came back. Usage (after npm run compile):
-//   node scripts/rail-failover-bench.mjs [seconds=9] [block bytes=1048576]
+// those links), while rail 1's link goes for the middle third of the run and
+// comes back (the namespace's end goes down: ours keeps its routes, so
+// nothing goes out another way): `reset` also resets its connections at both
+// ends; `silent` does not (a pulled cable), and only the link timeout
+// (linkTimeoutMs) turns it into a connection error. Prints GB/s per second of the stream, the
+// rate over the whole outage and once rail 1 was out against the rate with
+// two rails, failed transfers, and when rail 1 went and came back. Usage
+// (after npm run compile):
+//   node scripts/rail-failover-bench.mjs [seconds=9] [block bytes=1048576] [reset|silent]
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import readline from 'node:readline';
 
 import { Agent } from '../dist/index.js';
 
-const [seconds = 9, block = 1 << 20] = process.argv.slice(2).map(Number);
+const seconds = Number(process.argv[2] ?? 9);
+const block = Number(process.argv[3] ?? 1 << 20);
+const silent = process.argv[4] === 'silent';
 const id = process.pid % 100_000;
 const ns = `ixb${id}`;
 const link = (i, side) => `ixb${id}${side}${i}`;
@@ -49,8 +55,12 @@ if (process.argv[2] === '--child') {
     const peer = a.loadRemoteMetadata(Buffer.from(target.metadata, 'base64'));
     const start = Date.now();
     const events = [];
-    a.on('rail', (e) => events.push(`${((Date.now() - start) / 1000).toFixed(2)} s: rail ${e.rail} ${e.up ? 'back' : `down (${e.error?.message})`}`));
-    const perSecond = new Array(Math.ceil(seconds)).fill(0);
+    let outAt;
+    a.on('rail', (e) => {
+      if (!e.up && outAt === undefined) outAt = Date.now() - start;
+      events.push(`${((Date.now() - start) / 1000).toFixed(2)} s: rail ${e.rail} ${e.up ? 'back' : `down (${e.error?.message})`}`);
+    });
+    const tenths = new Array(Math.ceil(seconds * 10)).fill(0); // bytes done per 100 ms
     let failed = 0;
     let done = 0;
     const third = (seconds * 1000) / 3;
@@ -61,18 +71,21 @@ if (process.argv[2] === '--child') {
       const t = Date.now() - start;
       if (phase === 0 && t >= third) {
         phase = 1;
-        ip('link', 'set', link(1, 'a'), 'down');
-        execFileSync('ss', ['-K', 'dst', `${subnet(1)}.2`], { stdio: 'ignore' });
-        execFileSync('ip', ['netns', 'exec', ns, 'ss', '-K', 'dst', `${subnet(1)}.1`], { stdio: 'ignore' });
+        // The namespace's end: ours keeps its routes, so nothing goes out another way.
+        ip('netns', 'exec', ns, 'ip', 'link', 'set', link(1, 'b'), 'down');
+        if (!silent) {
+          execFileSync('ss', ['-K', 'dst', `${subnet(1)}.2`], { stdio: 'ignore' });
+          execFileSync('ip', ['netns', 'exec', ns, 'ss', '-K', 'dst', `${subnet(1)}.1`], { stdio: 'ignore' });
+        }
       } else if (phase === 1 && t >= 2 * third) {
         phase = 2;
-        ip('link', 'set', link(1, 'a'), 'up');
+        ip('netns', 'exec', ns, 'ip', 'link', 'set', link(1, 'b'), 'up');
       }
       const tr = a.createTransfer({ op: 'WRITE', peer, local: [mem.desc(s * block, block)], remote: [{ addr: target.addr + s * block, len: block }] });
       const p = tr.run({ timeoutMs: 30_000 }).then(
         () => {
-          const sec = Math.floor((Date.now() - start) / 1000);
-          if (sec < perSecond.length) perSecond[sec] += block;
+          const tenth = Math.floor((Date.now() - start) / 100);
+          if (tenth < tenths.length) tenths[tenth] += block;
           done++;
         },
         () => failed++,
@@ -82,15 +95,21 @@ if (process.argv[2] === '--child') {
       if (inflight.size >= 8) await Promise.race(inflight);
     }
     await Promise.all(inflight);
-    const gbs = perSecond.map((b) => b / 1e9);
-    const avg = (from, to) => {
-      const xs = gbs.slice(Math.ceil(from / 1000), Math.floor(to / 1000));
-      return xs.reduce((x, y) => x + y, 0) / Math.max(1, xs.length);
+    /** GB/s over [from, to) ms of the run. */
+    const rate = (from, to) => {
+      const xs = tenths.slice(Math.ceil(from / 100), Math.floor(to / 100));
+      return xs.reduce((x, y) => x + y, 0) / 1e9 / Math.max(0.1, xs.length / 10);
     };
-    const two = avg(0, third);
-    const one = avg(third + 1000, 2 * third);
-    console.log(`GB/s per second: ${gbs.map((g) => g.toFixed(2)).join(' ')}`);
-    console.log(`two rails ${two.toFixed(2)} GB/s, one rail left ${one.toFixed(2)} GB/s (${((100 * one) / two).toFixed(0)}%)`);
+    const two = rate(500, third); // after the connections are made
+    const outage = rate(third, 2 * third);
+    const pct = (x) => `${((100 * x) / two).toFixed(0)}%`;
+    const perSecond = Array.from({ length: Math.ceil(seconds) }, (_, i) => rate(i * 1000, (i + 1) * 1000));
+    console.log(`GB/s per second: ${perSecond.map((g) => g.toFixed(2)).join(' ')}`);
+    console.log(`${silent ? 'silent' : 'reset'} link: two rails ${two.toFixed(2)} GB/s; over the whole outage ${outage.toFixed(2)} GB/s (${pct(outage)})`);
+    if (outAt !== undefined && outAt < 2 * third) {
+      const one = rate(outAt, 2 * third);
+      console.log(`rail 1 out ${((outAt - third) / 1000).toFixed(2)} s after its link went; then one rail ${one.toFixed(2)} GB/s (${pct(one)})`);
+    }
     console.log(`transfers: ${done} done, ${failed} failed`);
     for (const e of events) console.log(e);
     console.log(JSON.stringify(a.rails.map(({ domain, ops, failed: f, reposted, downs, rejoins, up }) => ({ domain, ops, failed: f, reposted, downs, rejoins, up }))));

@@ -167,8 +167,14 @@ typedef struct ixfer_agent_config {
      * (IXFER_SAME_HOST_*). It comes after the network rails, and only peers
      * given an shm address (ixfer_peer_insert_shm) use it. */
     uint32_t same_host;
-    uint32_t reserved;
+    /* Over kernel TCP: a connection under a rail whose data or keepalive
+     * probes go unacknowledged this long is aborted by the kernel (a link
+     * that died without a reset), so its ops fail and fail over. 0: 2000 ms;
+     * IXFER_LINK_TIMEOUT_OFF: never (TCP retransmits for about 15 min). */
+    uint32_t link_timeout_ms;
 } ixfer_agent_config;
+
+#define IXFER_LINK_TIMEOUT_OFF UINT32_MAX
 
 /* ixfer_agent_config.same_host */
 enum {

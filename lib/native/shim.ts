@@ -87,7 +87,7 @@ koffi.struct('ixfer_agent_config', {
   rail_cooldown_ms: 'uint32_t',
   stripe_min: 'uint64_t',
   same_host: 'uint32_t',
-  reserved: 'uint32_t',
+  link_timeout_ms: 'uint32_t',
 });
 
 export interface RailConfig {
@@ -136,8 +136,12 @@ export interface AgentConfig {
   stripe_min: number;
   /** IXFER_SAME_HOST_AUTO, _SHM, _OFF */
   same_host: number;
-  reserved: 0;
+  /** 0: the shim's default (2000 ms); LINK_TIMEOUT_OFF: none. */
+  link_timeout_ms: number;
 }
+
+/** ixfer_agent_config.link_timeout_ms: no deadline on the rails' TCP connections. */
+export const LINK_TIMEOUT_OFF = 0xffff_ffff;
 
 koffi.opaque('ixfer_agent');
 koffi.opaque('ixfer_mr');

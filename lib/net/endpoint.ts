@@ -7,7 +7,7 @@ import crypto from 'node:crypto';
 
 import { NotAllowedError } from '../errors.js';
 import { decodeRailStats, FI_MR_VIRT_ADDR, RAIL_STATS_WORDS, SAME_HOST_MODES, VRAM_MODES, type RailStats } from '../native/layout.js';
-import { check, decodeProviderInfo, providerInfoBuffer, shim, type AgentHandle } from '../native/shim.js';
+import { check, decodeProviderInfo, LINK_TIMEOUT_OFF, providerInfoBuffer, shim, type AgentHandle } from '../native/shim.js';
 import { coreName, pickProvider, planRails, summarizeProvider, type ProviderSummary, type RailsOption } from './providers.js';
 
 /** Longest fabric address asked for. */
@@ -29,6 +29,8 @@ export interface EndpointOptions {
   railCooldownMs?: number | undefined;
   /** Whether an shm rail is opened for peers on this host (default 'auto'). */
   sameHost?: keyof typeof SAME_HOST_MODES | undefined;
+  /** Kernel deadline on the rails' TCP connections (default 2000 ms); 0: none. */
+  linkTimeoutMs?: number | undefined;
 }
 
 /** A rail and its counters (Agent.rails). */
@@ -134,7 +136,7 @@ export class Endpoint {
           rail_cooldown_ms: opts.railCooldownMs ?? 0,
           stripe_min: opts.stripeThresholdBytes ?? 0,
           same_host: SAME_HOST_MODES[opts.sameHost ?? 'auto'],
-          reserved: 0,
+          link_timeout_ms: opts.linkTimeoutMs === 0 ? LINK_TIMEOUT_OFF : (opts.linkTimeoutMs ?? 0),
         },
         out,
       ),

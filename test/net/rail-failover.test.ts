@@ -2,9 +2,9 @@
  * Failover between rails, for real: each rail of the two agents runs over its
  * own veth pair between this namespace and one the test creates (the peer
  * process lives in it), so traffic stays on links the test owns. One link is
- * taken down in the middle of a stream of transfers, and the connections on
- * it are reset at both ends (`ss -K`: TCP over a link that is merely down
- * retransmits for many minutes before either end reports anything). Needs
+ * taken down in the middle of a stream of transfers, and either the
+ * connections on it are reset at both ends (`ss -K`), or not (a silent link,
+ * which only the link timeout turns into a connection error). Needs
  * root (ip netns, veth); skipped with a message where namespaces cannot be
  * made.
  */
@@ -21,6 +21,12 @@ const ns = `ixr${id}`;
 const link = (i: number, side: 'a' | 'b') => `ixr${id}${side}${i}`;
 const subnet = (i: number) => `10.231.${(id % 100) * 2 + i}`;
 const ip = (...args: string[]) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+/**
+ * Takes link i down or up at the namespace's end: ours loses its carrier but
+ * keeps its routes, so nothing for the namespace goes out another way (with
+ * our end down, the default route would take it).
+ */
+const setLink = (i: number, state: 'up' | 'down') => ip('netns', 'exec', ns, 'ip', 'link', 'set', link(i, 'b'), state);
 
 function makeNamespace(): string | undefined {
   try {
@@ -90,52 +96,57 @@ describe.skipIf(Boolean(unavailable))('rail failover across veth pairs in a netw
     removeNamespace();
   });
 
+  const block = MiB; // striped: half of each transfer on each rail
+  const slots = 32;
+  const remote = (slot: number) => ({ addr: child.ready.addr + slot * block, len: block });
+  let round = 0;
+  /** Posts one op per slot, 8 in flight, calling `during` halfway. */
+  const stream = async (op: 'WRITE' | 'READ', at: number, during?: () => void) => {
+    const ts = [];
+    for (let s = 0; s < slots; s++) {
+      if (s === slots / 2) during?.();
+      ts.push(a.createTransfer({ op, peer, local: [mem.desc(at + s * block, block)], remote: [remote(s)] }).post());
+      if (ts.length >= 8) await ts[ts.length - 8]!.done({ timeoutMs: 30_000 });
+    }
+    await Promise.all(ts.map((t) => t.done({ timeoutMs: 30_000 })));
+  };
+  /**
+   * Writes every slot, reads it all back, and checks both sides; `during`
+   * is called halfway through the WRITEs, or the READs when `whileReading`.
+   */
+  const pass = async (during?: () => void, whileReading = false) => {
+    const data = random(slots * block);
+    mem.bytes.set(data, 0);
+    await stream('WRITE', 0, whileReading ? undefined : during);
+    expect((await child.request({ type: 'hash', offset: 0, len: slots * block })).hash).toBe(sha(data));
+    mem.bytes.fill(0, 32 * MiB, 32 * MiB + slots * block);
+    await stream('READ', 32 * MiB, whileReading ? during : undefined);
+    expect(sha(mem.bytes.subarray(32 * MiB, 32 * MiB + slots * block))).toBe(sha(data));
+    round++;
+  };
+
+  /** Runs passes until `event` has happened (20 s at most). */
+  const passUntil = async <T>(event: Promise<T>): Promise<T | undefined> => {
+    let seen: T | undefined;
+    void event.then((e) => (seen = e));
+    const deadline = Date.now() + 20_000;
+    while (!seen && Date.now() < deadline) await pass();
+    return seen;
+  };
+
   it('each rail is on its own link', () => {
     expect(a.rails.map((r) => r.domain)).toEqual([link(0, 'a'), link(1, 'a')]);
   });
 
   it('a link taken down mid-stream: no transfer fails, every byte arrives, and the rail rejoins when the link is back', async () => {
-    const block = MiB; // striped: half of each transfer on each rail
-    const slots = 32;
-    const remote = (slot: number) => ({ addr: child.ready.addr + slot * block, len: block });
-    let round = 0;
-    /** Writes every slot (8 in flight), reads it all back, and checks both sides. */
-    const pass = async (during?: () => void) => {
-      const data = random(slots * block);
-      mem.bytes.set(data, 0);
-      const ts = [];
-      for (let s = 0; s < slots; s++) {
-        if (s === slots / 2) during?.();
-        ts.push(a.createTransfer({ op: 'WRITE', peer, local: [mem.desc(s * block, block)], remote: [remote(s)] }).post());
-        if (ts.length >= 8) await ts[ts.length - 8]!.done({ timeoutMs: 30_000 });
-      }
-      await Promise.all(ts.map((t) => t.done({ timeoutMs: 30_000 })));
-      expect((await child.request({ type: 'hash', offset: 0, len: slots * block })).hash).toBe(sha(data));
-      mem.bytes.fill(0, 32 * MiB, 32 * MiB + slots * block);
-      await a
-        .createTransfer({ op: 'READ', peer, local: [mem.desc(32 * MiB, slots * block)], remote: [{ addr: child.ready.addr, len: slots * block }] })
-        .run({ timeoutMs: 30_000 });
-      expect(sha(mem.bytes.subarray(32 * MiB, 32 * MiB + slots * block))).toBe(sha(data));
-      round++;
-    };
-
     await pass();
     expect(a.rails.map((r) => r.bytes > 0)).toEqual([true, true]);
-
-    /** Runs passes until `event` has happened (20 s at most). */
-    const passUntil = async (event: Promise<RailEvent>): Promise<RailEvent | undefined> => {
-      let seen: RailEvent | undefined;
-      void event.then((e) => (seen = e));
-      const deadline = Date.now() + 20_000;
-      while (!seen && Date.now() < deadline) await pass();
-      return seen;
-    };
 
     // The rail is found broken when work is given to it: its ops fail, or it
     // refuses work with nothing in flight; meanwhile the others take the work.
     const down = new Promise<RailEvent>((resolve) => a.once('rail', resolve));
     await pass(() => {
-      ip('link', 'set', link(1, 'a'), 'down');
+      setLink(1, 'down');
       // Both ends' connections: a peer that still holds its end refuses our
       // new connection as a duplicate (rxm), so the rail could not rejoin
       // until that end timed out.
@@ -154,7 +165,7 @@ describe.skipIf(Boolean(unavailable))('rail failover across veth pairs in a netw
     expect(a.rails[1]!.rejoins).toBe(0);
     expect(a.rails[1]!.downs).toBe(1);
 
-    ip('link', 'set', link(1, 'a'), 'up');
+    setLink(1, 'up');
     const rejoined = await passUntil(new Promise<RailEvent>((resolve) => a.on('rail', (e) => e.up && resolve(e))));
     expect(rejoined).toMatchObject({ rail: 1, up: true });
     const before = a.rails[1]!.bytes;
@@ -172,7 +183,7 @@ describe.skipIf(Boolean(unavailable))('rail failover across veth pairs in a netw
     mem.bytes.set(data, 0);
     const before = a.rails;
     // The link goes first, so rail 1's piece sits in its socket when the reset comes.
-    ip('link', 'set', link(1, 'a'), 'down');
+    setLink(1, 'down');
     const heard = child.request({ type: 'await-notification', offset: 0, len: size });
     const t = a
       .createTransfer({ op: 'WRITE', peer, local: [mem.desc(0, size)], remote: [{ addr: child.ready.addr, len: size }], notification: 'failed over' })
@@ -187,6 +198,68 @@ describe.skipIf(Boolean(unavailable))('rail failover across veth pairs in a netw
     expect(after[1]!.failed - before[1]!.failed).toBeGreaterThanOrEqual(1);
     expect(after[0]!.reposted - before[0]!.reposted).toBeGreaterThanOrEqual(1);
     expect(after[1]!.downs).toBe(2);
-    ip('link', 'set', link(1, 'a'), 'up');
+    setLink(1, 'up');
   });
+
+  /** The next 'rail' event going `up` or down, and when it came. */
+  const nextRail = (up: boolean) =>
+    new Promise<{ event: RailEvent; at: number }>((resolve) => {
+      const on = (event: RailEvent) => {
+        if (event.up !== up) return;
+        a.off('rail', on);
+        resolve({ event, at: Date.now() });
+      };
+      a.on('rail', on);
+    });
+
+  it.each([
+    ['WRITEs', false],
+    ['READs', true],
+  ])(
+    'a link that dies silently (no reset) in the middle of %s: the rail is out within the link timeout, no transfer fails, every byte arrives, and the rail rejoins when the link is back',
+    async (_, whileReading) => {
+      if (a.rails[1]!.rejoins < a.rails[1]!.downs) expect(await passUntil(nextRail(true))).toBeDefined();
+      const before = a.rails;
+      // A pulled cable: the namespace's end goes down, so ours loses its
+      // carrier but keeps its routes (nothing goes out another way) and
+      // neither end hears a reset; without a link timeout TCP would
+      // retransmit for about 15 minutes and the ops on it would hang.
+      let downAt = 0;
+      const down = nextRail(false);
+      await pass(() => {
+        setLink(1, 'down');
+        downAt = Date.now();
+      }, whileReading);
+      const gone = await passUntil(down);
+      expect(gone?.event).toMatchObject({ rail: 1, up: false });
+      expect(gone?.event.error?.message).toMatch(/rail 1/);
+      // The kernel aborted the connection after linkTimeoutMs (2000 ms)
+      // without an acknowledgement; the rest is the provider noticing.
+      const outAfter = gone!.at - downAt;
+      expect(outAfter).toBeLessThan(2000 + 3000);
+      const mid = a.rails;
+      // The ops that were in flight on it failed and went again on rail 0.
+      expect(mid[1]!.failed).toBeGreaterThan(before[1]!.failed);
+      expect(mid[0]!.reposted).toBeGreaterThan(before[0]!.reposted);
+      expect(mid[1]!.downs).toBe(before[1]!.downs + 1);
+
+      await pass();
+      expect(a.rails[1]!.rejoins).toBe(before[1]!.rejoins);
+
+      // Back: the peer's end of the old connection went too (keepalive
+      // under the same deadline), so it does not refuse the new one.
+      const back = nextRail(true);
+      setLink(1, 'up');
+      const upAt = Date.now();
+      const rejoined = await passUntil(back);
+      expect(rejoined?.event).toMatchObject({ rail: 1, up: true });
+      const bytes = a.rails[1]!.bytes;
+      await pass();
+      expect(a.rails[1]!.bytes).toBeGreaterThan(bytes);
+      expect(a.rails[1]!.downs).toBe(before[1]!.downs + 1);
+      expect(a.rails[1]!.rejoins).toBe(before[1]!.rejoins + 1);
+      console.log(`silent link, ${whileReading ? 'READs' : 'WRITEs'}: rail out ${outAfter} ms after the link went, back ${rejoined!.at - upAt} ms after it returned`);
+    },
+    60_000,
+  );
 });

@@ -1,3 +1,7 @@
+import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
+import net from 'node:net';
+
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -157,12 +161,69 @@ describe('rails: options and metadata', () => {
     await expectCode(() => Agent.create({ name: 'bad', rails: 0 }), 'ERR_INVALID_PARAM');
     await expectCode(() => Agent.create({ name: 'bad', rails: [] }), 'ERR_INVALID_PARAM');
     await expectCode(() => Agent.create({ name: 'bad', stripeThresholdBytes: 0 }), 'ERR_INVALID_PARAM');
+    for (const linkTimeoutMs of [-1, 50, 1.5, 3_600_001])
+      expect((await expectCode(() => Agent.create({ name: 'bad', linkTimeoutMs }), 'ERR_INVALID_PARAM')).message).toMatch(/linkTimeoutMs/);
     // A rail on an address this host does not have: the endpoint cannot bind it.
     const err = await expectCode(() => Agent.create({ name: 'bad', rails: [{}, { address: '192.0.2.1' }] }), 'ERR_BACKEND');
     expect(err.message).toMatch(/rail 1 at 192\.0\.2\.1: .*Cannot assign requested address/);
     const ok = await Agent.create({ name: 'after-bad', rails: [{ address: '127.0.0.1' }, { address: '127.0.0.2' }] });
     expect(ok.rails).toHaveLength(2);
     await ok.close();
+  });
+
+  it("the link timeout goes on the agent's own connections only (made or accepted), not on the application's sockets, and linkTimeoutMs 0 sets none", async () => {
+    // a has the default; b and c have none. b connects to a, a to c (rxm then
+    // uses that one connection both ways).
+    const [a, b, c] = await Promise.all([
+      Agent.create({ name: 'lt-a', rails: 2 }),
+      Agent.create({ name: 'lt-b', rails: 2, linkTimeoutMs: 0 }),
+      Agent.create({ name: 'lt-c', rails: 2, linkTimeoutMs: 0 }),
+    ]);
+    const server = net.createServer((s) => s.on('error', () => {}));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    try {
+      await once(client, 'connect');
+      const [am, bm, cm] = [a, b, c].map((x) => x.allocate(MiB));
+      b.loadRemoteMetadata(a.getLocalMetadata());
+      a.loadRemoteMetadata(c.getLocalMetadata());
+      await b.createTransfer({ op: 'WRITE', peer: 'lt-a', local: [bm!.desc(0, MiB)], remote: [am!.desc(0, MiB)] }).run({ timeoutMs: 30_000 });
+      await a.createTransfer({ op: 'WRITE', peer: 'lt-c', local: [am!.desc(0, MiB)], remote: [cm!.desc(0, MiB)] }).run({ timeoutMs: 30_000 });
+      /** The listening ports of an agent's rails, from its metadata (sockaddr_in: port at 2). */
+      const ports = (x: Agent) => {
+        const md = decodeMetadata(x.getLocalMetadata());
+        return [md.address!, ...(md.rails ?? [])].map((addr) => Buffer.from(addr).readUInt16BE(2));
+      };
+      const [aPorts, cPorts] = [ports(a), ports(c)];
+      const appPorts = [(server.address() as net.AddressInfo).port, client.localPort!];
+      /** Whether keepalive runs on this process's established TCP connections, by kind. */
+      const kinds = () => {
+        const conns = execFileSync('ss', ['-tnoHp', 'state', 'established'], { encoding: 'utf8' })
+          .split('\n')
+          .filter((l) => l.includes(`pid=${process.pid},`))
+          .map((l) => {
+            const [local, remote] = l.trim().split(/\s+/).slice(2, 4).map((x) => Number(x.slice(x.lastIndexOf(':') + 1)));
+            return { local: local!, remote: remote!, keepalive: l.includes('timer:(keepalive') };
+          });
+        const of = (f: (x: (typeof conns)[number]) => boolean) => conns.filter(f).map((x) => x.keepalive);
+        return {
+          bMade: of((x) => aPorts.includes(x.remote)),
+          aAccepted: of((x) => aPorts.includes(x.local)),
+          aMade: of((x) => cPorts.includes(x.remote)),
+          cAccepted: of((x) => cPorts.includes(x.local)),
+          app: of((x) => appPorts.includes(x.local)),
+        };
+      };
+      const want = { bMade: [false, false], aAccepted: [true, true], aMade: [true, true], cAccepted: [false, false], app: [false, false] };
+      // a's progress thread looks for the connections it made within about a second.
+      const deadline = Date.now() + 5000;
+      while (JSON.stringify(kinds()) !== JSON.stringify(want) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      expect(kinds()).toEqual(want);
+    } finally {
+      client.destroy();
+      server.close();
+      await Promise.all([a.close(), b.close(), c.close()]);
+    }
   });
 
   const base: Metadata = {

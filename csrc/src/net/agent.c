@@ -364,6 +364,9 @@ int32_t ixfer_agent_create(const ixfer_agent_config *cfg, ixfer_agent **out)
     }
     a->stripe_min = cfg->stripe_min ? cfg->stripe_min : 128 * 1024;
     a->rail_cooldown_ns = (cfg->rail_cooldown_ms ? cfg->rail_cooldown_ms : 1000) * 1000000ull;
+    a->link_timeout_ms = cfg->link_timeout_ms == IXFER_LINK_TIMEOUT_OFF ? 0
+                         : cfg->link_timeout_ms                       ? cfg->link_timeout_ms
+                                                                      : 2000;
     for (uint32_t i = 1; i < nrails; i++) {
         const ixfer_rail_config *rc_i = cfg->rails ? &cfg->rails[i] : NULL;
         /* Counted first: agent_free closes what a half-opened rail holds. */

@@ -90,6 +90,11 @@ struct ixfer_agent {
     uint32_t rails_down;     /* progress thread: rails not RAIL_UP */
     uint64_t stripe_min;
     uint64_t rail_cooldown_ns;
+    /* link_watch.c (progress thread): TCP_USER_TIMEOUT of the rails'
+     * sockets (0: off), and when it last looked for them. */
+    uint32_t link_timeout_ms;
+    int link_looked;
+    uint64_t link_ops, link_next_ns;
 
     /* Owned by the progress thread (progress.c): struct xfer_request. */
     struct ixfer_list live;  /* every request not yet reported */

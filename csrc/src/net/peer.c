@@ -95,11 +95,9 @@ static void probe_close(struct net_peer *p)
     p->probe_fd = -1;
 }
 
-/* Whether the provider's wire is a kernel TCP connection to the address in
- * the metadata: its core (the name before ';') is tcp, sockets or net. Not
- * udp;ofi_rxd or verbs;ofi_rxm, whose socket addresses have no TCP listener:
- * a probe would call a live peer gone. */
-static int wire_is_tcp(const struct ixfer_agent *a)
+/* Not udp;ofi_rxd or verbs;ofi_rxm, whose socket addresses have no TCP
+ * listener: a probe would call a live peer gone. */
+int ixfer_wire_is_tcp(const struct ixfer_agent *a)
 {
     const char *name = a->info->fabric_attr->prov_name;
     size_t core = strcspn(name, ";");
@@ -111,7 +109,7 @@ static int wire_is_tcp(const struct ixfer_agent *a)
 static int can_probe(const struct ixfer_agent *a, const void *addr, size_t len)
 {
     sa_family_t fam;
-    if (!wire_is_tcp(a))
+    if (!ixfer_wire_is_tcp(a))
         return 0;
     if (len < sizeof fam || len > sizeof(struct sockaddr_storage))
         return 0;

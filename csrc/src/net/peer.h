@@ -36,6 +36,9 @@ struct net_peer {
 /* Whether addr can be handed to fi_av_insert for the endpoint's address
  * format (IXFER_OK, or IXFER_ERR_INVALID_PARAM with a message). */
 int32_t ixfer_peer_addr_check(const struct ixfer_agent *a, const uint8_t *addr, uint64_t len);
+/* Whether the provider's wire is a kernel TCP connection to the address in
+ * the metadata: its core (the name before ';') is tcp, sockets or net. */
+int ixfer_wire_is_tcp(const struct ixfer_agent *a);
 /* The record of fa, or NULL (never inserted, or removed). */
 struct net_peer *ixfer_peer_find(struct ixfer_agent *a, fi_addr_t fa);
 /* SUBMIT_ADD_PEER: fa was inserted from addr (rail 0's address), and the

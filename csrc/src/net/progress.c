@@ -23,6 +23,7 @@
 #include "core/error.h"
 #include "core/tuning.h"
 #include "net/fabric_api.h"
+#include "net/link_watch.h"
 #include "net/mr.h"
 #include "net/notify.h"
 #include "net/peer.h"
@@ -155,17 +156,28 @@ static int rail_usable(struct ixfer_agent *a, uint32_t i)
 
 /* The rail the next op takes: the next of the nr shared, in turn, that is
  * usable and did not refuse work in this pass (bit i of refused); -1 when
- * none is left. */
+ * none is left, -2 when only a rail busy being tried is. A rail being tried
+ * again takes one op at a time until it is back: while its link is still
+ * down, only that op waits on it. */
 static int pick_rail(struct ixfer_agent *a, uint32_t nr, uint32_t refused)
 {
     if (nr <= 1)
         return 0;
+    int trying = 0;
     for (uint32_t k = 0; k < nr; k++) {
         uint32_t i = (a->rr + k) % nr;
-        if (!(refused & (1u << i)) && (!a->rails_down || rail_usable(a, i)))
+        if (refused & (1u << i))
+            continue;
+        if (!a->rails_down)
+            return (int)i;
+        if (!rail_usable(a, i))
+            continue;
+        if (a->rails[i].state == RAIL_TRYING && a->rails[i].inflight)
+            trying = 1;
+        else
             return (int)i;
     }
-    return -1;
+    return trying ? -2 : -1;
 }
 
 /* Fills iov/desc/rma with the segments of r from pair *p, offset *off, up to
@@ -309,6 +321,8 @@ static int post_some(struct ixfer_agent *a, struct xfer_request *r)
             break;
         }
         int rail = via_shm(a, r) ? (int)a->shm_rail : pick_rail(a, nr, refused);
+        if (rail == -2)
+            return -FI_EAGAIN; /* the rail's answer comes soon: not the peer's silence */
         if (rail < 0 && refused) {
             ixfer_peer_refused(r->np);
             return -FI_EAGAIN;
@@ -764,6 +778,7 @@ static void *progress_main(void *arg)
     pthread_mutex_lock(&a->post_lock);
     while (!atomic_load(&a->stop)) {
         unsigned seen = atomic_load(&a->submitted);
+        ixfer_link_watch_tick(a);
         if (take_submissions(a)) {
             active = 1;
             poll_ns = POLL_MIN_NS;
