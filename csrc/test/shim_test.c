@@ -762,9 +762,10 @@ static void test_rails(void)
     ixfer_mem_free(dst);
 }
 
-/* Rail workers under load: two 4-rail agents (a worker thread on each rail
- * after 0, on both sides) move striped WRITEs, some with notifications, and
- * READs at once; then a stream is canceled in part and both agents are
+/* Rail workers under load: two 4-rail agents (a worker thread on each rail,
+ * on both sides; rail 0's worker reads the CQ that notifications use while
+ * the progress thread posts them) move striped WRITEs, some with
+ * notifications, and READs at once; then a stream is canceled in part and both agents are
  * closed with it in flight. */
 static void test_rails_load(void)
 {

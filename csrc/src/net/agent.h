@@ -41,7 +41,7 @@ struct net_rail {
     uint64_t retry_ns;
     uint32_t inflight;          /* transfer ops posted on it, not completed */
     uint64_t refused_since;     /* first refusal while inflight was 0, or 0 */
-    struct rail_worker *worker; /* rail_worker.c: posts and reads the CQ; NULL on rail 0 */
+    struct rail_worker *worker; /* rail_worker.c: posts and reads the CQ; NULL with one rail */
 };
 
 struct ixfer_agent {

@@ -25,6 +25,7 @@
 #include "net/mr.h"
 #include "net/notify.h"
 #include "net/peer.h"
+#include "net/rail_worker.h"
 
 #define SEND_SLOTS 64
 #define RECV_SLOTS 64
@@ -281,6 +282,7 @@ static int post_fragment(struct ixfer_agent *a, struct notif_job *job, uint64_t 
         job->fi_errno = (int32_t)-ret;
         return (int)ret;
     }
+    ixfer_rail_worker_nudge(a, 0);
     ixfer_list_remove(&slot->link);
     slot->job = job;
     job->inflight++;

@@ -1,14 +1,17 @@
-/* The agent's progress thread. It owns every request and alone posts
- * operations to and reads the CQ of rail 0 (and of every rail with one rail;
- * each later rail has a worker, rail_worker.c, that does it for its rail):
- * data progress is manual on tcp, EFA and CXI, so a target that nobody
- * progresses never receives a write. It sleeps on the CQ's wait fd and an
- * eventfd of its own (or, on CQs without a usable wait fd, polls the CQ with
- * short growing sleeps on that eventfd), and is woken through the eventfd
- * when work is submitted while it sleeps; after activity it watches for work
- * (spin()) and submitters write nothing. Posting here rather than on the
- * caller's thread keeps the provider's copying (tcp sends the data while
- * posting) off the JavaScript thread. */
+/* The agent's progress thread. It owns every request, peer and
+ * notification. With one rail it alone posts operations to and reads the CQ
+ * of the rail; with several, each rail has a worker (rail_worker.c) that
+ * posts the transfer ops handed to it and reads its CQ, and this thread only
+ * keeps the books (and posts notifications and staged pieces on rail 0,
+ * rail_worker.h). Data progress is manual on tcp, EFA and CXI, so a target
+ * that nobody progresses never receives a write. It sleeps on the CQ's wait
+ * fd and an eventfd of its own (or, on CQs without a usable wait fd, polls
+ * the CQ with short growing sleeps on that eventfd), and is woken through the
+ * eventfd when work is submitted (or a worker hands something back) while it
+ * sleeps; after activity it watches for work (spin()) and submitters write
+ * nothing. Posting here rather than on the caller's thread keeps the
+ * provider's copying (tcp sends the data while posting) off the JavaScript
+ * thread. */
 #define _GNU_SOURCE /* ppoll */
 #include <errno.h>
 #include <poll.h>
@@ -586,10 +589,10 @@ static ssize_t handle_cq(struct ixfer_agent *a, struct fid_cq *cq, struct fi_cq_
     return 0;
 }
 
-/* The rails whose CQ this thread reads: all, unless workers read theirs. */
+/* The rails whose CQ this thread reads: the one rail, or none (workers). */
 static uint32_t own_rails(const struct ixfer_agent *a)
 {
-    return a->nrails > 1 && a->rails[1].worker ? 1 : a->nrails;
+    return a->rails[0].worker ? 0 : a->nrails;
 }
 
 /* Handles a batch of what each rail worker handed back; returns the
@@ -601,8 +604,9 @@ static ssize_t take_from_workers(struct ixfer_agent *a)
     for (uint32_t i = own_rails(a); i < a->nrails; i++) {
         size_t n = ixfer_rail_worker_take(a, i, d, CQ_BATCH);
         for (size_t k = 0; k < n; k++) {
+            struct fi_cq_data_entry e = {.op_context = d[k].ctx, .len = d[k].len};
             if (d[k].ctx)
-                op_done(a, NULL, d[k].ctx, d[k].fi_err);
+                op_done(a, &e, d[k].ctx, d[k].fi_err);
             else
                 ixfer_notify_remote_write(a, d[k].data);
         }
@@ -714,7 +718,7 @@ static void *progress_main(void *arg)
          * ends and posting is retried. A polling thread sleeps 50 us after
          * activity, doubling up to ixfer_poll_max_ns() while idle. */
         uint64_t timeout_ns = IDLE_WAIT_MS * 1000000ull;
-        if (a->wait_epfd < 0) {
+        if (a->wait_epfd < 0 && own_rails(a)) {
             timeout_ns = poll_ns;
             uint64_t max = ixfer_poll_max_ns();
             poll_ns = poll_ns * 2 < max ? poll_ns * 2 : max;
@@ -767,15 +771,15 @@ int32_t ixfer_progress_start(struct ixfer_agent *a)
     a->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (a->wake_fd < 0)
         return ixfer_fail(IXFER_ERR_BACKEND, "eventfd: %s", strerror(errno));
-    /* One epoll set over every rail's wait fd and wake_fd; a rail without a
-     * wait fd makes the thread poll them all. With workers, the set holds
-     * rail 0's fd (a worker sleeps on its own rail's). */
+    /* One epoll set over the rail's wait fd and wake_fd; a rail without a
+     * wait fd makes the thread poll it. With workers, the set holds wake_fd
+     * alone (a worker sleeps on its own rail's fd and pokes us). */
     int all_fds = 1;
     for (uint32_t i = 0; i < a->nrails; i++)
         all_fds &= a->rails[i].wait_fd >= 0;
     if (all_fds)
         a->wait_epfd = epoll_create1(EPOLL_CLOEXEC);
-    uint32_t own = a->nrails > 1 ? 1 : a->nrails;
+    uint32_t own = a->nrails > 1 ? 0 : a->nrails;
     for (uint32_t i = 0; a->wait_epfd >= 0 && i <= own; i++) {
         int fd = i < own ? a->rails[i].wait_fd : a->wake_fd;
         struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};

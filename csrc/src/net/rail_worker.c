@@ -17,6 +17,7 @@
 #include "core/error.h"
 #include "core/tuning.h"
 #include "net/fabric_api.h"
+#include "net/ops.h"
 #include "net/rail_worker.h"
 #include "net/wake.h"
 
@@ -73,6 +74,13 @@ static int hand_back(struct rail_worker *w, const struct rail_done *d, size_t n)
     return at == n;
 }
 
+/* Whether a completion is of an op this worker posted: on rail 0 the
+ * progress thread posts notifications and staged pieces itself. */
+static uint32_t ours(void *ctx)
+{
+    return ((struct op_ctx *)ctx)->kind == OP_KIND_RMA;
+}
+
 /* Reads a batch from the CQ and hands it back; returns the entries read. */
 static ssize_t read_cq(struct rail_worker *w, struct fi_cq_data_entry *ents, uint32_t *inflight)
 {
@@ -88,15 +96,15 @@ static ssize_t read_cq(struct rail_worker *w, struct fi_cq_data_entry *ents, uin
                 if ((e->flags & FI_REMOTE_CQ_DATA) && e->data)
                     d[nd++] = (struct rail_done){.ctx = NULL, .data = e->data};
             } else if (e->op_context) {
-                (*inflight)--;
-                d[nd++] = (struct rail_done){.ctx = e->op_context};
+                *inflight -= ours(e->op_context);
+                d[nd++] = (struct rail_done){.ctx = e->op_context, .len = e->len};
             }
         }
     } else if (n == -FI_EAVAIL) {
         struct fi_cq_err_entry err;
         memset(&err, 0, sizeof err);
         if (fi_cq_readerr(cq, &err, 0) == 1 && err.op_context) {
-            (*inflight)--;
+            *inflight -= ours(err.op_context);
             d[nd++] = (struct rail_done){.ctx = err.op_context, .fi_err = err.err ? err.err : FI_EIO};
         }
         n = 1;
@@ -278,7 +286,7 @@ static int32_t worker_start(struct ixfer_agent *a, uint32_t i, rail_issue_fn iss
 
 int32_t ixfer_rail_workers_start(struct ixfer_agent *a, rail_issue_fn issue)
 {
-    for (uint32_t i = 1; i < a->nrails; i++) {
+    for (uint32_t i = 0; a->nrails > 1 && i < a->nrails; i++) {
         int32_t rc = worker_start(a, i, issue);
         if (rc != IXFER_OK) {
             ixfer_rail_workers_stop(a);
@@ -290,7 +298,7 @@ int32_t ixfer_rail_workers_start(struct ixfer_agent *a, rail_issue_fn issue)
 
 void ixfer_rail_workers_stop(struct ixfer_agent *a)
 {
-    for (uint32_t i = 1; i < a->nrails; i++) {
+    for (uint32_t i = 0; i < a->nrails; i++) {
         struct rail_worker *w = a->rails[i].worker;
         if (!w)
             continue;
@@ -313,6 +321,14 @@ void ixfer_rail_worker_hand(struct ixfer_agent *a, uint32_t rail, struct rail_it
     pthread_mutex_lock(&w->lock);
     ixfer_list_push_back(&w->todo, &item->link);
     pthread_mutex_unlock(&w->lock);
+    ixfer_rail_worker_nudge(a, rail);
+}
+
+void ixfer_rail_worker_nudge(struct ixfer_agent *a, uint32_t rail)
+{
+    struct rail_worker *w = a->rails[rail].worker;
+    if (!w)
+        return;
     /* Counted before `sleeping` is read: see worker_main. */
     atomic_fetch_add(&w->handed, 1);
     if (atomic_load(&w->sleeping)) {
