@@ -189,4 +189,42 @@ describe.skipIf(Boolean(unavailable))('rail failover across veth pairs in a netw
     expect(after[1]!.downs).toBe(2);
     ip('link', 'set', link(1, 'a'), 'up');
   });
+
+  it('notified WRITEs streaming while rail 1 is reset: every notification arrives once, never before all its bytes', async () => {
+    // A piece whose rail broke is posted again on rail 0 and its first
+    // attempt may have landed too: counted twice, the notification would
+    // come before another piece of the transfer. Each round resets rail 1's
+    // connections mid-stream (link up: some pieces landed and lost their
+    // completion, others never left); the peer checks every notification's
+    // bytes as it arrives.
+    const block = 4 * MiB; // 2 MiB a rail
+    const slots = 12;
+    const before = a.rails;
+    for (let round = 0; round < 4; round++) {
+      const data = random(slots * block);
+      mem.bytes.set(data, 0);
+      const heard = child.request({ type: 'check-notifications', count: slots });
+      const ts = [];
+      for (let s = 0; s < slots; s++) {
+        if (s === slots / 2) {
+          if (round % 2) ip('link', 'set', link(1, 'a'), 'down');
+          execFileSync('ss', ['-K', 'dst', `${subnet(1)}.2`], { stdio: 'ignore' });
+          ip('netns', 'exec', ns, 'ss', '-K', 'dst', `${subnet(1)}.1`);
+          ip('link', 'set', link(1, 'a'), 'up');
+        }
+        const at = s * block;
+        const notification = `${at} ${block} ${sha(data.subarray(at, at + block))}`;
+        ts.push(a.createTransfer({ op: 'WRITE', peer, local: [mem.desc(at, block)], remote: [{ addr: child.ready.addr + at, len: block }], notification }).post());
+      }
+      await Promise.all(ts.map((t) => t.done({ timeoutMs: 30_000 })));
+      expect((await heard).early).toEqual([]);
+      // The next round starts with rail 1 back.
+      await new Promise((r) => setTimeout(r, 400));
+    }
+    const after = a.rails;
+    expect(after[1]!.failed - before[1]!.failed).toBeGreaterThanOrEqual(1);
+    expect(after[0]!.reposted - before[0]!.reposted).toBeGreaterThanOrEqual(1);
+    // Nothing more: each notification came once.
+    await expect(child.request({ type: 'check-notifications', count: 1, timeoutMs: 500 })).rejects.toThrow(/notification/);
+  });
 });

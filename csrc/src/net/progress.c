@@ -87,6 +87,8 @@ static void send_notif(struct ixfer_agent *a, struct xfer_request *r, uint64_t e
     ixfer_notify_enqueue(a, r->notif);
 }
 
+static void request_notified(struct ixfer_agent *a, void *ctx, int32_t status, int32_t fi_errno);
+
 /* Reports and frees a request once it is settled (core/request.h) and its
  * notification, if any, is sent: the data must be in place before the peer
  * hears of it, and the caller hears of both at once. */
@@ -102,6 +104,19 @@ static void maybe_finish(struct ixfer_agent *a, struct xfer_request *r)
     }
     if (r->notif_state == NOTIF_SENDING)
         return;
+    if (r->release && status == IXFER_OK) {
+        /* Every piece is in place now, and the receiver may count short. */
+        r->release = 0;
+        r->notif = ixfer_notif_job_release(r->peer, r->tag);
+        if (r->notif) {
+            ixfer_notif_job_attach(r->notif, request_notified, r);
+            r->notif_state = NOTIF_SENDING;
+            ixfer_notify_enqueue(a, r->notif);
+            return;
+        }
+        ixfer_request_fail(&r->base, IXFER_ERR_BACKEND, 0, 0);
+        status = IXFER_ERR_BACKEND;
+    }
     if (r->notif_state == NOTIF_WAITING)
         ixfer_notif_job_free(r->notif);
     ixfer_peer_unref(a, r->np);
@@ -111,6 +126,7 @@ static void maybe_finish(struct ixfer_agent *a, struct xfer_request *r)
 /* notify.c reports that the notification of r was sent (or not). */
 static void request_notified(struct ixfer_agent *a, void *ctx, int32_t status, int32_t fi_errno)
 {
+    /* Also the release's report: maybe_finish sends it once the message is out. */
     struct xfer_request *r = ctx;
     r->notif_state = NOTIF_NONE;
     r->notif = NULL; /* freed by notify.c */
@@ -213,7 +229,8 @@ static ssize_t issue_op(struct ixfer_agent *a, void *ctx)
     struct fi_msg_rma msg = {
         .msg_iov = iov, .desc = desc, .iov_count = n,
         .addr = op->addr,
-        .rma_iov = rma, .rma_iov_count = n, .context = op, .data = r->tagged ? r->tag : 0,
+        .rma_iov = rma, .rma_iov_count = n, .context = op,
+        .data = r->tagged && !op->again ? r->tag : 0,
     };
     /* A WRITE is complete only once the data is in the target's memory
      * (fi_cq(3) FI_DELIVERY_COMPLETE), not merely handed to the network:
@@ -222,7 +239,7 @@ static ssize_t issue_op(struct ixfer_agent *a, void *ctx)
      * another process, yet serves our WRITE itself: CQ data (tag 0, which
      * no notification uses) gives it a completion, so it keeps looking
      * often while WRITEs stream in (about 1.1 ms per WRITE without). */
-    int cq_data = r->tagged || (a->wait_epfd < 0 && a->caps.cq_data_size > 0);
+    int cq_data = msg.data || (a->wait_epfd < 0 && a->caps.cq_data_size > 0);
     struct fid_ep *ep = a->rails[op->rail].ep;
     return r->op == IXFER_OP_WRITE
                ? fi_writemsg(ep, &msg, FI_DELIVERY_COMPLETE | (cq_data ? FI_REMOTE_CQ_DATA : 0))
@@ -315,6 +332,7 @@ static int post_some(struct ixfer_agent *a, struct xfer_request *r)
             op = r->redo;
         } else {
             op = &r->ops[r->ops_used];
+            op->again = 0;
             op->pair = r->base.next_pair;
             op->off = r->base.next_offset;
             uint32_t p = op->pair;
@@ -403,6 +421,10 @@ static int fail_over(struct ixfer_agent *a, struct xfer_request *r, struct xfer_
 {
     if (!rail_broke(a, r, op->rail, fi_err))
         return 0;
+    /* Its first attempt may have landed and been counted: the receiver counts
+     * first attempts only, and hears of the rest from a release. */
+    op->again = 1;
+    r->release |= r->tagged;
     op->redo_next = r->redo;
     r->redo = op;
     if (!ixfer_list_linked(&r->base.queue))
