@@ -145,34 +145,58 @@ static uint32_t shared_rails(const struct ixfer_agent *a, const struct xfer_requ
     return r->np && r->np->nrails < a->nrails ? r->np->nrails : a->nrails;
 }
 
-static void rail_event(struct ixfer_agent *a, uint32_t rail, int32_t status, int fi_err)
+/* Rail rail went out of use or came back towards peer fa (FI_ADDR_UNSPEC:
+ * every peer). */
+static void rail_event(struct ixfer_agent *a, uint32_t rail, fi_addr_t fa, int32_t status,
+                       int fi_err)
 {
-    ixfer_event ev = {.user_id = rail, .type = IXFER_EVENT_RAIL, .status = status,
-                      .fi_errno = fi_err};
+    ixfer_event ev = {.user_id = fa, .type = IXFER_EVENT_RAIL, .status = status,
+                      .fi_errno = fi_err, .reserved = rail};
     ixfer_events_push(&a->events, &ev);
 }
 
-/* Whether rail i may take ops: up, or cooled off (then it is tried again). */
-static int rail_usable(struct ixfer_agent *a, uint32_t i)
+/* Updates rail i's stats.up (whether some live peer that has it may use it)
+ * and peers_down (peers not removed it rests for) from the peers' states, on
+ * a change only (the table is bounded, peer.c). */
+static void rail_recount(struct ixfer_agent *a, uint32_t i)
 {
-    struct net_rail *rl = &a->rails[i];
-    if (rl->state == RAIL_DOWN && ixfer_now_ns() >= rl->retry_ns) {
-        rl->state = RAIL_TRYING;
-        __atomic_store_n(&rl->stats.up, 1, __ATOMIC_RELAXED);
+    uint32_t live = 0, live_down = 0, down = 0;
+    IXFER_LIST_FOR_EACH(n, &a->peers) {
+        const struct net_peer *p = ixfer_container_of(n, struct net_peer, link);
+        if (p->state == PEER_REMOVED || p->nrails <= i)
+            continue;
+        int rests = p->rail[i].state == RAIL_DOWN;
+        down += rests;
+        live += p->state == PEER_OK;
+        live_down += p->state == PEER_OK && rests;
     }
-    return rl->state != RAIL_DOWN;
+    struct net_rail *rl = &a->rails[i];
+    __atomic_store_n(&rl->stats.up, !live || live_down < live, __ATOMIC_RELAXED);
+    __atomic_store_n(&rl->stats.peers_down, down, __ATOMIC_RELAXED);
 }
 
-/* The rail the next op takes: the next of the nr shared, in turn, that is
- * usable and did not refuse work in this pass (bit i of refused); -1 when
- * none is left. */
-static int pick_rail(struct ixfer_agent *a, uint32_t nr, uint32_t refused)
+/* Whether rail i may take ops for p: up, or cooled off (then it is tried
+ * again). */
+static int rail_usable(struct ixfer_agent *a, struct net_peer *p, uint32_t i)
+{
+    struct peer_rail *pr = &p->rail[i];
+    if (pr->state == RAIL_DOWN && ixfer_now_ns() >= pr->retry_ns) {
+        pr->state = RAIL_TRYING;
+        rail_recount(a, i);
+    }
+    return pr->state != RAIL_DOWN;
+}
+
+/* The rail the next op of r takes: the next of the nr shared, in turn, that
+ * is usable towards its peer and did not refuse work in this pass (bit i of
+ * refused); -1 when none is left. */
+static int pick_rail(struct ixfer_agent *a, struct xfer_request *r, uint32_t nr, uint32_t refused)
 {
     if (nr <= 1)
         return 0;
     for (uint32_t k = 0; k < nr; k++) {
         uint32_t i = (a->rr + k) % nr;
-        if (!(refused & (1u << i)) && (!a->rails_down || rail_usable(a, i)))
+        if (!(refused & (1u << i)) && (!r->np->rails_down || rail_usable(a, r->np, i)))
             return (int)i;
     }
     return -1;
@@ -317,7 +341,7 @@ static int post_some(struct ixfer_agent *a, struct xfer_request *r)
             r->redo = NULL; /* nothing more is posted for it */
             break;
         }
-        int rail = pick_rail(a, nr, refused);
+        int rail = pick_rail(a, r, nr, refused);
         if (rail < 0 && refused) {
             ixfer_peer_refused(r->np);
             return -FI_EAGAIN;
@@ -390,9 +414,22 @@ static int link_error(int fi_err)
            fi_err == FI_ENETDOWN || fi_err == FI_EIO;
 }
 
+/* Takes rail out of use towards p until its cooldown ends; returns whether
+ * that is news (a failed retry is not). */
+static int rail_rests(struct ixfer_agent *a, struct net_peer *p, uint32_t rail)
+{
+    struct peer_rail *pr = &p->rail[rail];
+    int news = pr->state == RAIL_UP;
+    p->rails_down += news;
+    pr->state = RAIL_DOWN;
+    pr->retry_ns = ixfer_now_ns() + a->rail_cooldown_ns;
+    return news;
+}
+
 /* An op of r on rail failed with fi_err (on completion or when posted):
  * when the connection under the rail broke and another rail the peer shares
- * is usable, takes the rail out of use until its cooldown ends, and returns
+ * is usable, takes the rail out of use towards that peer (towards every
+ * peer when the local network is down) until its cooldown ends, and returns
  * 1: the op goes on another rail. */
 static int rail_broke(struct ixfer_agent *a, struct xfer_request *r, uint32_t rail, int fi_err)
 {
@@ -400,17 +437,26 @@ static int rail_broke(struct ixfer_agent *a, struct xfer_request *r, uint32_t ra
     if (nr <= 1 || !link_error(fi_err) || r->base.status != IXFER_OK || r->base.cancel_status)
         return 0;
     struct net_rail *rl = &a->rails[rail];
-    if (rl->state == RAIL_UP) { /* news; a failed retry is not */
-        a->rails_down++;
-        __atomic_store_n(&rl->stats.downs, rl->stats.downs + 1, __ATOMIC_RELAXED);
-        rail_event(a, rail, ixfer_status_of(fi_err), fi_err);
+    int news = 0;
+    fi_addr_t whom = r->np->fa;
+    if (fi_err == FI_ENETDOWN) {
+        whom = FI_ADDR_UNSPEC;
+        IXFER_LIST_FOR_EACH(n, &a->peers) {
+            struct net_peer *p = ixfer_container_of(n, struct net_peer, link);
+            if (p->nrails > rail)
+                news |= rail_rests(a, p, rail);
+        }
+    } else {
+        news = rail_rests(a, r->np, rail);
     }
-    rl->state = RAIL_DOWN;
+    if (news) {
+        __atomic_store_n(&rl->stats.downs, rl->stats.downs + 1, __ATOMIC_RELAXED);
+        rail_event(a, rail, whom, ixfer_status_of(fi_err), fi_err);
+    }
     rl->refused_since = 0;
-    __atomic_store_n(&rl->stats.up, 0, __ATOMIC_RELAXED);
-    rl->retry_ns = ixfer_now_ns() + a->rail_cooldown_ns;
+    rail_recount(a, rail);
     for (uint32_t i = 0; i < nr; i++)
-        if (i != rail && rail_usable(a, i))
+        if (i != rail && rail_usable(a, r->np, i))
             return 1;
     return 0;
 }
@@ -432,16 +478,17 @@ static int fail_over(struct ixfer_agent *a, struct xfer_request *r, struct xfer_
     return 1;
 }
 
-/* An op on a rail being tried again succeeded: it is back. */
-static void rail_back(struct ixfer_agent *a, uint32_t i)
+/* An op to p on a rail being tried again succeeded: it is back for p. */
+static void rail_back(struct ixfer_agent *a, struct net_peer *p, uint32_t i)
 {
     struct net_rail *rl = &a->rails[i];
-    if (rl->state != RAIL_TRYING)
+    if (p->rail[i].state != RAIL_TRYING)
         return;
-    rl->state = RAIL_UP;
-    a->rails_down--;
+    p->rail[i].state = RAIL_UP;
+    p->rails_down--;
     __atomic_store_n(&rl->stats.rejoins, rl->stats.rejoins + 1, __ATOMIC_RELAXED);
-    rail_event(a, i, IXFER_OK, 0);
+    rail_recount(a, i);
+    rail_event(a, i, p->fa, IXFER_OK, 0);
 }
 
 /* Returns whether there were any. */
@@ -489,6 +536,8 @@ static int take_submissions(struct ixfer_agent *a)
             fi_addr_t fas[IXFER_MAX_RAILS];
             memcpy(fas, s->addr + rail_fa_offset(s->addr_len), s->nrails * sizeof(fi_addr_t));
             ixfer_peer_added(a, s->peer, s->addr, s->addr_len, fas, s->nrails);
+            for (uint32_t i = 0; i < s->nrails; i++)
+                rail_recount(a, i);
         } else {
             /* The record stays while these refer to it: canceling them only
              * stops their posting. */
@@ -499,6 +548,8 @@ static int take_submissions(struct ixfer_agent *a)
                         ixfer_request_cancel(&r->base, IXFER_ERR_REMOTE_DISCONNECT);
                 }
                 ixfer_notify_remove_peer(a, s->peer);
+                for (uint32_t i = 0; i < a->nrails; i++)
+                    rail_recount(a, i);
             }
             pthread_mutex_lock(&a->submit_lock);
             *s->done = 1;
@@ -582,8 +633,8 @@ static void op_done(struct ixfer_agent *a, const struct fi_cq_data_entry *e, voi
             return;
         }
         fail_request(r, fi_err);
-    } else if (a->rails_down) {
-        rail_back(a, op->rail);
+    } else if (r->np && r->np->rails_down) {
+        rail_back(a, r->np, op->rail);
     }
     ixfer_peer_op_done(r->np, fi_err);
     r->base.busy--;
