@@ -623,6 +623,8 @@ static void op_done(struct ixfer_agent *a, const struct fi_cq_data_entry *e, voi
     struct xfer_op *op = context;
     struct xfer_request *r = op->req;
     a->rails[op->rail].inflight--;
+    if (a->rails[op->rail].worker)
+        ixfer_rail_worker_settled(a, op->rail);
     if (fi_err) {
         struct net_rail *rl = &a->rails[op->rail];
         __atomic_store_n(&rl->stats.failed, rl->stats.failed + 1, __ATOMIC_RELAXED);

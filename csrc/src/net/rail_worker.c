@@ -17,7 +17,6 @@
 #include "core/error.h"
 #include "core/tuning.h"
 #include "net/fabric_api.h"
-#include "net/ops.h"
 #include "net/rail_worker.h"
 #include "net/wake.h"
 
@@ -40,6 +39,13 @@ struct rail_worker {
     struct rail_done done[DONE_CAP];
     size_t ndone;
     atomic_uint handed;       /* ops ever handed over: the thread watches it */
+    /* Its ops in flight: posted (or handed back failed) by the thread, less
+     * those whose completion the progress thread took back (settled). Only
+     * the progress thread knows which completions are of its ops: on rail 0
+     * it posts others itself, and their contexts are not the worker's to
+     * read. */
+    uint32_t posted;
+    atomic_uint settled;
     atomic_int sleeping, stop;
     int wake_fd, epfd;
 };
@@ -74,15 +80,10 @@ static int hand_back(struct rail_worker *w, const struct rail_done *d, size_t n)
     return at == n;
 }
 
-/* Whether a completion is of an op this worker posted: on rail 0 the
- * progress thread posts notifications and staged pieces itself. */
-static uint32_t ours(void *ctx)
-{
-    return ((struct op_ctx *)ctx)->kind == OP_KIND_RMA;
-}
+static uint32_t in_flight(struct rail_worker *w) { return w->posted - atomic_load(&w->settled); }
 
 /* Reads a batch from the CQ and hands it back; returns the entries read. */
-static ssize_t read_cq(struct rail_worker *w, struct fi_cq_data_entry *ents, uint32_t *inflight)
+static ssize_t read_cq(struct rail_worker *w, struct fi_cq_data_entry *ents)
 {
     struct fid_cq *cq = w->a->rails[w->rail].cq;
     struct rail_done d[CQ_BATCH];
@@ -96,17 +97,14 @@ static ssize_t read_cq(struct rail_worker *w, struct fi_cq_data_entry *ents, uin
                 if ((e->flags & FI_REMOTE_CQ_DATA) && e->data)
                     d[nd++] = (struct rail_done){.ctx = NULL, .data = e->data};
             } else if (e->op_context) {
-                *inflight -= ours(e->op_context);
                 d[nd++] = (struct rail_done){.ctx = e->op_context, .len = e->len};
             }
         }
     } else if (n == -FI_EAVAIL) {
         struct fi_cq_err_entry err;
         memset(&err, 0, sizeof err);
-        if (fi_cq_readerr(cq, &err, 0) == 1 && err.op_context) {
-            *inflight -= ours(err.op_context);
+        if (fi_cq_readerr(cq, &err, 0) == 1 && err.op_context)
             d[nd++] = (struct rail_done){.ctx = err.op_context, .fi_err = err.err ? err.err : FI_EIO};
-        }
         n = 1;
     } else {
         n = 0;
@@ -117,8 +115,7 @@ static ssize_t read_cq(struct rail_worker *w, struct fi_cq_data_entry *ents, uin
 
 /* Posts what it was handed, in order, until the provider refuses; an op that
  * fails is handed back as failed. Returns whether the provider refused. */
-static int post_queue(struct rail_worker *w, struct ixfer_list *queue, uint32_t *inflight,
-                      uint64_t *refused_since)
+static int post_queue(struct rail_worker *w, struct ixfer_list *queue, uint64_t *refused_since)
 {
     struct rail_done d[CQ_BATCH];
     size_t nd = 0;
@@ -132,8 +129,9 @@ static int post_queue(struct rail_worker *w, struct ixfer_list *queue, uint32_t 
              * is: after RAIL_REFUSE_NS with nothing in flight it hears of
              * FI_ENOTCONN for everything queued. */
             uint64_t now = ixfer_now_ns();
-            if (*inflight || !*refused_since) {
-                *refused_since = *inflight ? 0 : now;
+            uint32_t inflight = in_flight(w);
+            if (inflight || !*refused_since) {
+                *refused_since = inflight ? 0 : now;
             } else if (now - *refused_since >= RAIL_REFUSE_NS) {
                 *refused_since = 0;
                 give_up = 1;
@@ -143,8 +141,8 @@ static int post_queue(struct rail_worker *w, struct ixfer_list *queue, uint32_t 
             break;
         }
         ixfer_list_remove(node);
+        w->posted++; /* settled when the progress thread takes it back */
         if (ret == 0) {
-            (*inflight)++;
             *refused_since = 0;
             continue;
         }
@@ -160,13 +158,13 @@ static int post_queue(struct rail_worker *w, struct ixfer_list *queue, uint32_t 
 
 /* After activity, watches for ops and completions for up to ixfer_spin_ns()
  * before sleeping (as the progress thread's spin()). */
-static int spin(struct rail_worker *w, struct fi_cq_data_entry *ents, uint32_t *inflight)
+static int spin(struct rail_worker *w, struct fi_cq_data_entry *ents)
 {
     unsigned seen = atomic_load(&w->handed);
     int busy = 0;
     uint64_t start = ixfer_now_ns(), limit = ixfer_spin_ns();
     do {
-        busy = atomic_load(&w->handed) != seen || read_cq(w, ents, inflight) > 0;
+        busy = atomic_load(&w->handed) != seen || read_cq(w, ents) > 0;
     } while (!busy && !atomic_load(&w->stop) && ixfer_now_ns() - start < limit);
     return busy;
 }
@@ -178,7 +176,6 @@ static void *worker_main(void *arg)
     struct fi_cq_data_entry ents[CQ_BATCH];
     struct ixfer_list queue; /* taken from todo, not yet posted, in order */
     ixfer_list_init(&queue);
-    uint32_t inflight = 0;
     uint64_t refused_since = 0, poll_ns = POLL_MIN_NS;
     int backoff_ms = 0, active = 0;
     while (!atomic_load(&w->stop)) {
@@ -186,14 +183,14 @@ static void *worker_main(void *arg)
         pthread_mutex_lock(&w->lock);
         ixfer_list_splice_back(&queue, &w->todo);
         pthread_mutex_unlock(&w->lock);
-        int refused = post_queue(w, &queue, &inflight, &refused_since);
-        if (read_cq(w, ents, &inflight) > 0) {
+        int refused = post_queue(w, &queue, &refused_since);
+        if (read_cq(w, ents) > 0) {
             active = 1;
             backoff_ms = 0;
             poll_ns = POLL_MIN_NS;
             continue;
         }
-        if (active && !refused && ixfer_spin_ns() && spin(w, ents, &inflight)) {
+        if (active && !refused && ixfer_spin_ns() && spin(w, ents)) {
             poll_ns = POLL_MIN_NS;
             continue;
         }
@@ -336,6 +333,11 @@ void ixfer_rail_worker_nudge(struct ixfer_agent *a, uint32_t rail)
         ssize_t r = write(w->wake_fd, &one, sizeof one);
         (void)r;
     }
+}
+
+void ixfer_rail_worker_settled(struct ixfer_agent *a, uint32_t rail)
+{
+    atomic_fetch_add(&a->rails[rail].worker->settled, 1);
 }
 
 size_t ixfer_rail_worker_take(struct ixfer_agent *a, uint32_t rail, struct rail_done *out,

@@ -52,6 +52,9 @@ void ixfer_rail_worker_hand(struct ixfer_agent *a, uint32_t rail, struct rail_it
 /* Progress thread: it posted to rail's endpoint itself; the worker, if any,
  * reads the CQ soon (tcp sends what the post left over from CQ reads). */
 void ixfer_rail_worker_nudge(struct ixfer_agent *a, uint32_t rail);
+/* Progress thread: the completion of an op handed to rail's worker was taken
+ * back (the worker keeps count of its ops in flight). */
+void ixfer_rail_worker_settled(struct ixfer_agent *a, uint32_t rail);
 /* Progress thread: takes up to max of what rail's worker handed back. */
 size_t ixfer_rail_worker_take(struct ixfer_agent *a, uint32_t rail, struct rail_done *out,
                               size_t max);
