@@ -217,6 +217,25 @@ describe('rails: options and metadata', () => {
     }
   });
 
+  it('idle 4-rail agents sleep: every rail worker and the progress thread wait, using next to no CPU', async () => {
+    const [a, b] = await Promise.all([Agent.create({ name: 'idle-a', rails: 4 }), Agent.create({ name: 'idle-b', rails: 4 })]);
+    try {
+      const am = a.allocate(4 * MiB);
+      const bm = b.allocate(4 * MiB);
+      a.loadRemoteMetadata(b.getLocalMetadata());
+      await a.createTransfer({ op: 'WRITE', peer: 'idle-b', local: [am.desc(0, 4 * MiB)], remote: [bm.desc(0, 4 * MiB)], notification: 'x' }).run({ timeoutMs: 30_000 });
+      await b.waitForNotification({ timeoutMs: 30_000 });
+      await new Promise((r) => setTimeout(r, 200)); // past any spinning after activity
+      const before = process.cpuUsage();
+      await new Promise((r) => setTimeout(r, 2000));
+      const used = process.cpuUsage(before);
+      // 10 threads that polled would burn seconds; sleeping ones, a few milliseconds.
+      expect((used.user + used.system) / 1000).toBeLessThan(200);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
   it('bad rail options are typed errors, and nothing is left open', async () => {
     await expectCode(() => Agent.create({ name: 'bad', rails: 33 }), 'ERR_INVALID_PARAM');
     await expectCode(() => Agent.create({ name: 'bad', rails: 0 }), 'ERR_INVALID_PARAM');
