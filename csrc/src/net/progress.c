@@ -284,6 +284,7 @@ static ssize_t post_op(struct ixfer_agent *a, struct xfer_request *r, struct xfe
     ssize_t ret = 0;
     if (rl->worker) {
         op->handed.ctx = op;
+        op->handed.peer = op->addr;
         ixfer_rail_worker_hand(a, rail, &op->handed);
     } else {
         ret = issue_op(a, op);

@@ -120,14 +120,16 @@ static int post_queue(struct rail_worker *w, struct ixfer_list *queue, uint64_t 
     struct rail_done d[CQ_BATCH];
     size_t nd = 0;
     int refused = 0, give_up = 0;
+    fi_addr_t gone = FI_ADDR_UNSPEC;
     struct ixfer_list *node;
     while ((node = ixfer_list_first(queue))) {
         struct rail_item *it = ixfer_container_of(node, struct rail_item, link);
-        ssize_t ret = give_up ? -FI_ENOTCONN : w->issue(w->a, it->ctx);
+        ssize_t ret = give_up && it->peer == gone ? -FI_ENOTCONN : w->issue(w->a, it->ctx);
         if (ret == -FI_EAGAIN) {
             /* The progress thread's failover decides what a refusing rail
              * is: after RAIL_REFUSE_NS with nothing in flight it hears of
-             * FI_ENOTCONN for everything queued. */
+             * FI_ENOTCONN for what is queued to the refusing peer (the rail
+             * may serve others). */
             uint64_t now = ixfer_now_ns();
             uint32_t inflight = in_flight(w);
             if (inflight || !*refused_since) {
@@ -135,6 +137,7 @@ static int post_queue(struct rail_worker *w, struct ixfer_list *queue, uint64_t 
             } else if (now - *refused_since >= RAIL_REFUSE_NS) {
                 *refused_since = 0;
                 give_up = 1;
+                gone = it->peer;
                 continue;
             }
             refused = 1;

@@ -29,10 +29,12 @@ struct rail_done {
  * retries) is as broken as one whose ops fail. */
 #define RAIL_REFUSE_NS 500000000ull
 
-/* An op as handed to a worker: ctx is its context (what the CQ reports). */
+/* An op as handed to a worker: ctx is its context (what the CQ reports),
+ * peer its destination on the rail. */
 struct rail_item {
     struct ixfer_list link;
     void *ctx;
+    fi_addr_t peer;
 };
 
 /* Posts the op whose context is ctx on its rail: 0, or what the provider
@@ -47,7 +49,8 @@ int32_t ixfer_rail_workers_start(struct ixfer_agent *a, rail_issue_fn issue);
 void ixfer_rail_workers_stop(struct ixfer_agent *a);
 /* Progress thread: queues an op for rail's worker. The worker retries
  * -FI_EAGAIN itself; an op it cannot post comes back as a failed completion
- * (FI_ENOTCONN when the rail refused work for long with nothing in flight). */
+ * (FI_ENOTCONN, for the ops queued to that peer, when the rail refused work
+ * to it for long with nothing in flight). */
 void ixfer_rail_worker_hand(struct ixfer_agent *a, uint32_t rail, struct rail_item *item);
 /* Progress thread: it posted to rail's endpoint itself; the worker, if any,
  * reads the CQ soon (tcp sends what the post left over from CQ reads). */
