@@ -228,8 +228,8 @@ typedef struct ixfer_rail_stats {
     uint64_t reposted; /* failed ops posted again on another rail */
     uint32_t downs;    /* times it was taken out of use */
     uint32_t rejoins;  /* times it came back */
-    uint32_t up;       /* 1 while in use (or being tried again), 0 while cooling off */
-    uint32_t reserved;
+    uint32_t up;       /* 0 while cooling off towards every peer that has it, else 1 */
+    uint32_t peers_down; /* peers towards which it is cooling off */
 } ixfer_rail_stats;
 IXFER_API int32_t ixfer_rail_stats_get(ixfer_agent *agent, uint32_t rail, ixfer_rail_stats *out);
 
@@ -390,8 +390,10 @@ IXFER_API void ixfer_notif_free(ixfer_notification *n);
 
 /* IXFER_EVENT_NOTIF: user_id is an ixfer_notification *, freed by the
  * receiver with ixfer_notif_free. */
-/* IXFER_EVENT_RAIL: rail user_id was taken out of use (status: the error,
- * fi_errno the provider's) or came back (status IXFER_OK). */
+/* IXFER_EVENT_RAIL: rail `reserved` was taken out of use (status: the error,
+ * fi_errno the provider's) or came back (status IXFER_OK) towards the peer
+ * whose handle is user_id, or towards every peer (user_id UINT64_MAX: the
+ * local endpoint failed). */
 enum { IXFER_EVENT_XFER_DONE = 1, IXFER_EVENT_NOTIF = 2, IXFER_EVENT_RAIL = 3 };
 
 typedef struct ixfer_event {

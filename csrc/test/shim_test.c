@@ -580,10 +580,13 @@ static int same(uint64_t x, int xdev, uint64_t y, int ydev, uint64_t len)
  * IXFER_EMULATE_VRAM, set in main unless given, standing in for the driver):
  * every direction, pieces that do not divide evenly, a notification held
  * until the data is in device memory, a bad key, and pools left empty. */
-static void test_staging(const char *provider, const char *node)
+/* With rails > 1, rail 0 (where staged pieces and their requests travel) has
+ * a worker that reads its CQ while the progress thread posts them. */
+static void test_staging(const char *provider, const char *node, uint32_t rails)
 {
     ixfer_agent_config cfg = {.provider = provider, .node = node, .vram_mode = IXFER_VRAM_AUTO,
-                              .staging_bytes = 256 << 10, .staging_chunk = 64 << 10};
+                              .staging_bytes = 256 << 10, .staging_chunk = 64 << 10,
+                              .rail_count = rails};
     ixfer_agent *a = NULL, *b = NULL;
     if (ixfer_agent_create(&cfg, &a) != IXFER_OK) {
         fprintf(stderr, "shim_test: skipped staging over %s: %s\n", provider, ixfer_last_error());
@@ -617,7 +620,7 @@ static void test_staging(const char *provider, const char *node)
     EXPECT(ixfer_vram_register(b, vb, len, 0, IXFER_VRAM_REG_STAGED, &kvb, &path_b, &mvb) ==
            IXFER_OK);
     EXPECT(path_b == IXFER_PATH_STAGED);
-    printf("shim_test: staging over %s, our device memory %s\n", provider,
+    printf("shim_test: staging over %s (%u rail(s)), our device memory %s\n", provider, rails,
            path_a == IXFER_PATH_GPUDIRECT ? "GPUDirect (FI_HMEM)" : "staged");
     uint64_t rhb = (caps.mr_mode & (1 << 4)) ? hb : 0;
     ixfer_event ev;
@@ -765,9 +768,10 @@ static void test_rails(void)
     ixfer_mem_free(dst);
 }
 
-/* Rail workers under load: two 4-rail agents (a worker thread on each rail
- * after 0, on both sides) move striped WRITEs, some with notifications, and
- * READs at once; then a stream is canceled in part and both agents are
+/* Rail workers under load: two 4-rail agents (a worker thread on each rail,
+ * on both sides; rail 0's worker reads the CQ that notifications use while
+ * the progress thread posts them) move striped WRITEs, some with
+ * notifications, and READs at once; then a stream is canceled in part and both agents are
  * closed with it in flight. */
 static void test_rails_load(void)
 {
@@ -891,7 +895,8 @@ int main(void)
     /* tcp only: shm 2.6 crashes in smr_ep_progress when two agents of one
      * process have inserted each other, as a staging peer must (shm staging
      * is tested across processes, test/net). */
-    test_staging("tcp", "127.0.0.1");
+    test_staging("tcp", "127.0.0.1", 1);
+    test_staging("tcp", "127.0.0.1", 3);
     test_wakeups("tcp", "127.0.0.1");
     test_wakeups("shm", NULL);
     if (failures) {

@@ -25,7 +25,7 @@ export class Completions {
   readonly #buf = Buffer.alloc(EVENT_BYTES * DRAIN_BATCH);
   #nextId = 1;
   readonly #inflight = new Map<number, Completion>();
-  readonly #handlers = new Map<number, (id: number, status: number, fiErrno: number) => void>();
+  readonly #handlers = new Map<number, (id: number, status: number, fiErrno: number, detail: number) => void>();
   /** Other reasons to keep the process alive (waiting notification consumers). */
   readonly #busy: () => boolean;
 
@@ -49,7 +49,7 @@ export class Completions {
   }
 
   /** Routes events of `type` (other than transfer ends) to handler. */
-  on(type: number, handler: (id: number, status: number, fiErrno: number) => void): void {
+  on(type: number, handler: (id: number, status: number, fiErrno: number, detail: number) => void): void {
     this.#handlers.set(type, handler);
   }
 
@@ -74,7 +74,7 @@ export class Completions {
     for (;;) {
       const n = this.#native.agentDrain(handle, this.#buf, DRAIN_BATCH);
       forEachEvent(this.#buf, n, (type, id, status, fiErrno, detail) => {
-        if (type !== EVENT_XFER_DONE) return this.#handlers.get(type)?.(id, status, fiErrno);
+        if (type !== EVENT_XFER_DONE) return this.#handlers.get(type)?.(id, status, fiErrno, detail);
         const c = this.#inflight.get(id);
         if (!c) return;
         this.#inflight.delete(id);

@@ -68,7 +68,7 @@ export const EVENT_BYTES = 24;
 export const EVENT_XFER_DONE = 1;
 /** A notification arrived: the id is the address of an ixfer_notification (see takeNotification). */
 export const EVENT_NOTIF = 2;
-/** A rail went out of use (status: the error) or came back (status 0): the id is its index. */
+/** A rail (detail: its index) went out of use (status: the error) or came back (status 0) towards the peer whose handle is the id (2^64 - 1: every peer). */
 export const EVENT_RAIL = 3;
 
 /** Calls visit for each of the n events in buf; no allocation per event (one drain serves every transfer). */
@@ -122,11 +122,13 @@ export interface RailStats {
   /** Times it was taken out of use, and came back. */
   downs: number;
   rejoins: number;
-  /** In use (or being tried again); false while cooling off. */
+  /** In use (or being tried again) towards some peer that has it; false while cooling off towards all of them. */
   up: boolean;
+  /** Peers towards which it is cooling off. */
+  peersDown: number;
 }
 
-/** ixfer_rail_stats: u64 ops, bytes, failed, reposted, then u32 downs, rejoins, up, reserved. */
+/** ixfer_rail_stats: u64 ops, bytes, failed, reposted, then u32 downs, rejoins, up, peers_down. */
 export const RAIL_STATS_WORDS = 6;
 
 export function decodeRailStats(out: BigUint64Array): RailStats {
@@ -139,5 +141,6 @@ export function decodeRailStats(out: BigUint64Array): RailStats {
     downs: u32[8]!,
     rejoins: u32[9]!,
     up: u32[10] === 1,
+    peersDown: u32[11]!,
   };
 }

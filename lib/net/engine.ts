@@ -45,11 +45,13 @@ const PROBE_BYTES = 64;
 /** Unmaps retired allocations once no JavaScript view can reach them. */
 const unmapWhenCollected = new FinalizationRegistry<{ addr: number; len: number }>(({ addr, len }) => shim().memUnmap(addr, len));
 
-/** Agent event 'rail': a rail went out of use after a connection error (`error` says which), or came back. */
+/** Agent event 'rail': a rail went out of use after a connection error (`error` says which), or came back, towards one peer. */
 export interface RailEvent {
   rail: number;
   /** Its interface (libfabric domain). */
   domain: string;
+  /** The peer it changed for ('' when no longer loaded); absent: every peer (the local network went down). */
+  peer?: string;
   up: boolean;
   error?: IxferError;
 }
@@ -103,11 +105,14 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
       limits: init.inbox,
     });
     this.peers = new PeerTable(init.endpoint, (instance) => this.notifications.forget(instance), init.maxRegionsPerPeer);
-    init.completions.on(EVENT_RAIL, (rail, status, fiErrno) => {
+    init.completions.on(EVENT_RAIL, (fiAddr, status, fiErrno, rail) => {
       const domain = init.endpoint.rails[rail]?.domain ?? '';
-      if (status === 0) return init.rail({ rail, domain, up: true });
-      const error = makeError(codeOfStatus(status), `rail ${rail} (${domain}) out of use: ${describeNetError(status, fiErrno)}`);
-      init.rail({ rail, domain, up: false, error });
+      const peer = fiAddr < 2 ** 63 ? (this.peers.nameOf(fiAddr) ?? '') : undefined;
+      const about = { rail, domain, ...(peer === undefined ? {} : { peer }) };
+      if (status === 0) return init.rail({ ...about, up: true });
+      const towards = peer === undefined ? '' : ` towards '${peer}'`;
+      const error = makeError(codeOfStatus(status), `rail ${rail} (${domain}) out of use${towards}: ${describeNetError(status, fiErrno)}`);
+      init.rail({ ...about, up: false, error });
     });
   }
 

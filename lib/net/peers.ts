@@ -111,6 +111,12 @@ export class PeerTable {
   }
 
   /** Names of loaded peers. */
+  /** The name of the peer whose handle is fiAddr, if any. */
+  nameOf(fiAddr: number): string | undefined {
+    for (const p of this.#peers.values()) if (Number(p.fiAddr) === fiAddr) return p.name;
+    return undefined;
+  }
+
   get names(): string[] {
     return [...this.#peers.keys()];
   }

@@ -5,7 +5,7 @@ import net from 'node:net';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { Agent, IxferError, type MemoryRegion, type RailStatus } from '../../lib/index.js';
+import { Agent, IxferError, type MemoryRegion, type RailEvent, type RailStatus } from '../../lib/index.js';
 import { decodeMetadata, encodeMetadata, FLAG_RAILS, type Metadata } from '../../lib/net/metadata.js';
 import { expectCode, MiB, random, sha } from '../support/helpers.js';
 import { spawnPeer, type Peer } from '../support/peer.js';
@@ -133,6 +133,71 @@ for (const [mine, theirs] of pairs) {
   });
 }
 
+describe('rails: a connection broken towards one peer', () => {
+  let a: Agent;
+  let mem: MemoryRegion;
+  let b: Peer;
+  let c: Peer;
+  beforeAll(async () => {
+    // A long cooldown: a rail taken out of use for everyone would stay out for the whole test.
+    a = await Agent.create({ name: 'parent', rails: 2, railCooldownMs: 60_000 });
+    mem = a.allocate(64 * MiB);
+    [b, c] = await Promise.all([spawnPeer('b', { size: 32 * MiB, rails: 2 }), spawnPeer('c', { size: 32 * MiB, rails: 2 })]);
+    a.loadRemoteMetadata(b.ready.metadata);
+    a.loadRemoteMetadata(c.ready.metadata);
+  });
+  afterAll(async () => {
+    await Promise.all([b?.kill(), c?.kill()]);
+    await a?.close();
+  });
+
+  it("a peer killed mid-stream takes both rails out of use towards it only: the other peer's striped WRITEs go on over both", async () => {
+    const block = 4 * MiB;
+    const events: RailEvent[] = [];
+    a.on('rail', (e) => events.push(e));
+    const write = (peer: Peer, name: string, at: number, size: number) =>
+      a.createTransfer({ op: 'WRITE', peer: name, local: [mem.desc(at, size)], remote: [{ addr: peer.ready.addr + (at % (32 * MiB)), len: size }] }).post();
+    mem.bytes.set(random(64 * MiB));
+    // A stream to c, 8 in flight on both rails, until c is killed; its transfers may fail.
+    let stop = false;
+    const toC = (async () => {
+      const ts: ReturnType<typeof write>[] = [];
+      let ended = 0;
+      for (let i = 0; !stop || ts.length > ended; i++) {
+        if (!stop) ts.push(write(c, 'c', 32 * MiB + (i % 8) * block, block));
+        if (stop || ts.length - ended >= 8) await ts[ended++]!.done({ timeoutMs: 30_000 }).catch(() => {});
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 300));
+    await c.kill('SIGKILL');
+    await c.exited;
+    // Every piece c had in flight fails on its rail; once none is left for c, its transfers end.
+    const deadline = Date.now() + 20_000;
+    while (events.filter((e) => !e.up).length < 2 && Date.now() < deadline) {
+      await write(c, 'c', 32 * MiB, block).done({ timeoutMs: 30_000 }).catch(() => {});
+    }
+    stop = true;
+    await toC;
+    expect(events.filter((e) => !e.up).map((e) => `${e.rail}:${e.peer}`).sort()).toEqual(['0:c', '1:c']);
+    expect(events.find((e) => !e.up)?.error?.message).toMatch(/towards 'c'/);
+    await expectCode(() => write(c, 'c', 0, block).done({ timeoutMs: 30_000 }), 'ERR_REMOTE_DISCONNECT');
+
+    // b: striped WRITEs still use both rails, every byte right.
+    const before = a.rails;
+    for (let i = 0; i < 4; i++) {
+      const data = random(8 * MiB);
+      mem.bytes.set(data, 0);
+      await write(b, 'b', 0, 8 * MiB).done({ timeoutMs: 30_000 });
+      expect((await b.request({ type: 'hash', offset: 0, len: 8 * MiB })).hash).toBe(sha(data));
+    }
+    expect(used(before, a.rails).every((n) => n >= 4 * 4 * MiB)).toBe(true);
+    expect(a.rails.map((r) => ({ up: r.up, peersDown: r.peersDown }))).toEqual([
+      { up: true, peersDown: 1 },
+      { up: true, peersDown: 1 },
+    ]);
+  });
+});
+
 describe('rails: options and metadata', () => {
   it('a stripe threshold above the transfer keeps it whole: one op on one rail', async () => {
     const [a, b] = await Promise.all([
@@ -151,6 +216,25 @@ describe('rails: options and metadata', () => {
       expect(Buffer.compare(bm.bytes, data)).toBe(0);
       const after = a.rails;
       expect(after.map((r, i) => r.ops - before[i]!.ops).filter((n) => n > 0)).toEqual([1]);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it('idle 4-rail agents sleep: every rail worker and the progress thread wait, using next to no CPU', async () => {
+    const [a, b] = await Promise.all([Agent.create({ name: 'idle-a', rails: 4 }), Agent.create({ name: 'idle-b', rails: 4 })]);
+    try {
+      const am = a.allocate(4 * MiB);
+      const bm = b.allocate(4 * MiB);
+      a.loadRemoteMetadata(b.getLocalMetadata());
+      await a.createTransfer({ op: 'WRITE', peer: 'idle-b', local: [am.desc(0, 4 * MiB)], remote: [bm.desc(0, 4 * MiB)], notification: 'x' }).run({ timeoutMs: 30_000 });
+      await b.waitForNotification({ timeoutMs: 30_000 });
+      await new Promise((r) => setTimeout(r, 200)); // past any spinning after activity
+      const before = process.cpuUsage();
+      await new Promise((r) => setTimeout(r, 2000));
+      const used = process.cpuUsage(before);
+      // 10 threads that polled would burn seconds; sleeping ones, a few milliseconds.
+      expect((used.user + used.system) / 1000).toBeLessThan(200);
     } finally {
       await Promise.all([a.close(), b.close()]);
     }

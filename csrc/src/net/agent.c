@@ -468,7 +468,7 @@ int32_t ixfer_rail_stats_get(ixfer_agent *agent, uint32_t rail, ixfer_rail_stats
     out->downs = __atomic_load_n(&s->downs, __ATOMIC_RELAXED);
     out->rejoins = __atomic_load_n(&s->rejoins, __ATOMIC_RELAXED);
     out->up = __atomic_load_n(&s->up, __ATOMIC_RELAXED);
-    out->reserved = 0;
+    out->peers_down = __atomic_load_n(&s->peers_down, __ATOMIC_RELAXED);
     return IXFER_OK;
 }
 

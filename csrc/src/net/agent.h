@@ -35,13 +35,11 @@ struct net_rail {
     int wait_fd;                /* the CQ's wait fd, or -1 */
     ixfer_provider_info caps;
     ixfer_rail_stats stats;     /* written by the progress thread, read atomically */
-    /* Progress thread: in use, cooling off after a connection error until
-     * retry_ns, or tried again (rejoins on its first success). */
-    enum { RAIL_UP, RAIL_DOWN, RAIL_TRYING } state;
-    uint64_t retry_ns;
+    /* Whether it is in use is a matter of each peer (peer.h: struct
+     * peer_rail). Progress thread: */
     uint32_t inflight;          /* transfer ops posted on it, not completed */
     uint64_t refused_since;     /* first refusal while inflight was 0, or 0 */
-    struct rail_worker *worker; /* rail_worker.c: posts and reads the CQ; NULL on rail 0 */
+    struct rail_worker *worker; /* rail_worker.c: posts and reads the CQ; NULL with one rail */
 };
 
 struct ixfer_agent {
@@ -87,7 +85,6 @@ struct ixfer_agent {
     uint64_t shm_watch_ns;   /* progress thread: next look at shm peers (peer.c) */
     int shm_watching;        /* ... and whether the last look asked for another soon */
     uint32_t rr;             /* progress thread: the rail the next small op takes */
-    uint32_t rails_down;     /* progress thread: rails not RAIL_UP */
     uint64_t stripe_min;
     uint64_t rail_cooldown_ns;
     /* link_watch.c (progress thread): TCP_USER_TIMEOUT of the rails'

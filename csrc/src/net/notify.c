@@ -8,7 +8,12 @@
  * An attached WRITE notification is held by the receiver until it has
  * counted, among its remote-write completions, the number of writes carrying
  * the message's tag (the writes' CQ data) that the message announces: that is
- * what proves the data landed, whatever order the provider delivers in.
+ * what proves the data landed, whatever order the provider delivers in. Each
+ * write the sender first posted lands at most once, and a piece posted again
+ * after its rail broke (progress.c) carries no tag, since its first attempt
+ * may have landed too: then the sender, once every piece completed, sends a
+ * release (NF_RELEASE) for the tag, which frees the notification whatever
+ * the count.
  *
  * Everything here runs on the progress thread (or before it starts, or after
  * it stopped) but the job constructor and destructor, and the ixfer_notif_*
@@ -25,6 +30,7 @@
 #include "net/mr.h"
 #include "net/notify.h"
 #include "net/peer.h"
+#include "net/rail_worker.h"
 
 #define SEND_SLOTS 64
 #define RECV_SLOTS 64
@@ -41,8 +47,10 @@
 /* NF_WITHDRAWN: a header-only fragment saying the sender gave the message up
  * (canceled), so that the receiver frees what arrived and does not hold later
  * ordered messages for its turn. NF_CONTROL: a one-fragment message for the
- * agent itself (staging.c's requests and replies), never delivered. */
-enum { NF_ORDERED = 1, NF_WITHDRAWN = 2, NF_CONTROL = 4 };
+ * agent itself (staging.c's requests and replies), never delivered.
+ * NF_RELEASE: a one-fragment message saying the writes of its tag are all in
+ * place. */
+enum { NF_ORDERED = 1, NF_WITHDRAWN = 2, NF_CONTROL = 4, NF_RELEASE = 8 };
 
 /* Room for payload in one fragment from a sender with a name of name_len. */
 static uint64_t frag_room(uint32_t name_len) { return FRAG_BYTES - HDR_BYTES - name_len; }
@@ -66,6 +74,7 @@ struct notif_job {
     uint32_t inflight;  /* fragments posted and not completed */
     int withdrawn;      /* the withdrawal fragment was posted */
     int control;        /* NF_CONTROL */
+    int release;        /* NF_RELEASE */
     int32_t status, fi_errno;
     int32_t cancel_status;
     uint8_t data[];
@@ -115,6 +124,7 @@ struct sender {
 struct tag_entry {
     struct ixfer_list link; /* in its bucket */
     uint64_t tag, count, last_ns;
+    int released;        /* the sender said the writes are all in place */
     struct inbound *msg; /* complete message waiting for its writes */
 };
 
@@ -170,6 +180,17 @@ void ixfer_notif_job_attach(struct notif_job *job, ixfer_notif_sent_fn *sent, vo
 }
 
 void ixfer_notif_job_control(struct notif_job *job) { job->control = 1; }
+
+struct notif_job *ixfer_notif_job_release(fi_addr_t peer, uint64_t tag)
+{
+    static const uint8_t nothing = 0;
+    struct notif_job *job = ixfer_notif_job_new(peer, &nothing, 1, 0, 0);
+    if (job) {
+        job->release = 1;
+        job->tag = tag;
+    }
+    return job;
+}
 
 static void nudge_sent(struct ixfer_agent *a, void *ctx, int32_t status, int32_t fi_errno)
 {
@@ -245,7 +266,8 @@ static void write_header(const struct ixfer_agent *a, const struct notif_job *jo
     uint32_t magic = NOTIF_MAGIC;
     memcpy(h, &magic, 4);
     h[4] = NOTIF_VERSION;
-    h[5] = (job->on_sent ? 0 : NF_ORDERED) | (job->control ? NF_CONTROL : 0) | flags;
+    h[5] = (job->on_sent ? 0 : NF_ORDERED) | (job->control ? NF_CONTROL : 0) |
+           (job->release ? NF_RELEASE : 0) | flags;
     h[6] = (uint8_t)a->name_len;
     h[7] = 0;
     put64(h + 8, n->instance);
@@ -281,6 +303,7 @@ static int post_fragment(struct ixfer_agent *a, struct notif_job *job, uint64_t 
         job->fi_errno = (int32_t)-ret;
         return (int)ret;
     }
+    ixfer_rail_worker_nudge(a, 0);
     ixfer_list_remove(&slot->link);
     slot->job = job;
     job->inflight++;
@@ -537,7 +560,7 @@ static void complete(struct ixfer_agent *a, struct sender *s, struct inbound *m)
             release(m);
             return;
         }
-        if (t->count < m->expected) {
+        if (t->count < m->expected && !t->released) {
             t->msg = m;
             return;
         }
@@ -550,20 +573,24 @@ static void complete(struct ixfer_agent *a, struct sender *s, struct inbound *m)
     deliver_message(a, m);
 }
 
-void ixfer_notify_remote_write(struct ixfer_agent *a, uint64_t data)
+/* A tagged write landed (released 0), or the sender released the tag. */
+static void tag_event(struct ixfer_agent *a, uint64_t tag, int released)
 {
     struct notify_state *n = a->notify;
-    struct tag_entry *t = tag_get(n, data & n->tag_mask);
+    struct tag_entry *t = tag_get(n, tag & n->tag_mask);
     if (!t)
         return;
-    t->count++;
-    if (t->msg && t->count >= t->msg->expected) {
+    t->count += !released;
+    t->released |= released;
+    if (t->msg && (t->released || t->count >= t->msg->expected)) {
         struct inbound *m = t->msg;
         tag_remove(n, t->tag);
         m->expected = 0;
         complete(a, m->from, m);
     }
 }
+
+void ixfer_notify_remote_write(struct ixfer_agent *a, uint64_t data) { tag_event(a, data, 0); }
 
 static void free_sender_messages(struct ixfer_agent *a, struct sender *s);
 
@@ -720,7 +747,7 @@ static void fragment(struct ixfer_agent *a, const uint8_t *buf, uint64_t len)
     uint64_t head = HDR_BYTES + name_len;
     uint8_t flags = buf[5];
     if (magic != NOTIF_MAGIC || buf[4] != NOTIF_VERSION || name_len == 0 || len < head ||
-        (flags & ~(NF_ORDERED | NF_WITHDRAWN | NF_CONTROL)))
+        (flags & ~(NF_ORDERED | NF_WITHDRAWN | NF_CONTROL | NF_RELEASE)))
         goto malformed;
     uint64_t id = get64(buf + 16), seq = get64(buf + 24), total = get64(buf + 32);
     uint64_t off = get64(buf + 40), chunk = len - head, room = frag_room(name_len);
@@ -728,6 +755,12 @@ static void fragment(struct ixfer_agent *a, const uint8_t *buf, uint64_t len)
         if (flags != NF_CONTROL || off || chunk != total || !a->on_control)
             goto malformed;
         a->on_control(a, buf + head, chunk);
+        return;
+    }
+    if (flags & NF_RELEASE) {
+        if (flags != NF_RELEASE || off || chunk != total || !get64(buf + 48))
+            goto malformed;
+        tag_event(a, get64(buf + 48), 1);
         return;
     }
     if (!(flags & NF_WITHDRAWN) &&

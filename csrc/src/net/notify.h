@@ -33,6 +33,10 @@ void ixfer_notif_job_attach(struct notif_job *job, ixfer_notif_sent_fn *sent, vo
 /* Makes an attached job a control message: one fragment, handed to the
  * receiving agent's on_control instead of its application. */
 void ixfer_notif_job_control(struct notif_job *job);
+/* A job (to attach) telling peer that the writes carrying tag are all in
+ * place: the notification of tag is delivered whatever it counted. NULL when
+ * out of memory. */
+struct notif_job *ixfer_notif_job_release(fi_addr_t peer, uint64_t tag);
 /* Sends peer a one-byte control message that its agent ignores: its
  * receive completion alone keeps a polling peer looking often. */
 void ixfer_notify_nudge(struct ixfer_agent *a, fi_addr_t peer);

@@ -11,6 +11,17 @@
 
 enum peer_state { PEER_OK, PEER_GONE, PEER_REMOVED };
 
+/* A rail towards one peer (progress.c): in use, cooling off after a
+ * connection error until retry_ns, or tried again (rejoins on its first
+ * success). A connection breaks towards one peer: the rail goes on serving
+ * the others. */
+enum rail_state { RAIL_UP, RAIL_DOWN, RAIL_TRYING };
+struct peer_rail {
+    enum rail_state state;
+    uint64_t retry_ns;
+    uint32_t inflight; /* its transfer ops posted on the rail, not completed */
+};
+
 struct net_peer {
     struct ixfer_list link; /* on the agent's peers */
     fi_addr_t fa;
@@ -19,6 +30,8 @@ struct net_peer {
     fi_addr_t rail_fa[IXFER_MAX_RAILS]; /* [a->shm_rail]: its shm address, when shm */
     int shm;               /* reached over the shm rail (ixfer_peer_insert_shm) */
     uint32_t shm_inserts;  /* inserts of rail_fa[a->shm_rail] into the shm rail's AV */
+    struct peer_rail rail[IXFER_MAX_RAILS];
+    uint32_t rails_down;  /* of rail[], those not RAIL_UP */
     enum peer_state state;
     uint32_t inserts;     /* fi_av_insert calls not yet matched by a removal */
     uint32_t av_owed;     /* fi_av_remove calls deferred until refs is 0 */

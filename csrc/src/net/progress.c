@@ -1,14 +1,17 @@
-/* The agent's progress thread. It owns every request and alone posts
- * operations to and reads the CQ of rail 0 (and of every rail with one rail;
- * each later rail has a worker, rail_worker.c, that does it for its rail):
- * data progress is manual on tcp, EFA and CXI, so a target that nobody
- * progresses never receives a write. It sleeps on the CQ's wait fd and an
- * eventfd of its own (or, on CQs without a usable wait fd, polls the CQ with
- * short growing sleeps on that eventfd), and is woken through the eventfd
- * when work is submitted while it sleeps; after activity it watches for work
- * (spin()) and submitters write nothing. Posting here rather than on the
- * caller's thread keeps the provider's copying (tcp sends the data while
- * posting) off the JavaScript thread. */
+/* The agent's progress thread. It owns every request, peer and
+ * notification. With one rail it alone posts operations to and reads the CQ
+ * of the rail; with several, each rail has a worker (rail_worker.c) that
+ * posts the transfer ops handed to it and reads its CQ, and this thread only
+ * keeps the books (and posts notifications and staged pieces on rail 0,
+ * rail_worker.h). Data progress is manual on tcp, EFA and CXI, so a target
+ * that nobody progresses never receives a write. It sleeps on the CQ's wait
+ * fd and an eventfd of its own (or, on CQs without a usable wait fd, polls
+ * the CQ with short growing sleeps on that eventfd), and is woken through the
+ * eventfd when work is submitted (or a worker hands something back) while it
+ * sleeps; after activity it watches for work (spin()) and submitters write
+ * nothing. Posting here rather than on the caller's thread keeps the
+ * provider's copying (tcp sends the data while posting) off the JavaScript
+ * thread. */
 #define _GNU_SOURCE /* ppoll */
 #include <errno.h>
 #include <poll.h>
@@ -86,6 +89,8 @@ static void send_notif(struct ixfer_agent *a, struct xfer_request *r, uint64_t e
     ixfer_notify_enqueue(a, r->notif);
 }
 
+static void request_notified(struct ixfer_agent *a, void *ctx, int32_t status, int32_t fi_errno);
+
 /* Reports and frees a request once it is settled (core/request.h) and its
  * notification, if any, is sent: the data must be in place before the peer
  * hears of it, and the caller hears of both at once. */
@@ -101,6 +106,19 @@ static void maybe_finish(struct ixfer_agent *a, struct xfer_request *r)
     }
     if (r->notif_state == NOTIF_SENDING)
         return;
+    if (r->release && status == IXFER_OK) {
+        /* Every piece is in place now, and the receiver may count short. */
+        r->release = 0;
+        r->notif = ixfer_notif_job_release(r->peer, r->tag);
+        if (r->notif) {
+            ixfer_notif_job_attach(r->notif, request_notified, r);
+            r->notif_state = NOTIF_SENDING;
+            ixfer_notify_enqueue(a, r->notif);
+            return;
+        }
+        ixfer_request_fail(&r->base, IXFER_ERR_BACKEND, 0, 0);
+        status = IXFER_ERR_BACKEND;
+    }
     if (r->notif_state == NOTIF_WAITING)
         ixfer_notif_job_free(r->notif);
     ixfer_peer_unref(a, r->np);
@@ -110,6 +128,7 @@ static void maybe_finish(struct ixfer_agent *a, struct xfer_request *r)
 /* notify.c reports that the notification of r was sent (or not). */
 static void request_notified(struct ixfer_agent *a, void *ctx, int32_t status, int32_t fi_errno)
 {
+    /* Also the release's report: maybe_finish sends it once the message is out. */
     struct xfer_request *r = ctx;
     r->notif_state = NOTIF_NONE;
     r->notif = NULL; /* freed by notify.c */
@@ -136,30 +155,54 @@ static uint32_t shared_rails(const struct ixfer_agent *a, const struct xfer_requ
     return r->np && r->np->nrails < a->net_rails ? r->np->nrails : a->net_rails;
 }
 
-static void rail_event(struct ixfer_agent *a, uint32_t rail, int32_t status, int fi_err)
+/* Rail rail went out of use or came back towards peer fa (FI_ADDR_UNSPEC:
+ * every peer). */
+static void rail_event(struct ixfer_agent *a, uint32_t rail, fi_addr_t fa, int32_t status,
+                       int fi_err)
 {
-    ixfer_event ev = {.user_id = rail, .type = IXFER_EVENT_RAIL, .status = status,
-                      .fi_errno = fi_err};
+    ixfer_event ev = {.user_id = fa, .type = IXFER_EVENT_RAIL, .status = status,
+                      .fi_errno = fi_err, .reserved = rail};
     ixfer_events_push(&a->events, &ev);
 }
 
-/* Whether rail i may take ops: up, or cooled off (then it is tried again). */
-static int rail_usable(struct ixfer_agent *a, uint32_t i)
+/* Updates rail i's stats.up (whether some live peer that has it may use it)
+ * and peers_down (peers not removed it rests for) from the peers' states, on
+ * a change only (the table is bounded, peer.c). */
+static void rail_recount(struct ixfer_agent *a, uint32_t i)
 {
-    struct net_rail *rl = &a->rails[i];
-    if (rl->state == RAIL_DOWN && ixfer_now_ns() >= rl->retry_ns) {
-        rl->state = RAIL_TRYING;
-        __atomic_store_n(&rl->stats.up, 1, __ATOMIC_RELAXED);
+    uint32_t live = 0, live_down = 0, down = 0;
+    IXFER_LIST_FOR_EACH(n, &a->peers) {
+        const struct net_peer *p = ixfer_container_of(n, struct net_peer, link);
+        if (p->state == PEER_REMOVED || p->nrails <= i)
+            continue;
+        int rests = p->rail[i].state == RAIL_DOWN;
+        down += rests;
+        live += p->state == PEER_OK;
+        live_down += p->state == PEER_OK && rests;
     }
-    return rl->state != RAIL_DOWN;
+    struct net_rail *rl = &a->rails[i];
+    __atomic_store_n(&rl->stats.up, !live || live_down < live, __ATOMIC_RELAXED);
+    __atomic_store_n(&rl->stats.peers_down, down, __ATOMIC_RELAXED);
 }
 
-/* The rail the next op takes: the next of the nr shared, in turn, that is
- * usable and did not refuse work in this pass (bit i of refused); -1 when
- * none is left, -2 when only a rail busy being tried is. A rail being tried
- * again takes one op at a time until it is back: while its link is still
- * down, only that op waits on it. */
-static int pick_rail(struct ixfer_agent *a, uint32_t nr, uint32_t refused)
+/* Whether rail i may take ops for p: up, or cooled off (then it is tried
+ * again). */
+static int rail_usable(struct ixfer_agent *a, struct net_peer *p, uint32_t i)
+{
+    struct peer_rail *pr = &p->rail[i];
+    if (pr->state == RAIL_DOWN && ixfer_now_ns() >= pr->retry_ns) {
+        pr->state = RAIL_TRYING;
+        rail_recount(a, i);
+    }
+    return pr->state != RAIL_DOWN;
+}
+
+/* The rail the next op of r takes: the next of the nr shared, in turn, that
+ * is usable towards its peer and did not refuse work in this pass (bit i of
+ * refused); -1 when none is left, -2 when only a rail busy being tried is.
+ * A rail being tried again takes one op at a time until it is back: while
+ * its link is still down, only that op waits on it. */
+static int pick_rail(struct ixfer_agent *a, struct xfer_request *r, uint32_t nr, uint32_t refused)
 {
     if (nr <= 1)
         return 0;
@@ -168,11 +211,11 @@ static int pick_rail(struct ixfer_agent *a, uint32_t nr, uint32_t refused)
         uint32_t i = (a->rr + k) % nr;
         if (refused & (1u << i))
             continue;
-        if (!a->rails_down)
+        if (!r->np->rails_down)
             return (int)i;
-        if (!rail_usable(a, i))
+        if (!rail_usable(a, r->np, i))
             continue;
-        if (a->rails[i].state == RAIL_TRYING && a->rails[i].inflight)
+        if (r->np->rail[i].state == RAIL_TRYING && r->np->rail[i].inflight)
             trying = 1;
         else
             return (int)i;
@@ -231,7 +274,8 @@ static ssize_t issue_op(struct ixfer_agent *a, void *ctx)
     struct fi_msg_rma msg = {
         .msg_iov = iov, .desc = desc, .iov_count = n,
         .addr = op->addr,
-        .rma_iov = rma, .rma_iov_count = n, .context = op, .data = r->tagged ? r->tag : 0,
+        .rma_iov = rma, .rma_iov_count = n, .context = op,
+        .data = r->tagged && !op->again ? r->tag : 0,
     };
     /* A WRITE is complete only once the data is in the target's memory
      * (fi_cq(3) FI_DELIVERY_COMPLETE), not merely handed to the network:
@@ -241,7 +285,7 @@ static ssize_t issue_op(struct ixfer_agent *a, void *ctx)
      * no notification uses) gives it a completion, so it keeps looking
      * often while WRITEs stream in (about 1.1 ms per WRITE without). */
     const struct net_rail *rl = &a->rails[op->rail];
-    int cq_data = r->tagged || (rl->wait_fd < 0 && rl->caps.cq_data_size > 0);
+    int cq_data = msg.data || (rl->wait_fd < 0 && rl->caps.cq_data_size > 0);
     struct fid_ep *ep = rl->ep;
     return r->op == IXFER_OP_WRITE
                ? fi_writemsg(ep, &msg, (op->deliver ? FI_DELIVERY_COMPLETE : 0) |
@@ -263,6 +307,7 @@ static ssize_t post_op(struct ixfer_agent *a, struct xfer_request *r, struct xfe
     ssize_t ret = 0;
     if (rl->worker) {
         op->handed.ctx = op;
+        op->handed.peer = op->addr;
         ixfer_rail_worker_hand(a, rail, &op->handed);
     } else {
         ret = issue_op(a, op);
@@ -270,6 +315,7 @@ static ssize_t post_op(struct ixfer_agent *a, struct xfer_request *r, struct xfe
     if (ret == 0) {
         ixfer_peer_posted(r->np);
         rl->inflight++;
+        r->np->rail[rail].inflight++;
         rl->refused_since = 0;
         a->rr = rail + 1;
         __atomic_store_n(&rl->stats.ops, rl->stats.ops + 1, __ATOMIC_RELAXED);
@@ -320,7 +366,7 @@ static int post_some(struct ixfer_agent *a, struct xfer_request *r)
             r->redo = NULL; /* nothing more is posted for it */
             break;
         }
-        int rail = via_shm(a, r) ? (int)a->shm_rail : pick_rail(a, nr, refused);
+        int rail = via_shm(a, r) ? (int)a->shm_rail : pick_rail(a, r, nr, refused);
         if (rail == -2)
             return -FI_EAGAIN; /* the rail's answer comes soon: not the peer's silence */
         if (rail < 0 && refused) {
@@ -337,6 +383,7 @@ static int post_some(struct ixfer_agent *a, struct xfer_request *r)
             op = r->redo;
         } else {
             op = &r->ops[r->ops_used];
+            op->again = 0;
             op->pair = r->base.next_pair;
             op->off = r->base.next_offset;
             uint32_t p = op->pair;
@@ -404,9 +451,22 @@ static int link_error(int fi_err)
            fi_err == FI_ENETDOWN || fi_err == FI_EIO;
 }
 
+/* Takes rail out of use towards p until its cooldown ends; returns whether
+ * that is news (a failed retry is not). */
+static int rail_rests(struct ixfer_agent *a, struct net_peer *p, uint32_t rail)
+{
+    struct peer_rail *pr = &p->rail[rail];
+    int news = pr->state == RAIL_UP;
+    p->rails_down += news;
+    pr->state = RAIL_DOWN;
+    pr->retry_ns = ixfer_now_ns() + a->rail_cooldown_ns;
+    return news;
+}
+
 /* An op of r on rail failed with fi_err (on completion or when posted):
  * when the connection under the rail broke and another rail the peer shares
- * is usable, takes the rail out of use until its cooldown ends, and returns
+ * is usable, takes the rail out of use towards that peer (towards every
+ * peer when the local network is down) until its cooldown ends, and returns
  * 1: the op goes on another rail. */
 static int rail_broke(struct ixfer_agent *a, struct xfer_request *r, uint32_t rail, int fi_err)
 {
@@ -414,17 +474,26 @@ static int rail_broke(struct ixfer_agent *a, struct xfer_request *r, uint32_t ra
     if (nr <= 1 || !link_error(fi_err) || r->base.status != IXFER_OK || r->base.cancel_status)
         return 0;
     struct net_rail *rl = &a->rails[rail];
-    if (rl->state == RAIL_UP) { /* news; a failed retry is not */
-        a->rails_down++;
-        __atomic_store_n(&rl->stats.downs, rl->stats.downs + 1, __ATOMIC_RELAXED);
-        rail_event(a, rail, ixfer_status_of(fi_err), fi_err);
+    int news = 0;
+    fi_addr_t whom = r->np->fa;
+    if (fi_err == FI_ENETDOWN) {
+        whom = FI_ADDR_UNSPEC;
+        IXFER_LIST_FOR_EACH(n, &a->peers) {
+            struct net_peer *p = ixfer_container_of(n, struct net_peer, link);
+            if (p->nrails > rail)
+                news |= rail_rests(a, p, rail);
+        }
+    } else {
+        news = rail_rests(a, r->np, rail);
     }
-    rl->state = RAIL_DOWN;
+    if (news) {
+        __atomic_store_n(&rl->stats.downs, rl->stats.downs + 1, __ATOMIC_RELAXED);
+        rail_event(a, rail, whom, ixfer_status_of(fi_err), fi_err);
+    }
     rl->refused_since = 0;
-    __atomic_store_n(&rl->stats.up, 0, __ATOMIC_RELAXED);
-    rl->retry_ns = ixfer_now_ns() + a->rail_cooldown_ns;
+    rail_recount(a, rail);
     for (uint32_t i = 0; i < nr; i++)
-        if (i != rail && rail_usable(a, i))
+        if (i != rail && rail_usable(a, r->np, i))
             return 1;
     return 0;
 }
@@ -435,6 +504,10 @@ static int fail_over(struct ixfer_agent *a, struct xfer_request *r, struct xfer_
 {
     if (!rail_broke(a, r, op->rail, fi_err))
         return 0;
+    /* Its first attempt may have landed and been counted: the receiver counts
+     * first attempts only, and hears of the rest from a release. */
+    op->again = 1;
+    r->release |= r->tagged;
     op->redo_next = r->redo;
     r->redo = op;
     if (!ixfer_list_linked(&r->base.queue))
@@ -442,16 +515,17 @@ static int fail_over(struct ixfer_agent *a, struct xfer_request *r, struct xfer_
     return 1;
 }
 
-/* An op on a rail being tried again succeeded: it is back. */
-static void rail_back(struct ixfer_agent *a, uint32_t i)
+/* An op to p on a rail being tried again succeeded: it is back for p. */
+static void rail_back(struct ixfer_agent *a, struct net_peer *p, uint32_t i)
 {
     struct net_rail *rl = &a->rails[i];
-    if (rl->state != RAIL_TRYING)
+    if (p->rail[i].state != RAIL_TRYING)
         return;
-    rl->state = RAIL_UP;
-    a->rails_down--;
+    p->rail[i].state = RAIL_UP;
+    p->rails_down--;
     __atomic_store_n(&rl->stats.rejoins, rl->stats.rejoins + 1, __ATOMIC_RELAXED);
-    rail_event(a, i, IXFER_OK, 0);
+    rail_recount(a, i);
+    rail_event(a, i, p->fa, IXFER_OK, 0);
 }
 
 /* Takes r in: live, and queued for posting. */
@@ -504,6 +578,8 @@ static int take_submissions(struct ixfer_agent *a)
             fi_addr_t fas[IXFER_MAX_RAILS];
             memcpy(fas, s->addr + rail_fa_offset(s->addr_len), s->nrails * sizeof(fi_addr_t));
             ixfer_peer_added(a, s->peer, s->addr, s->addr_len, fas, s->nrails);
+            for (uint32_t i = 0; i < s->nrails; i++)
+                rail_recount(a, i);
         } else if (s->kind == SUBMIT_SHM_PEER) {
             ixfer_peer_shm_added(a, s->peer, s->shm_fa);
         } else {
@@ -516,6 +592,8 @@ static int take_submissions(struct ixfer_agent *a)
                         ixfer_request_cancel(&r->base, IXFER_ERR_REMOTE_DISCONNECT);
                 }
                 ixfer_notify_remove_peer(a, s->peer);
+                for (uint32_t i = 0; i < a->nrails; i++)
+                    rail_recount(a, i);
             }
             pthread_mutex_lock(&a->submit_lock);
             *s->done = 1;
@@ -625,6 +703,9 @@ static void op_done(struct ixfer_agent *a, const struct fi_cq_data_entry *e, voi
     struct xfer_op *op = context;
     struct xfer_request *r = op->req;
     a->rails[op->rail].inflight--;
+    r->np->rail[op->rail].inflight--;
+    if (a->rails[op->rail].worker)
+        ixfer_rail_worker_settled(a, op->rail);
     if (fi_err) {
         struct net_rail *rl = &a->rails[op->rail];
         __atomic_store_n(&rl->stats.failed, rl->stats.failed + 1, __ATOMIC_RELAXED);
@@ -635,8 +716,8 @@ static void op_done(struct ixfer_agent *a, const struct fi_cq_data_entry *e, voi
             return;
         }
         fail_request(r, fi_err);
-    } else if (a->rails_down) {
-        rail_back(a, op->rail);
+    } else if (r->np && r->np->rails_down) {
+        rail_back(a, r->np, op->rail);
     }
     ixfer_peer_op_done(r->np, fi_err);
     r->base.busy--;
@@ -664,10 +745,12 @@ static ssize_t handle_cq(struct ixfer_agent *a, struct fid_cq *cq, struct fi_cq_
     return 0;
 }
 
-/* The rails whose CQ this thread reads: all, unless workers read theirs. */
+/* The rails whose CQ this thread reads: rail 0 where it is the agent's one
+ * network rail, none where there are several (each has a worker). Later
+ * rails (the shm rail too) have workers. */
 static uint32_t own_rails(const struct ixfer_agent *a)
 {
-    return a->nrails > 1 && a->rails[1].worker ? 1 : a->nrails;
+    return a->net_rails > 1 ? 0 : 1;
 }
 
 /* Handles a batch of what each rail worker handed back; returns the
@@ -679,8 +762,9 @@ static ssize_t take_from_workers(struct ixfer_agent *a)
     for (uint32_t i = own_rails(a); i < a->nrails; i++) {
         size_t n = ixfer_rail_worker_take(a, i, d, CQ_BATCH);
         for (size_t k = 0; k < n; k++) {
+            struct fi_cq_data_entry e = {.op_context = d[k].ctx, .len = d[k].len};
             if (d[k].ctx)
-                op_done(a, NULL, d[k].ctx, d[k].fi_err);
+                op_done(a, &e, d[k].ctx, d[k].fi_err);
             else
                 ixfer_notify_remote_write(a, d[k].data);
         }
@@ -804,7 +888,7 @@ static void *progress_main(void *arg)
          * ends and posting is retried. A polling thread sleeps 50 us after
          * activity, doubling up to ixfer_poll_max_ns() while idle. */
         uint64_t timeout_ns = IDLE_WAIT_MS * 1000000ull;
-        if (a->wait_epfd < 0) {
+        if (a->wait_epfd < 0 && own_rails(a)) {
             timeout_ns = poll_ns;
             uint64_t max = ixfer_poll_max_ns();
             poll_ns = poll_ns * 2 < max ? poll_ns * 2 : max;
@@ -860,10 +944,10 @@ int32_t ixfer_progress_start(struct ixfer_agent *a)
     a->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (a->wake_fd < 0)
         return ixfer_fail(IXFER_ERR_BACKEND, "eventfd: %s", strerror(errno));
-    /* One epoll set over the wait fds of the rails this thread reads and
-     * wake_fd; where one has none the thread polls. With workers, the set
-     * holds rail 0's fd (a worker sleeps on, or polls, its own rail's). */
-    uint32_t own = a->nrails > 1 ? 1 : a->nrails; /* workers read the others */
+    /* One epoll set over the wait fd of rail 0, unless its worker reads it,
+     * and wake_fd; where rail 0 has none the thread polls. Workers sleep on
+     * (or poll) their own rail's fd and poke us. */
+    uint32_t own = own_rails(a);
     int all_fds = 1;
     for (uint32_t i = 0; i < own; i++)
         all_fds &= a->rails[i].wait_fd >= 0;

@@ -23,6 +23,7 @@ struct xfer_op {
     uint32_t pair, next_pair;
     uint64_t off, next_off, len;
     int deliver;               /* a WRITE asks FI_DELIVERY_COMPLETE (issue_op) */
+    int again;                 /* posted again: carries no tag (notify.c) */
     struct xfer_op *redo_next; /* on the request's redo list */
     struct rail_item handed;   /* while its rail's worker has it (rail_worker.h) */
 };
@@ -39,6 +40,7 @@ struct xfer_request {
     struct notif_job *notif; /* attached notification, or NULL */
     enum { NOTIF_NONE, NOTIF_WAITING, NOTIF_SENDING } notif_state; /* NONE once sent */
     int tagged;              /* WRITE ops carry tag as remote CQ data */
+    int release;             /* an op was posted again: the receiver needs a release */
     int staged;              /* a pair is staged device memory: staging.c moves it in pieces */
     int net;                 /* never the shm rail (IXFER_POST_NETWORK, or device memory) */
     uint64_t tag;

@@ -39,6 +39,13 @@ struct rail_worker {
     struct rail_done done[DONE_CAP];
     size_t ndone;
     atomic_uint handed;       /* ops ever handed over: the thread watches it */
+    /* Its ops in flight: posted (or handed back failed) by the thread, less
+     * those whose completion the progress thread took back (settled). Only
+     * the progress thread knows which completions are of its ops: on rail 0
+     * it posts others itself, and their contexts are not the worker's to
+     * read. */
+    uint32_t posted;
+    atomic_uint settled;
     atomic_int sleeping, stop;
     int wake_fd, epfd;
 };
@@ -73,8 +80,10 @@ static int hand_back(struct rail_worker *w, const struct rail_done *d, size_t n)
     return at == n;
 }
 
+static uint32_t in_flight(struct rail_worker *w) { return w->posted - atomic_load(&w->settled); }
+
 /* Reads a batch from the CQ and hands it back; returns the entries read. */
-static ssize_t read_cq(struct rail_worker *w, struct fi_cq_data_entry *ents, uint32_t *inflight)
+static ssize_t read_cq(struct rail_worker *w, struct fi_cq_data_entry *ents)
 {
     struct fid_cq *cq = w->a->rails[w->rail].cq;
     struct rail_done d[CQ_BATCH];
@@ -88,17 +97,14 @@ static ssize_t read_cq(struct rail_worker *w, struct fi_cq_data_entry *ents, uin
                 if ((e->flags & FI_REMOTE_CQ_DATA) && e->data)
                     d[nd++] = (struct rail_done){.ctx = NULL, .data = e->data};
             } else if (e->op_context) {
-                (*inflight)--;
-                d[nd++] = (struct rail_done){.ctx = e->op_context};
+                d[nd++] = (struct rail_done){.ctx = e->op_context, .len = e->len};
             }
         }
     } else if (n == -FI_EAVAIL) {
         struct fi_cq_err_entry err;
         memset(&err, 0, sizeof err);
-        if (fi_cq_readerr(cq, &err, 0) == 1 && err.op_context) {
-            (*inflight)--;
+        if (fi_cq_readerr(cq, &err, 0) == 1 && err.op_context)
             d[nd++] = (struct rail_done){.ctx = err.op_context, .fi_err = err.err ? err.err : FI_EIO};
-        }
         n = 1;
     } else {
         n = 0;
@@ -109,34 +115,37 @@ static ssize_t read_cq(struct rail_worker *w, struct fi_cq_data_entry *ents, uin
 
 /* Posts what it was handed, in order, until the provider refuses; an op that
  * fails is handed back as failed. Returns whether the provider refused. */
-static int post_queue(struct rail_worker *w, struct ixfer_list *queue, uint32_t *inflight,
-                      uint64_t *refused_since)
+static int post_queue(struct rail_worker *w, struct ixfer_list *queue, uint64_t *refused_since)
 {
     struct rail_done d[CQ_BATCH];
     size_t nd = 0;
     int refused = 0, give_up = 0;
+    fi_addr_t gone = FI_ADDR_UNSPEC;
     struct ixfer_list *node;
     while ((node = ixfer_list_first(queue))) {
         struct rail_item *it = ixfer_container_of(node, struct rail_item, link);
-        ssize_t ret = give_up ? -FI_ENOTCONN : w->issue(w->a, it->ctx);
+        ssize_t ret = give_up && it->peer == gone ? -FI_ENOTCONN : w->issue(w->a, it->ctx);
         if (ret == -FI_EAGAIN) {
             /* The progress thread's failover decides what a refusing rail
              * is: after RAIL_REFUSE_NS with nothing in flight it hears of
-             * FI_ENOTCONN for everything queued. */
+             * FI_ENOTCONN for what is queued to the refusing peer (the rail
+             * may serve others). */
             uint64_t now = ixfer_now_ns();
-            if (*inflight || !*refused_since) {
-                *refused_since = *inflight ? 0 : now;
+            uint32_t inflight = in_flight(w);
+            if (inflight || !*refused_since) {
+                *refused_since = inflight ? 0 : now;
             } else if (now - *refused_since >= RAIL_REFUSE_NS) {
                 *refused_since = 0;
                 give_up = 1;
+                gone = it->peer;
                 continue;
             }
             refused = 1;
             break;
         }
         ixfer_list_remove(node);
+        w->posted++; /* settled when the progress thread takes it back */
         if (ret == 0) {
-            (*inflight)++;
             *refused_since = 0;
             continue;
         }
@@ -152,13 +161,13 @@ static int post_queue(struct rail_worker *w, struct ixfer_list *queue, uint32_t 
 
 /* After activity, watches for ops and completions for up to ixfer_spin_ns()
  * before sleeping (as the progress thread's spin()). */
-static int spin(struct rail_worker *w, struct fi_cq_data_entry *ents, uint32_t *inflight)
+static int spin(struct rail_worker *w, struct fi_cq_data_entry *ents)
 {
     unsigned seen = atomic_load(&w->handed);
     int busy = 0;
     uint64_t start = ixfer_now_ns(), limit = ixfer_spin_ns();
     do {
-        busy = atomic_load(&w->handed) != seen || read_cq(w, ents, inflight) > 0;
+        busy = atomic_load(&w->handed) != seen || read_cq(w, ents) > 0;
     } while (!busy && !atomic_load(&w->stop) && ixfer_now_ns() - start < limit);
     return busy;
 }
@@ -170,7 +179,6 @@ static void *worker_main(void *arg)
     struct fi_cq_data_entry ents[CQ_BATCH];
     struct ixfer_list queue; /* taken from todo, not yet posted, in order */
     ixfer_list_init(&queue);
-    uint32_t inflight = 0;
     uint64_t refused_since = 0, poll_ns = POLL_MIN_NS;
     int backoff_ms = 0, active = 0;
     while (!atomic_load(&w->stop)) {
@@ -178,14 +186,14 @@ static void *worker_main(void *arg)
         pthread_mutex_lock(&w->lock);
         ixfer_list_splice_back(&queue, &w->todo);
         pthread_mutex_unlock(&w->lock);
-        int refused = post_queue(w, &queue, &inflight, &refused_since);
-        if (read_cq(w, ents, &inflight) > 0) {
+        int refused = post_queue(w, &queue, &refused_since);
+        if (read_cq(w, ents) > 0) {
             active = 1;
             backoff_ms = 0;
             poll_ns = POLL_MIN_NS;
             continue;
         }
-        if (active && !refused && ixfer_spin_ns() && spin(w, ents, &inflight)) {
+        if (active && !refused && ixfer_spin_ns() && spin(w, ents)) {
             poll_ns = POLL_MIN_NS;
             continue;
         }
@@ -278,7 +286,9 @@ static int32_t worker_start(struct ixfer_agent *a, uint32_t i, rail_issue_fn iss
 
 int32_t ixfer_rail_workers_start(struct ixfer_agent *a, rail_issue_fn issue)
 {
-    for (uint32_t i = 1; i < a->nrails; i++) {
+    /* Rail 0 stays the progress thread's while it is the one network rail
+     * (an agent with an shm rail too), as it is on an agent of one rail. */
+    for (uint32_t i = a->net_rails > 1 ? 0 : 1; i < a->nrails; i++) {
         int32_t rc = worker_start(a, i, issue);
         if (rc != IXFER_OK) {
             ixfer_rail_workers_stop(a);
@@ -290,7 +300,7 @@ int32_t ixfer_rail_workers_start(struct ixfer_agent *a, rail_issue_fn issue)
 
 void ixfer_rail_workers_stop(struct ixfer_agent *a)
 {
-    for (uint32_t i = 1; i < a->nrails; i++) {
+    for (uint32_t i = 0; i < a->nrails; i++) {
         struct rail_worker *w = a->rails[i].worker;
         if (!w)
             continue;
@@ -313,6 +323,14 @@ void ixfer_rail_worker_hand(struct ixfer_agent *a, uint32_t rail, struct rail_it
     pthread_mutex_lock(&w->lock);
     ixfer_list_push_back(&w->todo, &item->link);
     pthread_mutex_unlock(&w->lock);
+    ixfer_rail_worker_nudge(a, rail);
+}
+
+void ixfer_rail_worker_nudge(struct ixfer_agent *a, uint32_t rail)
+{
+    struct rail_worker *w = a->rails[rail].worker;
+    if (!w)
+        return;
     /* Counted before `sleeping` is read: see worker_main. */
     atomic_fetch_add(&w->handed, 1);
     if (atomic_load(&w->sleeping)) {
@@ -320,6 +338,11 @@ void ixfer_rail_worker_hand(struct ixfer_agent *a, uint32_t rail, struct rail_it
         ssize_t r = write(w->wake_fd, &one, sizeof one);
         (void)r;
     }
+}
+
+void ixfer_rail_worker_settled(struct ixfer_agent *a, uint32_t rail)
+{
+    atomic_fetch_add(&a->rails[rail].worker->settled, 1);
 }
 
 size_t ixfer_rail_worker_take(struct ixfer_agent *a, uint32_t rail, struct rail_done *out,

@@ -32,6 +32,7 @@
 #include "net/mr.h"
 #include "net/notify.h"
 #include "net/peer.h"
+#include "net/rail_worker.h"
 #include "net/staging.h"
 #include "net/wake.h"
 
@@ -384,8 +385,11 @@ static ssize_t post_rma(struct ixfer_agent *a, int write, fi_addr_t peer, void *
     /* As in progress.c: complete once in the target's memory, and CQ data 0
      * to keep a polled target looking. */
     int cq_data = a->wait_epfd < 0 && a->caps.cq_data_size > 0;
-    return write ? fi_writemsg(a->ep, &msg, FI_DELIVERY_COMPLETE | (cq_data ? FI_REMOTE_CQ_DATA : 0))
-                 : fi_readmsg(a->ep, &msg, 0);
+    ssize_t ret = write ? fi_writemsg(a->ep, &msg, FI_DELIVERY_COMPLETE | (cq_data ? FI_REMOTE_CQ_DATA : 0))
+                        : fi_readmsg(a->ep, &msg, 0);
+    if (ret == 0)
+        ixfer_rail_worker_nudge(a, 0);
+    return ret;
 }
 
 /* A ready piece: a request to the peer, or an RMA. Returns -FI_EAGAIN when
