@@ -153,7 +153,11 @@ int ixfer_peer_added(struct ixfer_agent *a, fi_addr_t fa, const void *addr, size
         p->nrails = nrails;
         p->rail_inserts++;
     }
-    p->shm = 0; /* until the caller routes it over shm again */
+    /* The caller's insert (rail_fa given) routes it over shm again or not;
+     * staging.c's insert of an initiator it serves leaves its route as it
+     * is: requests packed in shm's form go on over shm. */
+    if (rail_fa)
+        p->shm = 0;
     p->inserts++;
     p->state = PEER_OK;
     p->stall_since_ns = 0;
