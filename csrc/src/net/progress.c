@@ -480,7 +480,10 @@ static int rail_broke(struct ixfer_agent *a, struct xfer_request *r, uint32_t ra
         whom = FI_ADDR_UNSPEC;
         IXFER_LIST_FOR_EACH(n, &a->peers) {
             struct net_peer *p = ixfer_container_of(n, struct net_peer, link);
-            if (p->nrails > rail)
+            /* A peer sharing one rail has nowhere else to go (its
+             * requests never pick a rail): resting it would stick. */
+            uint32_t shared = p->nrails < a->net_rails ? p->nrails : a->net_rails;
+            if (p->nrails > rail && shared > 1)
                 news |= rail_rests(a, p, rail);
         }
     } else {

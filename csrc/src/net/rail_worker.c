@@ -27,6 +27,16 @@
 #define DONE_CAP 256
 #define IDLE_WAIT_MS 1000   /* a safety net only, as in progress.c */
 #define POLL_MIN_NS 50000
+/* Peers refusing work at once that a worker keeps apart (one beyond waits
+ * for a slot: it only delays its own give-up). */
+#define REFUSERS 32
+
+/* A peer the endpoint keeps refusing ops for (rxm answers "try again" while
+ * it cannot connect to it), and since when. */
+struct refuser {
+    fi_addr_t peer;
+    uint64_t since;
+};
 
 struct rail_worker {
     struct ixfer_agent *a;
@@ -48,6 +58,9 @@ struct rail_worker {
     atomic_uint settled;
     atomic_int sleeping, stop;
     int wake_fd, epfd;
+    struct refuser refusing[REFUSERS]; /* the thread's: peers refusing now */
+    uint32_t nrefusing;
+    uint64_t posted_ns;                /* when the thread last posted an op */
 };
 
 /* Appends n entries to done, waiting for room; then pokes the progress
@@ -113,40 +126,85 @@ static ssize_t read_cq(struct rail_worker *w, struct fi_cq_data_entry *ents)
     return n;
 }
 
-/* Posts what it was handed, in order, until the provider refuses; an op that
- * fails is handed back as failed. Returns whether the provider refused. */
-static int post_queue(struct rail_worker *w, struct ixfer_list *queue, uint64_t *refused_since)
+static struct refuser *refuser_of(struct rail_worker *w, fi_addr_t peer)
+{
+    for (uint32_t i = 0; i < w->nrefusing; i++)
+        if (w->refusing[i].peer == peer)
+            return &w->refusing[i];
+    return NULL;
+}
+
+static void refusal_ended(struct rail_worker *w, fi_addr_t peer)
+{
+    struct refuser *r = refuser_of(w, peer);
+    if (r)
+        *r = w->refusing[--w->nrefusing];
+}
+
+/* The provider refused an op to peer: whether to give its ops up now. A peer
+ * is given up after RAIL_REFUSE_NS of refusals while the endpoint shows it
+ * is not merely full: nothing of ours in flight, or an op to another peer
+ * posted since; the progress thread's failover then hears of FI_ENOTCONN for
+ * its ops (the rail may still serve others). */
+static int refused_long(struct rail_worker *w, fi_addr_t peer, uint64_t now)
+{
+    struct refuser *r = refuser_of(w, peer);
+    if (!r) {
+        if (w->nrefusing < REFUSERS)
+            w->refusing[w->nrefusing++] = (struct refuser){.peer = peer, .since = now};
+        return 0;
+    }
+    if (now - r->since < RAIL_REFUSE_NS || (in_flight(w) && w->posted_ns <= r->since))
+        return 0;
+    refusal_ended(w, peer);
+    return 1;
+}
+
+/* Posts what it was handed, in order per peer: an op the provider refuses
+ * holds back the later ops to its peer for this pass, not those to others
+ * (a peer that cannot be reached must not stall the rail for the rest); an
+ * op that fails is handed back as failed. Returns whether the provider
+ * refused any. */
+static int post_queue(struct rail_worker *w, struct ixfer_list *queue)
 {
     struct rail_done d[CQ_BATCH];
     size_t nd = 0;
-    int refused = 0, give_up = 0;
-    fi_addr_t gone = FI_ADDR_UNSPEC;
-    struct ixfer_list *node;
-    while ((node = ixfer_list_first(queue))) {
+    fi_addr_t held[REFUSERS], gone[REFUSERS];
+    uint32_t nheld = 0, ngone = 0;
+    int refused = 0;
+    uint64_t now = 0;
+    for (struct ixfer_list *node = queue->next, *next; node != queue; node = next) {
+        next = node->next;
         struct rail_item *it = ixfer_container_of(node, struct rail_item, link);
-        ssize_t ret = give_up && it->peer == gone ? -FI_ENOTCONN : w->issue(w->a, it->ctx);
+        int is_gone = 0, is_held = 0;
+        for (uint32_t i = 0; i < ngone; i++)
+            is_gone |= gone[i] == it->peer;
+        for (uint32_t i = 0; i < nheld; i++)
+            is_held |= held[i] == it->peer;
+        if (is_held)
+            continue;
+        ssize_t ret = is_gone ? -FI_ENOTCONN : w->issue(w->a, it->ctx);
         if (ret == -FI_EAGAIN) {
-            /* The progress thread's failover decides what a refusing rail
-             * is: after RAIL_REFUSE_NS with nothing in flight it hears of
-             * FI_ENOTCONN for what is queued to the refusing peer (the rail
-             * may serve others). */
-            uint64_t now = ixfer_now_ns();
-            uint32_t inflight = in_flight(w);
-            if (inflight || !*refused_since) {
-                *refused_since = inflight ? 0 : now;
-            } else if (now - *refused_since >= RAIL_REFUSE_NS) {
-                *refused_since = 0;
-                give_up = 1;
-                gone = it->peer;
+            if (!now)
+                now = ixfer_now_ns();
+            if (refused_long(w, it->peer, now)) {
+                gone[ngone++] = it->peer; /* ngone < REFUSERS: one per refuser slot */
+                ret = -FI_ENOTCONN;
+            } else {
+                refused = 1;
+                if (nheld == REFUSERS)
+                    break; /* the rest wait for the next pass */
+                held[nheld++] = it->peer;
                 continue;
             }
-            refused = 1;
-            break;
         }
         ixfer_list_remove(node);
         w->posted++; /* settled when the progress thread takes it back */
         if (ret == 0) {
-            *refused_since = 0;
+            if (w->nrefusing) {
+                w->posted_ns = ixfer_now_ns();
+                refusal_ended(w, it->peer);
+            }
             continue;
         }
         d[nd++] = (struct rail_done){.ctx = it->ctx, .fi_err = (int)-ret};
@@ -179,14 +237,14 @@ static void *worker_main(void *arg)
     struct fi_cq_data_entry ents[CQ_BATCH];
     struct ixfer_list queue; /* taken from todo, not yet posted, in order */
     ixfer_list_init(&queue);
-    uint64_t refused_since = 0, poll_ns = POLL_MIN_NS;
+    uint64_t poll_ns = POLL_MIN_NS;
     int backoff_ms = 0, active = 0;
     while (!atomic_load(&w->stop)) {
         unsigned seen = atomic_load(&w->handed);
         pthread_mutex_lock(&w->lock);
         ixfer_list_splice_back(&queue, &w->todo);
         pthread_mutex_unlock(&w->lock);
-        int refused = post_queue(w, &queue, &refused_since);
+        int refused = post_queue(w, &queue);
         if (read_cq(w, ents) > 0) {
             active = 1;
             backoff_ms = 0;
