@@ -18,9 +18,10 @@ let mem: MemoryRegion;
 let b: Peer;
 let c: Peer;
 beforeAll(async () => {
-  a = await Agent.create({ name: 'hol-parent', rails: 2 });
+  // Network rails only: a peer on this host would otherwise take the shm rail (libfabric 2.6).
+  a = await Agent.create({ name: 'hol-parent', rails: 2, sameHost: 'off' });
   mem = a.allocate(MiB);
-  [b, c] = await Promise.all([spawnPeer('hol-b', { size: MiB, rails: 2 }), spawnPeer('hol-c', { size: MiB, rails: 2 })]);
+  [b, c] = await Promise.all([spawnPeer('hol-b', { size: MiB, rails: 2, sameHost: 'off' }), spawnPeer('hol-c', { size: MiB, rails: 2, sameHost: 'off' })]);
   a.loadRemoteMetadata(b.ready.metadata);
   a.loadRemoteMetadata(c.ready.metadata);
 });
