@@ -26,6 +26,7 @@
  * its CQ again, so it never grows. */
 #define DONE_CAP 256
 #define IDLE_WAIT_MS 1000   /* a safety net only, as in progress.c */
+#define NO_TIMEOUT UINT64_MAX
 #define POLL_MIN_NS 50000
 
 struct rail_worker {
@@ -179,10 +180,16 @@ static void *worker_main(void *arg)
     struct fi_cq_data_entry ents[CQ_BATCH];
     struct ixfer_list queue; /* taken from todo, not yet posted, in order */
     ixfer_list_init(&queue);
-    uint64_t refused_since = 0, poll_ns = POLL_MIN_NS;
+    uint64_t refused_since = 0, poll_ns = POLL_MIN_NS, busy_ns = ixfer_now_ns();
     int backoff_ms = 0, active = 0;
+    unsigned last_seen = atomic_load(&w->handed);
     while (!atomic_load(&w->stop)) {
         unsigned seen = atomic_load(&w->handed);
+        if (seen != last_seen) { /* an op, or a peer's nudge (rail_worker.h) */
+            last_seen = seen;
+            busy_ns = ixfer_now_ns();
+            poll_ns = POLL_MIN_NS;
+        }
         pthread_mutex_lock(&w->lock);
         ixfer_list_splice_back(&queue, &w->todo);
         pthread_mutex_unlock(&w->lock);
@@ -191,6 +198,7 @@ static void *worker_main(void *arg)
             active = 1;
             backoff_ms = 0;
             poll_ns = POLL_MIN_NS;
+            busy_ns = ixfer_now_ns();
             continue;
         }
         if (active && !refused && ixfer_spin_ns() && spin(w, ents)) {
@@ -202,9 +210,18 @@ static void *worker_main(void *arg)
          * (after a refusal) a short growing back-off ends. */
         uint64_t timeout_ns = IDLE_WAIT_MS * 1000000ull;
         if (rl->wait_fd < 0) {
-            timeout_ns = poll_ns;
-            uint64_t max = ixfer_poll_max_ns();
-            poll_ns = poll_ns * 2 < max ? poll_ns * 2 : max;
+            /* A polled CQ is read only while warm: our ops out, or traffic
+             * lately. Cold, nothing but an eventfd write wakes us (a peer
+             * that starts using the rail nudges us first), so an idle rail
+             * costs nothing. */
+            if (in_flight(w) || !ixfer_list_empty(&queue) ||
+                ixfer_now_ns() - busy_ns < RAIL_WARM_NS) {
+                timeout_ns = poll_ns;
+                uint64_t max = ixfer_poll_max_ns();
+                poll_ns = poll_ns * 2 < max ? poll_ns * 2 : max;
+            } else {
+                timeout_ns = NO_TIMEOUT;
+            }
         }
         if (refused) {
             backoff_ms = backoff_ms ? (backoff_ms < 16 ? backoff_ms * 2 : 16) : 1;
@@ -223,7 +240,7 @@ static void *worker_main(void *arg)
                     struct pollfd p = {.fd = w->wake_fd, .events = POLLIN};
                     struct timespec ts = {.tv_sec = (time_t)(timeout_ns / 1000000000ull),
                                           .tv_nsec = (long)(timeout_ns % 1000000000ull)};
-                    ppoll(&p, 1, &ts, NULL);
+                    ppoll(&p, 1, timeout_ns == NO_TIMEOUT ? NULL : &ts, NULL);
                 }
             }
             atomic_store(&w->sleeping, 0);

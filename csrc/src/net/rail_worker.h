@@ -29,6 +29,11 @@ struct rail_done {
  * retries) is as broken as one whose ops fail. */
 #define RAIL_REFUSE_NS 500000000ull
 
+/* A worker whose CQ has no wait fd (shm) polls it only this long after its
+ * last op, completion or nudge, then sleeps until woken. A peer using our
+ * rail keeps us warm by nudging more often than this (progress.c). */
+#define RAIL_WARM_NS 300000000ull
+
 /* An op as handed to a worker: ctx is its context (what the CQ reports),
  * peer its destination on the rail. */
 struct rail_item {
@@ -52,8 +57,9 @@ void ixfer_rail_workers_stop(struct ixfer_agent *a);
  * (FI_ENOTCONN, for the ops queued to that peer, when the rail refused work
  * to it for long with nothing in flight). */
 void ixfer_rail_worker_hand(struct ixfer_agent *a, uint32_t rail, struct rail_item *item);
-/* Progress thread: it posted to rail's endpoint itself; the worker, if any,
- * reads the CQ soon (tcp sends what the post left over from CQ reads). */
+/* Progress thread: it posted to rail's endpoint itself, or a peer said it
+ * is about to use the rail (notify.c's nudge); the worker, if any, reads the
+ * CQ soon (tcp sends what the post left over from CQ reads) and stays warm. */
 void ixfer_rail_worker_nudge(struct ixfer_agent *a, uint32_t rail);
 /* Progress thread: the completion of an op handed to rail's worker was taken
  * back (the worker keeps count of its ops in flight). */
