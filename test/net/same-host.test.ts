@@ -230,10 +230,11 @@ describe.skipIf(Boolean(why))(`same host: a peer on this host takes the shm rail
       const sent = await near.request({ type: 'write', metadata: md, offset: 0, remoteAddr: mem.addr + MiB, len: 4096 });
       const tBack = performance.now() - t2;
       expect(sha(mem.bytes.subarray(MiB, MiB + 4096))).toBe(sent.hash);
-      // Generous bounds (speed is for the bench): a sleeping worker that nobody woke never completes these.
-      expect(tWrite).toBeLessThan(1000);
-      expect(tRead).toBeLessThan(1000);
-      expect(tBack).toBeLessThan(1000);
+      // Generous bounds (speed is for the bench): a cold worker that nobody woke
+      // serves these only at its 1 s safety net.
+      expect(tWrite).toBeLessThan(500);
+      expect(tRead).toBeLessThan(500);
+      expect(tBack).toBeLessThan(500);
     }
   }, 30_000);
 });

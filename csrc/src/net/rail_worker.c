@@ -26,7 +26,6 @@
  * its CQ again, so it never grows. */
 #define DONE_CAP 256
 #define IDLE_WAIT_MS 1000   /* a safety net only, as in progress.c */
-#define NO_TIMEOUT UINT64_MAX
 #define POLL_MIN_NS 50000
 
 struct rail_worker {
@@ -210,17 +209,16 @@ static void *worker_main(void *arg)
          * (after a refusal) a short growing back-off ends. */
         uint64_t timeout_ns = IDLE_WAIT_MS * 1000000ull;
         if (rl->wait_fd < 0) {
-            /* A polled CQ is read only while warm: our ops out, or traffic
-             * lately. Cold, nothing but an eventfd write wakes us (a peer
-             * that starts using the rail nudges us first), so an idle rail
-             * costs nothing. */
+            /* A polled CQ is read often only while warm: our ops out, or
+             * traffic lately. Cold, an eventfd write wakes us (a peer that
+             * starts using the rail nudges us first), or the safety net: an
+             * op whose nudge never came (a peer of an older ixfer) waits
+             * for it at most. */
             if (in_flight(w) || !ixfer_list_empty(&queue) ||
                 ixfer_now_ns() - busy_ns < RAIL_WARM_NS) {
                 timeout_ns = poll_ns;
                 uint64_t max = ixfer_poll_max_ns();
                 poll_ns = poll_ns * 2 < max ? poll_ns * 2 : max;
-            } else {
-                timeout_ns = NO_TIMEOUT;
             }
         }
         if (refused) {
@@ -240,7 +238,7 @@ static void *worker_main(void *arg)
                     struct pollfd p = {.fd = w->wake_fd, .events = POLLIN};
                     struct timespec ts = {.tv_sec = (time_t)(timeout_ns / 1000000000ull),
                                           .tv_nsec = (long)(timeout_ns % 1000000000ull)};
-                    ppoll(&p, 1, timeout_ns == NO_TIMEOUT ? NULL : &ts, NULL);
+                    ppoll(&p, 1, &ts, NULL);
                 }
             }
             atomic_store(&w->sleeping, 0);
