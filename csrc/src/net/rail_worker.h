@@ -30,8 +30,9 @@ struct rail_done {
 #define RAIL_REFUSE_NS 500000000ull
 
 /* A worker whose CQ has no wait fd (shm) polls it only this long after its
- * last op, completion or nudge, then sleeps until woken. A peer using our
- * rail keeps us warm by nudging more often than this (progress.c). */
+ * last op, completion or nudge, then sleeps until woken (or a second has
+ * passed). A peer using our rail keeps us warm by nudging more often than
+ * this (progress.c). */
 #define RAIL_WARM_NS 300000000ull
 
 /* An op as handed to a worker: ctx is its context (what the CQ reports),
