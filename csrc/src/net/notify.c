@@ -754,6 +754,10 @@ static void fragment(struct ixfer_agent *a, const uint8_t *buf, uint64_t len)
     if (flags & NF_CONTROL) {
         if (flags != NF_CONTROL || off || chunk != total || !a->on_control)
             goto malformed;
+        /* A nudge: the peer is about to use our shm rail, whose worker may
+         * sleep without a timeout (rail_worker.c). */
+        if (a->shm_rail && chunk == 1 && buf[head] == 0)
+            ixfer_rail_worker_nudge(a, a->shm_rail);
         a->on_control(a, buf + head, chunk);
         return;
     }

@@ -37,8 +37,8 @@ void ixfer_notif_job_control(struct notif_job *job);
  * place: the notification of tag is delivered whatever it counted. NULL when
  * out of memory. */
 struct notif_job *ixfer_notif_job_release(fi_addr_t peer, uint64_t tag);
-/* Sends peer a one-byte control message that its agent ignores: its
- * receive completion alone keeps a polling peer looking often. */
+/* Sends peer a one-byte control message: its receive completion keeps a
+ * polling peer looking often, and it wakes the peer's shm rail worker. */
 void ixfer_notify_nudge(struct ixfer_agent *a, fi_addr_t peer);
 /* Sets what the receiver must count first: expected writes carrying tag. */
 void ixfer_notif_job_expect(struct notif_job *job, uint64_t tag, uint64_t expected);

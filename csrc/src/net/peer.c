@@ -334,9 +334,9 @@ int ixfer_peers_watch_shm(struct ixfer_agent *a)
     int again = 0;
     IXFER_LIST_FOR_EACH(n, &a->peers) {
         struct net_peer *p = ixfer_container_of(n, struct net_peer, link);
-        if (!p->shm || !p->salen || p->state != PEER_OK || !p->outstanding)
+        if (!p->shm || p->state != PEER_OK || !p->outstanding)
             continue;
-        if (now - p->shm_heard_ns >= SILENT_PROBE_AFTER_NS && probe_step(p, now)) {
+        if (p->salen && now - p->shm_heard_ns >= SILENT_PROBE_AFTER_NS && probe_step(p, now)) {
             p->state = PEER_GONE;
             probe_close(p);
             continue;

@@ -40,6 +40,7 @@ struct net_peer {
     uint64_t stall_since_ns; /* first refusal while nothing was outstanding */
     uint64_t silent_since_ns; /* first look while our staged requests awaited replies */
     uint64_t shm_heard_ns;   /* shm: the last completion, or the first post after none was out */
+    uint64_t shm_nudged_ns;  /* shm: our last nudge to it (progress.c) */
     int probe_fd;            /* -1, or a nonblocking connect in progress */
     uint64_t next_probe_ns;
     socklen_t salen;         /* 0: the address is no kernel socket address */
@@ -84,7 +85,8 @@ void ixfer_peer_heard(struct net_peer *p);
 /* Peers reached over shm, which notices no peer death (ops to a dead
  * process never complete): one whose ops have been out without a completion
  * for a while is probed on its rail-0 address, and declared gone when
- * nothing listens there. Returns whether to look again soon. */
+ * nothing listens there. Returns whether to look again soon: some peer on
+ * shm has ops out. */
 int ixfer_peers_watch_shm(struct ixfer_agent *a);
 /* At teardown, after the progress thread stopped. */
 void ixfer_peers_fini(struct ixfer_agent *a);

@@ -147,6 +147,32 @@ static int via_shm(const struct ixfer_agent *a, const struct xfer_request *r)
     return a->shm_rail && r->np && r->np->shm && !r->net;
 }
 
+/* A peer's shm worker sleeps without a timeout once cold (RAIL_WARM_NS
+ * after its last traffic) and cannot be woken from another process: a nudge
+ * over rail 0 wakes it (notify.c), before our ops reach it. Sent when the
+ * last one is older than the worker's longest poll sleep (it may be in one,
+ * or cold), at most SHM_NUDGE_MAX_NS apart while we post, well inside its
+ * warm spell; and again while ops stay out (the nudge lost, or late). */
+#define SHM_NUDGE_MAX_NS (RAIL_WARM_NS / 3)
+#define SHM_RENUDGE_NS 10000000ull
+
+static void shm_nudge(struct ixfer_agent *a, struct net_peer *p, uint64_t now)
+{
+    p->shm_nudged_ns = now;
+    ixfer_notify_nudge(a, p->fa);
+}
+
+static void shm_renudge(struct ixfer_agent *a)
+{
+    uint64_t now = ixfer_now_ns();
+    IXFER_LIST_FOR_EACH(n, &a->peers) {
+        struct net_peer *p = ixfer_container_of(n, struct net_peer, link);
+        if (p->shm && p->state == PEER_OK && p->outstanding &&
+            now - p->shm_nudged_ns >= SHM_RENUDGE_NS)
+            shm_nudge(a, p, now);
+    }
+}
+
 /* Rails both ends of r have (one, the shm rail, when via_shm). */
 static uint32_t shared_rails(const struct ixfer_agent *a, const struct xfer_request *r)
 {
@@ -543,9 +569,15 @@ static void accept_request(struct ixfer_agent *a, struct xfer_request *r)
     /* A polled target (shm) sleeps up to IXFER_POLL_MAX_US between
      * looks, and our READ gives it no completion to stay awake on
      * (a WRITE carries CQ data for that): a one-fragment message
-     * does, so a stream of READs is served at its short poll. */
-    if (r->op == IXFER_OP_READ && a->wait_epfd < 0)
+     * does, so a stream of READs is served at its short poll. A peer
+     * reached over our shm rail is nudged at shm_nudge's pace. */
+    if (via_shm(a, r)) {
+        uint64_t now = ixfer_now_ns(), max = ixfer_poll_max_ns();
+        if (now - r->np->shm_nudged_ns >= (max < SHM_NUDGE_MAX_NS ? max : SHM_NUDGE_MAX_NS))
+            shm_nudge(a, r->np, now);
+    } else if (r->op == IXFER_OP_READ && a->wait_epfd < 0) {
         ixfer_notify_nudge(a, r->peer);
+    }
     ixfer_list_push_front(&a->live, &r->base.live);
     ixfer_list_push_back(&a->postq, &r->base.queue);
 }
@@ -874,7 +906,12 @@ static void *progress_main(void *arg)
         int staging = ixfer_staging_pass(a);
         pending |= (staging & STAGING_STALLED) != 0;
         pending |= ixfer_notify_pass(a);
-        int watch = a->shm_rail && ixfer_peers_watch_shm(a);
+        int watch = 0;
+        if (a->shm_rail) {
+            if (ixfer_now_ns() >= a->shm_watch_ns) /* at the watch's pace */
+                shm_renudge(a);
+            watch = ixfer_peers_watch_shm(a);
+        }
         if (read_cqs(a, ents) > 0 || (staging & STAGING_WORKED)) {
             backoff_ms = 0;
             active = 1;

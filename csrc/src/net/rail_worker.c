@@ -237,10 +237,16 @@ static void *worker_main(void *arg)
     struct fi_cq_data_entry ents[CQ_BATCH];
     struct ixfer_list queue; /* taken from todo, not yet posted, in order */
     ixfer_list_init(&queue);
-    uint64_t poll_ns = POLL_MIN_NS;
+    uint64_t poll_ns = POLL_MIN_NS, busy_ns = ixfer_now_ns();
     int backoff_ms = 0, active = 0;
+    unsigned last_seen = atomic_load(&w->handed);
     while (!atomic_load(&w->stop)) {
         unsigned seen = atomic_load(&w->handed);
+        if (seen != last_seen) { /* an op, or a peer's nudge (rail_worker.h) */
+            last_seen = seen;
+            busy_ns = ixfer_now_ns();
+            poll_ns = POLL_MIN_NS;
+        }
         pthread_mutex_lock(&w->lock);
         ixfer_list_splice_back(&queue, &w->todo);
         pthread_mutex_unlock(&w->lock);
@@ -249,6 +255,7 @@ static void *worker_main(void *arg)
             active = 1;
             backoff_ms = 0;
             poll_ns = POLL_MIN_NS;
+            busy_ns = ixfer_now_ns();
             continue;
         }
         if (active && !refused && ixfer_spin_ns() && spin(w, ents)) {
@@ -260,9 +267,19 @@ static void *worker_main(void *arg)
          * (after a refusal) a short growing back-off ends. */
         uint64_t timeout_ns = IDLE_WAIT_MS * 1000000ull;
         if (rl->wait_fd < 0) {
-            timeout_ns = poll_ns;
-            uint64_t max = ixfer_poll_max_ns();
-            poll_ns = poll_ns * 2 < max ? poll_ns * 2 : max;
+            /* The shm rail's CQ is read often only while warm: our ops
+             * out, or traffic lately. Cold, an eventfd write wakes us (a peer
+             * that starts using the rail nudges us first), or the safety
+             * net: an op whose nudge never came (a peer of an older ixfer)
+             * waits for it at most. Other polled rails (EFA before 2.5) have
+             * remote peers, which send no nudge: they keep polling. */
+            int shm = w->a->shm_rail && w->rail == w->a->shm_rail;
+            if (!shm || in_flight(w) || !ixfer_list_empty(&queue) ||
+                ixfer_now_ns() - busy_ns < RAIL_WARM_NS) {
+                timeout_ns = poll_ns;
+                uint64_t max = ixfer_poll_max_ns();
+                poll_ns = poll_ns * 2 < max ? poll_ns * 2 : max;
+            }
         }
         if (refused) {
             backoff_ms = backoff_ms ? (backoff_ms < 16 ? backoff_ms * 2 : 16) : 1;

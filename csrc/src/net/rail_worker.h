@@ -24,10 +24,17 @@ struct rail_done {
     int fi_err;
 };
 
-/* A rail with nothing in flight that keeps refusing work this long (a
- * connection that cannot be made again: tcp's rxm answers -FI_EAGAIN while it
- * retries) is as broken as one whose ops fail. */
+/* A peer a rail keeps refusing work for this long while the rail shows room
+ * (nothing in flight, or another peer's op posted since: a connection that
+ * cannot be made again, tcp's rxm answering -FI_EAGAIN while it retries) is
+ * as unreachable on it as one whose ops fail. */
 #define RAIL_REFUSE_NS 500000000ull
+
+/* The shm rail's worker (its CQ has no wait fd) polls it only this long after its
+ * last op, completion or nudge, then sleeps until woken (or a second has
+ * passed). A peer using our rail keeps us warm by nudging more often than
+ * this (progress.c). */
+#define RAIL_WARM_NS 300000000ull
 
 /* An op as handed to a worker: ctx is its context (what the CQ reports),
  * peer its destination on the rail. */
@@ -52,8 +59,9 @@ void ixfer_rail_workers_stop(struct ixfer_agent *a);
  * (FI_ENOTCONN, for the ops queued to that peer, when the rail refused work
  * to it for long with nothing in flight). */
 void ixfer_rail_worker_hand(struct ixfer_agent *a, uint32_t rail, struct rail_item *item);
-/* Progress thread: it posted to rail's endpoint itself; the worker, if any,
- * reads the CQ soon (tcp sends what the post left over from CQ reads). */
+/* Progress thread: it posted to rail's endpoint itself, or a peer said it
+ * is about to use the rail (notify.c's nudge); the worker, if any, reads the
+ * CQ soon (tcp sends what the post left over from CQ reads) and stays warm. */
 void ixfer_rail_worker_nudge(struct ixfer_agent *a, uint32_t rail);
 /* Progress thread: the completion of an op handed to rail's worker was taken
  * back (the worker keeps count of its ops in flight). */
