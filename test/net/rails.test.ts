@@ -10,6 +10,9 @@ import { decodeMetadata, encodeMetadata, FLAG_RAILS, type Metadata } from '../..
 import { expectCode, MiB, random, sha } from '../support/helpers.js';
 import { spawnPeer, type Peer } from '../support/peer.js';
 
+/** The network rails under test: a peer on this host would take the shm rail instead (libfabric 2.6). */
+const networkRails = { sameHost: 'off' } as const;
+
 /** Rails that carried bytes, by index. */
 const used = (before: RailStatus[], after: RailStatus[]) => after.map((r, i) => r.bytes - before[i]!.bytes);
 
@@ -30,9 +33,9 @@ for (const [mine, theirs] of pairs) {
     let child: Peer;
     let peer: string;
     beforeAll(async () => {
-      a = await Agent.create({ name: 'parent', rails: mine });
+      a = await Agent.create({ ...networkRails, name: 'parent', rails: mine });
       mem = a.allocate(32 * MiB);
-      child = await spawnPeer('child', { size: 32 * MiB, rails: theirs });
+      child = await spawnPeer('child', { ...networkRails, size: 32 * MiB, rails: theirs });
       peer = a.loadRemoteMetadata(child.ready.metadata);
     });
     afterAll(async () => {
@@ -140,9 +143,9 @@ describe('rails: a connection broken towards one peer', () => {
   let c: Peer;
   beforeAll(async () => {
     // A long cooldown: a rail taken out of use for everyone would stay out for the whole test.
-    a = await Agent.create({ name: 'parent', rails: 2, railCooldownMs: 60_000 });
+    a = await Agent.create({ ...networkRails, name: 'parent', rails: 2, railCooldownMs: 60_000 });
     mem = a.allocate(64 * MiB);
-    [b, c] = await Promise.all([spawnPeer('b', { size: 32 * MiB, rails: 2 }), spawnPeer('c', { size: 32 * MiB, rails: 2 })]);
+    [b, c] = await Promise.all([spawnPeer('b', { ...networkRails, size: 32 * MiB, rails: 2 }), spawnPeer('c', { ...networkRails, size: 32 * MiB, rails: 2 })]);
     a.loadRemoteMetadata(b.ready.metadata);
     a.loadRemoteMetadata(c.ready.metadata);
   });
@@ -201,8 +204,8 @@ describe('rails: a connection broken towards one peer', () => {
 describe('rails: options and metadata', () => {
   it('a stripe threshold above the transfer keeps it whole: one op on one rail', async () => {
     const [a, b] = await Promise.all([
-      Agent.create({ name: 'thr-a', rails: 4, stripeThresholdBytes: MiB }),
-      Agent.create({ name: 'thr-b', rails: 4 }),
+      Agent.create({ ...networkRails, name: 'thr-a', rails: 4, stripeThresholdBytes: MiB }),
+      Agent.create({ ...networkRails, name: 'thr-b', rails: 4 }),
     ]);
     try {
       const size = 512 * 1024;
@@ -222,7 +225,7 @@ describe('rails: options and metadata', () => {
   });
 
   it('idle 4-rail agents sleep: every rail worker and the progress thread wait, using next to no CPU', async () => {
-    const [a, b] = await Promise.all([Agent.create({ name: 'idle-a', rails: 4 }), Agent.create({ name: 'idle-b', rails: 4 })]);
+    const [a, b] = await Promise.all([Agent.create({ ...networkRails, name: 'idle-a', rails: 4 }), Agent.create({ ...networkRails, name: 'idle-b', rails: 4 })]);
     try {
       const am = a.allocate(4 * MiB);
       const bm = b.allocate(4 * MiB);
@@ -241,16 +244,16 @@ describe('rails: options and metadata', () => {
   });
 
   it('bad rail options are typed errors, and nothing is left open', async () => {
-    await expectCode(() => Agent.create({ name: 'bad', rails: 33 }), 'ERR_INVALID_PARAM');
-    await expectCode(() => Agent.create({ name: 'bad', rails: 0 }), 'ERR_INVALID_PARAM');
-    await expectCode(() => Agent.create({ name: 'bad', rails: [] }), 'ERR_INVALID_PARAM');
-    await expectCode(() => Agent.create({ name: 'bad', stripeThresholdBytes: 0 }), 'ERR_INVALID_PARAM');
+    await expectCode(() => Agent.create({ ...networkRails, name: 'bad', rails: 33 }), 'ERR_INVALID_PARAM');
+    await expectCode(() => Agent.create({ ...networkRails, name: 'bad', rails: 0 }), 'ERR_INVALID_PARAM');
+    await expectCode(() => Agent.create({ ...networkRails, name: 'bad', rails: [] }), 'ERR_INVALID_PARAM');
+    await expectCode(() => Agent.create({ ...networkRails, name: 'bad', stripeThresholdBytes: 0 }), 'ERR_INVALID_PARAM');
     for (const linkTimeoutMs of [-1, 50, 1.5, 3_600_001])
-      expect((await expectCode(() => Agent.create({ name: 'bad', linkTimeoutMs }), 'ERR_INVALID_PARAM')).message).toMatch(/linkTimeoutMs/);
+      expect((await expectCode(() => Agent.create({ ...networkRails, name: 'bad', linkTimeoutMs }), 'ERR_INVALID_PARAM')).message).toMatch(/linkTimeoutMs/);
     // A rail on an address this host does not have: the endpoint cannot bind it.
-    const err = await expectCode(() => Agent.create({ name: 'bad', rails: [{}, { address: '192.0.2.1' }] }), 'ERR_BACKEND');
+    const err = await expectCode(() => Agent.create({ ...networkRails, name: 'bad', rails: [{}, { address: '192.0.2.1' }] }), 'ERR_BACKEND');
     expect(err.message).toMatch(/rail 1 at 192\.0\.2\.1: .*Cannot assign requested address/);
-    const ok = await Agent.create({ name: 'after-bad', rails: [{ address: '127.0.0.1' }, { address: '127.0.0.2' }] });
+    const ok = await Agent.create({ ...networkRails, name: 'after-bad', rails: [{ address: '127.0.0.1' }, { address: '127.0.0.2' }] });
     expect(ok.rails).toHaveLength(2);
     await ok.close();
   });
@@ -259,9 +262,9 @@ describe('rails: options and metadata', () => {
     // a has the default; b and c have none. b connects to a, a to c (rxm then
     // uses that one connection both ways).
     const [a, b, c] = await Promise.all([
-      Agent.create({ name: 'lt-a', rails: 2 }),
-      Agent.create({ name: 'lt-b', rails: 2, linkTimeoutMs: 0 }),
-      Agent.create({ name: 'lt-c', rails: 2, linkTimeoutMs: 0 }),
+      Agent.create({ ...networkRails, name: 'lt-a', rails: 2 }),
+      Agent.create({ ...networkRails, name: 'lt-b', rails: 2, linkTimeoutMs: 0 }),
+      Agent.create({ ...networkRails, name: 'lt-c', rails: 2, linkTimeoutMs: 0 }),
     ]);
     const server = net.createServer((s) => s.on('error', () => {}));
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -336,7 +339,7 @@ describe('rails: options and metadata', () => {
   });
 
   it('2,000 mutated multi-rail blobs load or fail with a typed error; the agent still moves data on its rails', async () => {
-    const [a, b] = await Promise.all([Agent.create({ name: 'fz-a', rails: 2 }), Agent.create({ name: 'fz-b', rails: 3 })]);
+    const [a, b] = await Promise.all([Agent.create({ ...networkRails, name: 'fz-a', rails: 2 }), Agent.create({ ...networkRails, name: 'fz-b', rails: 3 })]);
     try {
       const am = a.allocate(65536);
       const bm = b.allocate(65536);
