@@ -1,9 +1,12 @@
 /* Timing and the statistics of nixlbench's columns, shared by the C
- * baselines of `ixfer bench` (fi_rma_baseline.c, file_baseline.c). */
+ * baselines of `ixfer bench` (fi_rma_baseline.c, file_baseline.c,
+ * cuda_copy_baseline.c), and the commands they read. */
 #ifndef IXFER_BENCH_STATS_H
 #define IXFER_BENCH_STATS_H
 
+#include <inttypes.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -36,6 +39,19 @@ static inline uint64_t p99(uint64_t *v, size_t n)
     qsort(v, n, sizeof *v, cmp_u64);
     size_t i = (size_t)(n * 0.99);
     return v[i < n ? i : n - 1];
+}
+
+/* One row of the orchestrator's (lib/bench/c-baseline.ts) commands on stdin,
+ * "<cmd> <op> <block> <batch> <iovs> <iterations>", into cmd and op (16
+ * bytes each) and the numbers: 0 when it is not one, or its blocks do not
+ * fit capacity bytes. */
+static inline int parse_row_command(const char *line, char *cmd, char *op, uint64_t *block,
+                                    uint64_t *batch, uint64_t *iovs, uint64_t *iters,
+                                    uint64_t capacity)
+{
+    return sscanf(line, "%15s %15s %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64, cmd, op, block,
+                  batch, iovs, iters) == 6 &&
+           *block && *batch && *iovs && *iovs <= *block && *block * *batch <= capacity;
 }
 
 #endif

@@ -147,9 +147,7 @@ int main(int argc, char **argv)
     char line[256], cmd[16], op[16];
     uint64_t block, batch, iovs, iters;
     while (fgets(line, sizeof line, stdin)) {
-        if (sscanf(line, "%15s %15s %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64, cmd, op, &block, &batch, &iovs,
-                   &iters) != 6 ||
-            !block || !batch || !iovs || iovs > block || block * batch > bytes)
+        if (!parse_row_command(line, cmd, op, &block, &batch, &iovs, &iters, bytes))
             die("bad command: %s", line);
         int writing = !strcmp(op, "WRITE");
         const struct side *src = writing ? &initiator : &target, *dst = writing ? &target : &initiator;

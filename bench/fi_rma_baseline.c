@@ -323,9 +323,7 @@ static int run_initiator(const char *addr_hex, const char *key, const char *base
     while (fgets(line, sizeof line, stdin)) {
         if (check_command(line))
             continue;
-        if (sscanf(line, "%15s %15s %" SCNu64 " %" SCNu64 " %" SCNu64 " %" SCNu64, cmd, op, &block,
-                   &batch, &iovs, &iters) != 6 ||
-            !block || !batch || !iovs || iovs > block || block * batch > buf_len)
+        if (!parse_row_command(line, cmd, op, &block, &batch, &iovs, &iters, buf_len))
             die("bad command: %s", line);
         int write = !strcmp(op, "WRITE");
         size_t npieces = layout(block, batch, iovs);
