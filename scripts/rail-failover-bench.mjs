@@ -10,20 +10,18 @@
 // two rails, failed transfers, and when rail 1 went and came back. Usage
 // (after npm run compile):
 //   node scripts/rail-failover-bench.mjs [seconds=9] [block bytes=1048576] [reset|silent]
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import readline from 'node:readline';
 
 import { Agent } from '../dist/index.js';
+import { vethNamespace } from '../test/support/netns.mjs';
 
 const seconds = Number(process.argv[2] ?? 9);
 const block = Number(process.argv[3] ?? 1 << 20);
 const silent = process.argv[4] === 'silent';
 const id = process.pid % 100_000;
-const ns = `ixb${id}`;
-const link = (i, side) => `ixb${id}${side}${i}`;
-const subnet = (i) => `10.232.${(id % 100) * 2 + i}`;
-const ip = (...args) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'inherit'] });
+const { ns, link, subnet, make, remove, setLink, reset } = vethNamespace(`ixb${id}`, 232, (id % 100) * 2);
 
 if (process.argv[2] === '--child') {
   // Inside the namespace: a target agent with one rail per link.
@@ -33,18 +31,13 @@ if (process.argv[2] === '--child') {
   process.stdin.resume();
   process.stdin.on('end', () => agent.close().then(() => process.exit(0)));
 } else {
-  ip('netns', 'add', ns);
+  const unavailable = make();
+  if (unavailable) {
+    console.error(unavailable);
+    process.exit(2);
+  }
   let child;
   try {
-    for (const i of [0, 1]) {
-      ip('link', 'add', link(i, 'a'), 'type', 'veth', 'peer', 'name', link(i, 'b'));
-      ip('link', 'set', link(i, 'b'), 'netns', ns);
-      ip('addr', 'add', `${subnet(i)}.1/24`, 'dev', link(i, 'a'));
-      ip('link', 'set', link(i, 'a'), 'up');
-      ip('netns', 'exec', ns, 'ip', 'addr', 'add', `${subnet(i)}.2/24`, 'dev', link(i, 'b'));
-      ip('netns', 'exec', ns, 'ip', 'link', 'set', link(i, 'b'), 'up');
-    }
-    ip('netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up');
     child = spawn('ip', ['netns', 'exec', ns, process.execPath, new URL(import.meta.url).pathname, '--child', `${subnet(0)}.2`, `${subnet(1)}.2`], {
       stdio: ['pipe', 'pipe', 'inherit'],
     });
@@ -71,15 +64,11 @@ if (process.argv[2] === '--child') {
       const t = Date.now() - start;
       if (phase === 0 && t >= third) {
         phase = 1;
-        // The namespace's end: ours keeps its routes, so nothing goes out another way.
-        ip('netns', 'exec', ns, 'ip', 'link', 'set', link(1, 'b'), 'down');
-        if (!silent) {
-          execFileSync('ss', ['-K', 'dst', `${subnet(1)}.2`], { stdio: 'ignore' });
-          execFileSync('ip', ['netns', 'exec', ns, 'ss', '-K', 'dst', `${subnet(1)}.1`], { stdio: 'ignore' });
-        }
+        setLink(1, 'down');
+        if (!silent) reset(1);
       } else if (phase === 1 && t >= 2 * third) {
         phase = 2;
-        ip('netns', 'exec', ns, 'ip', 'link', 'set', link(1, 'b'), 'up');
+        setLink(1, 'up');
       }
       const tr = a.createTransfer({ op: 'WRITE', peer, local: [mem.desc(s * block, block)], remote: [{ addr: target.addr + s * block, len: block }] });
       const p = tr.run({ timeoutMs: 30_000 }).then(
@@ -117,13 +106,6 @@ if (process.argv[2] === '--child') {
   } finally {
     child?.stdin.end();
     if (child) await once(child, 'exit');
-    for (const i of [0, 1]) {
-      try {
-        ip('link', 'del', link(i, 'a'));
-      } catch {
-        // gone already
-      }
-    }
-    ip('netns', 'del', ns);
+    remove();
   }
 }

@@ -8,65 +8,17 @@
  * root (ip netns, veth); skipped with a message where namespaces cannot be
  * made.
  */
-import { execFileSync } from 'node:child_process';
-
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { Agent, type MemoryRegion, type RailEvent } from '../../lib/index.js';
 import { MiB, random, sha } from '../support/helpers.js';
+import { vethNamespace } from '../support/netns.mjs';
 import { spawnPeer, type Peer } from '../support/peer.js';
 
 const id = process.pid % 100_000;
-const ns = `ixr${id}`;
-const link = (i: number, side: 'a' | 'b') => `ixr${id}${side}${i}`;
-const subnet = (i: number) => `10.231.${(id % 100) * 2 + i}`;
-const ip = (...args: string[]) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-/**
- * Takes link i down or up at the namespace's end: ours loses its carrier but
- * keeps its routes, so nothing for the namespace goes out another way (with
- * our end down, the default route would take it).
- */
-const setLink = (i: number, state: 'up' | 'down') => ip('netns', 'exec', ns, 'ip', 'link', 'set', link(i, 'b'), state);
+const { ns, link, subnet, make, remove: removeNamespace, setLink, reset } = vethNamespace(`ixr${id}`, 231, (id % 100) * 2);
 
-function makeNamespace(): string | undefined {
-  try {
-    ip('netns', 'add', ns);
-  } catch (err) {
-    return `cannot create a network namespace (${String((err as { stderr?: Buffer }).stderr ?? err).trim()}): needs root and ip(8)`;
-  }
-  try {
-    for (const i of [0, 1]) {
-      ip('link', 'add', link(i, 'a'), 'type', 'veth', 'peer', 'name', link(i, 'b'));
-      ip('link', 'set', link(i, 'b'), 'netns', ns);
-      ip('addr', 'add', `${subnet(i)}.1/24`, 'dev', link(i, 'a'));
-      ip('link', 'set', link(i, 'a'), 'up');
-      ip('netns', 'exec', ns, 'ip', 'addr', 'add', `${subnet(i)}.2/24`, 'dev', link(i, 'b'));
-      ip('netns', 'exec', ns, 'ip', 'link', 'set', link(i, 'b'), 'up');
-    }
-    ip('netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up');
-  } catch (err) {
-    removeNamespace();
-    return `cannot set up veth pairs (${String((err as { stderr?: Buffer }).stderr ?? err).trim()})`;
-  }
-  return undefined;
-}
-
-function removeNamespace(): void {
-  for (const i of [0, 1]) {
-    try {
-      ip('link', 'del', link(i, 'a'));
-    } catch {
-      // gone already
-    }
-  }
-  try {
-    ip('netns', 'del', ns);
-  } catch {
-    // never made
-  }
-}
-
-const unavailable = makeNamespace();
+const unavailable = make();
 if (unavailable) console.warn(`rail failover tests skipped: ${unavailable}`);
 
 describe.skipIf(Boolean(unavailable))('rail failover across veth pairs in a network namespace', () => {
@@ -150,8 +102,7 @@ describe.skipIf(Boolean(unavailable))('rail failover across veth pairs in a netw
       // Both ends' connections: a peer that still holds its end refuses our
       // new connection as a duplicate (rxm), so the rail could not rejoin
       // until that end timed out.
-      execFileSync('ss', ['-K', 'dst', `${subnet(1)}.2`], { stdio: 'ignore' });
-      ip('netns', 'exec', ns, 'ss', '-K', 'dst', `${subnet(1)}.1`);
+      reset(1);
     });
     const gone = await passUntil(down);
     expect(gone).toMatchObject({ rail: 1, domain: link(1, 'a'), peer: 'child', up: false });
@@ -189,8 +140,7 @@ describe.skipIf(Boolean(unavailable))('rail failover across veth pairs in a netw
       .createTransfer({ op: 'WRITE', peer, local: [mem.desc(0, size)], remote: [{ addr: child.ready.addr, len: size }], notification: 'failed over' })
       .post();
     await new Promise((r) => setTimeout(r, 200));
-    execFileSync('ss', ['-K', 'dst', `${subnet(1)}.2`], { stdio: 'ignore' });
-    ip('netns', 'exec', ns, 'ss', '-K', 'dst', `${subnet(1)}.1`);
+    reset(1);
     await t.done({ timeoutMs: 30_000 });
     // The receiver counted the piece posted again, and held the notification until it landed.
     expect(await heard).toMatchObject({ text: 'failed over', hash: sha(data) });
@@ -293,8 +243,7 @@ describe.skipIf(Boolean(unavailable))('rail failover across veth pairs in a netw
         ts.push(a.createTransfer({ op: 'WRITE', peer, local: [mem.desc(at, block)], remote: [{ addr: child.ready.addr + at, len: block }], notification }).post());
       }
       await new Promise((r) => setTimeout(r, 100));
-      execFileSync('ss', ['-K', 'dst', `${subnet(1)}.2`], { stdio: 'ignore' });
-      ip('netns', 'exec', ns, 'ss', '-K', 'dst', `${subnet(1)}.1`);
+      reset(1);
       setLink(1, 'up');
       await Promise.all(ts.map((t) => t.done({ timeoutMs: 30_000 })));
       expect((await heard).early).toEqual([]);
