@@ -12,9 +12,7 @@
  * nothing. Posting here rather than on the caller's thread keeps the
  * provider's copying (tcp sends the data while posting) off the JavaScript
  * thread. */
-#define _GNU_SOURCE /* ppoll */
 #include <errno.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -863,17 +861,8 @@ static ssize_t wait_cq(struct ixfer_agent *a, struct fi_cq_data_entry *ents,
         /* A submitter that read sleeping == 0 counted its work before. */
         int woken = 0; /* wake_fd is readable: drained below */
         if (atomic_load(&a->submitted) == seen && !atomic_load(&a->stop)) {
-            if (a->wait_epfd >= 0) { /* wake_fd is in the set: ixfer_progress_start */
-                struct epoll_event ev[2];
-                int n = epoll_wait(a->wait_epfd, ev, 2, (int)(timeout_ns / 1000000));
-                for (int i = 0; i < n; i++)
-                    woken |= ev[i].data.fd == a->wake_fd;
-            } else {
-                struct pollfd p = {.fd = a->wake_fd, .events = POLLIN};
-                struct timespec ts = {.tv_sec = (time_t)(timeout_ns / 1000000000ull),
-                                      .tv_nsec = (long)(timeout_ns % 1000000000ull)};
-                woken = ppoll(&p, 1, &ts, NULL) > 0;
-            }
+            /* wake_fd is in wait_epfd's set: ixfer_progress_start */
+            woken = ixfer_sleep_on(a->wait_epfd, a->wake_fd, timeout_ns);
         } else {
             woken = 1; /* a submitter may have written it */
         }

@@ -3,9 +3,7 @@
  * own (or polls a CQ without a wait fd, with growing sleeps), as the progress
  * thread does; ops come in on a list under its lock, completions go back in
  * a bounded array under the same lock, followed by ixfer_progress_poke. */
-#define _GNU_SOURCE /* ppoll */
 #include <errno.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -291,15 +289,7 @@ static void *worker_main(void *arg)
             atomic_store(&w->sleeping, 1);
             /* hand() counts before it reads `sleeping` (all seq_cst). */
             if (atomic_load(&w->handed) == seen && !atomic_load(&w->stop)) {
-                if (w->epfd >= 0) {
-                    struct epoll_event ev;
-                    epoll_wait(w->epfd, &ev, 1, (int)(timeout_ns / 1000000));
-                } else {
-                    struct pollfd p = {.fd = w->wake_fd, .events = POLLIN};
-                    struct timespec ts = {.tv_sec = (time_t)(timeout_ns / 1000000000ull),
-                                          .tv_nsec = (long)(timeout_ns % 1000000000ull)};
-                    ppoll(&p, 1, &ts, NULL);
-                }
+                ixfer_sleep_on(w->epfd, w->wake_fd, timeout_ns);
             }
             atomic_store(&w->sleeping, 0);
             uint64_t count;

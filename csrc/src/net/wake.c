@@ -1,3 +1,7 @@
+#define _GNU_SOURCE /* ppoll */
+#include <poll.h>
+#include <sys/epoll.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "net/wake.h"
@@ -16,4 +20,21 @@ void ixfer_progress_poke(struct ixfer_agent *a)
     atomic_fetch_add(&a->submitted, 1);
     if (atomic_load(&a->sleeping))
         ixfer_progress_signal(a);
+}
+
+int ixfer_sleep_on(int epfd, int wake_fd, uint64_t timeout_ns)
+{
+    int woken = 0;
+    if (epfd >= 0) { /* wake_fd is in the set */
+        struct epoll_event ev[2];
+        int n = epoll_wait(epfd, ev, 2, (int)(timeout_ns / 1000000));
+        for (int i = 0; i < n; i++)
+            woken |= ev[i].data.fd == wake_fd;
+    } else {
+        struct pollfd p = {.fd = wake_fd, .events = POLLIN};
+        struct timespec ts = {.tv_sec = (time_t)(timeout_ns / 1000000000ull),
+                              .tv_nsec = (long)(timeout_ns % 1000000000ull)};
+        woken = ppoll(&p, 1, &ts, NULL) > 0;
+    }
+    return woken;
 }
