@@ -164,7 +164,7 @@ describe('BlockStore and another process', () => {
           try {
             await store.get(key, mem.desc(0, store.size(key)!));
           } catch (err) {
-            expect((err as { code?: string }).code).toBe('ERR_NOT_FOUND');
+            expect((err as { code?: string }).code, String((err as Error).message)).toBe('ERR_NOT_FOUND');
             expect(store.has(key)).toBe(false);
           }
         }
