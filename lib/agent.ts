@@ -130,7 +130,7 @@ export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, As
     try {
       agent = new Agent(endpoint, opts);
     } catch (err) {
-      endpoint.destroy();
+      await endpoint.destroy();
       throw err;
     }
     await agent.#start(opts.metrics).catch(async (err: unknown) => {
@@ -430,7 +430,8 @@ export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, As
     this.#closed = true; // refuses new work from here on
     await this.#exchange.close(); // before the endpoint goes: our etcd entry is removed first
     this.#files?.close(); // its threads report to the endpoint's queue: stop them first
-    this.#endpoint.destroy(); // joins the progress thread; closes every registration
+    this.#completions.detach(); // the shim writes events until it is gone: the descriptor stays open
+    await this.#endpoint.destroy(); // joins the progress thread; closes every registration
     this.#completions.close(); // what was in flight ends as canceled
     this.#net.notifications.inbox.close(new NotAllowedError(`agent '${this.name}' is closed`));
     this.#net.close();

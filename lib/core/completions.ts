@@ -85,6 +85,11 @@ export class Completions {
     if (this.#inflight.size === 0) this.refresh();
   }
 
+  /** Before the shim's agent is destroyed: events are no longer read (the descriptor stays open until close). */
+  detach(): void {
+    this.#handle = undefined;
+  }
+
   /** After the shim's agent is destroyed (no more events): runs still in flight end as canceled. */
   close(): void {
     this.#handle = undefined;

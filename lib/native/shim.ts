@@ -192,7 +192,9 @@ function declare(lib: ReturnType<typeof koffi.load>) {
       cfg: AgentConfig,
       out: (bigint | null)[],
     ) => number,
-    agentDestroy: f('void ixfer_agent_destroy(ixfer_agent *agent)') as (a: AgentHandle) => void,
+    agentDestroy: f('void ixfer_agent_destroy(ixfer_agent *agent)') as ((a: AgentHandle) => void) & {
+      async(a: AgentHandle, done: (err: unknown) => void): void;
+    },
     agentInfo: f('int32_t ixfer_agent_info(ixfer_agent *agent, _Out_ uint8_t *out)') as (
       a: AgentHandle,
       out: Buffer,

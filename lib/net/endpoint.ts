@@ -172,9 +172,17 @@ export class Endpoint {
     });
   }
 
-  /** Joins the progress thread and closes every registration. */
-  destroy(): void {
-    if (this.#handle) shim().agentDestroy(this.#handle);
-    this.#handle = undefined;
+  /**
+   * Joins the progress thread and closes every registration. On a thread of
+   * libuv's pool: the shim lets operations the provider still holds end
+   * first (up to 1 s), which must not stall the event loop.
+   */
+  async destroy(): Promise<void> {
+    const handle = this.#handle;
+    this.#handle = undefined; // nothing reaches the agent while it goes
+    if (!handle) return;
+    await new Promise<void>((resolve, reject) =>
+      shim().agentDestroy.async(handle, (err) => (err ? reject(err as Error) : resolve())),
+    );
   }
 }

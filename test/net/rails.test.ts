@@ -398,3 +398,47 @@ describe('rails: options and metadata', () => {
     expect(() => decodeMetadata(noAddr)).toThrow(/rails without a connection address/);
   });
 });
+
+describe('closing an agent while striped READs are in flight', () => {
+  let child: Peer;
+  beforeAll(async () => {
+    child = await spawnPeer('close-target', { ...networkRails, size: 32 * MiB, rails: 4 });
+  });
+  afterAll(async () => {
+    await child?.kill();
+  });
+
+  // libfabric 1.17's tcp endpoint, closed while a READ's response arrives,
+  // reported that READ twice and rxm then crashed the process: the shim lets
+  // the provider's ops end before it closes.
+  it('40 times: close() resolves, every transfer ends done or ERR_CANCELED, and the peer serves the next agent', async () => {
+    const { hash } = await child.request({ type: 'fill', offset: 0, len: 32 * MiB });
+    for (let round = 0; round < 40; round++) {
+      const a = await Agent.create({ ...networkRails, name: `closer-${round}`, rails: 4 });
+      const mem = a.allocate(32 * MiB);
+      const peer = a.loadRemoteMetadata(child.ready.metadata);
+      const ends = Array.from({ length: 32 }, (_, i) =>
+        a
+          .createTransfer({ op: 'READ', peer, local: [mem.desc(i * MiB, MiB)], remote: [{ addr: child.ready.addr + i * MiB, len: MiB }] })
+          .post()
+          .done({ timeoutMs: 30_000 })
+          .then(
+            () => 'done',
+            (err: unknown) => (err instanceof IxferError ? err.code : String(err)),
+          ),
+      );
+      await new Promise((r) => setTimeout(r, round % 4));
+      await a.close();
+      for (const end of await Promise.all(ends)) expect(['done', 'ERR_CANCELED']).toContain(end);
+    }
+    const a = await Agent.create({ ...networkRails, name: 'closer-last', rails: 4 });
+    try {
+      const mem = a.allocate(32 * MiB);
+      const peer = a.loadRemoteMetadata(child.ready.metadata);
+      await a.createTransfer({ op: 'READ', peer, local: [mem.desc(0, 32 * MiB)], remote: [{ addr: child.ready.addr, len: 32 * MiB }] }).run({ timeoutMs: 30_000 });
+      expect(sha(mem.bytes)).toBe(hash);
+    } finally {
+      await a.close();
+    }
+  }, 120_000);
+});

@@ -102,6 +102,7 @@ struct ixfer_agent {
     struct ixfer_list running; /* progress.c: agents whose thread runs */
     int thread_started;
     atomic_int stop;
+    atomic_int drain_at_stop; /* let the provider's ops end first (progress.c drain_ops) */
     atomic_uint submitted;  /* submissions ever queued, for the watching thread */
     /* The thread sleeps on wake_fd, an eventfd of ours that submitters write
      * while `sleeping` is set, and (wait_epfd >= 0) on every rail's CQ wait

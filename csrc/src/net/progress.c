@@ -36,6 +36,8 @@
 #define MAX_IOV 16          /* cap on pairs per op, whatever the provider says */
 #define IDLE_WAIT_MS 1000   /* a safety net only: no wake-up can be lost (wait_cq) */
 #define POLL_MIN_NS 50000   /* first sleep of a polling thread after activity */
+#define CLOSE_DRAIN_NS 1000000000ull /* ops still out when the agent closes: drain_ops */
+#define DRAIN_NAP_NS 200000
 #define SHM_WATCH_NS 50000000ull /* looks at shm peers with ops out (peer.h) this often */
 
 /* Why not fi_cq_signal + fi_cq_sread: in libfabric 1.17 ofi_cq_sreadfrom
@@ -877,6 +879,30 @@ static ssize_t wait_cq(struct ixfer_agent *a, struct fi_cq_data_entry *ents,
     return read_cqs(a, ents);
 }
 
+/* Ops the provider still holds, towards every peer. */
+static uint64_t ops_out(struct ixfer_agent *a)
+{
+    uint64_t n = 0;
+    IXFER_LIST_FOR_EACH(node, &a->peers)
+        n += ixfer_container_of(node, struct net_peer, link)->outstanding;
+    return n;
+}
+
+/* When the agent closes, the ops the provider still holds get up to
+ * CLOSE_DRAIN_NS to complete or fail before the endpoints close; nothing
+ * new is posted. libfabric 1.17's tcp, closing a connection while a READ's
+ * response is arriving, reports that READ twice (tcpx_ep_flush_all_queues:
+ * the op heads rma_read_queue and is also cur_rx.entry), the second time
+ * with a NULL context that rxm's rxm_handle_comp_error dereferences. */
+static void drain_ops(struct ixfer_agent *a, struct fi_cq_data_entry *ents)
+{
+    const struct timespec nap = {0, DRAIN_NAP_NS};
+    uint64_t end = ixfer_now_ns() + CLOSE_DRAIN_NS;
+    while (ops_out(a) && ixfer_now_ns() < end)
+        if (read_cqs(a, ents) == 0)
+            nanosleep(&nap, NULL);
+}
+
 static void *progress_main(void *arg)
 {
     struct ixfer_agent *a = arg;
@@ -936,6 +962,8 @@ static void *progress_main(void *arg)
             poll_ns = POLL_MIN_NS;
         }
     }
+    if (atomic_load(&a->drain_at_stop))
+        drain_ops(a, ents);
     pthread_mutex_unlock(&a->post_lock);
     return NULL;
 }
@@ -1008,6 +1036,7 @@ int32_t ixfer_progress_start(struct ixfer_agent *a)
 void ixfer_progress_stop(struct ixfer_agent *a)
 {
     if (a->thread_started) {
+        atomic_store(&a->drain_at_stop, 1); /* not at process exit: nothing closes then */
         pthread_mutex_lock(&running_lock);
         /* Not on the list any more: stopped by the exit hook already. */
         int mine = ixfer_list_linked(&a->running);
