@@ -48,7 +48,9 @@ export function withDeadline<T>(d: Deadline, start: (settle: Settle<T>, abort: A
     d.giveUp?.('ERR_CANCELED');
     return Promise.reject(canceled());
   }
-  const ctl = d.timeoutMs !== undefined || d.signal ? new AbortController() : undefined;
+  // Only a start that declares the abort parameter gets a controller: a
+  // transfer's waiter does not, and one per wait showed in its profile.
+  const ctl = start.length > 1 && (d.timeoutMs !== undefined || d.signal) ? new AbortController() : undefined;
   return new Promise<T>((resolve, reject) => {
     let timer: NodeJS.Timeout | undefined;
     let stop: (() => void) | void;
@@ -63,7 +65,7 @@ export function withDeadline<T>(d: Deadline, start: (settle: Settle<T>, abort: A
       if (done) return;
       finish();
       d.giveUp?.(code);
-      ctl!.abort(err);
+      ctl?.abort(err);
       reject(err);
     };
     const onAbort = () => fail('ERR_CANCELED', canceled());

@@ -6,6 +6,8 @@ import type { Completion, Engine, Posting, TransferPath } from './engine.js';
 import { micros, type TransferTelemetry } from './telemetry.js';
 import { detachedError } from './memory.js';
 
+const NO_OPTIONS: WaitOptions = Object.freeze({});
+
 export type TransferStatus = 'idle' | 'pending' | 'done' | 'error';
 
 export class Transfer implements Completion, Disposable {
@@ -110,8 +112,9 @@ export class Transfer implements Completion, Disposable {
    * timeoutMs or ERR_CANCELED when signal aborts; both also cancel what is not
    * yet posted, and the transfer ends in 'error' (or 'done' if it finished).
    */
-  done(options: WaitOptions = {}): Promise<void> {
-    const { timeoutMs = this.#engine.defaultTimeoutMs, signal } = parse(WaitOptionsSchema, options, 'done options');
+  done(options: WaitOptions = NO_OPTIONS): Promise<void> {
+    // Without options (the common call) there is nothing to validate.
+    const { timeoutMs = this.#engine.defaultTimeoutMs, signal } = options === NO_OPTIONS ? NO_OPTIONS : parse(WaitOptionsSchema, options, 'done options');
     if (this.#status === 'done') return Promise.resolve();
     if (this.#status === 'error') return Promise.reject(this.#error);
     if (this.#status === 'idle') return Promise.reject(new NotAllowedError('this transfer was never posted'));
@@ -136,7 +139,7 @@ export class Transfer implements Completion, Disposable {
   }
 
   /** Posts and waits: `await t.run()` is `t.post(); await t.done()`. */
-  run(options: WaitOptions = {}): Promise<void> {
+  run(options: WaitOptions = NO_OPTIONS): Promise<void> {
     this.post();
     return this.done(options);
   }

@@ -123,18 +123,28 @@ describe('ixfer bench', () => {
     const child = spawn(process.execPath, [cli, ...args], { cwd: root, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     child.stdout.setEncoding('utf8');
-    const exited = new Promise<NodeJS.Signals | number | null>((resolve) => child.on('close', (code, signal) => resolve(signal ?? code)));
+    // 'exit', not 'close': a worker caught between fork and exec when the
+    // signal came could hold the pipe open; it is killed below.
+    const exited = new Promise<NodeJS.Signals | number | null>((resolve) => child.on('exit', (code, signal) => resolve(signal ?? code)));
     await new Promise<void>((resolve, reject) => {
       child.stdout.on('data', (chunk: string) => {
         stdout += chunk;
         if (/^4096\s+1\s+\d/m.test(stdout)) resolve();
       });
-      child.on('close', () => reject(new Error(`bench ended before its first row was printed: ${stdout}`)));
+      child.on('exit', () => reject(new Error(`bench ended before its first row was printed: ${stdout}`)));
     });
     expect(child.exitCode).toBeNull(); // still running: the row came as it finished, not at the end
     // What Ctrl-C does: SIGINT to the foreground process group (the bench and its workers).
     process.kill(-child.pid!, 'SIGINT');
-    expect(await exited).not.toBe(0);
+    try {
+      expect(await exited).not.toBe(0);
+    } finally {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        // the group is gone
+      }
+    }
     expect(stdout).toMatch(/block \(B\)\s+batch\s+GB\/s/);
     expect(stdout).toMatch(/^4096\s+1\s+\d/m);
     expect(stdout).not.toMatch(/^67108864\s+1\s+\d/m);

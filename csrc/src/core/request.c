@@ -41,13 +41,21 @@ int32_t ixfer_request_outcome(const struct ixfer_request *r)
     return r->status;
 }
 
-void ixfer_request_end(struct ixfer_events *events, struct ixfer_request *r)
+void ixfer_request_report(struct ixfer_events *events, struct ixfer_request *r)
 {
+    if (r->reported)
+        return;
+    r->reported = 1;
     /* err is set only with a failure: a request that was only canceled has none. */
     ixfer_event ev = {.user_id = r->user_id, .type = IXFER_EVENT_XFER_DONE,
                       .status = ixfer_request_outcome(r), .fi_errno = r->err,
                       .reserved = r->failed_pair};
+    ixfer_events_push(events, &ev);
+}
+
+void ixfer_request_end(struct ixfer_events *events, struct ixfer_request *r)
+{
+    ixfer_request_report(events, r);
     ixfer_list_remove(&r->live);
     free(r);
-    ixfer_events_push(events, &ev);
 }

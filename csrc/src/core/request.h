@@ -33,6 +33,7 @@ struct ixfer_request {
     int32_t err;             /* its provider error or errno, for the message */
     uint32_t failed_pair;    /* the pair it failed on, where the engine knows */
     int32_t cancel_status;   /* nonzero once canceled: the status to report */
+    int reported;            /* ixfer_request_report ran: ending it only frees it */
 };
 
 /* Zeroes r (unlinked, nothing handed out) for user_id with count pairs. */
@@ -71,5 +72,9 @@ int32_t ixfer_request_outcome(const struct ixfer_request *r);
  * failed pair), takes it off its live list and frees it: r must be the start
  * of its allocation. */
 void ixfer_request_end(struct ixfer_events *events, struct ixfer_request *r);
+
+/* Reports r's outcome now, while parts of it are still out (to a peer that
+ * will never answer); r stays live until ixfer_request_end frees it. */
+void ixfer_request_report(struct ixfer_events *events, struct ixfer_request *r);
 
 #endif

@@ -325,7 +325,7 @@ void ixfer_peer_heard(struct net_peer *p)
         p->silent_since_ns = 0;
 }
 
-int ixfer_peers_watch_shm(struct ixfer_agent *a)
+int ixfer_peers_watch_shm(struct ixfer_agent *a, int *gone)
 {
     uint64_t now = ixfer_now_ns();
     if (now < a->shm_watch_ns) /* the thread passes here often; the peers may be many */
@@ -339,6 +339,7 @@ int ixfer_peers_watch_shm(struct ixfer_agent *a)
         if (p->salen && now - p->shm_heard_ns >= SILENT_PROBE_AFTER_NS && probe_step(p, now)) {
             p->state = PEER_GONE;
             probe_close(p);
+            *gone = 1;
             continue;
         }
         again = 1;

@@ -85,9 +85,9 @@ void ixfer_peer_heard(struct net_peer *p);
 /* Peers reached over shm, which notices no peer death (ops to a dead
  * process never complete): one whose ops have been out without a completion
  * for a while is probed on its rail-0 address, and declared gone when
- * nothing listens there. Returns whether to look again soon: some peer on
- * shm has ops out. */
-int ixfer_peers_watch_shm(struct ixfer_agent *a);
+ * nothing listens there (*gone is set then). Returns whether to look again
+ * soon: some peer on shm has ops out. */
+int ixfer_peers_watch_shm(struct ixfer_agent *a, int *gone);
 /* At teardown, after the progress thread stopped. */
 void ixfer_peers_fini(struct ixfer_agent *a);
 

@@ -879,12 +879,29 @@ static ssize_t wait_cq(struct ixfer_agent *a, struct fi_cq_data_entry *ents,
     return read_cqs(a, ents);
 }
 
-/* Ops the provider still holds, towards every peer. */
+/* shm never completes ops towards a dead process: a request with ops out
+ * to an shm peer found gone ends now (its memory is no longer read or
+ * written: nobody on the other side does it), and is freed at close. */
+static void end_for_gone_shm_peers(struct ixfer_agent *a)
+{
+    IXFER_LIST_FOR_EACH(n, &a->live) {
+        struct xfer_request *r = ixfer_container_of(n, struct xfer_request, base.live);
+        if (r->base.busy && via_shm(a, r) && r->np->state == PEER_GONE) {
+            ixfer_request_fail(&r->base, IXFER_ERR_REMOTE_DISCONNECT, FI_ENOTCONN, 0);
+            ixfer_request_report(&a->events, &r->base);
+        }
+    }
+}
+
+/* Ops the provider still holds, but those to a gone shm peer (they never
+ * complete). */
 static uint64_t ops_out(struct ixfer_agent *a)
 {
     uint64_t n = 0;
-    IXFER_LIST_FOR_EACH(node, &a->peers)
-        n += ixfer_container_of(node, struct net_peer, link)->outstanding;
+    IXFER_LIST_FOR_EACH(node, &a->peers) {
+        const struct net_peer *p = ixfer_container_of(node, struct net_peer, link);
+        n += p->shm && p->state == PEER_GONE ? 0 : p->outstanding;
+    }
     return n;
 }
 
@@ -925,7 +942,10 @@ static void *progress_main(void *arg)
         if (a->shm_rail) {
             if (ixfer_now_ns() >= a->shm_watch_ns) /* at the watch's pace */
                 shm_renudge(a);
-            watch = ixfer_peers_watch_shm(a);
+            int gone = 0;
+            watch = ixfer_peers_watch_shm(a, &gone);
+            if (gone)
+                end_for_gone_shm_peers(a);
         }
         if (read_cqs(a, ents) > 0 || (staging & STAGING_WORKED)) {
             backoff_ms = 0;
