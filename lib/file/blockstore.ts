@@ -170,7 +170,10 @@ export class BlockStore implements AsyncDisposable {
         throw fsError(err, `block file '${name}' in '${dir}'`);
       }
       if (!st.isFile()) continue;
-      const key = Buffer.from(name.slice(0, -SUFFIX.length), 'hex').toString('utf8');
+      const stem = name.slice(0, -SUFFIX.length);
+      const key = Buffer.from(stem, 'hex').toString('utf8');
+      // A name no key maps to (odd hex, bytes that are not UTF-8, a NUL) is not a block of a store.
+      if (Buffer.from(key, 'utf8').toString('hex') !== stem || !BlockKeySchema.safeParse(key).success) continue;
       this.#blocks.set(key, { size: st.size, offset: 0, readers: 0, forgotten: false });
       this.#used += st.size;
     }
@@ -304,11 +307,12 @@ export class BlockStore implements AsyncDisposable {
       }
       throw err;
     }
-    if (file.size !== block.size) {
+    const fileSize = file.size;
+    if (fileSize !== block.size) {
       // Rewritten by another process since we indexed it (caught mid-write, or another block now).
       file.deregister();
       this.#forget(key);
-      throw new NotFoundError(`no block '${key}' (its file was replaced by another process: ${file.size} bytes, not ${block.size})`);
+      throw new NotFoundError(`no block '${key}' (its file was replaced by another process: ${fileSize} bytes, not ${block.size})`);
     }
     try {
       await this.#move('READ', file, 0, descs, options);

@@ -178,6 +178,25 @@ describe('BlockStore and another process', () => {
     await stillWorks();
   });
 
+  it('files whose names map to no valid key are not blocks: keys() skips them, the real block reads back', async () => {
+    const storeDir = path.join(dir, 'strays');
+    fs.mkdirSync(storeDir);
+    // A NUL key, odd hex, bytes that are not UTF-8, upper-case hex (never written by a store).
+    for (const stray of ['1000.blk', 'abc.blk', 'ff.blk', '6B.blk']) fs.writeFileSync(path.join(storeDir, stray), 'abcd');
+    const store = await BlockStore.open(agent, { dir: storeDir, capacityBytes: 1 << 20 });
+    mem.bytes.set(random(100), 0);
+    const data = Buffer.from(mem.bytes.subarray(0, 100));
+    await store.put('k', mem.desc(0, 100));
+    await store.close();
+    const again = await BlockStore.open(agent, { dir: storeDir, capacityBytes: 1 << 20 });
+    expect(again.keys()).toEqual(['k']);
+    expect(again.usedBytes).toBe(100);
+    mem.bytes.fill(0, 0, 100);
+    await again.get('k', mem.desc(0, 100));
+    expect(Buffer.compare(mem.bytes.subarray(0, 100), data)).toBe(0);
+    await again.close();
+  });
+
   it('a block deleted behind the store: get() is ERR_NOT_FOUND and the index heals', async () => {
     const storeDir = path.join(dir, 'behind');
     const store = await BlockStore.open(agent, { dir: storeDir, capacityBytes: 1 << 20 });
