@@ -20,6 +20,7 @@ typedef void *CUcontext;
 #define CU_POINTER_ATTRIBUTE_MEMORY_TYPE 2
 #define CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL 9
 #define CU_MEMORYTYPE_DEVICE 2
+#define CU_MEMHOSTREGISTER_PORTABLE 1
 #define MAX_DEVICES 64
 
 static struct ixfer_dynlib cuda_lib = IXFER_DYNLIB_INIT(
@@ -34,6 +35,7 @@ static struct {
     CUresult (*device_get)(int *dev, int ordinal);
     CUresult (*primary_ctx_retain)(CUcontext *ctx, int dev);
     CUresult (*ctx_set_current)(CUcontext ctx);
+    CUresult (*ctx_get_current)(CUcontext *ctx);
     CUresult (*mem_alloc)(uint64_t *ptr, size_t len);
     CUresult (*mem_free)(uint64_t ptr);
     CUresult (*memcpy_htod)(uint64_t dst, const void *src, size_t len);
@@ -150,6 +152,7 @@ static int32_t load_locked(void)
     SYM(get_error_string, "cuGetErrorString");
     SYM(host_register, "cuMemHostRegister_v2");
     SYM(host_unregister, "cuMemHostUnregister");
+    SYM(ctx_get_current, "cuCtxGetCurrent");
     if (!SYM(init, "cuInit") || !SYM(driver_get_version, "cuDriverGetVersion") ||
         !SYM(device_get_count, "cuDeviceGetCount") || !SYM(device_get, "cuDeviceGet") ||
         !SYM(primary_ctx_retain, "cuDevicePrimaryCtxRetain") ||
@@ -356,15 +359,34 @@ int32_t ixfer_cuda_fill(uint64_t addr, uint32_t value, uint64_t len)
     return r ? cuda_fail("cuMemsetD8", r) : IXFER_OK;
 }
 
+/* A host registration belongs to a context: pin and unpin both run in
+ * device 0's primary context, on whichever thread calls them (the staging
+ * pool is made on the progress thread and freed on the thread that closes
+ * the agent, one of libuv's), and put the caller's context back. PORTABLE
+ * pins the pages for every context, so copies to any device use them. */
+static int in_device0(CUcontext *prev)
+{
+    *prev = NULL;
+    if (!cu.ctx_get_current || cu.ctx_get_current(prev))
+        return 0;
+    return ixfer_cuda_bind(0) == IXFER_OK;
+}
+
 int ixfer_cuda_pin(void *p, uint64_t len)
 {
-    if (emulated())
+    CUcontext prev;
+    if (emulated() || !cu.host_register || !in_device0(&prev))
         return 0;
-    return cu.host_register && cu.host_register(p, (size_t)len, 0) == 0;
+    int ok = cu.host_register(p, (size_t)len, CU_MEMHOSTREGISTER_PORTABLE) == 0;
+    cu.ctx_set_current(prev);
+    return ok;
 }
 
 void ixfer_cuda_unpin(void *p)
 {
-    if (!emulated() && cu.host_unregister)
-        cu.host_unregister(p);
+    CUcontext prev;
+    if (emulated() || !cu.host_unregister || !in_device0(&prev))
+        return;
+    cu.host_unregister(p);
+    cu.ctx_set_current(prev);
 }
