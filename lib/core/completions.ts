@@ -23,6 +23,7 @@ export class Completions {
   #handle: AgentHandle | undefined;
   readonly #events: net.Socket;
   readonly #buf = Buffer.alloc(EVENT_BYTES * DRAIN_BATCH);
+  readonly #wake = Buffer.alloc(64);
   #nextId = 1;
   readonly #inflight = new Map<number, Completion>();
   readonly #handlers = new Map<number, (id: number, status: number, fiErrno: number, detail: number) => void>();
@@ -33,8 +34,13 @@ export class Completions {
     this.#native = native;
     this.#handle = handle;
     this.#busy = busy;
-    this.#events = new net.Socket({ fd: eventFd, readable: true, writable: false });
-    this.#events.on('data', () => this.#drain());
+    // onread: the wake bytes land in one reused buffer and skip the stream machinery.
+    this.#events = new net.Socket({
+      fd: eventFd,
+      readable: true,
+      writable: false,
+      onread: { buffer: this.#wake, callback: () => void this.#drain() },
+    } as net.SocketConstructorOpts);
     this.#events.on('error', () => {}); // closed under us during close()
     this.#events.unref();
   }

@@ -54,12 +54,16 @@ void ixfer_events_push(struct ixfer_events *q, const ixfer_event *ev)
         q->cap = cap;
     }
     q->items[q->count++] = *ev;
-    if (!q->signaled) {
-        q->signaled = 1;
-        ssize_t w = write(q->wr, "!", 1);
-        (void)w; /* the pipe is non-blocking and holds at most a byte */
-    }
+    int signal = !q->signaled;
+    q->signaled = 1;
     pthread_mutex_unlock(&q->lock);
+    /* Written unlocked: the reader it wakes goes straight for the lock. A
+     * byte that lands after the reader emptied the queue costs one empty
+     * drain. */
+    if (signal) {
+        ssize_t w = write(q->wr, "!", 1);
+        (void)w; /* non-blocking; the reader drains whatever accumulated */
+    }
 }
 
 uint32_t ixfer_events_drain(struct ixfer_events *q, ixfer_event *out, uint32_t max)
