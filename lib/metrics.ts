@@ -151,6 +151,8 @@ function family(prom: PromClient, registry: MetricsRegistry): Family {
 class PromSink implements MetricsSink {
   readonly #f: Family;
   readonly #peers = new Set<string>();
+  /** Error codes counted: close() removes their series. */
+  readonly #codes = new Set<string>();
   readonly #max: number;
 
   constructor(f: Family, maxPeerLabels: number) {
@@ -180,6 +182,7 @@ class PromSink implements MetricsSink {
   }
 
   error(agent: string, code: string): void {
+    this.#codes.add(code);
     this.#f.errors.inc({ agent, code });
   }
 
@@ -189,6 +192,11 @@ class PromSink implements MetricsSink {
     this.#f.stagingSources.delete(agent);
     for (const m of this.#f.staging) m.remove({ agent });
     this.#f.railSources.delete(agent);
+    // The closed agent's series go too: a process that makes agents under new names would pile them up.
+    const f = this.#f;
+    const byPeer = [f.txBytes, f.rxBytes, f.txRequests, f.rxRequests, f.xferTime, f.postTime, ...Object.values(f.notifications)];
+    for (const peer of [...this.#peers, 'other']) for (const m of byPeer) m.remove({ agent, peer });
+    for (const code of this.#codes) f.errors.remove({ agent, code });
   }
 }
 

@@ -19,6 +19,9 @@ import type { ExchangeContext } from './context.js';
 type Waiter = (blob: Buffer) => void;
 type EtcdSettings = NonNullable<ExchangeOptionsParsed['etcd']>;
 
+/** Names followed (reloaded when their entry reappears) beyond those loaded now. */
+const MAX_FOLLOWED = 4096;
+
 /**
  * Watch reconnect delays, doubling up to `max`. etcd3's default grows to 30 s,
  * and its last retry timer outlives close(): bounded, a closed agent does not
@@ -51,7 +54,11 @@ export class EtcdDirectory {
   /** Ends the fetches still waiting when the directory closes. */
   #closing = new AbortController();
   #waiters = new Map<string, Set<Waiter>>();
-  /** Peers fetched from etcd: reloaded from any new entry, even after they were dropped (restarts). */
+  /**
+   * Peers fetched from etcd, oldest first: reloaded from any new entry, even
+   * after they were dropped (restarts); the oldest not loaded are forgotten
+   * past MAX_FOLLOWED.
+   */
   #followed = new Set<string>();
 
   private constructor(ctx: ExchangeContext, options: EtcdSettings) {
@@ -136,8 +143,20 @@ export class EtcdDirectory {
     const inBlob = decodeMetadata(blob).name;
     if (inBlob !== name) throw new InvalidParamError(`entry ${this.#prefix}${name} holds the metadata of '${inBlob}'`);
     this.#ctx.load(blob, 'etcd');
-    this.#followed.add(name);
+    this.#follow(name);
     return name;
+  }
+
+  #follow(name: string): void {
+    this.#followed.delete(name);
+    this.#followed.add(name);
+    if (this.#followed.size <= MAX_FOLLOWED) return;
+    const peers = new Set(this.#ctx.host.peers);
+    for (const old of this.#followed) {
+      if (peers.has(old)) continue;
+      this.#followed.delete(old);
+      return;
+    }
   }
 
   /** Schedules a rewrite of our entry (registrations changed); many changes make one write. */

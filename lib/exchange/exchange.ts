@@ -26,6 +26,9 @@ import { formatAddress, isLoopback, request, TcpListener, type SocketAddress } f
 /** The warning about a listener open to the network without a secret is given once per process. */
 let warnedUnauthenticated = false;
 
+/** Listeners remembered for invalidateLocalMetadata() (the most recent pushes). */
+const MAX_SENT_TO = 1024;
+
 export class MetadataExchange implements ExchangeContext {
   readonly host: ExchangeHost;
   readonly options: ExchangeOptionsParsed;
@@ -43,7 +46,7 @@ export class MetadataExchange implements ExchangeContext {
   };
   #listener: TcpListener | undefined;
   #directory: EtcdDirectory | undefined;
-  /** Listeners we pushed our metadata to, by address: invalidateLocalMetadata() tells them. */
+  /** Listeners we pushed our metadata to, by address, oldest first: invalidateLocalMetadata() tells them. */
   #sentTo = new Map<string, SocketAddress>();
 
   constructor(host: ExchangeHost, options: ExchangeOptionsParsed) {
@@ -128,7 +131,11 @@ export class MetadataExchange implements ExchangeContext {
     }
     const address = parse(PeerAddressSchema, to, 'address');
     await request(this, address, FrameType.PUSH, this.host.getLocalMetadata(), wait);
-    this.#sentTo.set(formatAddress(address), address);
+    const key = formatAddress(address);
+    this.#sentTo.delete(key);
+    this.#sentTo.set(key, address);
+    // The oldest pushes are forgotten past the bound (their listeners keep our metadata until they drop it).
+    if (this.#sentTo.size > MAX_SENT_TO) this.#sentTo.delete(this.#sentTo.keys().next().value!);
   }
 
   async fetch(from: string | PeerAddress, options: WaitOptions = {}): Promise<string> {
@@ -155,7 +162,10 @@ export class MetadataExchange implements ExchangeContext {
     const directory = this.#directory;
     const results = await Promise.allSettled([
       ...[...targets].map(async ([key, address]) => {
-        await request(this, address, FrameType.INVALIDATE, name, wait);
+        // A refused connection: nobody listens there any more, so nothing holds our metadata to drop.
+        await request(this, address, FrameType.INVALIDATE, name, wait).catch((err: IxferError) => {
+          if ((err.cause as NodeJS.ErrnoException | undefined)?.code !== 'ECONNREFUSED') throw err;
+        });
         this.#sentTo.delete(key);
       }),
       ...(directory ? [this.#etcdWait(`withdrawing '${this.host.name}' from etcd`, wait, () => directory.withdraw())] : []),

@@ -102,7 +102,11 @@ export class Notifications {
     });
   }
 
-  /** A peer instance is gone for good: its sequence numbers with it. */
+  /**
+   * A peer instance was replaced or invalidated: its numbering goes with it.
+   * Loaded again, the same instance is numbered from 1; its receiver delivers
+   * numbers below what it expects at once.
+   */
   forget(instance: string): void {
     this.#seq.delete(instance);
   }

@@ -98,7 +98,7 @@ export class Peer {
 export class PeerTable {
   readonly #ep: Endpoint;
   readonly #peers = new Map<string, Peer>();
-  /** A peer instance is gone for good (replaced by a new one). */
+  /** A peer instance is gone (replaced by a new one, or invalidated). */
   readonly #onInstanceGone: (instance: string) => void;
 
   /** Regions one peer may have (metadata.maxRegionsPerPeer): bounds what one blob can make us hold. */
@@ -110,13 +110,13 @@ export class PeerTable {
     this.#maxRegions = maxRegionsPerPeer;
   }
 
-  /** Names of loaded peers. */
   /** The name of the peer whose handle is fiAddr, if any. */
   nameOf(fiAddr: number): string | undefined {
     for (const p of this.#peers.values()) if (Number(p.fiAddr) === fiAddr) return p.name;
     return undefined;
   }
 
+  /** Names of loaded peers. */
   get names(): string[] {
     return [...this.#peers.keys()];
   }
@@ -217,6 +217,7 @@ export class PeerTable {
     if (!p) throw new NotFoundError(`unknown peer '${name}'`);
     this.#peers.delete(name);
     this.#drop(p);
+    this.#onInstanceGone(p.instance);
     check(shim().notifForget(handle, name), `forgetting notifications of '${name}'`);
   }
 

@@ -340,6 +340,19 @@ describe('timeouts and unreachable listeners', () => {
     await expectCode(() => invalidating, 'ERR_CANCELED');
   });
 
+  it('a listener we pushed to that went away holds nothing: invalidating is not an error; the live ones drop us', async () => {
+    await using gone = await Agent.create({ name: 'tcp-gone' });
+    await using live = await Agent.create({ name: 'tcp-live' });
+    const goneAddress = await gone.listen();
+    await a.sendLocalMetadata(goneAddress, { timeoutMs: 2000 });
+    await a.sendLocalMetadata(await live.listen(), { timeoutMs: 2000 });
+    expect(live.peers).toContain('tcp-waiter');
+    await gone.close(); // its port now refuses connections
+    await a.invalidateLocalMetadata({ timeoutMs: 2000 });
+    expect(live.peers).not.toContain('tcp-waiter');
+    await a.invalidateLocalMetadata({ to: [goneAddress], timeoutMs: 2000 });
+  });
+
   it('a signal aborted before the call: ERR_CANCELED at once, without connecting', async () => {
     const heldBefore = held.length;
     const signal = AbortSignal.abort();

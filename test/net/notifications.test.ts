@@ -134,6 +134,18 @@ describe('notifications between two agents', () => {
     }
   });
 
+  it('a peer invalidated and loaded again (the same instance) still gets every notification', async () => {
+    await a.notify('nrecv', 'before 1');
+    await a.notify('nrecv', 'before 2');
+    a.invalidateRemote('nrecv');
+    a.loadRemoteMetadata(b.getLocalMetadata());
+    await a.notify('nrecv', 'after');
+    const got: string[] = [];
+    for (let i = 0; i < 3; i++) got.push((await b.waitForNotification({ peer: 'nsend', timeoutMs: 10_000 })).text);
+    expect(got).toEqual(['before 1', 'before 2', 'after']);
+    expect(b.notificationStats.dropped).toBe(0);
+  });
+
   it('waitForNotification matches by prefix, bytes, predicate and peer; getNotifications groups by peer', async () => {
     await a.notify('nrecv', 'alpha 1');
     await a.notify('nrecv', 'beta 2');

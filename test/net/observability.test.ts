@@ -86,13 +86,24 @@ describe('metrics (prom-client)', () => {
     src.deregister();
   });
 
-  it('refuses a registry that is not one, and a closed agent leaves the memory gauge', async () => {
+  it('refuses a registry that is not one, and a closed agent leaves the registry: gauges, counters, histograms', async () => {
     await expectCode(() => Agent.create({ name: 'm-x', metrics: { registry: {} as Registry } }), 'ERR_INVALID_PARAM');
     const c = await Agent.create({ name: 'm-c', metrics: { registry } });
-    c.allocate(4096);
-    expect(await value(registry, 'ixfer_agent_memory_registered_bytes', { agent: 'm-c' })).toBe(4096);
+    const src = c.allocate(4096);
+    const dst = c.allocate(4096);
+    expect(await value(registry, 'ixfer_agent_memory_registered_bytes', { agent: 'm-c' })).toBe(8192);
+    c.loadRemoteMetadata(c.getLocalMetadata());
+    await c.createTransfer({ op: 'WRITE', peer: 'm-c', local: [src.desc(0, 100)], remote: [dst.desc(0, 100)] }).run({ timeoutMs: 10_000 });
+    const t = c.createTransfer({ op: 'WRITE', peer: 'm-c', local: [src.desc(0, 100)], remote: [dst.desc(0, 100)] });
+    dst.deregister();
+    c.loadRemoteMetadata(c.getLocalMetadata());
+    await expectCode(() => t.post(), 'ERR_NOT_FOUND');
+    expect(await value(registry, 'ixfer_agent_tx_bytes', { agent: 'm-c', peer: 'm-c' })).toBe(100);
+    expect(await value(registry, 'ixfer_agent_errors', { agent: 'm-c', code: 'ERR_NOT_FOUND' })).toBe(1);
     await c.close();
-    expect(await value(registry, 'ixfer_agent_memory_registered_bytes', { agent: 'm-c' })).toBeUndefined();
+    // An agent made and closed under new names again and again must not pile up series.
+    const left = (await registry.getMetricsAsJSON()).flatMap((m) => m.values.filter((v) => v.labels.agent === 'm-c').map(() => m.name));
+    expect(left).toEqual([]);
   });
 
   it('prom-client is loaded only by an agent created with metrics', async () => {
