@@ -429,7 +429,7 @@ export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, As
   async #close(): Promise<void> {
     this.#closed = true; // refuses new work from here on
     await this.#exchange.close(); // before the endpoint goes: our etcd entry is removed first
-    this.#files?.close(); // its threads report to the endpoint's queue: stop them first
+    await this.#files?.close(); // its threads report to the endpoint's queue: stop them first
     this.#completions.detach(); // the shim writes events until it is gone: the descriptor stays open
     await this.#endpoint.destroy(); // joins the progress thread; closes every registration
     this.#completions.close(); // what was in flight ends as canceled

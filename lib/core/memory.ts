@@ -1,7 +1,8 @@
 /** Memory registered with an agent, and the descriptors that point into it. */
+import { constants } from 'node:buffer';
 import { markAsUntransferable } from 'node:worker_threads';
 
-import { InvalidParamError, NotAllowedError, type IxferError } from '../errors.js';
+import { InvalidParamError, NotAllowedError, NotSupportedError, type IxferError } from '../errors.js';
 import type { MrHandle } from '../native/shim.js';
 import type { PackedDescriptors, ParsedDescriptor } from '../schemas.js';
 
@@ -76,6 +77,9 @@ export class MemoryRegion implements Disposable {
     if (this.kind === 'VRAM') throw new NotAllowedError('device memory has no host view: use cuda.read() and cuda.write()');
     if (this.#retired) throw new NotAllowedError('this region was deregistered: the memory the agent allocated for it is gone');
     if (this.#view) return this.#view;
+    if (this.#keepAlive === ALLOCATED) {
+      throw new NotSupportedError(`a region of ${this.len} bytes is larger than a Buffer can be here (${MAX_VIEW_BYTES}): move its bytes with transfers`);
+    }
     const k = this.#keepAlive;
     if (k instanceof ArrayBuffer || (typeof SharedArrayBuffer === 'function' && k instanceof SharedArrayBuffer)) return new Uint8Array(k);
     if (ArrayBuffer.isView(k)) return new Uint8Array(k.buffer, k.byteOffset, k.byteLength);
@@ -165,6 +169,12 @@ export class MemoryRegion implements Disposable {
     this.#registered = false;
   }
 }
+
+/** The largest JavaScript view of memory this Node.js makes (buffer.constants.MAX_LENGTH). */
+export const MAX_VIEW_BYTES = constants.MAX_LENGTH;
+
+/** keepAlive of memory the agent allocated (its view, if it can have one, is `view`). */
+export const ALLOCATED = Symbol('allocated');
 
 /** Memory that was detached under its registration. */
 export function detachedError(): IxferError {

@@ -91,6 +91,7 @@ export class FileEngine implements Engine<FilePosting>, FileOwner {
   readonly telemetry: Telemetry;
   readonly #d: FileEngineDeps;
   #handle: FileEngineHandle | undefined;
+  #closed = false;
   #files = new Set<FileRegion>();
   /** VRAM regions registered with cuFile (cuFileBufRegister). */
   #cufileBufs = new Set<MemoryRegion>();
@@ -103,6 +104,7 @@ export class FileEngine implements Engine<FilePosting>, FileOwner {
 
   #engine(): FileEngineHandle {
     if (this.#handle) return this.#handle;
+    if (this.#closed) throw new NotAllowedError('the agent is closed');
     const o = this.#d.options;
     const out: (bigint | null)[] = [null];
     check(
@@ -127,6 +129,8 @@ export class FileEngine implements Engine<FilePosting>, FileOwner {
       check(native.fileAdopt(source, out), `registering ${label}`);
     } else if (typeof source === 'string' && source.length > 0) {
       label = source;
+      // The C call would stop at the NUL and open another file than the one named.
+      if (source.includes('\0')) throw new InvalidParamError(`a path has no NUL characters: ${JSON.stringify(source)}`);
       if (!o.read && !o.write) throw new InvalidParamError(`open '${source}' for reading, writing or both`);
       const flags =
         (o.read ? FILE_READ : 0) |
@@ -143,6 +147,7 @@ export class FileEngine implements Engine<FilePosting>, FileOwner {
 
   /** @internal An anonymous memory file (memfd), for block stores without a directory. */
   memoryFile(name: string): FileRegion {
+    if (name.includes('\0')) throw new InvalidParamError(`a memory file's name has no NUL characters: ${JSON.stringify(name)}`);
     const out: (bigint | null)[] = [null];
     check(shim().fileOpen(name, FILE_MEMORY | FILE_READ | FILE_WRITE, out), 'creating a memory file');
     return this.#adopt(`memory:${name}`, out[0] as FileHandle);
@@ -310,10 +315,16 @@ export class FileEngine implements Engine<FilePosting>, FileOwner {
     for (const f of p.files) f.releaseUse();
   }
 
-  /** Stops the engine (I/O under way finishes first) and closes the files. Before the agent's endpoint goes. */
-  close(): void {
-    if (this.#handle) shim().fileEngineDestroy(this.#handle);
+  /**
+   * Stops the engine and closes the files. Before the agent's endpoint goes.
+   * I/O under way finishes first (a chunk can take seconds on a slow disk):
+   * the threads are joined on libuv's pool, not on the event loop.
+   */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const handle = this.#handle;
     this.#handle = undefined;
+    if (handle) await new Promise<void>((resolve, reject) => shim().fileEngineDestroy.async(handle, (err) => (err ? reject(err as Error) : resolve())));
     for (const f of this.#files) {
       f.markClosed();
       shim().fileClose(f.handle);

@@ -303,8 +303,12 @@ function declare(lib: ReturnType<typeof koffi.load>) {
     ) => number,
 
     memMap: f('int32_t ixfer_mem_map(uint64_t len, _Out_ uint64_t *addr)') as (len: number, out: (number | bigint)[]) => number,
-    memRetire: f('void ixfer_mem_retire(uint64_t addr, uint64_t len)') as (addr: number, len: number) => void,
-    memUnmap: f('void ixfer_mem_unmap(uint64_t addr, uint64_t len)') as (addr: number, len: number) => void,
+    memRetire: f('void ixfer_mem_retire(uint64_t addr, uint64_t len)') as ((addr: number, len: number) => void) & {
+      async(addr: number, len: number, done: (err: unknown) => void): void;
+    },
+    memUnmap: f('void ixfer_mem_unmap(uint64_t addr, uint64_t len)') as ((addr: number, len: number) => void) & {
+      async(addr: number, len: number, done: (err: unknown) => void): void;
+    },
     memAddress: f('uint64_t ixfer_mem_address(const void *ptr)') as (p: ArrayBufferView | ArrayBuffer) => number | bigint,
 
     ...declareFiles(f),
@@ -392,7 +396,9 @@ function declareFiles(f: (sig: string) => ReturnType<ReturnType<typeof koffi.loa
       cfg: { threads: number; gds_batch: number; chunk_bytes: number },
       out: Out<bigint | null>,
     ) => number,
-    fileEngineDestroy: f('void ixfer_file_engine_destroy(ixfer_file_engine *engine)') as (e: FileEngineHandle) => void,
+    fileEngineDestroy: f('void ixfer_file_engine_destroy(ixfer_file_engine *engine)') as ((e: FileEngineHandle) => void) & {
+      async(e: FileEngineHandle, done: (err: unknown) => void): void;
+    },
     fileXferPost: f(
       'int32_t ixfer_file_xfer_post(ixfer_file_engine *engine, uint32_t op, uint32_t kind, const uint8_t *pairs, uint32_t count, uint64_t user_id)',
     ) as (e: FileEngineHandle, op: number, kind: number, pairs: Uint8Array, count: number, id: number) => number,

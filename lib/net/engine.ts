@@ -6,7 +6,7 @@
 import type { Completions } from '../core/completions.js';
 import type { GiveUpCode, Wait } from '../core/deadline.js';
 import type { Completion, Engine } from '../core/engine.js';
-import { describeSource, isDetached, MemoryRegion, type MemorySource, type RegionOwner } from '../core/memory.js';
+import { ALLOCATED, describeSource, isDetached, MAX_VIEW_BYTES, MemoryRegion, type MemorySource, type RegionOwner } from '../core/memory.js';
 import { MemoryRegistry } from '../core/registry.js';
 import type { Telemetry } from '../core/telemetry.js';
 import { Transfer } from '../core/transfer.js';
@@ -134,7 +134,9 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     check(native.memMap(bytes, out), `allocating ${bytes} bytes`);
     const addr = Number(out[0]);
     try {
-      const region = this.#register(addr, bytes, name, undefined, new Uint8Array(viewNative(addr, bytes)));
+      // Node.js 20 makes no Buffer over 4 GiB: a larger region moves its bytes by transfers only.
+      const view = bytes <= MAX_VIEW_BYTES ? new Uint8Array(viewNative(addr, bytes)) : undefined;
+      const region = this.#register(addr, bytes, name, ALLOCATED, view);
       this.#owned.set(region, addr);
       return region;
     } catch (err) {
@@ -177,9 +179,14 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     this.#owned.delete(region);
     // The pages go back now; the range stays mapped (reading zeros) while a
     // view the user kept can still reach it, and is unmapped when it cannot.
-    shim().memRetire(addr, region.len);
+    // Giving touched pages back takes about 0.1 s per GiB: on libuv's pool, not the event loop.
+    const { len } = region;
     const ab = region.retireView();
-    if (ab && !isDetached(ab)) unmapWhenCollected.register(ab, { addr, len: region.len });
+    if (!ab) return shim().memUnmap.async(addr, len, () => {}); // no view ever reached it
+    shim().memRetire.async(addr, len, () => {
+      // Only now: unmapped earlier, the range could be mapped again for someone else before madvise ran.
+      if (!isDetached(ab)) unmapWhenCollected.register(ab, { addr, len });
+    });
   }
 
   /** A region came or went (here or in gpu/): our metadata's version moves on. */

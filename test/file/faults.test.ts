@@ -93,6 +93,9 @@ describe('registerFile of special files', () => {
     }
     const d = await expectCode(() => agent.registerFile(dir, { write: false }), 'ERR_INVALID_PARAM');
     expect(d.message).toMatch(/directory/);
+    // A NUL would cut the path short in C: 'cut' must not be created.
+    await expectCode(() => agent.registerFile(path.join(dir, 'cut\0.rest')), 'ERR_INVALID_PARAM');
+    expect(fs.existsSync(path.join(dir, 'cut'))).toBe(false);
     // /dev/null has no offsets to speak of but is seekable, as /dev/full is (tests use it): allowed.
     agent.registerFile('/dev/null', { write: false, create: false }).deregister();
     await stillWorks();

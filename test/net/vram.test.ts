@@ -344,6 +344,13 @@ describe('VRAM options and forced staging', () => {
       r.deregister();
       cuda.write(mem.desc(0, 3), new Uint8Array([1, 2, 3])); // still the owner's, still there
       expect([...cuda.read(mem.desc(0, 3))]).toEqual([1, 2, 3]);
+      // A range running past the allocation's end is refused before anything is copied.
+      const past = { addr: mem.addr + mem.len - 16, len: MiB };
+      const err = await expectCode(() => cuda.write(past, new Uint8Array(MiB)), 'ERR_INVALID_PARAM');
+      expect(err.message).toContain('runs past the end of its device allocation');
+      await expectCode(() => cuda.read(past), 'ERR_INVALID_PARAM');
+      await expectCode(() => cuda.fill(past, 7), 'ERR_INVALID_PARAM');
+      expect([...cuda.read({ addr: mem.addr + mem.len - 16, len: 16 })]).toEqual(new Array(16).fill(0));
       await expectCode(() => a.registerVram({ addr: a.allocate(4096).addr, len: 4096 }), 'ERR_INVALID_PARAM'); // host memory
       await expectCode(() => a.allocateVram(4096, { devId: -1 }), 'ERR_INVALID_PARAM');
       await expectCode(() => a.allocateVram(4096, { staged: 'yes' } as never), 'ERR_INVALID_PARAM');

@@ -19,6 +19,8 @@ typedef void *CUcontext;
 #define CUDA_ERROR_INVALID_VALUE 1
 #define CU_POINTER_ATTRIBUTE_MEMORY_TYPE 2
 #define CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL 9
+#define CU_POINTER_ATTRIBUTE_RANGE_START_ADDR 11
+#define CU_POINTER_ATTRIBUTE_RANGE_SIZE 12
 #define CU_MEMORYTYPE_DEVICE 2
 #define CU_MEMHOSTREGISTER_PORTABLE 1
 #define MAX_DEVICES 64
@@ -275,8 +277,29 @@ int32_t ixfer_cuda_pointer_device(uint64_t addr, int32_t *dev)
     return IXFER_OK;
 }
 
-/* Binds the context of the device that holds addr. */
-static int32_t bind_pointer(uint64_t addr)
+/* The allocation holding device address addr: [*start, *start + *len). */
+static int32_t allocation_of(uint64_t addr, uint64_t *start, uint64_t *len)
+{
+    if (emulated()) {
+        pthread_mutex_lock(&emu_lock);
+        int i = emu_find(addr);
+        *start = i >= 0 ? emu[i].addr : 0;
+        *len = i >= 0 ? emu[i].len : 0;
+        pthread_mutex_unlock(&emu_lock);
+        return IXFER_OK;
+    }
+    size_t size = 0;
+    CUresult r = cu.pointer_get_attribute(start, CU_POINTER_ATTRIBUTE_RANGE_START_ADDR, addr);
+    if (!r)
+        r = cu.pointer_get_attribute(&size, CU_POINTER_ATTRIBUTE_RANGE_SIZE, addr);
+    *len = size;
+    return r ? cuda_fail("cuPointerGetAttribute", r) : IXFER_OK;
+}
+
+/* Binds the context of the device that holds [addr, addr + len), which
+ * must lie in one allocation: the driver would copy past its end into
+ * whatever is mapped there. */
+static int32_t bind_range(uint64_t addr, uint64_t len)
 {
     int32_t dev = -1;
     int32_t rc = ixfer_cuda_pointer_device(addr, &dev);
@@ -285,7 +308,18 @@ static int32_t bind_pointer(uint64_t addr)
     if (dev < 0)
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "0x%llx is not device memory",
                           (unsigned long long)addr);
-    return ixfer_cuda_bind(dev);
+    if ((rc = ixfer_cuda_bind(dev)) != IXFER_OK)
+        return rc;
+    uint64_t start = 0, size = 0;
+    if ((rc = allocation_of(addr, &start, &size)) != IXFER_OK)
+        return rc;
+    if (len > start + size - addr)
+        return ixfer_fail(IXFER_ERR_INVALID_PARAM,
+                          "[0x%llx, +%llu) runs past the end of its device allocation "
+                          "(%llu bytes at 0x%llx)",
+                          (unsigned long long)addr, (unsigned long long)len,
+                          (unsigned long long)size, (unsigned long long)start);
+    return IXFER_OK;
 }
 
 int32_t ixfer_cuda_alloc(int32_t dev, uint64_t len, uint64_t *addr)
@@ -303,7 +337,7 @@ int32_t ixfer_cuda_free(uint64_t addr)
 {
     if (emulated())
         return emu_free(addr);
-    int32_t rc = bind_pointer(addr);
+    int32_t rc = bind_range(addr, 0);
     if (rc != IXFER_OK)
         return rc;
     CUresult r = cu.mem_free(addr);
@@ -334,7 +368,7 @@ int32_t ixfer_cuda_to_device(uint64_t dst, const void *src, uint64_t len)
 {
     if (!src && len)
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null source");
-    int32_t rc = bind_pointer(dst);
+    int32_t rc = bind_range(dst, len);
     return rc != IXFER_OK || !len ? rc : ixfer_cuda_htod(dst, src, len);
 }
 
@@ -342,13 +376,13 @@ int32_t ixfer_cuda_from_device(void *dst, uint64_t src, uint64_t len)
 {
     if (!dst && len)
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "null destination");
-    int32_t rc = bind_pointer(src);
+    int32_t rc = bind_range(src, len);
     return rc != IXFER_OK || !len ? rc : ixfer_cuda_dtoh(dst, src, len);
 }
 
 int32_t ixfer_cuda_fill(uint64_t addr, uint32_t value, uint64_t len)
 {
-    int32_t rc = bind_pointer(addr);
+    int32_t rc = bind_range(addr, len);
     if (rc != IXFER_OK || !len)
         return rc;
     if (emulated()) {
