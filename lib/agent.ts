@@ -64,7 +64,8 @@ type AgentOptionsParsed = ReturnType<typeof AgentOptionsSchema.parse>;
  * - 'notification-dropped' (err: IxferError with `peer` and `bytes`): an
  *   incoming notification was dropped, ERR_NOT_ALLOWED when it exceeded
  *   maxPendingBytesPerPeer, ERR_TIMEOUT when it stalled for staleMs.
- * - 'peer' (PeerEvent): the metadata exchange loaded or dropped a peer.
+ * - 'peer' (PeerEvent): the metadata exchange loaded or dropped a peer, or
+ *   one was dropped to stay within metadata.maxPeers (via 'limit').
  * - 'rail' (RailEvent): a rail went out of use after a connection error, or came back.
  */
 export interface AgentEvents {
@@ -113,6 +114,8 @@ export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, As
       dropped: (err) => this.emit('notification-dropped', err),
       rail: (e) => this.emit('rail', e),
       maxRegionsPerPeer: opts.metadata.maxRegionsPerPeer,
+      maxPeers: opts.metadata.maxPeers,
+      evicted: (name) => queueMicrotask(() => this.emit('peer', { name, action: 'dropped', via: 'limit' })),
       inbox: opts.notifications,
     });
     this.#completions = completions;

@@ -212,6 +212,8 @@ export const ExchangeOptionsSchema = z
     maxConnectionsPerSource: z.number().int().min(1).max(65535).default(32),
     /** Regions one peer's metadata may list; a blob (or a partial update) that would make more is ERR_INVALID_PARAM. */
     maxRegionsPerPeer: z.number().int().min(1).max(2 ** 32).default(1_000_000),
+    /** Peers loaded at once; loading one more drops the least recently used. */
+    maxPeers: z.number().int().min(1).max(1 << 20).default(4096),
     etcd: EtcdOptionsSchema.optional(),
   })
   .strict();
@@ -228,6 +230,8 @@ export interface ExchangeOptions {
   maxConnectionsPerSource?: number;
   /** Regions one peer's metadata may list (default 1,000,000). */
   maxRegionsPerPeer?: number;
+  /** Peers loaded at once; loading one more drops the least recently used (default 4096). */
+  maxPeers?: number;
   etcd?: EtcdOptions;
 }
 true satisfies Agrees<ExchangeOptions, z.input<typeof ExchangeOptionsSchema>>;

@@ -34,9 +34,10 @@ export interface ExchangeStats {
   publishFailures: number;
 }
 
-export type ExchangeVia = 'tcp' | 'etcd';
+/** How a peer came or went: the TCP channel, etcd, or (dropped only) the maxPeers bound. */
+export type ExchangeVia = 'tcp' | 'etcd' | 'limit';
 
-/** A peer's metadata loaded or dropped by the exchange (not by direct calls on the agent). */
+/** A peer loaded or dropped by the exchange, or dropped past metadata.maxPeers (not by direct calls on the agent). */
 export interface PeerEvent {
   name: string;
   action: 'loaded' | 'dropped';

@@ -88,6 +88,10 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     rail: (event: RailEvent) => void;
     /** metadata.maxRegionsPerPeer */
     maxRegionsPerPeer: number;
+    /** metadata.maxPeers */
+    maxPeers: number;
+    /** A peer was dropped to stay within maxPeers. */
+    evicted: (name: string) => void;
     /** Bounds of the delivered-notification queue. */
     inbox: InboxLimits;
   }) {
@@ -104,7 +108,11 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
       dropped: init.dropped,
       limits: init.inbox,
     });
-    this.peers = new PeerTable(init.endpoint, (instance) => this.notifications.forget(instance), init.maxRegionsPerPeer);
+    this.peers = new PeerTable(
+      init.endpoint,
+      { instanceGone: (instance) => this.notifications.forget(instance), evicted: init.evicted },
+      { maxRegionsPerPeer: init.maxRegionsPerPeer, maxPeers: init.maxPeers },
+    );
     init.completions.on(EVENT_RAIL, (fiAddr, status, fiErrno, rail) => {
       const domain = init.endpoint.rails[rail]?.domain ?? '';
       const peer = fiAddr < 2 ** 63 ? (this.peers.nameOf(fiAddr) ?? '') : undefined;
@@ -360,6 +368,7 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
       if (!region.valid) throw new NotFoundError(`a remote region of '${p.target}' is no longer registered`);
     }
     const notif = p.notification;
+    this.peers.touch(p.peer);
     return this.#completions.track(done, (id) =>
       check(
         shim().xferPost(

@@ -49,6 +49,8 @@ export class Peer {
   /** Bumped when the peer is reloaded with a new instance or address. */
   generation = 1;
   valid = true;
+  /** When it was last loaded or used (PeerTable's clock): the least recently used goes first past maxPeers. */
+  used = 0;
 
   constructor(init: {
     name: string;
@@ -94,20 +96,34 @@ export class Peer {
   }
 }
 
+export interface PeerTableEvents {
+  /** A peer instance is gone (replaced by a new one, or invalidated). */
+  instanceGone(instance: string): void;
+  /** A peer was dropped to stay within maxPeers. */
+  evicted(name: string): void;
+}
+
 /** The peer table of one endpoint: loading metadata (versioned), and the address vector entries that go with it. */
 export class PeerTable {
   readonly #ep: Endpoint;
   readonly #peers = new Map<string, Peer>();
-  /** A peer instance is gone (replaced by a new one, or invalidated). */
-  readonly #onInstanceGone: (instance: string) => void;
-
+  readonly #on: PeerTableEvents;
   /** Regions one peer may have (metadata.maxRegionsPerPeer): bounds what one blob can make us hold. */
   readonly #maxRegions: number;
+  /** Peers held at once (metadata.maxPeers): peers that died without telling us go, least recently used first. */
+  readonly #maxPeers: number;
+  #clock = 0;
 
-  constructor(ep: Endpoint, onInstanceGone: (instance: string) => void, maxRegionsPerPeer = Infinity) {
+  constructor(ep: Endpoint, on: PeerTableEvents, limits: { maxRegionsPerPeer?: number; maxPeers?: number } = {}) {
     this.#ep = ep;
-    this.#onInstanceGone = onInstanceGone;
-    this.#maxRegions = maxRegionsPerPeer;
+    this.#on = on;
+    this.#maxRegions = limits.maxRegionsPerPeer ?? Infinity;
+    this.#maxPeers = limits.maxPeers ?? Infinity;
+  }
+
+  /** Marks a peer used now (a transfer made or posted, a notification sent). */
+  touch(peer: Peer): void {
+    peer.used = ++this.#clock;
   }
 
   /** The name of the peer whose handle is fiAddr, if any. */
@@ -125,6 +141,7 @@ export class PeerTable {
   get(name: string): Peer {
     const p = this.#peers.get(name);
     if (!p) throw new NotFoundError(`unknown peer '${name}': load its metadata first`);
+    this.touch(p);
     return p;
   }
 
@@ -154,6 +171,7 @@ export class PeerTable {
     if (sameEndpoint) {
       existing.setRegions(md.regions, md.complete, this.#maxRegions);
       existing.sequence = md.sequence;
+      this.touch(existing);
       return md.name;
     }
     if (!md.address) throw new NotFoundError(`metadata of unknown peer '${md.name}' has no connection information`);
@@ -175,7 +193,7 @@ export class PeerTable {
         : undefined;
     if (existing) {
       this.#drop(existing);
-      if (existing.instance !== md.instance) this.#onInstanceGone(existing.instance);
+      if (existing.instance !== md.instance) this.#on.instanceGone(existing.instance);
     }
     const peer = new Peer({
       name: md.name,
@@ -189,7 +207,18 @@ export class PeerTable {
     if (existing) peer.generation = existing.generation + 1;
     peer.setRegions(md.regions, true);
     this.#peers.set(md.name, peer);
+    this.touch(peer);
+    if (this.#peers.size > this.#maxPeers) this.#evictLeastUsed();
     return md.name;
+  }
+
+  /** Past maxPeers the least recently used peer goes: one that died without telling us is never used again. */
+  #evictLeastUsed(): void {
+    let victim: Peer | undefined;
+    for (const p of this.#peers.values()) if (!victim || p.used < victim.used) victim = p;
+    if (!victim) return;
+    this.invalidate(victim.name);
+    this.#on.evicted(victim.name);
   }
 
   /** A peer address must be of our endpoint's format and have the shape that format defines. */
@@ -217,7 +246,7 @@ export class PeerTable {
     if (!p) throw new NotFoundError(`unknown peer '${name}'`);
     this.#peers.delete(name);
     this.#drop(p);
-    this.#onInstanceGone(p.instance);
+    this.#on.instanceGone(p.instance);
     check(shim().notifForget(handle, name), `forgetting notifications of '${name}'`);
   }
 

@@ -251,6 +251,36 @@ describe('two agents in one process', () => {
     await stillWorks();
   });
 
+  it('past metadata.maxPeers the least recently used peer is dropped, with a peer event; the others keep working', async () => {
+    await using hub = await Agent.create({ name: 'hub', metadata: { maxPeers: 2 } });
+    const [p1, p2, p3] = await Promise.all(['lru-1', 'lru-2', 'lru-3'].map((name) => Agent.create({ name })));
+    try {
+      const events: unknown[] = [];
+      hub.on('peer', (e) => events.push(e));
+      const mem = hub.allocate(4096);
+      const dst = p1!.allocate(4096);
+      hub.loadRemoteMetadata(p1!.getLocalMetadata());
+      hub.loadRemoteMetadata(p2!.getLocalMetadata());
+      const t = hub.createTransfer({ op: 'WRITE', peer: 'lru-1', local: [mem.desc(0, 64)], remote: [dst.desc(0, 64)] }); // lru-1 used last
+      hub.loadRemoteMetadata(p3!.getLocalMetadata());
+      expect(hub.peers.sort()).toEqual(['lru-1', 'lru-3']);
+      await Promise.resolve();
+      expect(events).toEqual([{ name: 'lru-2', action: 'dropped', via: 'limit' }]);
+      await expectCode(() => hub.createTransfer({ op: 'WRITE', peer: 'lru-2', local: [mem.desc(0, 64)], remote: [{ addr: 0, len: 64 }] }), 'ERR_NOT_FOUND');
+      const data = random(64);
+      mem.bytes.set(data, 0);
+      await t.run({ timeoutMs: 10_000 });
+      expect(Buffer.compare(dst.bytes.subarray(0, 64), data)).toBe(0);
+      // Posting counts as use: after two posts to lru-1, loading lru-2 again drops lru-3.
+      await t.run({ timeoutMs: 10_000 });
+      hub.loadRemoteMetadata(p2!.getLocalMetadata());
+      expect(hub.peers.sort()).toEqual(['lru-1', 'lru-2']);
+      await expectCode(() => Agent.create({ name: 'bad', metadata: { maxPeers: 0 } }), 'ERR_INVALID_PARAM');
+    } finally {
+      await Promise.all([p1, p2, p3].map((x) => x?.close()));
+    }
+  });
+
   it('partial metadata adds regions; stale metadata is refused', async () => {
     const extra = b.allocate(4096);
     const partial = b.getLocalMetadata({ regions: [extra], includeConnection: false });
