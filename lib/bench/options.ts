@@ -14,6 +14,16 @@ import { MAX_RAILS, parse, VramOptionsSchema } from '../schemas.js';
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
+/**
+ * Before the first row, the JavaScript engines (ixfer, its dram twin, Node net)
+ * run this many unmeasured transfers of at most JIT_BLOCK bytes: measured while
+ * V8 still compiles the loop, the first rows would show start-up, not what a
+ * long-running server gets (4 KiB rows on the H200, ixfer / C: 0.67-0.71 after
+ * nixlbench's 100 warm-up transfers, 0.84-0.85 after 3,000). The C programs need none.
+ */
+export const JIT_WARMUP = 2000;
+export const JIT_BLOCK = 64 * 1024;
+
 /** nixlbench's LARGE_BLOCK_SIZE: blocks above it run num-iter / large-blk-iter-ftr times. */
 const LARGE_BLOCK = MiB;
 /** The block of `--preset iov-sweep` (the KV layout published for Slingshot). */

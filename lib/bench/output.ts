@@ -1,6 +1,6 @@
 /** The report as a table for people, or CSV / JSON for programs. */
 import { engineLabel, type EngineName } from './engine.js';
-import { formatSize, vramOptions } from './options.js';
+import { formatSize, JIT_WARMUP, vramOptions } from './options.js';
 import type { BenchReport } from './runner.js';
 import type { Measurement } from './stats.js';
 
@@ -113,6 +113,7 @@ export function tableHeader(report: BenchReport): string {
         `times in microseconds; i = initiator, t = target`) +
     (report.paths ? `\n${vramLine(report)}` : '') +
     (o.repeat > 1 ? `\neach row run ${o.repeat} times, interleaved: median run shown, ratios of medians` : '') +
+    `\nthe JavaScript engines ran ${JIT_WARMUP} unmeasured small transfers first (JIT warm-up)` +
     (key.length ? `\n${key.join('\n')}\nx = ixfer / baseline GB/s; --json or --csv for every column` : '') +
     '\n\n';
   return (

@@ -11,7 +11,7 @@ import { IxferEngine, IxferFileEngine, NetEngine } from './node-engines.js';
 import type { VramPath } from '../core/memory.js';
 import type { RailStatus } from '../net/endpoint.js';
 import type { StagingStats } from '../net/engine.js';
-import { bufferSize, formatSize, hasVram, sweep, type BenchOptions, type RowSpec } from './options.js';
+import { bufferSize, formatSize, hasVram, JIT_BLOCK, JIT_WARMUP, sweep, type BenchOptions, type RowSpec } from './options.js';
 import { cpuSeconds, peakRss, resetPeakRss } from './procstat.js';
 import { hostInfo, libfabricVersion, type HostInfo } from '../info.js';
 import { packageVersion } from '../native/shim.js';
@@ -108,6 +108,9 @@ export async function runBench(o: BenchOptions, onRow?: (report: BenchReport) =>
       rows: results,
     };
     onRow?.(report);
+    const first = rows[0]!;
+    const jit = { ...first, blockSize: Math.min(first.blockSize, JIT_BLOCK), batchSize: 1, numIovs: 1, warmup: JIT_WARMUP };
+    for (const e of engines) if (e.name !== 'c' && e.name !== 'cuda') await e.warmup(jit);
     for (const [i, row] of rows.entries()) {
       const label = `${formatSize(row.blockSize)} x${row.batchSize}${row.numIovs > 1 ? ` iovs ${row.numIovs}` : ''}`;
       const runs = new Map<Engine, Measurement[]>(engines.map((e) => [e, []]));
