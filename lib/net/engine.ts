@@ -185,9 +185,9 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     const addr = this.#owned.get(region);
     if (addr === undefined) return;
     this.#owned.delete(region);
-    // The pages go back now; the range stays mapped (reading zeros) while a
-    // view the user kept can still reach it, and is unmapped when it cannot.
-    // Giving touched pages back takes about 0.1 s per GiB: on libuv's pool, not the event loop.
+    // The pages go back (on libuv's pool: about 0.1 s per GiB touched); the
+    // range stays mapped (reading zeros) while a view the user kept can still
+    // reach it, and is unmapped when it cannot.
     const { len } = region;
     const ab = region.retireView();
     if (!ab) return shim().memUnmap.async(addr, len, () => {}); // no view ever reached it
