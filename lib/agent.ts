@@ -125,7 +125,7 @@ export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, As
     this.#exchange = new MetadataExchange(this, opts.metadata);
   }
 
-  /** Opens an endpoint (its rails). Binds to loopback unless `iface`, `address` or `rails` say otherwise; IXFER_PROVIDER overrides `provider`. */
+  /** Opens an endpoint (its rails). Binds to loopback unless `iface`, `address` or `rails` say otherwise; IXFER_PROVIDER stands in for `provider: 'auto'`. */
   static async create(options: AgentOptions): Promise<Agent> {
     const opts = parse(AgentOptionsSchema, options, 'agent options');
     const endpoint = Endpoint.open(opts);
@@ -245,7 +245,7 @@ export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, As
   /**
    * Sets up the connection to a loaded peer now rather than on the first
    * transfer (NIXL's make_connection). Needs a region in the peer's metadata.
-   * ERR_TIMEOUT after timeoutMs (default: transferTimeoutMs, else 10 s).
+   * ERR_TIMEOUT after timeoutMs (default: the agent's transferTimeoutMs).
    */
   async connect(peer: string, options: WaitOptions = {}): Promise<void> {
     const wait = parse(WaitOptionsSchema, options, 'connect options');

@@ -443,7 +443,7 @@ export const AgentOptionsSchema = z
   .object({
     /** Unique among the agents that talk to each other. */
     name: label,
-    /** 'auto' or a libfabric provider name ('tcp', 'efa', 'cxi', 'verbs', 'shm', ...). IXFER_PROVIDER overrides it. */
+    /** 'auto' or a libfabric provider name ('tcp', 'efa', 'cxi', 'verbs', 'shm', ...). IXFER_PROVIDER stands in for 'auto'. */
     provider: z.string().min(1).default('auto'),
     /** Interface (libfabric domain) to bind, e.g. 'lo' or 'eth0'. */
     iface: z.string().min(1).optional(),

@@ -39,8 +39,6 @@ export interface StagingStats {
   copiedBytes: number;
 }
 
-/** connect()'s deadline when neither the call nor the agent gives one. */
-const CONNECT_TIMEOUT_MS = 10_000;
 const PROBE_BYTES = 64;
 /** Unmaps retired allocations once no JavaScript view can reach them. */
 const unmapWhenCollected = new FinalizationRegistry<{ addr: number; len: number }>(({ addr, len }) => shim().memUnmap(addr, len));
@@ -311,7 +309,7 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
       );
       const remote = this.peers.resolve(peer, one(region.addr), 'remote', halves.remote, () => region, peer.shm !== undefined && region.kind === REGION_DRAM);
       const t = new Transfer(this, buildPosting('READ', peer, peer.generation, local, remote, undefined));
-      return t.run({ signal: wait.signal, timeoutMs: wait.timeoutMs ?? this.defaultTimeoutMs ?? CONNECT_TIMEOUT_MS });
+      return t.run({ signal: wait.signal, timeoutMs: wait.timeoutMs ?? this.defaultTimeoutMs });
     };
     if (direct) await read(direct); // first: the connection the staged READ's request then uses
     if (staged) await read(staged);

@@ -7,7 +7,7 @@
 import { z } from 'zod';
 
 import { withDeadline } from '../core/deadline.js';
-import { NotificationBodySchema, parse, timeoutMs, type NotificationBody } from '../schemas.js';
+import { NotificationBodySchema, parse, timeoutOrInfinity, type NotificationBody } from '../schemas.js';
 
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
@@ -49,7 +49,7 @@ export const WaitForNotificationSchema = z
         z.custom<(n: Notification) => boolean>((v) => typeof v === 'function', 'a string, bytes or a predicate'),
       ])
       .optional(),
-    timeoutMs: timeoutMs.optional(),
+    timeoutMs: timeoutOrInfinity.optional(),
     signal: z.instanceof(AbortSignal).optional(),
   })
   .strict();
