@@ -32,6 +32,7 @@ import {
   AgentOptionsSchema,
   AllocateVramOptionsSchema,
   IterateOptionsSchema,
+  MakeTransferOptionsSchema,
   MetadataOptionsSchema,
   OpSchema,
   parse,
@@ -232,6 +233,7 @@ export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, As
 
   /** A loaded peer's regions, from its metadata, in address order (ERR_NOT_FOUND for an unknown peer). */
   remoteRegions(peer: string): RemoteRegionInfo[] {
+    this.#open();
     return this.#net.peers.describe(peer);
   }
 
@@ -256,6 +258,7 @@ export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, As
 
   /** Whether every descriptor lies in a region of the peer's loaded metadata. */
   checkRemote(peer: string, descriptors: DescriptorList): boolean {
+    this.#open();
     return this.#net.peers.holds(peer, descriptors);
   }
 
@@ -297,9 +300,10 @@ export class Agent extends EventEmitter<AgentEvents> implements ExchangeHost, As
   ): Transfer {
     this.#open();
     parse(OpSchema, op, 'op');
+    const { notification } = parse(MakeTransferOptionsSchema, options, 'makeTransfer options');
     const li = parseIndices(localIndices, 'localIndices');
     const ri = parseIndices(remoteIndices, 'remoteIndices');
-    return this.#net.makeTransfer(op, local, li, remote, ri, options.notification);
+    return this.#net.makeTransfer(op, local, li, remote, ri, notification);
   }
 
   /** Number of transfers (network and file) and standalone notifications in flight. */

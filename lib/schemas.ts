@@ -589,6 +589,9 @@ export interface TransferRequest {
   notification?: NotificationBody;
 }
 
+/** makeTransfer's options. */
+export const MakeTransferOptionsSchema = z.object({ notification: NotificationBodySchema.optional() }).strict();
+
 export const WaitOptionsSchema = z
   .object({
     timeoutMs: timeoutOrInfinity.optional(),

@@ -13,6 +13,10 @@ const ENTRY = 24;
 
 export function serializeDescriptors(descriptors: Descriptor[]): Uint8Array {
   const descs = parseDescriptors(descriptors, 'descriptors');
+  // What deserializeDescriptors refuses is refused here.
+  descs.forEach((d, i) => {
+    if (d.addr + d.len > Number.MAX_SAFE_INTEGER) throw new InvalidParamError(`descriptors[${i}] ends beyond 2^53`);
+  });
   const out = Buffer.alloc(HEADER + descs.length * ENTRY);
   out.writeUInt32LE(MAGIC, 0);
   out.writeUInt16LE(VERSION, 4);

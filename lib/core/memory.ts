@@ -87,7 +87,9 @@ export class MemoryRegion implements Disposable {
   }
 
   /** A descriptor of [offset, offset+len) of this region. */
-  desc(offset = 0, len = this.len - offset): ParsedDescriptor {
+  desc(offset = 0, len?: number): ParsedDescriptor {
+    if (typeof offset !== 'number' || (len !== undefined && typeof len !== 'number')) throw new InvalidParamError('desc(offset, len) takes numbers');
+    len ??= this.len - offset;
     if (!Number.isInteger(offset) || !Number.isInteger(len) || offset < 0 || len < 0 || offset + len > this.len) {
       throw new InvalidParamError(`descriptor [${offset}, ${offset}+${len}) is outside the region of ${this.len} bytes`);
     }
@@ -99,8 +101,11 @@ export class MemoryRegion implements Disposable {
    * this region; `lens` is one length for all or one per offset.
    */
   descList(offsets: ArrayLike<number>, lens: number | ArrayLike<number>): PackedDescriptors {
-    const n = offsets.length;
+    const n = arrayLength(offsets);
     const one = typeof lens === 'number';
+    if (n === undefined || (!one && arrayLength(lens) === undefined)) {
+      throw new InvalidParamError('descList(offsets, lens): offsets is an array of numbers, lens a number or such an array');
+    }
     if (!one && lens.length !== n) throw new InvalidParamError(`descList: ${n} offsets but ${lens.length} lengths`);
     const addrs = new Float64Array(n);
     const out = new Float64Array(n);
@@ -118,6 +123,7 @@ export class MemoryRegion implements Disposable {
 
   /** Splits the region into `count` descriptors of `blockSize` bytes from `offset`. */
   blocks(blockSize: number, count: number, offset = 0): ParsedDescriptor[] {
+    checkBlocks(blockSize, count, offset);
     return Array.from({ length: count }, (_, i) => this.desc(offset + i * blockSize, blockSize));
   }
 
@@ -167,6 +173,23 @@ export class MemoryRegion implements Disposable {
   }
   /** @internal */ markDeregistered(): void {
     this.#registered = false;
+  }
+}
+
+/** The length of an array (or typed array) of descriptors' numbers; undefined for anything else or a length no list can have. */
+function arrayLength(v: unknown): number | undefined {
+  const n = Array.isArray(v) || ArrayBuffer.isView(v) ? (v as ArrayLike<number>).length : undefined;
+  return n !== undefined && n <= MAX_LIST ? n : undefined;
+}
+
+/** Descriptors one list (of objects or packed) may hold. */
+const MAX_LIST = 2 ** 27;
+
+/** blocks(blockSize, count, offset): whole numbers, and a count an array can hold. */
+export function checkBlocks(blockSize: unknown, count: unknown, offset: unknown): void {
+  const whole = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+  if (!whole(blockSize) || !whole(count) || !whole(offset) || (count as number) > MAX_LIST) {
+    throw new InvalidParamError(`blocks(blockSize, count, offset) takes whole numbers, count at most ${MAX_LIST} (use descList for more)`);
   }
 }
 

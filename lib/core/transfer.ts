@@ -140,6 +140,8 @@ export class Transfer implements Completion, Disposable {
 
   /** Posts and waits: `await t.run()` is `t.post(); await t.done()`. */
   run(options: WaitOptions = NO_OPTIONS): Promise<void> {
+    // Checked before posting: bad options must not leave the transfer in flight.
+    if (options !== NO_OPTIONS) parse(WaitOptionsSchema, options, 'run options');
     this.post();
     return this.done(options);
   }

@@ -9,7 +9,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
-import { IxferError, makeError, MismatchError, NoSpaceError, NotAllowedError, NotFoundError, type ErrorCode } from '../errors.js';
+import { InvalidParamError, IxferError, makeError, MismatchError, NoSpaceError, NotAllowedError, NotFoundError, type ErrorCode } from '../errors.js';
 import { parse, parseDescriptors, type Descriptor, type ParsedDescriptor, type WaitOptions } from '../schemas.js';
 import type { FileTransfer } from './engine.js';
 import type { FileRegion } from './region.js';
@@ -132,6 +132,9 @@ export class BlockStore implements AsyncDisposable {
    * are found again; without it, blocks live in host memory.
    */
   static async open(agent: BlockStoreAgent, options: BlockStoreOptions): Promise<BlockStore> {
+    if (typeof agent?.registerFile !== 'function' || typeof agent.memoryFile !== 'function') {
+      throw new InvalidParamError('BlockStore.open(agent, options): agent is an ixfer Agent');
+    }
     const opts = parse(BlockStoreOptionsSchema, options, 'block store options');
     const store = new BlockStore(agent, opts);
     if (opts.dir) {

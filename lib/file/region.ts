@@ -1,5 +1,6 @@
 /** A file registered with an agent for transfers. */
-import { NotAllowedError } from '../errors.js';
+import { checkBlocks } from '../core/memory.js';
+import { InvalidParamError, NotAllowedError } from '../errors.js';
 import { FILE_DIRECT, FILE_READ, FILE_WRITE } from '../native/layout.js';
 import type { FileHandle, FileInfoRaw } from '../native/shim.js';
 
@@ -53,13 +54,16 @@ export class FileRegion implements Disposable {
     return this.#registered;
   }
 
-  /** A descriptor of [offset, offset+len) of the file. */
+  /** A descriptor of [offset, offset+len) of the file (it may grow: the transfer checks the range). */
   desc(offset: number, len: number): FileDescriptor {
+    const whole = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+    if (!whole(offset) || !whole(len)) throw new InvalidParamError(`file descriptor [${String(offset)}, +${String(len)}) takes whole numbers`);
     return { file: this, offset, len };
   }
 
   /** `count` descriptors of `blockSize` bytes from `offset`. */
   blocks(blockSize: number, count: number, offset = 0): FileDescriptor[] {
+    checkBlocks(blockSize, count, offset);
     return Array.from({ length: count }, (_, i) => this.desc(offset + i * blockSize, blockSize));
   }
 

@@ -83,7 +83,11 @@ true satisfies Agrees<Omit<FileTransferRequest, 'local' | 'files'>, Omit<z.input
 export const BlockStoreOptionsSchema = z
   .object({
     /** Directory of one file per block; without it, blocks live in host memory. */
-    dir: z.string().min(1).optional(),
+    dir: z
+      .string()
+      .min(1)
+      .refine((d) => !d.includes('\0'), 'a directory has no NUL characters')
+      .optional(),
     /** Most bytes the store holds. */
     capacityBytes: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
     /** Engine of its transfers (default: the agent's). */

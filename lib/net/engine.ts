@@ -228,7 +228,8 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
           throw new NotFoundError('getLocalMetadata: a region is not registered with this agent');
         }
       }
-      chosen = [...(regions as MemoryRegion[])].sort((a, b) => a.addr - b.addr);
+      // A region named twice is listed once: peers refuse overlapping regions.
+      chosen = [...new Set(regions as MemoryRegion[])].sort((a, b) => a.addr - b.addr);
     }
     const ep = this.endpoint;
     return encodeMetadata({
@@ -260,12 +261,12 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
   }
 
   prepareLocal(cols: DescriptorColumns): PreparedLocal {
-    return new PreparedLocal(this.#local(cols, 'local'));
+    return new PreparedLocal(this.#local(cols, 'local'), this);
   }
 
   prepareRemote(peerName: string, cols: DescriptorColumns): PreparedRemote {
     const p = this.peers.get(peerName);
-    return new PreparedRemote(peerName, this.peers.resolve(p, cols, 'remote'), p, p.generation);
+    return new PreparedRemote(peerName, this.peers.resolve(p, cols, 'remote'), p, p.generation, this);
   }
 
   makeTransfer(
@@ -276,6 +277,8 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     ri: ArrayLike<number>,
     notification: unknown,
   ): Transfer {
+    if (!(local instanceof PreparedLocal) || local.owner !== this) throw new InvalidParamError('local is not a list this agent prepared (prepareLocal)');
+    if (!(remote instanceof PreparedRemote) || remote.owner !== this) throw new InvalidParamError('remote is not a list this agent prepared (prepareRemote)');
     if (li.length !== ri.length) throw new MismatchError(`${li.length} local indices but ${ri.length} remote ones`);
     const peer = remote.peerRef;
     const R = overNetwork(peer, local.side, remote.side)

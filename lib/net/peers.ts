@@ -277,9 +277,13 @@ export class PeerTable {
 
   /** Whether every descriptor lies in a region of the peer's loaded metadata. */
   holds(name: string, descriptors: DescriptorList): boolean {
+    const { addrs, lens } = descriptorColumns(descriptors, 'descriptors');
+    const whole = (v: number) => Number.isSafeInteger(v) && v >= 0;
+    for (let i = 0; i < addrs.length; i++) {
+      if (!whole(addrs[i]!) || !whole(lens[i]!)) throw new InvalidParamError(`descriptors[${i}] has an address or length that is not a whole number`);
+    }
     const p = this.#peers.get(name);
     if (!p) return false;
-    const { addrs, lens } = descriptorColumns(descriptors, 'descriptors');
     for (let i = 0; i < addrs.length; i++) if (p.regions.find(addrs[i]!, lens[i]!) === undefined) return false;
     return true;
   }

@@ -142,7 +142,10 @@ function descsOf<R extends { devId: number }>(s: Side<R>): ParsedDescriptor[] {
 /** Local descriptors validated once, for transfers made by index. */
 export class PreparedLocal {
   /** @internal */
-  constructor(/** @internal */ readonly side: Side<MemoryRegion>) {}
+  constructor(
+    /** @internal */ readonly side: Side<MemoryRegion>,
+    /** @internal The engine that prepared it: another agent's lists are refused. */ readonly owner: object,
+  ) {}
   get length(): number {
     return this.side.region.length;
   }
@@ -160,6 +163,7 @@ export class PreparedRemote {
     /** @internal */ readonly side: Side<RemoteRegion>,
     /** @internal */ readonly peerRef: Peer,
     /** @internal */ readonly generation: number,
+    /** @internal The engine that prepared it: another agent's peer handles mean nothing here. */ readonly owner: object,
   ) {}
   /** @internal The side in the network provider's address form, for transfers with device memory to a peer on this host (made once). */
   networkSide: Side<RemoteRegion> | undefined;

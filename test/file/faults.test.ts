@@ -93,6 +93,15 @@ describe('registerFile of special files', () => {
     }
     const d = await expectCode(() => agent.registerFile(dir, { write: false }), 'ERR_INVALID_PARAM');
     expect(d.message).toMatch(/directory/);
+    await expectCode(() => agent.registerFile(dir), 'ERR_INVALID_PARAM'); // for writing: EISDIR
+    // Descriptors of a file: whole numbers; blocks() a count an array can hold.
+    const f = agent.registerFile(path.join(dir, 'descs'));
+    await expectCode(() => f.desc(-1, 8), 'ERR_INVALID_PARAM');
+    await expectCode(() => f.desc(0, 'x' as never), 'ERR_INVALID_PARAM');
+    await expectCode(() => f.blocks(4096, Infinity), 'ERR_INVALID_PARAM');
+    f.deregister();
+    await expectCode(() => BlockStore.open(null as never, { capacityBytes: 4096 }), 'ERR_INVALID_PARAM');
+    await expectCode(() => BlockStore.open(agent, { dir: path.join(dir, 'bad\0dir'), capacityBytes: 4096 }), 'ERR_INVALID_PARAM');
     // A NUL would cut the path short in C: 'cut' must not be created.
     await expectCode(() => agent.registerFile(path.join(dir, 'cut\0.rest')), 'ERR_INVALID_PARAM');
     expect(fs.existsSync(path.join(dir, 'cut'))).toBe(false);

@@ -16,6 +16,8 @@ describe('Agent.create', () => {
     await a.close(); // idempotent
     expect(a.closed).toBe(true);
     await expectCode(() => a.allocate(10), 'ERR_NOT_ALLOWED');
+    await expectCode(() => a.remoteRegions('solo'), 'ERR_NOT_ALLOWED');
+    await expectCode(() => a.checkRemote('solo', []), 'ERR_NOT_ALLOWED');
   });
 
   it('binds an interface by name', async () => {

@@ -192,6 +192,43 @@ describe('two agents in one process', () => {
     await stillWorks();
   });
 
+  it('bad arguments to the smaller calls are ERR_INVALID_PARAM (never a TypeError), and nothing is left in flight', async () => {
+    const bad = (f: () => unknown) => expectCode(f, 'ERR_INVALID_PARAM');
+    await bad(() => aMem.desc(0n as never));
+    await bad(() => aMem.desc(0, '8' as never));
+    for (const [size, count] of [[4096, Infinity], [4096, 2 ** 32], [4096, -1], [4096, 1.5], [4096, '2'], [NaN, 1]]) {
+      await bad(() => aMem.blocks(size as never, count as never));
+    }
+    await bad(() => aMem.descList(null as never, 1));
+    await bad(() => aMem.descList({ length: 1e10 } as never, 1));
+    await bad(() => aMem.descList([0], null as never));
+    // run() with bad options posts nothing: the transfer runs right after.
+    a.loadRemoteMetadata(b.getLocalMetadata());
+    const t = a.createTransfer({ op: 'WRITE', peer: 'b', local: [aMem.desc(0, 64)], remote: [bMem.desc(0, 64)] });
+    for (const o of [{ timeoutMs: -1 }, null, { foo: 1 }]) await bad(() => t.run(o as never));
+    expect(t.status).toBe('idle');
+    await t.run({ timeoutMs: 10_000 });
+    // Prepared lists: only this agent's, and options checked.
+    const local = a.prepareLocal([aMem.desc(0, 64)]);
+    const remote = a.prepareRemote('b', [bMem.desc(0, 64)]);
+    c.loadRemoteMetadata(b.getLocalMetadata());
+    const theirs = c.prepareRemote('b', [bMem.desc(0, 64)]);
+    await bad(() => a.makeTransfer('WRITE', {} as never, [0], remote, [0]));
+    await bad(() => a.makeTransfer('WRITE', local, [0], null as never, [0]));
+    await bad(() => a.makeTransfer('WRITE', local, [0], theirs, [0]));
+    await bad(() => a.makeTransfer('WRITE', local, [0], remote, [0], { foo: 1 } as never));
+    await bad(() => a.makeTransfer('WRITE', local, [0], remote, [0], null as never));
+    await a.makeTransfer('WRITE', local, [0], remote, [0]).run({ timeoutMs: 10_000 });
+    // checkRemote checks packed lists before anything else.
+    await bad(() => a.checkRemote('b', { addrs: Float64Array.of(bMem.addr), lens: Float64Array.of(-1) }));
+    await bad(() => a.checkRemote('b', { addrs: Float64Array.of(NaN), lens: Float64Array.of(1) }));
+    await bad(() => a.checkRemote('nobody', null as never));
+    // A region listed twice in partial metadata is listed once.
+    expect(b.loadRemoteMetadata(a.getLocalMetadata({ regions: [aMem, aMem] }))).toBe('a');
+    await bad(() => serializeDescriptors([{ addr: 2 ** 53 - 1, len: 2 ** 53 - 1 }]));
+    await stillWorks();
+  });
+
   it('descriptor lists: what is accepted, what is refused with the field named, and copies are taken', async () => {
     // bigint addresses, absent devId: accepted as zod's schema says.
     const data = random(4096);

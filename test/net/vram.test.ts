@@ -342,6 +342,9 @@ describe('VRAM options and forced staging', () => {
       await expectCode(() => a.registerVram({ addr: mem.addr + 4096, len: 1 }), 'ERR_INVALID_PARAM'); // overlaps
       await expectCode(() => a.allocate(64, { name: 'theirs' }), 'ERR_INVALID_PARAM'); // one namespace
       r.deregister();
+      // Past the allocation's end: peers would read (and write) whatever follows it.
+      const tooLong = await expectCode(() => a.registerVram({ addr: mem.addr, len: 2 ** 30 }), 'ERR_INVALID_PARAM');
+      expect(tooLong.message).toContain('runs past the end of its device allocation');
       cuda.write(mem.desc(0, 3), new Uint8Array([1, 2, 3])); // still the owner's, still there
       expect([...cuda.read(mem.desc(0, 3))]).toEqual([1, 2, 3]);
       // A range running past the allocation's end is refused before anything is copied.
@@ -350,6 +353,12 @@ describe('VRAM options and forced staging', () => {
       expect(err.message).toContain('runs past the end of its device allocation');
       await expectCode(() => cuda.read(past), 'ERR_INVALID_PARAM');
       await expectCode(() => cuda.fill(past, 7), 'ERR_INVALID_PARAM');
+      // Arguments of the wrong kind: typed errors, nothing copied.
+      await expectCode(() => cuda.write(mem.desc(0, 3), 'abc' as never), 'ERR_INVALID_PARAM');
+      await expectCode(() => cuda.write(mem.desc(0, 3), [1, 2, 3] as never), 'ERR_INVALID_PARAM');
+      await expectCode(() => cuda.read({ addr: mem.addr, len: 2 ** 40 }), 'ERR_INVALID_PARAM');
+      for (const v of [256, -1, NaN, 'x']) await expectCode(() => cuda.fill(mem.desc(0, 3), v as never), 'ERR_INVALID_PARAM');
+      for (const p of ['x', null, -1, 1.5]) await expectCode(() => cuda.deviceOf(p as never), 'ERR_INVALID_PARAM');
       expect([...cuda.read({ addr: mem.addr + mem.len - 16, len: 16 })]).toEqual(new Array(16).fill(0));
       await expectCode(() => a.registerVram({ addr: a.allocate(4096).addr, len: 4096 }), 'ERR_INVALID_PARAM'); // host memory
       await expectCode(() => a.allocateVram(4096, { devId: -1 }), 'ERR_INVALID_PARAM');

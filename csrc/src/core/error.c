@@ -35,6 +35,8 @@ int32_t ixfer_errno_status(int err)
     case EFBIG:
         return IXFER_ERR_NO_SPACE;
     case EINVAL: /* the kernel's word for I/O that O_DIRECT cannot do */
+    case EISDIR: /* a directory opened for writing */
+    case ENAMETOOLONG:
         return IXFER_ERR_INVALID_PARAM;
     default:
         return IXFER_ERR_BACKEND;

@@ -322,6 +322,8 @@ static int32_t bind_range(uint64_t addr, uint64_t len)
     return IXFER_OK;
 }
 
+int32_t ixfer_cuda_check_range(uint64_t addr, uint64_t len) { return bind_range(addr, len); }
+
 int32_t ixfer_cuda_alloc(int32_t dev, uint64_t len, uint64_t *addr)
 {
     if (!addr || !len)

@@ -176,6 +176,8 @@ int32_t ixfer_vram_register(ixfer_agent *agent, uint64_t addr, uint64_t len, int
         return ixfer_fail(IXFER_ERR_INVALID_PARAM, "device memory to register needs an address, "
                                                    "a non-zero length and a device");
     int32_t rc = ixfer_cuda_load();
+    if (rc == IXFER_OK) /* a range past the allocation would let peers read what follows it */
+        rc = ixfer_cuda_check_range(addr, len);
     if (rc != IXFER_OK)
         return rc;
     struct ixfer_mr *m = calloc(1, sizeof *m);
