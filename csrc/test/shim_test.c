@@ -164,6 +164,14 @@ static void test_transfers(void)
     EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, peer, NULL, 0, 47, NULL, 0, 0) == IXFER_OK);
     EXPECT(wait_event(a, afd, &ev));
     EXPECT(ev.user_id == 47 && ev.status == IXFER_OK);
+    /* 0-byte pairs alone, and first in a list: they move nothing (they once
+     * made an op the request had no room for). */
+    ixfer_iov_pair zero[3] = {{src, 0, smr, rbase, ckey, 0, 0}, whole, {src, 0, smr, rbase, ckey, 0, 0}};
+    for (uint32_t n = 1; n <= 3; n += 2) {
+        EXPECT(ixfer_xfer_post(a, IXFER_OP_WRITE, peer, zero, n, 48 + n, NULL, 0, 0) == IXFER_OK);
+        EXPECT(wait_event(a, afd, &ev));
+        EXPECT(ev.user_id == 48 + n && ev.status == IXFER_OK);
+    }
 
     /* Many transfers in flight, then destroy with some still queued. */
     for (int i = 0; i < 300; i++)

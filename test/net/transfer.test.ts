@@ -192,6 +192,20 @@ describe('two agents in one process', () => {
     await stillWorks();
   });
 
+  it('empty lists and 0-byte descriptors move nothing and complete; the other descriptors of the list arrive', async () => {
+    a.loadRemoteMetadata(b.getLocalMetadata());
+    await a.createTransfer({ op: 'WRITE', peer: 'b', local: [], remote: [] }).run({ timeoutMs: 10_000 });
+    await a.createTransfer({ op: 'READ', peer: 'b', local: [aMem.desc(0, 0)], remote: [bMem.desc(0, 0)] }).run({ timeoutMs: 10_000 });
+    const data = random(8192);
+    aMem.bytes.set(data, 0);
+    const zero = (m: MemoryRegion) => m.desc(100, 0);
+    const local = [zero(aMem), aMem.desc(0, 4096), zero(aMem), aMem.desc(4096, 4096), zero(aMem)];
+    const remote = [zero(bMem), bMem.desc(0, 4096), zero(bMem), bMem.desc(4096, 4096), zero(bMem)];
+    for (let i = 0; i < 20; i++) await a.createTransfer({ op: 'WRITE', peer: 'b', local, remote }).run({ timeoutMs: 10_000 });
+    expect(Buffer.compare(bMem.bytes.subarray(0, 8192), data)).toBe(0);
+    await stillWorks();
+  });
+
   it('bad arguments to the smaller calls are ERR_INVALID_PARAM (never a TypeError), and nothing is left in flight', async () => {
     const bad = (f: () => unknown) => expectCode(f, 'ERR_INVALID_PARAM');
     await bad(() => aMem.desc(0n as never));

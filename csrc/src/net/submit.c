@@ -120,13 +120,16 @@ int32_t ixfer_peer_remove(ixfer_agent *agent, uint64_t peer)
  * local registration and remote key) becoming one pair: block lists such as
  * vLLM's are often such runs, and one long pair posts as few ops as the
  * provider's message size allows instead of one per iov limit of pairs.
- * Order is kept; returns the number of pairs written. */
+ * 0-byte pairs are dropped. Order is kept; returns the number of pairs written. */
 static uint32_t merge_pairs(ixfer_iov_pair *out, const ixfer_iov_pair *pairs, uint32_t count)
 {
     uint32_t m = 0;
     for (uint32_t i = 0; i < count; i++) {
+        /* A 0-byte pair moves nothing, and no op is counted for it. */
+        if (!pairs[i].len)
+            continue;
         ixfer_iov_pair *last = m ? &out[m - 1] : NULL;
-        if (last && pairs[i].len && last->local_mr == pairs[i].local_mr &&
+        if (last && last->local_mr == pairs[i].local_mr &&
             last->flags == pairs[i].flags &&
             last->remote_key == pairs[i].remote_key &&
             last->local_addr + last->len == pairs[i].local_addr &&
