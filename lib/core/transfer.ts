@@ -113,8 +113,14 @@ export class Transfer implements Completion, Disposable {
    * yet posted, and the transfer ends in 'error' (or 'done' if it finished).
    */
   done(options: WaitOptions = NO_OPTIONS): Promise<void> {
-    // Without options (the common call) there is nothing to validate.
-    const { timeoutMs = this.#engine.defaultTimeoutMs, signal } = options === NO_OPTIONS ? NO_OPTIONS : parse(WaitOptionsSchema, options, 'done options');
+    // Without options (the common call) there is nothing to validate; bad ones reject, as every failure here does.
+    let parsed: WaitOptions;
+    try {
+      parsed = options === NO_OPTIONS ? NO_OPTIONS : parse(WaitOptionsSchema, options, 'done options');
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    const { timeoutMs = this.#engine.defaultTimeoutMs, signal } = parsed;
     if (this.#status === 'done') return Promise.resolve();
     if (this.#status === 'error') return Promise.reject(this.#error);
     if (this.#status === 'idle') return Promise.reject(new NotAllowedError('this transfer was never posted'));
@@ -140,9 +146,13 @@ export class Transfer implements Completion, Disposable {
 
   /** Posts and waits: `await t.run()` is `t.post(); await t.done()`. */
   run(options: WaitOptions = NO_OPTIONS): Promise<void> {
-    // Checked before posting: bad options must not leave the transfer in flight.
-    if (options !== NO_OPTIONS) parse(WaitOptionsSchema, options, 'run options');
-    this.post();
+    try {
+      // Checked before posting: bad options must not leave the transfer in flight.
+      if (options !== NO_OPTIONS) parse(WaitOptionsSchema, options, 'run options');
+      this.post();
+    } catch (err) {
+      return Promise.reject(err as Error); // a promise-returning call does not also throw
+    }
     return this.done(options);
   }
 

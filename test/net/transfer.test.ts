@@ -221,6 +221,10 @@ describe('two agents in one process', () => {
     const t = a.createTransfer({ op: 'WRITE', peer: 'b', local: [aMem.desc(0, 64)], remote: [bMem.desc(0, 64)] });
     for (const o of [{ timeoutMs: -1 }, null, { foo: 1 }]) await bad(() => t.run(o as never));
     expect(t.status).toBe('idle');
+    // A promise-returning call rejects rather than throws: .catch() alone sees the error.
+    const rejected = t.done({ timeoutMs: -1 });
+    expect(rejected).toBeInstanceOf(Promise);
+    await bad(() => rejected);
     await t.run({ timeoutMs: 10_000 });
     // Prepared lists: only this agent's, and options checked.
     const local = a.prepareLocal([aMem.desc(0, 64)]);
