@@ -52,6 +52,8 @@ export interface Engine<P extends Posting = Posting> {
   release(posting: P): void;
   /** Stops the engine: runs still in flight end through their completions. */
   close(): void;
+  /** Throws ERR_NOT_ALLOWED once the agent is closed (before a post looks at anything else). */
+  checkOpen(): void;
   /**
    * Only engines that carry notifications: the posting that also delivers
    * `body` (checked here) to the target once its data is in place.

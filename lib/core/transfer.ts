@@ -73,6 +73,7 @@ export class Transfer implements Completion, Disposable {
    */
   post(notification?: NotificationBody): this {
     if (this.#released) throw new NotAllowedError('this transfer was released');
+    this.#engine.checkOpen();
     if (this.#status === 'pending') throw new RepostActiveError('this transfer is still in flight');
     let posting = this.#posting;
     if (notification !== undefined) {

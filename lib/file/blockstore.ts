@@ -188,11 +188,13 @@ export class BlockStore implements AsyncDisposable {
   }
 
   has(key: string): boolean {
+    parse(BlockKeySchema, key, 'key');
     return this.#blocks.has(key);
   }
 
   /** Bytes of the block, or undefined. */
   size(key: string): number | undefined {
+    parse(BlockKeySchema, key, 'key');
     return this.#blocks.get(key)?.size;
   }
 
@@ -327,6 +329,7 @@ export class BlockStore implements AsyncDisposable {
   /** Removes block `key`; false when there was none. */
   delete(key: string): Promise<boolean> {
     return this.#run(async () => {
+      parse(BlockKeySchema, key, 'key');
       if (!this.#blocks.has(key)) return false;
       this.#forget(key);
       if (!this.#pool) await fs.rm(this.#file(key), { force: true });

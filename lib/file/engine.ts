@@ -102,9 +102,13 @@ export class FileEngine implements Engine<FilePosting>, FileOwner {
     this.telemetry = deps.telemetry;
   }
 
+  checkOpen(): void {
+    if (this.#closed) throw new NotAllowedError('the agent is closed');
+  }
+
   #engine(): FileEngineHandle {
     if (this.#handle) return this.#handle;
-    if (this.#closed) throw new NotAllowedError('the agent is closed');
+    this.checkOpen();
     const o = this.#d.options;
     const out: (bigint | null)[] = [null];
     check(

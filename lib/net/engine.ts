@@ -388,6 +388,10 @@ export class NetEngine implements Engine<NetPosting>, RegionOwner {
     );
   }
 
+  checkOpen(): void {
+    this.endpoint.handle();
+  }
+
   notifying(p: NetPosting, body: unknown): NetPosting {
     return { ...p, notification: parseNotificationBody(body) };
   }

@@ -102,6 +102,11 @@ describe('registerFile of special files', () => {
     f.deregister();
     await expectCode(() => BlockStore.open(null as never, { capacityBytes: 4096 }), 'ERR_INVALID_PARAM');
     await expectCode(() => BlockStore.open(agent, { dir: path.join(dir, 'bad\0dir'), capacityBytes: 4096 }), 'ERR_INVALID_PARAM');
+    const store = await BlockStore.open(agent, { capacityBytes: 4096 });
+    await expectCode(() => store.delete(5 as never), 'ERR_INVALID_PARAM');
+    await expectCode(() => store.has(null as never), 'ERR_INVALID_PARAM');
+    await expectCode(() => store.size({} as never), 'ERR_INVALID_PARAM');
+    await store.close();
     // A NUL would cut the path short in C: 'cut' must not be created.
     await expectCode(() => agent.registerFile(path.join(dir, 'cut\0.rest')), 'ERR_INVALID_PARAM');
     expect(fs.existsSync(path.join(dir, 'cut'))).toBe(false);

@@ -1,3 +1,7 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { Agent, info, MemoryRegion } from '../../lib/index.js';
@@ -18,6 +22,20 @@ describe('Agent.create', () => {
     await expectCode(() => a.allocate(10), 'ERR_NOT_ALLOWED');
     await expectCode(() => a.remoteRegions('solo'), 'ERR_NOT_ALLOWED');
     await expectCode(() => a.checkRemote('solo', []), 'ERR_NOT_ALLOWED');
+  });
+
+  it('a transfer made before close() is ERR_NOT_ALLOWED after it, network or file', async () => {
+    const a = await Agent.create({ name: 'closing' });
+    const m = a.allocate(4096);
+    a.loadRemoteMetadata(a.getLocalMetadata());
+    const t = a.createTransfer({ op: 'WRITE', peer: 'closing', local: [m.desc(0, 8)], remote: [m.desc(64, 8)] });
+    const file = a.registerFile(path.join(os.tmpdir(), `ixfer-closing-${process.pid}`));
+    const f = a.createFileTransfer({ op: 'WRITE', local: [m.desc(0, 8)], files: [file.desc(0, 8)] });
+    await t.run({ timeoutMs: 10_000 });
+    await a.close();
+    await expectCode(() => t.run(), 'ERR_NOT_ALLOWED');
+    await expectCode(() => f.run(), 'ERR_NOT_ALLOWED');
+    fs.rmSync(file.path, { force: true });
   });
 
   it('binds an interface by name', async () => {
