@@ -185,10 +185,14 @@ function arrayLength(v: unknown): number | undefined {
 /** Descriptors one list (of objects or packed) may hold. */
 const MAX_LIST = 2 ** 27;
 
+/** A number a byte address, offset or length can be: an integer from 0 to 2^53 - 1. */
+export function isWhole(v: unknown): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+}
+
 /** blocks(blockSize, count, offset): whole numbers, and a count an array can hold. */
 export function checkBlocks(blockSize: unknown, count: unknown, offset: unknown): void {
-  const whole = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
-  if (!whole(blockSize) || !whole(count) || !whole(offset) || (count as number) > MAX_LIST) {
+  if (!isWhole(blockSize) || !isWhole(count) || !isWhole(offset) || count > MAX_LIST) {
     throw new InvalidParamError(`blocks(blockSize, count, offset) takes whole numbers, count at most ${MAX_LIST} (use descList for more)`);
   }
 }

@@ -1,5 +1,5 @@
 /** A file registered with an agent for transfers. */
-import { checkBlocks } from '../core/memory.js';
+import { checkBlocks, isWhole } from '../core/memory.js';
 import { InvalidParamError, NotAllowedError } from '../errors.js';
 import { FILE_DIRECT, FILE_READ, FILE_WRITE } from '../native/layout.js';
 import type { FileHandle, FileInfoRaw } from '../native/shim.js';
@@ -56,8 +56,7 @@ export class FileRegion implements Disposable {
 
   /** A descriptor of [offset, offset+len) of the file (it may grow: the transfer checks the range). */
   desc(offset: number, len: number): FileDescriptor {
-    const whole = (v: unknown) => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
-    if (!whole(offset) || !whole(len)) throw new InvalidParamError(`file descriptor [${String(offset)}, +${String(len)}) takes whole numbers`);
+    if (!isWhole(offset) || !isWhole(len)) throw new InvalidParamError(`file descriptor [${String(offset)}, +${String(len)}) takes whole numbers`);
     return { file: this, offset, len };
   }
 

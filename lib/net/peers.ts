@@ -1,4 +1,5 @@
 /** Peers whose metadata an agent has loaded, and their regions. */
+import { isWhole } from '../core/memory.js';
 import { RangeIndex } from '../core/ranges.js';
 import { InvalidParamError, NotFoundError } from '../errors.js';
 import { FI_MR_VIRT_ADDR } from '../native/layout.js';
@@ -278,9 +279,8 @@ export class PeerTable {
   /** Whether every descriptor lies in a region of the peer's loaded metadata. */
   holds(name: string, descriptors: DescriptorList): boolean {
     const { addrs, lens } = descriptorColumns(descriptors, 'descriptors');
-    const whole = (v: number) => Number.isSafeInteger(v) && v >= 0;
     for (let i = 0; i < addrs.length; i++) {
-      if (!whole(addrs[i]!) || !whole(lens[i]!)) throw new InvalidParamError(`descriptors[${i}] has an address or length that is not a whole number`);
+      if (!isWhole(addrs[i]) || !isWhole(lens[i])) throw new InvalidParamError(`descriptors[${i}] has an address or length that is not a whole number`);
     }
     const p = this.#peers.get(name);
     if (!p) return false;
